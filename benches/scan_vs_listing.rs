@@ -1,0 +1,497 @@
+//! PartitionedTable vs DataFusion's ListingTable on the same files, in one run.
+//!
+//! ```text
+//! cargo bench --bench scan_vs_listing -- [--sf 1] [--runs 7] [--data DIR]
+//! ```
+//!
+//! * Scans: TPC-H `lineitem` (tpchgen) partitioned by ship year and month:
+//!   a Q1-style aggregate, one partition, a selective data filter, `LIMIT 10`.
+//! * Planning: a 500-partition, 5,000-file table, registration + first query and
+//!   a repeated query, on the local disk and on a `ThrottledStore` (10 ms per
+//!   request) standing in for remote storage; requests counted.
+//! * Peak memory of the full scan, each side in a child process of its own.
+//!
+//! Every line prints `ours / listing` (below 1.0 means lakefusion is faster).
+
+#[path = "../tests/it/counting_store.rs"]
+mod counting_store;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use counting_store::CountingStore;
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::Result;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use lakefusion::PartitionedTable;
+use object_store::local::LocalFileSystem;
+use object_store::throttle::{ThrottleConfig, ThrottledStore};
+use object_store::ObjectStore;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use tpchgen::generators::LineItemGenerator;
+use tpchgen_arrow::LineItemArrow;
+use url::Url;
+
+const PLANNING_PARTITIONS: usize = 500;
+const PLANNING_FILES_PER_PARTITION: usize = 10;
+
+struct Args {
+    sf: f64,
+    runs: usize,
+    data: PathBuf,
+}
+
+fn parse_args() -> (Args, Option<(String, String)>) {
+    let mut args = Args {
+        sf: 1.0,
+        runs: 7,
+        data: PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
+            .join("lakefusion-bench"),
+    };
+    let mut child = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--sf" => args.sf = it.next().and_then(|v| v.parse().ok()).expect("--sf N"),
+            "--runs" => args.runs = it.next().and_then(|v| v.parse().ok()).expect("--runs N"),
+            "--data" => args.data = PathBuf::from(it.next().expect("--data DIR")),
+            "--child" => {
+                child = Some((
+                    it.next().expect("--child ours|listing"),
+                    it.next().expect("--child side DIR"),
+                ))
+            }
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    (args, child)
+}
+
+fn main() -> Result<()> {
+    let (args, child) = parse_args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Some((side, dir)) = child {
+        return runtime.block_on(child_full_scan(&side, Path::new(&dir)));
+    }
+    runtime.block_on(run(args))
+}
+
+fn config() -> SessionConfig {
+    SessionConfig::new()
+}
+
+fn file_url(path: &Path) -> String {
+    format!("file://{}/", path.display())
+}
+
+async fn ours(
+    ctx: &SessionContext,
+    root: &Path,
+    partitions: &[(&str, DataType)],
+) -> Result<PartitionedTable> {
+    let mut builder = PartitionedTable::builder(file_url(root));
+    for (name, t) in partitions {
+        builder = builder.partition_column(*name, t.clone());
+    }
+    Ok(builder.build(&ctx.state()).await?)
+}
+
+async fn listing(
+    ctx: &SessionContext,
+    root: &Path,
+    partitions: &[(&str, DataType)],
+) -> Result<ListingTable> {
+    let options = ListingOptions::new(Arc::new(
+        ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone()),
+    ))
+    .with_file_extension(".parquet")
+    .with_table_partition_cols(
+        partitions
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect(),
+    );
+    let config = ListingTableConfig::new(ListingTableUrl::parse(file_url(root))?)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await?;
+    ListingTable::try_new(config)
+}
+
+fn lineitem_partitions() -> Vec<(&'static str, DataType)> {
+    vec![("year", DataType::Int32), ("month", DataType::Int32)]
+}
+
+async fn run(args: Args) -> Result<()> {
+    let lineitem = generate_lineitem(&args.data, args.sf)?;
+    println!(
+        "machine: {} cores; runs per measurement: {} (median)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        args.runs
+    );
+
+    // ---- scans ----
+    let ctx_ours = SessionContext::new_with_config(config());
+    ctx_ours.register_table(
+        "lineitem",
+        Arc::new(ours(&ctx_ours, &lineitem, &lineitem_partitions()).await?),
+    )?;
+    let ctx_listing = SessionContext::new_with_config(config());
+    ctx_listing.register_table(
+        "lineitem",
+        Arc::new(listing(&ctx_listing, &lineitem, &lineitem_partitions()).await?),
+    )?;
+
+    println!(
+        "\n{:<34} {:>12} {:>12} {:>8}",
+        "scan (TPC-H lineitem)", "ours", "listing", "ratio"
+    );
+    for (name, sql) in [
+        (
+            "Q1 full-scan aggregate",
+            "SELECT l_returnflag, l_linestatus, sum(l_quantity), sum(l_extendedprice), \
+             sum(l_extendedprice * (1 - l_discount)), avg(l_quantity), avg(l_discount), count(*) \
+             FROM lineitem WHERE l_shipdate <= DATE '1998-09-02' \
+             GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus",
+        ),
+        (
+            "single partition",
+            "SELECT l_returnflag, count(*), sum(l_extendedprice) FROM lineitem \
+             WHERE year = 1995 AND month = 6 GROUP BY l_returnflag ORDER BY l_returnflag",
+        ),
+        (
+            "selective data filter",
+            "SELECT count(*), sum(l_extendedprice) FROM lineitem WHERE l_orderkey BETWEEN 3000000 AND 3010000",
+        ),
+        ("SELECT * LIMIT 10", "SELECT * FROM lineitem LIMIT 10"),
+    ] {
+        let a = rows_of(&ctx_ours, sql).await?;
+        let b = rows_of(&ctx_listing, sql).await?;
+        assert_eq!(a, b, "results differ for {name}");
+        let (t_ours, t_listing) = time_pair(args.runs, || query(&ctx_ours, sql), || query(&ctx_listing, sql)).await?;
+        print_row(name, t_ours, t_listing);
+    }
+
+    // ---- peak memory of the full scan, one child process per side ----
+    let exe = std::env::current_exe()?;
+    let peak = |side: &str| -> Result<u64> {
+        let out = std::process::Command::new(&exe)
+            .args(["--child", side, &lineitem.display().to_string()])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("peak_kb=")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Execution(format!(
+                    "child {side} failed: {text} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            })
+    };
+    let (m_ours, m_listing) = (peak("ours")?, peak("listing")?);
+    println!(
+        "{:<34} {:>9} MB {:>9} MB {:>8.2}",
+        "peak RSS, Q1 full scan",
+        m_ours / 1024,
+        m_listing / 1024,
+        m_ours as f64 / m_listing as f64
+    );
+
+    // ---- planning ----
+    let planning = generate_planning_table(&args.data)?;
+    println!(
+        "\nplanning ({} partitions, {} files)         {:>12} {:>12} {:>8}",
+        PLANNING_PARTITIONS,
+        PLANNING_PARTITIONS * PLANNING_FILES_PER_PARTITION,
+        "ours",
+        "listing",
+        "ratio"
+    );
+    for (store_name, throttle) in [
+        ("local", None),
+        ("throttled 10ms", Some(Duration::from_millis(10))),
+    ] {
+        planning_bench(&planning, store_name, throttle, args.runs).await?;
+    }
+    Ok(())
+}
+
+async fn planning_bench(
+    root: &Path,
+    store_name: &str,
+    throttle: Option<Duration>,
+    runs: usize,
+) -> Result<()> {
+    let sql = "SELECT count(*), sum(v) FROM t WHERE day = 250";
+    let partitions = [("day", DataType::Int32)];
+    let make_ctx = || {
+        let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        let inner: Arc<dyn ObjectStore> = match throttle {
+            Some(wait) => Arc::new(ThrottledStore::new(
+                local,
+                ThrottleConfig {
+                    wait_get_per_call: wait,
+                    wait_list_per_call: wait,
+                    wait_list_with_delimiter_per_call: wait,
+                    ..Default::default()
+                },
+            )),
+            None => local,
+        };
+        let store = CountingStore::new(inner);
+        let ctx = SessionContext::new_with_config(config());
+        ctx.register_object_store(&Url::parse("file://").expect("url"), store.clone());
+        (ctx, store)
+    };
+
+    // Registration + first query, each side on a fresh context and store.
+    let (ctx_o, store_o) = make_ctx();
+    let started = Instant::now();
+    let table: Arc<dyn TableProvider> = Arc::new(ours(&ctx_o, root, &partitions).await?);
+    ctx_o.register_table("t", table)?;
+    let registered_o = store_o.requests();
+    ctx_o.sql(sql).await?.create_physical_plan().await?;
+    let first_o = started.elapsed();
+    let plan_requests_o = store_o.requests() - registered_o;
+
+    let (ctx_l, store_l) = make_ctx();
+    let started = Instant::now();
+    let table: Arc<dyn TableProvider> = Arc::new(listing(&ctx_l, root, &partitions).await?);
+    ctx_l.register_table("t", table)?;
+    let registered_l = store_l.requests();
+    ctx_l.sql(sql).await?.create_physical_plan().await?;
+    let first_l = started.elapsed();
+    let plan_requests_l = store_l.requests() - registered_l;
+    print_row(
+        &format!("{store_name}: register + first plan"),
+        first_o,
+        first_l,
+    );
+    println!(
+        "{:<34} {:>12} {:>12}",
+        format!("{store_name}: requests (reg/plan)"),
+        format!("{registered_o}/{plan_requests_o}"),
+        format!("{registered_l}/{plan_requests_l}")
+    );
+
+    store_o.reset();
+    let (t_o, t_l) = time_pair(
+        runs * 3,
+        || async {
+            ctx_o
+                .sql(sql)
+                .await?
+                .create_physical_plan()
+                .await
+                .map(|_| ())
+        },
+        || async {
+            ctx_l
+                .sql(sql)
+                .await?
+                .create_physical_plan()
+                .await
+                .map(|_| ())
+        },
+    )
+    .await?;
+    print_row(&format!("{store_name}: repeated plan"), t_o, t_l);
+    println!(
+        "{:<34} {:>12}",
+        format!("{store_name}: requests, repeated"),
+        store_o.requests()
+    );
+    Ok(())
+}
+
+fn print_row(name: &str, ours: Duration, listing: Duration) {
+    println!(
+        "{:<34} {:>12} {:>12} {:>8.3}",
+        name,
+        format!("{:.2?}", ours),
+        format!("{:.2?}", listing),
+        ours.as_secs_f64() / listing.as_secs_f64()
+    );
+}
+
+async fn query(ctx: &SessionContext, sql: &str) -> Result<()> {
+    ctx.sql(sql).await?.collect().await.map(|_| ())
+}
+
+async fn rows_of(ctx: &SessionContext, sql: &str) -> Result<String> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+}
+
+/// Alternates the two sides (after one warm-up each) and returns their medians.
+async fn time_pair<A, B, FA, FB>(runs: usize, mut a: A, mut b: B) -> Result<(Duration, Duration)>
+where
+    A: FnMut() -> FA,
+    B: FnMut() -> FB,
+    FA: std::future::Future<Output = Result<()>>,
+    FB: std::future::Future<Output = Result<()>>,
+{
+    a().await?;
+    b().await?;
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        // Alternate who goes first, so neither side always runs on a warmer cache.
+        for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let started = Instant::now();
+            if side == 0 {
+                a().await?;
+                ta.push(started.elapsed());
+            } else {
+                b().await?;
+                tb.push(started.elapsed());
+            }
+        }
+    }
+    ta.sort();
+    tb.sort();
+    Ok((ta[ta.len() / 2], tb[tb.len() / 2]))
+}
+
+/// Runs the Q1 full scan once and prints the process's peak RSS.
+async fn child_full_scan(side: &str, root: &Path) -> Result<()> {
+    let ctx = SessionContext::new_with_config(config());
+    let table: Arc<dyn TableProvider> = match side {
+        "ours" => Arc::new(ours(&ctx, root, &lineitem_partitions()).await?),
+        _ => Arc::new(listing(&ctx, root, &lineitem_partitions()).await?),
+    };
+    ctx.register_table("lineitem", table)?;
+    query(
+        &ctx,
+        "SELECT l_returnflag, l_linestatus, sum(l_quantity), sum(l_extendedprice), avg(l_discount), count(*) \
+         FROM lineitem WHERE l_shipdate <= DATE '1998-09-02' GROUP BY l_returnflag, l_linestatus",
+    )
+    .await?;
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    println!("peak_kb={peak}");
+    Ok(())
+}
+
+/// Days since 1970-01-01 to (year, month) (proleptic Gregorian).
+fn year_month(days: i32) -> (i32, u32) {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+    (year, month)
+}
+
+/// Writes lineitem at `sf` under `<data>/lineitem-sf<sf>/year=Y/month=M/`, once.
+fn generate_lineitem(data: &Path, sf: f64) -> Result<PathBuf> {
+    let root = data.join(format!("lineitem-sf{sf}"));
+    let done = root.join("_COMPLETE");
+    if done.exists() {
+        return Ok(root);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let started = Instant::now();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(16 * 1024))
+        .build();
+    let mut writers: HashMap<(i32, u32), ArrowWriter<std::fs::File>> = HashMap::new();
+    let mut rows = 0usize;
+    for batch in LineItemArrow::new(LineItemGenerator::new(sf, 1, 1)).with_batch_size(64 * 1024) {
+        let ship = batch
+            .column_by_name("l_shipdate")
+            .expect("l_shipdate")
+            .as_primitive::<Date32Type>()
+            .clone();
+        let mut groups: HashMap<(i32, u32), Vec<u32>> = HashMap::new();
+        for i in 0..ship.len() {
+            groups
+                .entry(year_month(ship.value(i)))
+                .or_default()
+                .push(i as u32);
+        }
+        for (key, idx) in groups {
+            let part = take_record_batch(&batch, &UInt32Array::from(idx))?;
+            let writer = match writers.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let dir = root.join(format!("year={}/month={}", key.0, key.1));
+                    std::fs::create_dir_all(&dir)?;
+                    let file = std::fs::File::create(dir.join("part-00000.parquet"))?;
+                    e.insert(ArrowWriter::try_new(
+                        file,
+                        batch.schema(),
+                        Some(props.clone()),
+                    )?)
+                }
+            };
+            writer.write(&part)?;
+        }
+        rows += batch.num_rows();
+    }
+    let files = writers.len();
+    for (_, w) in writers {
+        w.close()?;
+    }
+    std::fs::write(&done, b"")?;
+    println!(
+        "generated lineitem sf{sf}: {rows} rows, {files} files in {:.1?}",
+        started.elapsed()
+    );
+    Ok(root)
+}
+
+/// 500 partitions x 10 tiny files: the shape where per-file work dominates planning.
+fn generate_planning_table(data: &Path) -> Result<PathBuf> {
+    let root = data.join("planning-5000");
+    let done = root.join("_COMPLETE");
+    if done.exists() {
+        return Ok(root);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+    for day in 0..PLANNING_PARTITIONS {
+        let dir = root.join(format!("day={day}"));
+        std::fs::create_dir_all(&dir)?;
+        for f in 0..PLANNING_FILES_PER_PARTITION {
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from_iter_values(
+                    (0..10).map(|i| (day * 100 + f * 10 + i) as i64),
+                ))],
+            )?;
+            let mut w = ArrowWriter::try_new(
+                std::fs::File::create(dir.join(format!("part-{f:05}.parquet")))?,
+                schema.clone(),
+                None,
+            )?;
+            w.write(&batch)?;
+            w.close()?;
+        }
+    }
+    std::fs::write(&done, b"")?;
+    Ok(root)
+}

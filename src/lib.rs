@@ -1,0 +1,104 @@
+//! # lakefusion
+//!
+//! Apache DataFusion extensions for Hive-partitioned Parquet data lakes.
+//!
+//! A [`PartitionedTable`] is a table over `key=value` directories of Parquet
+//! files on any object store the session knows (`file://`, `memory://`, `s3://`,
+//! …). Compared with DataFusion's `ListingTable` it:
+//!
+//! * **plans without I/O**: the table root is listed once, at
+//!   [`build`](PartitionedTableBuilder::build), into a [`PartitionIndex`];
+//!   planning prunes partitions against that index in memory and makes zero
+//!   object-store requests, however many files the table has;
+//! * **reads typed Hive partitions, NULLs included**: `shop=__HIVE_DEFAULT_PARTITION__`
+//!   under an `Int32` partition column is a NULL, not a failed query; a value
+//!   that does not parse is an error naming the path;
+//! * **says what it will read**: `EXPLAIN` shows `partitions=K/N`, the files,
+//!   the projection, the filters and the limit;
+//! * **names the file** in every read error, and rejects files whose column
+//!   types conflict with the table instead of casting them silently.
+//!
+//! Reading itself is DataFusion's own Parquet machinery (`ParquetSource`), so
+//! projection, row-group pruning, page-index pruning and limits behave exactly
+//! as in `ListingTable`.
+//!
+//! ## Data flow
+//!
+//! ```text
+//! SQL / DataFrame
+//!   ▼
+//! PartitionedTable::scan(projection, filters, limit)      planning: NO I/O
+//!   │  partition filters (Exact) evaluated against the partition index;
+//!   │  data filters (Inexact) become the row-group pruning predicate
+//!   ▼
+//! PartitionedScanExec   one output partition per file group (target_partitions)
+//!   ▼
+//! execute(partition) → LazyScanStream                       NO I/O until the first poll
+//!      Uninitialized → Opening (footers, pruning) → Streaming → Done
+//!   ▼
+//! RecordBatches (partition columns appended, projection + limit applied, metrics recorded)
+//! ```
+//!
+//! ## Quick start
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use datafusion::arrow::array::{Int64Array, RecordBatch};
+//! # use datafusion::arrow::datatypes::{DataType, Field, Schema};
+//! use datafusion::prelude::SessionContext;
+//! use lakefusion::PartitionedTable;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> datafusion::error::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! # for (date, region, amount) in [("2026-03-01", "eu", 10), ("2026-03-01", "us", 20), ("2026-03-02", "eu", 30)] {
+//! #     let part = dir.path().join(format!("date={date}/region={region}"));
+//! #     std::fs::create_dir_all(&part)?;
+//! #     let schema = Arc::new(Schema::new(vec![Field::new("amount", DataType::Int64, false)]));
+//! #     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![amount]))])?;
+//! #     let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(part.join("part-0.parquet"))?, schema, None)?;
+//! #     w.write(&batch)?;
+//! #     w.close()?;
+//! # }
+//! # let root = format!("file://{}/", dir.path().display());
+//! let ctx = SessionContext::new();
+//! let events = PartitionedTable::builder(root)       // e.g. "file:///data/events/"
+//!     .partition_column("date", DataType::Date32)
+//!     .partition_column("region", DataType::Utf8)
+//!     .build(&ctx.state())                           // lists the root once, here
+//!     .await?;
+//! ctx.register_table("events", Arc::new(events))?;
+//!
+//! let batches = ctx
+//!     .sql("SELECT region, sum(amount) AS total FROM events \
+//!           WHERE date = DATE '2026-03-01' GROUP BY region ORDER BY region")
+//!     .await?
+//!     .collect()
+//!     .await?;
+//! datafusion::assert_batches_eq!(
+//!     ["+--------+-------+",
+//!      "| region | total |",
+//!      "+--------+-------+",
+//!      "| eu     | 10    |",
+//!      "| us     | 20    |",
+//!      "+--------+-------+"],
+//!     &batches
+//! );
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Modules
+//!
+//! * [`table`]: [`PartitionedTable`], its builder, partition spec, index,
+//!   discovery and filter pushdown;
+//! * [`scan`]: [`PartitionedScanExec`], [`LazyScanStream`] and [`ScanMetrics`];
+//! * [`error`]: the crate's [`Error`] and its conversion to and from DataFusion's.
+
+pub mod error;
+pub mod scan;
+pub mod table;
+
+pub use error::{Error, Result};
+pub use scan::{LazyScanStream, PartitionedScanExec, ScanMetrics};
+pub use table::{PartitionIndex, PartitionSpec, PartitionedTable, PartitionedTableBuilder};

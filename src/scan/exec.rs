@@ -1,0 +1,367 @@
+//! [`PartitionedScanExec`]: the physical plan node of a [`PartitionedTable`](crate::PartitionedTable) scan.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::common::internal_err;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::Statistics;
+use datafusion::config::ConfigOptions;
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion_datasource::file_scan_config::FileScanConfig;
+use datafusion_datasource::source::DataSource;
+
+use super::stream::LazyScanStream;
+
+/// Scans the selected partitions of a [`PartitionedTable`](crate::PartitionedTable).
+///
+/// Built by `PartitionedTable::scan` from the table's partition index, without
+/// I/O. It is a *description* of what will be read — the files of the partitions
+/// that survived pruning, split into one group per output partition, the
+/// projection, the row-group predicate and the limit — and prints exactly that
+/// in `EXPLAIN`:
+///
+/// ```text
+/// PartitionedScanExec: table=events, partitions=1/50, files=4, file_groups={2 groups: [[…], […]]},
+///   projection=[region, amount], partition_filters=[date = …], row_group_filters=[amount > 5], limit=10
+/// ```
+///
+/// # Runtime steps
+///
+/// 1. `execute(partition)` returns a [`LazyScanStream`] over that partition's
+///    file group. Nothing is opened yet.
+/// 2. On the first poll the stream builds DataFusion's `FileStream` with
+///    `ParquetSource`'s morselizer (wrapped so that every error names its file).
+/// 3. For each file: the footer is read; row groups are pruned with the
+///    row-group predicate (DataFusion's `PruningPredicate`) and, if enabled in
+///    the session's Parquet options, the page index and bloom filters.
+/// 4. The surviving row groups are decoded, projected columns only; partition
+///    columns are appended as typed constants.
+/// 5. The stream stops at the limit, and ends at the first error.
+///
+/// Metrics (see [`ScanMetrics`](super::ScanMetrics)) appear in `EXPLAIN ANALYZE`.
+#[derive(Clone)]
+pub struct PartitionedScanExec {
+    table: Arc<str>,
+    config: Arc<FileScanConfig>,
+    selected_partitions: usize,
+    total_partitions: usize,
+    partition_filters: Vec<Expr>,
+    row_group_filters: Vec<Expr>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+/// What a scan reads: everything [`PartitionedScanExec`] needs besides its
+/// runtime state. Built by the table, or rebuilt by a codec.
+#[derive(Clone)]
+pub struct ScanDescription {
+    /// The table's name for display (its root URL unless named).
+    pub table: Arc<str>,
+    /// DataFusion's description of the file scan: file groups, schema with
+    /// partition columns, projection, row-group predicate, limit, statistics.
+    pub config: FileScanConfig,
+    /// Partitions left after pruning.
+    pub selected_partitions: usize,
+    /// Partitions in the table's index.
+    pub total_partitions: usize,
+    /// Filters answered exactly by partition pruning.
+    pub partition_filters: Vec<Expr>,
+    /// Filters used to prune row groups (still applied above the scan).
+    pub row_group_filters: Vec<Expr>,
+}
+
+impl PartitionedScanExec {
+    /// A scan of what `description` describes.
+    pub fn new(description: ScanDescription) -> Self {
+        let ScanDescription {
+            table,
+            config,
+            selected_partitions,
+            total_partitions,
+            partition_filters,
+            row_group_filters,
+        } = description;
+        let properties = Arc::new(PlanProperties::new(
+            config.eq_properties(),
+            config.output_partitioning(),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            table,
+            config: Arc::new(config),
+            selected_partitions,
+            total_partitions,
+            partition_filters,
+            row_group_filters,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The table's display name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// DataFusion's file-scan description this node executes.
+    pub fn file_scan_config(&self) -> &FileScanConfig {
+        &self.config
+    }
+
+    /// `(selected, total)` partitions.
+    pub fn partitions(&self) -> (usize, usize) {
+        (self.selected_partitions, self.total_partitions)
+    }
+
+    /// The number of files this scan reads.
+    pub fn file_count(&self) -> usize {
+        self.config.file_groups.iter().map(|g| g.len()).sum()
+    }
+
+    /// Filters answered exactly by partition pruning.
+    pub fn partition_filters(&self) -> &[Expr] {
+        &self.partition_filters
+    }
+
+    /// Filters used to prune row groups.
+    pub fn row_group_filters(&self) -> &[Expr] {
+        &self.row_group_filters
+    }
+
+    /// The row limit, if one was pushed into the scan.
+    pub fn limit(&self) -> Option<usize> {
+        self.config.limit
+    }
+
+    fn with_config(&self, config: FileScanConfig) -> Self {
+        Self::new(ScanDescription {
+            table: Arc::clone(&self.table),
+            config,
+            selected_partitions: self.selected_partitions,
+            total_partitions: self.total_partitions,
+            partition_filters: self.partition_filters.clone(),
+            row_group_filters: self.row_group_filters.clone(),
+        })
+    }
+
+    fn downcast_config(source: Option<Arc<dyn DataSource>>) -> Option<FileScanConfig> {
+        source.and_then(|s| s.downcast_ref::<FileScanConfig>().cloned())
+    }
+}
+
+impl fmt::Debug for PartitionedScanExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartitionedScanExec")
+            .field("table", &self.table)
+            .field(
+                "partitions",
+                &(self.selected_partitions, self.total_partitions),
+            )
+            .field("files", &self.file_count())
+            .field("limit", &self.config.limit)
+            .finish()
+    }
+}
+
+/// How many files of each group `EXPLAIN` names before eliding (all in VERBOSE).
+const FILES_SHOWN_PER_GROUP: usize = 5;
+
+fn join_exprs(exprs: &[Expr]) -> String {
+    exprs
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl DisplayAs for PartitionedScanExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let verbose = matches!(t, DisplayFormatType::Verbose);
+        if !matches!(t, DisplayFormatType::TreeRender) {
+            write!(f, "PartitionedScanExec: ")?;
+        }
+        write!(
+            f,
+            "table={}, partitions={}/{}, files={}",
+            self.table,
+            self.selected_partitions,
+            self.total_partitions,
+            self.file_count()
+        )?;
+        if matches!(t, DisplayFormatType::TreeRender) {
+            return Ok(());
+        }
+        let groups = &self.config.file_groups;
+        write!(
+            f,
+            ", file_groups={{{} group{}: [",
+            groups.len(),
+            if groups.len() == 1 { "" } else { "s" }
+        )?;
+        for (i, group) in groups.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "[")?;
+            let shown = if verbose {
+                group.len()
+            } else {
+                group.len().min(FILES_SHOWN_PER_GROUP)
+            };
+            for (j, file) in group.iter().take(shown).enumerate() {
+                if j > 0 {
+                    write!(f, ", ")?;
+                }
+                write!(f, "{}", file.object_meta.location)?;
+                if let Some(range) = &file.range {
+                    write!(f, ":{}..{}", range.start, range.end)?;
+                }
+            }
+            if shown < group.len() {
+                write!(f, ", ...{} more", group.len() - shown)?;
+            }
+            write!(f, "]")?;
+        }
+        write!(f, "]}}")?;
+        if let Ok(schema) = self.config.projected_schema() {
+            let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            write!(f, ", projection=[{}]", names.join(", "))?;
+        }
+        if !self.partition_filters.is_empty() {
+            write!(
+                f,
+                ", partition_filters=[{}]",
+                join_exprs(&self.partition_filters)
+            )?;
+        }
+        if !self.row_group_filters.is_empty() {
+            write!(
+                f,
+                ", row_group_filters=[{}]",
+                join_exprs(&self.row_group_filters)
+            )?;
+        }
+        if let Some(limit) = self.config.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for PartitionedScanExec {
+    fn name(&self) -> &str {
+        "PartitionedScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return internal_err!("PartitionedScanExec is a leaf and takes no children");
+        }
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.config.apply_expressions(f)
+    }
+
+    /// Regroups the files into `target_partitions` groups with DataFusion's
+    /// `FileGroupPartitioner` (splitting large files by byte range when
+    /// `repartition_file_min_size` allows), like a `ListingTable` scan.
+    fn repartitioned(
+        &self,
+        target_partitions: usize,
+        config: &ConfigOptions,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let repartitioned = self.config.repartitioned(
+            target_partitions,
+            config.optimizer.repartition_file_min_size,
+            self.properties.eq_properties.output_ordering(),
+        )?;
+        Ok(Self::downcast_config(repartitioned).map(|c| Arc::new(self.with_config(c)) as _))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let groups = self.config.file_groups.len();
+        if partition >= groups.max(1) {
+            return internal_err!(
+                "PartitionedScanExec of table {} has {groups} partitions, partition {partition} requested",
+                self.table
+            );
+        }
+        Ok(Box::pin(LazyScanStream::new(
+            Arc::clone(&self.config),
+            self.schema(),
+            partition,
+            context,
+            &self.metrics,
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        let mut metrics = self.metrics.clone_inner();
+        for metric in self.config.file_source.metrics().clone_inner().iter() {
+            metrics.push(Arc::clone(metric));
+        }
+        Some(metrics)
+    }
+
+    #[allow(deprecated)]
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        let stats = self.config.partition_statistics(partition)?;
+        match (partition, self.config.limit) {
+            (None, Some(limit)) => Ok(Arc::new(Arc::unwrap_or_clone(stats).with_fetch(
+                Some(limit),
+                0,
+                1,
+            )?)),
+            _ => Ok(stats),
+        }
+    }
+
+    fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
+        Self::downcast_config(self.config.with_fetch(limit))
+            .map(|c| Arc::new(self.with_config(c)) as _)
+    }
+
+    fn fetch(&self) -> Option<usize> {
+        self.config.limit
+    }
+}

@@ -1,0 +1,31 @@
+//! Metrics of a [`PartitionedScanExec`](super::PartitionedScanExec).
+//!
+//! A scan reports three families of metrics in `EXPLAIN ANALYZE`:
+//!
+//! * these, recorded by [`LazyScanStream`](super::LazyScanStream):
+//!   `time_to_first_batch`;
+//! * DataFusion's `FileStream` metrics: `files_opened`, `files_processed`,
+//!   `output_rows`, `elapsed_compute`, `time_elapsed_opening`, …;
+//! * DataFusion's Parquet metrics: `row_groups_pruned_statistics` (pruned and
+//!   matched, i.e. read, row groups), `bytes_scanned`, `page_index_rows_pruned`,
+//!   `metadata_load_time`, ….
+
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, Time};
+
+/// The scan metrics lakefusion records itself, for one output partition.
+#[derive(Debug, Clone)]
+pub struct ScanMetrics {
+    /// Wall time from the first poll of the stream to its first batch: the
+    /// latency a consumer of the scan sees, including opening the first file.
+    pub time_to_first_batch: Time,
+}
+
+impl ScanMetrics {
+    /// Registers the metrics of output partition `partition` in `metrics`.
+    pub fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        Self {
+            time_to_first_batch: MetricBuilder::new(metrics)
+                .subset_time("time_to_first_batch", partition),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Opening files: DataFusion's Parquet morselizer, wrapped so that every error
+//! names the file it came from.
+//!
+//! DataFusion's own errors for a bad footer ("Invalid Parquet file. Corrupt
+//! footer") do not say which of thousands of files is broken; the wrappers
+//! here attach the path at each step of a file's life: planning its morsels,
+//! the I/O future that reads its metadata, and the batch stream of each morsel.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::error::Result;
+use datafusion_datasource::morsel::{Morsel, MorselPlan, MorselPlanner, Morselizer};
+use datafusion_datasource::PartitionedFile;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::error::Error;
+
+/// A [`Morselizer`] that names the file in every error of the inner one.
+pub(crate) struct NamingMorselizer {
+    inner: Box<dyn Morselizer>,
+}
+
+impl NamingMorselizer {
+    pub(crate) fn new(inner: Box<dyn Morselizer>) -> Self {
+        Self { inner }
+    }
+}
+
+impl fmt::Debug for NamingMorselizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NamingMorselizer")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl Morselizer for NamingMorselizer {
+    fn plan_file(&self, file: PartitionedFile) -> Result<Box<dyn MorselPlanner>> {
+        let path: Arc<str> = Arc::from(file.object_meta.location.as_ref());
+        let inner = self
+            .inner
+            .plan_file(file)
+            .map_err(|e| Error::read_file(path.as_ref(), e))?;
+        Ok(Box::new(NamingPlanner { inner, path }))
+    }
+}
+
+#[derive(Debug)]
+struct NamingPlanner {
+    inner: Box<dyn MorselPlanner>,
+    path: Arc<str>,
+}
+
+impl MorselPlanner for NamingPlanner {
+    fn plan(self: Box<Self>) -> Result<Option<MorselPlan>> {
+        let path = self.path;
+        let Some(mut plan) = self
+            .inner
+            .plan()
+            .map_err(|e| Error::read_file(path.as_ref(), e))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(wrap_plan(&mut plan, &path)))
+    }
+}
+
+fn wrap_plan(plan: &mut MorselPlan, path: &Arc<str>) -> MorselPlan {
+    let morsels = plan
+        .take_morsels()
+        .into_iter()
+        .map(|inner| {
+            Box::new(NamingMorsel {
+                inner,
+                path: Arc::clone(path),
+            }) as Box<dyn Morsel>
+        })
+        .collect();
+    let planners = plan
+        .take_ready_planners()
+        .into_iter()
+        .map(|inner| {
+            Box::new(NamingPlanner {
+                inner,
+                path: Arc::clone(path),
+            }) as Box<dyn MorselPlanner>
+        })
+        .collect();
+    let mut wrapped = MorselPlan::new()
+        .with_morsels(morsels)
+        .with_planners(planners);
+    if let Some(pending) = plan.take_pending_planner() {
+        let path = Arc::clone(path);
+        wrapped.set_pending_planner(async move {
+            match pending.await {
+                Ok(inner) => Ok(Box::new(NamingPlanner { inner, path }) as Box<dyn MorselPlanner>),
+                Err(e) => Err(Error::read_file(path.as_ref(), e)),
+            }
+        });
+    }
+    wrapped
+}
+
+#[derive(Debug)]
+struct NamingMorsel {
+    inner: Box<dyn Morsel>,
+    path: Arc<str>,
+}
+
+impl Morsel for NamingMorsel {
+    fn into_stream(self: Box<Self>) -> BoxStream<'static, Result<RecordBatch>> {
+        let path = self.path;
+        self.inner
+            .into_stream()
+            .map(move |r| r.map_err(|e| Error::read_file(path.as_ref(), e)))
+            .boxed()
+    }
+}

@@ -1,0 +1,190 @@
+//! [`LazyScanStream`]: the stream of one output partition of a scan.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::ParquetSource;
+use datafusion::error::Result;
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::coop::cooperative;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion_datasource::file_scan_config::FileScanConfig;
+use datafusion_datasource::file_stream::FileStreamBuilder;
+use futures::{ready, Stream, StreamExt};
+
+use super::metrics::ScanMetrics;
+use super::opener::NamingMorselizer;
+
+/// The record batches of one output partition of a
+/// [`PartitionedScanExec`](super::PartitionedScanExec).
+///
+/// A state machine that does no I/O until it is first polled:
+///
+/// ```text
+/// Uninitialized ──first poll──▶ Opening ──first batch──▶ Streaming ──end / error──▶ Done
+///                 (build the file    (footers read,           (row groups of
+///                  stream: no I/O)    row groups pruned)       projected columns)
+/// ```
+///
+/// Reading is DataFusion's own Parquet machinery (`ParquetSource`'s morselizer
+/// driven by a `FileStream`), so it decodes only the projected columns, skips
+/// the row groups the pruning predicate rules out, appends the partition
+/// columns as typed constants, and stops at the limit. Dropping the stream
+/// drops the in-flight reads: nothing is spawned that could outlive it.
+pub struct LazyScanStream {
+    state: State,
+    schema: SchemaRef,
+    config: Arc<FileScanConfig>,
+    partition: usize,
+    context: Arc<TaskContext>,
+    metrics: ExecutionPlanMetricsSet,
+    scan_metrics: ScanMetrics,
+}
+
+enum State {
+    Uninitialized,
+    Opening {
+        stream: SendableRecordBatchStream,
+        started: Instant,
+    },
+    Streaming(SendableRecordBatchStream),
+    Done,
+}
+
+impl LazyScanStream {
+    pub(crate) fn new(
+        config: Arc<FileScanConfig>,
+        schema: SchemaRef,
+        partition: usize,
+        context: Arc<TaskContext>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> Self {
+        Self {
+            state: State::Uninitialized,
+            schema,
+            config,
+            partition,
+            context,
+            metrics: metrics.clone(),
+            scan_metrics: ScanMetrics::new(metrics, partition),
+        }
+    }
+
+    /// Which state the stream is in: `"Uninitialized"`, `"Opening"`,
+    /// `"Streaming"` or `"Done"`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Uninitialized => "Uninitialized",
+            State::Opening { .. } => "Opening",
+            State::Streaming(_) => "Streaming",
+            State::Done => "Done",
+        }
+    }
+
+    /// Builds DataFusion's file stream over this partition's file group. Pure
+    /// construction: the first I/O happens when the file stream is polled.
+    fn open(&self) -> Result<SendableRecordBatchStream> {
+        let config = &self.config;
+        let store = self
+            .context
+            .runtime_env()
+            .object_store(&config.object_store_url)?;
+        let batch_size = config
+            .batch_size
+            .unwrap_or_else(|| self.context.session_config().batch_size());
+        let mut source = Arc::clone(&config.file_source);
+        if let Some(parquet) = source.downcast_ref::<ParquetSource>() {
+            // Footers go through the runtime's metadata cache, as in a
+            // ListingTable scan: a repeated query does not re-read them. The
+            // cache lives in the executing runtime, so it is attached here,
+            // not at planning time.
+            let cache = self
+                .context
+                .runtime_env()
+                .cache_manager
+                .get_file_metadata_cache();
+            let factory = CachedParquetFileReaderFactory::new(Arc::clone(&store), cache);
+            source = Arc::new(
+                parquet
+                    .clone()
+                    .with_parquet_file_reader_factory(Arc::new(factory)),
+            );
+        }
+        let source = source.with_batch_size(batch_size);
+        let morselizer = source.create_morselizer(store, config, self.partition)?;
+        let morselizer = NamingMorselizer::new(morselizer);
+        let stream = FileStreamBuilder::new(config)
+            .with_partition(self.partition)
+            .with_morselizer(Box::new(morselizer))
+            .with_metrics(&self.metrics)
+            .build()?;
+        Ok(Box::pin(cooperative(stream)))
+    }
+}
+
+impl Stream for LazyScanStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            let this = &mut *self;
+            let polled = match &mut this.state {
+                State::Uninitialized => {
+                    match this.open() {
+                        Ok(stream) => {
+                            this.state = State::Opening {
+                                stream,
+                                started: Instant::now(),
+                            }
+                        }
+                        Err(e) => {
+                            this.state = State::Done;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                    continue;
+                }
+                State::Opening { stream, .. } | State::Streaming(stream) => {
+                    ready!(stream.poll_next_unpin(cx))
+                }
+                State::Done => return Poll::Ready(None),
+            };
+            match polled {
+                Some(Ok(batch)) => {
+                    if let State::Opening { started, .. } = &this.state {
+                        this.scan_metrics
+                            .time_to_first_batch
+                            .add_duration(started.elapsed());
+                        if let State::Opening { stream, .. } =
+                            std::mem::replace(&mut this.state, State::Done)
+                        {
+                            this.state = State::Streaming(stream);
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(batch)));
+                }
+                // Errors end the stream: a half-read partition must not be
+                // continued as if the failed rows never existed.
+                Some(Err(e)) => {
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    this.state = State::Done;
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+impl RecordBatchStream for LazyScanStream {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+}

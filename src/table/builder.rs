@@ -1,0 +1,217 @@
+//! [`PartitionedTableBuilder`]: declares a table and runs its one-time discovery.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::ListingTableUrl;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+
+use super::index::{IndexedFile, Partition, PartitionIndex};
+use super::listing::list_partitions;
+use super::provider::{PartitionedTable, TableDefinition};
+use super::spec::PartitionSpec;
+use crate::error::{Error, Result};
+
+/// How many footers `collect_statistics(true)` reads concurrently.
+const FOOTER_READ_CONCURRENCY: usize = 16;
+
+/// Declares a [`PartitionedTable`]; [`build`](Self::build) discovers it.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use datafusion::arrow::datatypes::DataType;
+/// # use datafusion::prelude::SessionContext;
+/// # use lakefusion::PartitionedTable;
+/// # async fn f() -> datafusion::error::Result<()> {
+/// let ctx = SessionContext::new();
+/// let events = PartitionedTable::builder("file:///data/events/")
+///     .partition_column("date", DataType::Date32)
+///     .partition_column("region", DataType::Utf8)
+///     .build(&ctx.state())
+///     .await?;
+/// ctx.register_table("events", Arc::new(events))?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PartitionedTableBuilder {
+    root: String,
+    name: Option<String>,
+    partition_columns: Vec<(String, DataType)>,
+    schema: Option<SchemaRef>,
+    collect_statistics: bool,
+    file_extension: String,
+}
+
+impl PartitionedTableBuilder {
+    pub(crate) fn new(root: impl Into<String>) -> Self {
+        Self {
+            root: root.into(),
+            name: None,
+            partition_columns: Vec::new(),
+            schema: None,
+            collect_statistics: false,
+            file_extension: ".parquet".to_string(),
+        }
+    }
+
+    /// Declares the next partition directory level, `name=value`, with the type
+    /// its values parse into. Declare them outermost first. Without any, the
+    /// columns are inferred from the directories, as Utf8.
+    pub fn partition_column(mut self, name: impl Into<String>, data_type: DataType) -> Self {
+        self.partition_columns.push((name.into(), data_type));
+        self
+    }
+
+    /// The schema of the data inside the files (without partition columns).
+    /// Without it, the schema is read from one file's footer.
+    pub fn schema(mut self, schema: SchemaRef) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+
+    /// Reads every file's footer at `build()`/`refresh()`, for exact row counts
+    /// and column min/max (default: off, so discovery is one listing and one
+    /// footer however many files there are).
+    pub fn collect_statistics(mut self, collect: bool) -> Self {
+        self.collect_statistics = collect;
+        self
+    }
+
+    /// Only files whose names end with this are data files (default `.parquet`).
+    pub fn file_extension(mut self, extension: impl Into<String>) -> Self {
+        self.file_extension = extension.into();
+        self
+    }
+
+    /// The name `EXPLAIN` and errors use for the table (default: the root URL).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Runs discovery: lists the root into a partition index, reads the schema
+    /// from one footer (unless given) and, with `collect_statistics(true)`,
+    /// every footer. This is the only I/O the table does outside of scans.
+    pub async fn build(self, state: &dyn Session) -> Result<PartitionedTable> {
+        let mut root_str = self.root.clone();
+        if !root_str.ends_with('/') {
+            root_str.push('/');
+        }
+        let root = ListingTableUrl::parse(&root_str).map_err(|e| Error::InvalidUrl {
+            url: self.root.clone(),
+            reason: e.to_string(),
+        })?;
+        let store = object_store_for(state, &root)?;
+        let declared = (!self.partition_columns.is_empty())
+            .then(|| PartitionSpec::new(self.partition_columns.clone()));
+        let listing =
+            list_partitions(&store, &root, declared.as_ref(), &self.file_extension).await?;
+        let spec = listing.spec;
+        let file_schema = match &self.schema {
+            Some(schema) => Arc::clone(schema),
+            None => infer_schema(state, &store, &listing.partitions).await?,
+        };
+        for column in spec.columns() {
+            if file_schema.field_with_name(&column.name).is_ok() {
+                return Err(Error::InvalidTable {
+                    root: root.to_string(),
+                    reason: format!(
+                        "'{}' is declared as a partition column but is also a column inside the files",
+                        column.name
+                    ),
+                });
+            }
+        }
+        let definition = TableDefinition::new(
+            self.name.unwrap_or_else(|| root.to_string()),
+            root,
+            spec,
+            file_schema,
+            self.collect_statistics,
+            self.file_extension,
+        );
+        let index = index_from(state, &store, &definition, listing.partitions).await?;
+        Ok(PartitionedTable::new(definition, index))
+    }
+}
+
+pub(super) fn object_store_for(
+    state: &dyn Session,
+    root: &ListingTableUrl,
+) -> Result<Arc<dyn ObjectStore>> {
+    state
+        .runtime_env()
+        .object_store(root.object_store())
+        .map_err(|e| Error::InvalidUrl {
+            url: root.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Reads one footer, with the session's Parquet options, so the inferred types
+/// (e.g. string views) are the ones DataFusion's own Parquet tables would use.
+async fn infer_schema(
+    state: &dyn Session,
+    store: &Arc<dyn ObjectStore>,
+    partitions: &[Partition],
+) -> Result<SchemaRef> {
+    let Some(first) = partitions.iter().flat_map(|p| &p.files).next() else {
+        return Ok(Arc::new(Schema::empty()));
+    };
+    parquet_format(state)
+        .infer_schema(state, store, std::slice::from_ref(&first.meta))
+        .await
+        .map_err(|e| Error::ReadFile {
+            path: first.meta.location.to_string(),
+            source: Box::new(e),
+        })
+}
+
+fn parquet_format(state: &dyn Session) -> ParquetFormat {
+    ParquetFormat::default().with_options(state.table_options().parquet.clone())
+}
+
+/// Builds the index from a listing, reading every footer first if the table
+/// collects statistics.
+pub(super) async fn index_from(
+    state: &dyn Session,
+    store: &Arc<dyn ObjectStore>,
+    definition: &TableDefinition,
+    mut partitions: Vec<Partition>,
+) -> Result<PartitionIndex> {
+    if definition.collect_statistics {
+        let format = parquet_format(state);
+        let file_schema = Arc::clone(&definition.file_schema);
+        let files: Vec<&mut IndexedFile> = partitions
+            .iter_mut()
+            .flat_map(|p| p.files.iter_mut())
+            .collect();
+        futures::stream::iter(files)
+            .map(|file| {
+                let format = &format;
+                let file_schema = Arc::clone(&file_schema);
+                async move {
+                    let stats = format
+                        .infer_stats(state, store, file_schema, &file.meta)
+                        .await
+                        .map_err(|e| Error::ReadFile {
+                            path: file.meta.location.to_string(),
+                            source: Box::new(e),
+                        })?;
+                    file.statistics = Some(Arc::new(stats));
+                    Ok::<_, Error>(())
+                }
+            })
+            .buffer_unordered(FOOTER_READ_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
+    PartitionIndex::try_new(&definition.spec, partitions).map_err(|e| Error::InvalidTable {
+        root: definition.root.to_string(),
+        reason: e.to_string(),
+    })
+}

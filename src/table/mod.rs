@@ -1,0 +1,14 @@
+//! [`PartitionedTable`]: a Hive-partitioned Parquet table, its builder, its
+//! partition spec and index, discovery, and filter pushdown.
+
+mod builder;
+mod index;
+mod listing;
+mod provider;
+mod pushdown;
+mod spec;
+
+pub use builder::PartitionedTableBuilder;
+pub use index::{IndexedFile, Partition, PartitionIndex};
+pub use provider::PartitionedTable;
+pub use spec::{PartitionColumn, PartitionSpec, HIVE_NULL};

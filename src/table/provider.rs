@@ -1,0 +1,341 @@
+//! [`PartitionedTable`]: the `TableProvider`.
+
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::{ScanArgs, ScanResult, Session};
+use datafusion::common::stats::Precision;
+use datafusion::common::{ColumnStatistics, DFSchema, ScalarValue, Statistics};
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::Result as DFResult;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_datasource::PartitionedFile;
+use datafusion_datasource::TableSchema;
+
+use super::builder::{index_from, object_store_for, PartitionedTableBuilder};
+use super::index::PartitionIndex;
+use super::listing::list_partitions;
+use super::pushdown::{classify, FilterKind};
+use super::spec::PartitionSpec;
+use crate::error::Result;
+use crate::scan::schema::StrictSchemaAdapterFactory;
+use crate::scan::{PartitionedScanExec, ScanDescription};
+
+/// What a table is, independent of which files it currently has.
+#[derive(Debug)]
+pub(crate) struct TableDefinition {
+    pub name: Arc<str>,
+    pub root: ListingTableUrl,
+    pub spec: PartitionSpec,
+    pub file_schema: SchemaRef,
+    /// File columns, then partition columns.
+    pub table_schema: SchemaRef,
+    pub collect_statistics: bool,
+    pub file_extension: String,
+}
+
+impl TableDefinition {
+    pub(crate) fn new(
+        name: String,
+        root: ListingTableUrl,
+        spec: PartitionSpec,
+        file_schema: SchemaRef,
+        collect_statistics: bool,
+        file_extension: String,
+    ) -> Self {
+        let mut fields: Vec<_> = file_schema.fields().iter().cloned().collect();
+        fields.extend(spec.fields());
+        let table_schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            file_schema.metadata().clone(),
+        ));
+        Self {
+            name: name.into(),
+            root,
+            spec,
+            file_schema,
+            table_schema,
+            collect_statistics,
+            file_extension,
+        }
+    }
+}
+
+/// A Hive-partitioned Parquet table on any object store.
+///
+/// Built once with [`PartitionedTable::builder`], which lists the table root
+/// into a [`PartitionIndex`] the table holds. From then on planning a query is
+/// pure computation over that index: partition filters are evaluated against
+/// the partition values, and the surviving files become a
+/// [`PartitionedScanExec`] — no object-store request is made until the scan's
+/// stream is polled. [`refresh`](Self::refresh) lists again and swaps the whole
+/// index atomically, so a scan always sees exactly one listing.
+#[derive(Debug)]
+pub struct PartitionedTable {
+    definition: Arc<TableDefinition>,
+    index: RwLock<Arc<PartitionIndex>>,
+}
+
+impl PartitionedTable {
+    /// Starts declaring a table rooted at `root` (a URL such as
+    /// `file:///data/events/`, `s3://bucket/events/` or `memory:///events/`, or
+    /// a local path).
+    pub fn builder(root: impl Into<String>) -> PartitionedTableBuilder {
+        PartitionedTableBuilder::new(root)
+    }
+
+    pub(crate) fn new(definition: TableDefinition, index: PartitionIndex) -> Self {
+        Self {
+            definition: Arc::new(definition),
+            index: RwLock::new(Arc::new(index)),
+        }
+    }
+
+    /// The table root URL.
+    pub fn root(&self) -> &ListingTableUrl {
+        &self.definition.root
+    }
+
+    /// The partition spec (declared or inferred).
+    pub fn partition_spec(&self) -> &PartitionSpec {
+        &self.definition.spec
+    }
+
+    /// The schema of the data inside the files (no partition columns).
+    pub fn file_schema(&self) -> SchemaRef {
+        Arc::clone(&self.definition.file_schema)
+    }
+
+    /// The current partition index (a snapshot: a later `refresh` does not
+    /// change the returned value).
+    pub fn index(&self) -> Arc<PartitionIndex> {
+        // A poisoned lock only means a panic elsewhere while swapping an Arc;
+        // the Arc inside is still whole.
+        Arc::clone(&self.index.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Lists the table root again (and re-reads footers if the table collects
+    /// statistics), then swaps in the new index. The schema and partition spec
+    /// stay those of `build()`.
+    pub async fn refresh(&self, state: &dyn Session) -> Result<()> {
+        let definition = &self.definition;
+        let store = object_store_for(state, &definition.root)?;
+        let listing = list_partitions(
+            &store,
+            &definition.root,
+            Some(&definition.spec),
+            &definition.file_extension,
+        )
+        .await?;
+        let index = index_from(state, &store, definition, listing.partitions).await?;
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
+        Ok(())
+    }
+
+    /// Indices of the partitions that satisfy every partition filter.
+    fn prune(
+        &self,
+        index: &PartitionIndex,
+        filters: &[Expr],
+        state: &dyn Session,
+    ) -> DFResult<Vec<usize>> {
+        let all = index.partitions().len();
+        let Some(predicate) = conjunction(filters.iter().cloned()) else {
+            return Ok((0..all).collect());
+        };
+        let batch = index.values();
+        let df_schema = DFSchema::try_from(batch.schema())?;
+        let physical = state.create_physical_expr(predicate, &df_schema)?;
+        let result = physical.evaluate(batch)?.into_array(batch.num_rows())?;
+        let mask = result.as_boolean_opt().ok_or_else(|| {
+            datafusion::error::DataFusionError::Plan(format!(
+                "partition filter on table {} did not evaluate to a boolean",
+                self.definition.name
+            ))
+        })?;
+        // NULL (unknown) is not a match: `shop = 1` must not return the NULL partition.
+        Ok((0..all)
+            .filter(|&i| mask.is_valid(i) && mask.value(i))
+            .collect())
+    }
+
+    /// Statistics of a set of partitions, over the table schema, with honest
+    /// precision: row counts and file-column min/max only from footers,
+    /// byte size from the listing otherwise (inexact: files are compressed).
+    fn statistics_of(&self, index: &PartitionIndex, selected: &[usize]) -> Statistics {
+        let definition = &self.definition;
+        let files: Vec<_> = selected
+            .iter()
+            .flat_map(|&i| &index.partitions()[i].files)
+            .collect();
+        let file_stats: Option<Vec<&Statistics>> =
+            files.iter().map(|f| f.statistics.as_deref()).collect();
+        let mut stats = match file_stats.as_ref().and_then(|s| {
+            Statistics::try_merge_iter(s.iter().copied(), &definition.file_schema).ok()
+        }) {
+            Some(merged) if !files.is_empty() => merged,
+            _ => {
+                let mut s = Statistics::new_unknown(&definition.file_schema);
+                s.total_byte_size =
+                    Precision::Inexact(files.iter().map(|f| f.meta.size as usize).sum());
+                if files.is_empty() {
+                    s.num_rows = Precision::Exact(0);
+                    s.total_byte_size = Precision::Exact(0);
+                }
+                s
+            }
+        };
+        for c in 0..definition.spec.len() {
+            let mut col = ColumnStatistics::new_unknown();
+            let values = selected
+                .iter()
+                .map(|&i| &index.partitions()[i].values[c])
+                .filter(|v| !v.is_null());
+            let (min, max) = values.fold(
+                (None::<&ScalarValue>, None::<&ScalarValue>),
+                |(lo, hi), v| {
+                    (
+                        Some(lo.map_or(v, |lo| if v < lo { v } else { lo })),
+                        Some(hi.map_or(v, |hi| if v > hi { v } else { hi })),
+                    )
+                },
+            );
+            // Inexact: a partition directory may hold files with no rows.
+            col.min_value = min.map_or(Precision::Absent, |v| Precision::Inexact(v.clone()));
+            col.max_value = max.map_or(Precision::Absent, |v| Precision::Inexact(v.clone()));
+            if file_stats.is_some() {
+                let nulls: usize = selected
+                    .iter()
+                    .filter(|&&i| index.partitions()[i].values[c].is_null())
+                    .flat_map(|&i| &index.partitions()[i].files)
+                    .filter_map(|f| {
+                        f.statistics
+                            .as_ref()
+                            .and_then(|s| s.num_rows.get_value().copied())
+                    })
+                    .sum();
+                col.null_count = Precision::Exact(nulls);
+            }
+            stats.column_statistics.push(col);
+        }
+        stats
+    }
+}
+
+#[async_trait]
+impl TableProvider for PartitionedTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.definition.table_schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| classify(f, &self.definition.spec, &self.definition.table_schema).into())
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let args = ScanArgs::default()
+            .with_projection(projection.map(|p| p.as_slice()))
+            .with_filters(Some(filters))
+            .with_limit(limit);
+        Ok(self.scan_with_args(state, args).await?.into_inner())
+    }
+
+    /// Plans a scan from the partition index alone: no I/O.
+    async fn scan_with_args<'a>(
+        &self,
+        state: &dyn Session,
+        args: ScanArgs<'a>,
+    ) -> DFResult<ScanResult> {
+        let definition = &self.definition;
+        let index = self.index();
+        let (mut partition_filters, mut row_group_filters) = (Vec::new(), Vec::new());
+        for filter in args.filters().unwrap_or(&[]) {
+            match classify(filter, &definition.spec, &definition.table_schema) {
+                FilterKind::Partition => partition_filters.push(filter.clone()),
+                FilterKind::RowGroup => row_group_filters.push(filter.clone()),
+                FilterKind::Unsupported => {}
+            }
+        }
+        let selected = self.prune(&index, &partition_filters, state)?;
+
+        let files: Vec<PartitionedFile> = selected
+            .iter()
+            .flat_map(|&i| {
+                let partition = &index.partitions()[i];
+                partition.files.iter().map(move |file| {
+                    let mut pf = PartitionedFile::new_from_meta(file.meta.clone())
+                        .with_partition_values(partition.values.clone());
+                    if let Some(stats) = &file.statistics {
+                        pf = pf.with_statistics(Arc::clone(stats));
+                    }
+                    pf
+                })
+            })
+            .collect();
+        let target_partitions = state.config_options().execution.target_partitions.max(1);
+        let groups = if files.is_empty() {
+            vec![]
+        } else {
+            FileGroup::new(files).split_files(target_partitions)
+        };
+
+        let options = state.table_options().parquet.clone();
+        let metadata_size_hint = options.global.metadata_size_hint;
+        let table_schema = TableSchema::builder(Arc::clone(&definition.file_schema))
+            .with_table_partition_cols(definition.spec.fields())
+            .build();
+        let mut source = ParquetSource::new(table_schema).with_table_parquet_options(options);
+        if let Some(hint) = metadata_size_hint {
+            source = source.with_metadata_size_hint(hint);
+        }
+        if let Some(predicate) = conjunction(row_group_filters.iter().cloned()) {
+            let df_schema = DFSchema::try_from(definition.table_schema.as_ref().clone())?;
+            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+        }
+        let object_store_url = definition.root.object_store();
+        let config = FileScanConfigBuilder::new(object_store_url, Arc::new(source))
+            .with_file_groups(groups)
+            .with_projection_indices(args.projection().map(|p| p.to_vec()))?
+            .with_limit(args.limit())
+            .with_statistics(self.statistics_of(&index, &selected))
+            .with_expr_adapter(Some(Arc::new(StrictSchemaAdapterFactory)))
+            .build();
+        let exec = PartitionedScanExec::new(ScanDescription {
+            table: Arc::clone(&definition.name),
+            config,
+            selected_partitions: selected.len(),
+            total_partitions: index.partitions().len(),
+            partition_filters,
+            row_group_filters,
+        });
+        Ok(ScanResult::new(Arc::new(exec)))
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        let index = self.index();
+        let all: Vec<usize> = (0..index.partitions().len()).collect();
+        Some(self.statistics_of(&index, &all))
+    }
+}

@@ -1,0 +1,186 @@
+//! Test data and helpers shared by the integration tests.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::Result;
+use datafusion::prelude::SessionContext;
+use lakefusion::PartitionedTable;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+pub const DATES: [&str; 5] = [
+    "2026-03-01",
+    "2026-03-02",
+    "2026-03-03",
+    "2026-03-04",
+    "2026-03-05",
+];
+pub const REGIONS: [&str; 3] = ["apac", "eu", "us"];
+pub const FILES_PER_PARTITION: usize = 3;
+pub const ROWS_PER_FILE: usize = 200;
+pub const ROWS_PER_ROW_GROUP: usize = 50;
+
+pub fn events_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("user", DataType::Utf8, false),
+        Field::new("amount", DataType::Float64, false),
+        Field::new("qty", DataType::Int32, true),
+    ]))
+}
+
+/// Writes one Parquet file with small row groups (so pruning is visible).
+pub fn write_parquet(path: &Path, batch: &RecordBatch) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(ROWS_PER_ROW_GROUP))
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        Some(props),
+    )
+    .unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// Rows with ids `start..start+n`: ids increase, so each row group has a narrow id range.
+pub fn events_batch(start: i64, n: usize) -> RecordBatch {
+    let ids: Vec<i64> = (start..start + n as i64).collect();
+    let users: Vec<String> = ids.iter().map(|i| format!("user{}", i % 17)).collect();
+    let amounts: Vec<f64> = ids.iter().map(|i| (i % 1000) as f64 / 10.0).collect();
+    let qty: Vec<Option<i32>> = ids
+        .iter()
+        .map(|i| {
+            if i % 7 == 0 {
+                None
+            } else {
+                Some((i % 5) as i32)
+            }
+        })
+        .collect();
+    RecordBatch::try_new(
+        events_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(users)),
+            Arc::new(Float64Array::from(amounts)),
+            Arc::new(Int32Array::from(qty)),
+        ],
+    )
+    .unwrap()
+}
+
+/// 5 dates x 3 regions = 15 partitions, 3 files each, 200 rows per file.
+pub fn write_events(root: &Path) {
+    let mut next = 0i64;
+    for date in DATES {
+        for region in REGIONS {
+            for f in 0..FILES_PER_PARTITION {
+                let path = root.join(format!("date={date}/region={region}/part-{f:05}.parquet"));
+                write_parquet(&path, &events_batch(next, ROWS_PER_FILE));
+                next += ROWS_PER_FILE as i64;
+            }
+        }
+    }
+}
+
+/// A second partitioned table for joins: refunds of every 10th event, by date.
+pub fn write_refunds(root: &Path) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Int64, false),
+        Field::new("refund", DataType::Float64, false),
+    ]));
+    let per_date = (REGIONS.len() * FILES_PER_PARTITION * ROWS_PER_FILE) as i64;
+    for (d, date) in DATES.iter().enumerate() {
+        for f in 0..2 {
+            let ids: Vec<i64> = (0..per_date)
+                .map(|i| d as i64 * per_date + i)
+                .filter(|i| i % 10 == f)
+                .collect();
+            let refunds: Vec<f64> = ids.iter().map(|i| (i % 13) as f64).collect();
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(Float64Array::from(refunds)),
+                ],
+            )
+            .unwrap();
+            write_parquet(&root.join(format!("date={date}/part-{f}.parquet")), &batch);
+        }
+    }
+}
+
+pub fn file_url(path: &Path) -> String {
+    format!("file://{}/", path.display())
+}
+
+/// Our table over `root` with the events partition spec.
+pub async fn events_table(ctx: &SessionContext, root: &Path) -> PartitionedTable {
+    PartitionedTable::builder(file_url(root))
+        .partition_column("date", DataType::Date32)
+        .partition_column("region", DataType::Utf8)
+        .build(&ctx.state())
+        .await
+        .unwrap()
+}
+
+/// DataFusion's ListingTable over the same files, same partition columns.
+pub async fn listing_table(
+    ctx: &SessionContext,
+    root: &Path,
+    partitions: &[(&str, DataType)],
+) -> ListingTable {
+    let url = ListingTableUrl::parse(file_url(root)).unwrap();
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(
+            partitions
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect(),
+        );
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await
+        .unwrap();
+    ListingTable::try_new(config).unwrap()
+}
+
+/// Runs `sql` and returns its rows as pretty-printed lines (header excluded).
+pub async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let text = pretty_format_batches(&batches)?.to_string();
+    Ok(text
+        .lines()
+        .skip(3)
+        .filter(|l| !l.starts_with('+'))
+        .map(|l| l.to_string())
+        .collect())
+}
+
+/// The physical plan of `sql` as `EXPLAIN` prints it.
+pub async fn physical_plan_text(ctx: &SessionContext, sql: &str) -> String {
+    let plan = ctx
+        .sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let text = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string();
+    text
+}

@@ -1,0 +1,79 @@
+//! `EXPLAIN` shows what will be read, and `EXPLAIN ANALYZE` what was.
+
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+
+use crate::common::*;
+
+async fn ctx_with_events(dir: &std::path::Path) -> SessionContext {
+    write_events(dir);
+    let ctx = SessionContext::new();
+    ctx.register_table("events", Arc::new(events_table(&ctx, dir).await))
+        .unwrap();
+    ctx
+}
+
+#[tokio::test]
+async fn partition_predicate_is_exact_and_prunes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx_with_events(dir.path()).await;
+    let plan = physical_plan_text(
+        &ctx,
+        "SELECT id FROM events WHERE date = DATE '2026-03-02' AND region = 'eu'",
+    )
+    .await;
+    assert!(!plan.contains("FilterExec"), "{plan}");
+    assert!(plan.contains("partitions=1/15"), "{plan}");
+    assert!(plan.contains("files=3"), "{plan}");
+    assert!(
+        plan.contains("date=2026-03-02/region=eu/part-00000.parquet"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("partition_filters=[date = Date32(\"2026-03-02\"), region = Utf8(\"eu\")]"),
+        "{plan}"
+    );
+    assert!(plan.contains("projection=[id]"), "{plan}");
+}
+
+#[tokio::test]
+async fn data_predicate_keeps_filter_and_prunes_row_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx_with_events(dir.path()).await;
+    let sql = "SELECT id, amount FROM events WHERE id BETWEEN 1000 AND 1010";
+    let plan = physical_plan_text(&ctx, sql).await;
+    assert!(plan.contains("FilterExec"), "{plan}");
+    assert!(plan.contains("partitions=15/15"), "{plan}");
+    assert!(
+        plan.contains("row_group_filters=[id >= Int64(1000), id <= Int64(1010)]"),
+        "{plan}"
+    );
+
+    let analyzed = rows(&ctx, &format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap()
+        .join("\n");
+    // 45 files x 4 row groups; ids 1000..=1010 live in exactly one row group.
+    assert!(
+        analyzed.contains("row_groups_pruned_statistics=180 total \u{2192} 1 matched"),
+        "{analyzed}"
+    );
+    assert!(analyzed.contains("files_opened=45,"), "{analyzed}");
+    assert!(analyzed.contains("bytes_scanned="), "{analyzed}");
+    assert!(analyzed.contains("time_to_first_batch="), "{analyzed}");
+    assert!(analyzed.contains("output_rows="), "{analyzed}");
+}
+
+#[tokio::test]
+async fn limit_is_pushed_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx_with_events(dir.path()).await;
+    let plan = physical_plan_text(&ctx, "SELECT * FROM events WHERE region = 'us' LIMIT 7").await;
+    assert!(plan.contains("limit=7"), "{plan}");
+    assert!(plan.contains("partitions=5/15"), "{plan}");
+    let got = rows(&ctx, "SELECT * FROM events WHERE region = 'us' LIMIT 7")
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 7);
+}
