@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use counting_store::CountingStore;
-use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema};
 use datafusion::catalog::TableProvider;

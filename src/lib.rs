@@ -95,10 +95,19 @@
 //! * [`scan`]: [`PartitionedScanExec`], [`LazyScanStream`] and [`ScanMetrics`];
 //! * [`error`]: the crate's [`Error`] and its conversion to and from DataFusion's.
 
+pub mod cache;
+pub mod context;
 pub mod error;
 pub mod scan;
+pub mod session;
 pub mod table;
 
+pub use cache::{CacheConfig, CacheMetrics, CachedScanExec, SmallTableCacheRule, TableCache};
+pub use context::QueryContext;
 pub use error::{Error, Result};
 pub use scan::{LazyScanStream, PartitionedScanExec, ScanMetrics};
-pub use table::{PartitionIndex, PartitionSpec, PartitionedTable, PartitionedTableBuilder};
+pub use session::SessionBuilder;
+pub use table::{
+    PartitionIndex, PartitionSpec, PartitionedTable, PartitionedTableBuilder,
+    PartitionedTableFactory,
+};

@@ -47,6 +47,9 @@ use super::stream::LazyScanStream;
 /// 5. The stream stops at the limit, and ends at the first error.
 ///
 /// Metrics (see [`ScanMetrics`](super::ScanMetrics)) appear in `EXPLAIN ANALYZE`.
+/// Each stream runs inside a `lakefusion.scan` tracing span carrying the
+/// [`QueryContext`](crate::QueryContext)'s query and tenant ids, the table and
+/// the partition.
 #[derive(Clone)]
 pub struct PartitionedScanExec {
     table: Arc<str>,
@@ -327,6 +330,7 @@ impl ExecutionPlan for PartitionedScanExec {
             );
         }
         Ok(Box::pin(LazyScanStream::new(
+            &self.table,
             Arc::clone(&self.config),
             self.schema(),
             partition,

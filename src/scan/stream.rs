@@ -19,6 +19,7 @@ use futures::{ready, Stream, StreamExt};
 
 use super::metrics::ScanMetrics;
 use super::opener::NamingMorselizer;
+use crate::context::QueryContext;
 
 /// The record batches of one output partition of a
 /// [`PartitionedScanExec`](super::PartitionedScanExec).
@@ -38,6 +39,11 @@ use super::opener::NamingMorselizer;
 /// drops the in-flight reads: nothing is spawned that could outlive it.
 pub struct LazyScanStream {
     state: State,
+    /// `lakefusion.scan`, entered on every poll: whatever the stream (and
+    /// DataFusion's reader under it) logs carries the query, tenant, table and
+    /// partition.
+    span: tracing::Span,
+    rows: usize,
     schema: SchemaRef,
     config: Arc<FileScanConfig>,
     partition: usize,
@@ -58,14 +64,25 @@ enum State {
 
 impl LazyScanStream {
     pub(crate) fn new(
+        table: &str,
         config: Arc<FileScanConfig>,
         schema: SchemaRef,
         partition: usize,
         context: Arc<TaskContext>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> Self {
+        let query = QueryContext::from_task_context(&context);
+        let span = tracing::info_span!(
+            "lakefusion.scan",
+            query_id = %query.query_id,
+            tenant_id = %query.tenant_id,
+            table = %table,
+            partition,
+        );
         Self {
             state: State::Uninitialized,
+            span,
+            rows: 0,
             schema,
             config,
             partition,
@@ -118,6 +135,11 @@ impl LazyScanStream {
         let source = source.with_batch_size(batch_size);
         let morselizer = source.create_morselizer(store, config, self.partition)?;
         let morselizer = NamingMorselizer::new(morselizer);
+        let files = config
+            .file_groups
+            .get(self.partition)
+            .map_or(0, |g| g.len());
+        tracing::debug!(files, "opening scan partition");
         let stream = FileStreamBuilder::new(config)
             .with_partition(self.partition)
             .with_morselizer(Box::new(morselizer))
@@ -131,8 +153,10 @@ impl Stream for LazyScanStream {
     type Item = Result<RecordBatch>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let span = this.span.clone();
+        let _entered = span.enter();
         loop {
-            let this = &mut *self;
             let polled = match &mut this.state {
                 State::Uninitialized => {
                     match this.open() {
@@ -166,15 +190,18 @@ impl Stream for LazyScanStream {
                             this.state = State::Streaming(stream);
                         }
                     }
+                    this.rows += batch.num_rows();
                     return Poll::Ready(Some(Ok(batch)));
                 }
                 // Errors end the stream: a half-read partition must not be
                 // continued as if the failed rows never existed.
                 Some(Err(e)) => {
+                    tracing::debug!(error = %e, rows = this.rows, "scan partition failed");
                     this.state = State::Done;
                     return Poll::Ready(Some(Err(e)));
                 }
                 None => {
+                    tracing::debug!(rows = this.rows, "scan partition done");
                     this.state = State::Done;
                     return Poll::Ready(None);
                 }

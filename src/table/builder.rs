@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::common::Statistics;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::ListingTableUrl;
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
+use object_store::{ObjectMeta, ObjectStore};
 
-use super::index::{IndexedFile, Partition, PartitionIndex};
+use super::index::{Partition, PartitionIndex};
 use super::listing::list_partitions;
 use super::provider::{PartitionedTable, TableDefinition};
 use super::spec::PartitionSpec;
@@ -184,31 +185,30 @@ pub(super) async fn index_from(
     mut partitions: Vec<Partition>,
 ) -> Result<PartitionIndex> {
     if definition.collect_statistics {
-        let format = parquet_format(state);
-        let file_schema = Arc::clone(&definition.file_schema);
-        let files: Vec<&mut IndexedFile> = partitions
-            .iter_mut()
-            .flat_map(|p| p.files.iter_mut())
+        let format = &parquet_format(state);
+        let file_schema = &definition.file_schema;
+        let metas: Vec<ObjectMeta> = partitions
+            .iter()
+            .flat_map(|p| p.files.iter().map(|f| f.meta.clone()))
             .collect();
-        futures::stream::iter(files)
-            .map(|file| {
-                let format = &format;
-                let file_schema = Arc::clone(&file_schema);
-                async move {
-                    let stats = format
-                        .infer_stats(state, store, file_schema, &file.meta)
-                        .await
-                        .map_err(|e| Error::ReadFile {
-                            path: file.meta.location.to_string(),
-                            source: Box::new(e),
-                        })?;
-                    file.statistics = Some(Arc::new(stats));
-                    Ok::<_, Error>(())
-                }
+        // `buffered` keeps the listing order, so results zip back onto the files.
+        let stats: Vec<Statistics> = futures::stream::iter(metas)
+            .map(|meta| async move {
+                format
+                    .infer_stats(state, store, Arc::clone(file_schema), &meta)
+                    .await
+                    .map_err(|e| Error::ReadFile {
+                        path: meta.location.to_string(),
+                        source: Box::new(e),
+                    })
             })
-            .buffer_unordered(FOOTER_READ_CONCURRENCY)
-            .try_collect::<Vec<()>>()
+            .buffered(FOOTER_READ_CONCURRENCY)
+            .try_collect()
             .await?;
+        let files = partitions.iter_mut().flat_map(|p| p.files.iter_mut());
+        for (file, stats) in files.zip(stats) {
+            file.statistics = Some(Arc::new(stats));
+        }
     }
     PartitionIndex::try_new(&definition.spec, partitions).map_err(|e| Error::InvalidTable {
         root: definition.root.to_string(),

@@ -2,6 +2,7 @@
 //! partition spec and index, discovery, and filter pushdown.
 
 mod builder;
+mod factory;
 mod index;
 mod listing;
 mod provider;
@@ -9,6 +10,7 @@ mod pushdown;
 mod spec;
 
 pub use builder::PartitionedTableBuilder;
+pub use factory::PartitionedTableFactory;
 pub use index::{IndexedFile, Partition, PartitionIndex};
 pub use provider::PartitionedTable;
 pub use spec::{PartitionColumn, PartitionSpec, HIVE_NULL};

@@ -1,0 +1,235 @@
+//! [`CachedScanExec`]: a small scan served from the [`TableCache`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{internal_err, Statistics};
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    collect_partitioned, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+};
+use futures::{StreamExt, TryStreamExt};
+
+use super::table_cache::{CacheKey, TableCache};
+use crate::scan::PartitionedScanExec;
+
+/// A [`PartitionedScanExec`] whose rows come from the shared [`TableCache`].
+///
+/// Put in place by [`SmallTableCacheRule`](super::SmallTableCacheRule) for
+/// scans small enough to cache. It has the inner scan's schema, partitioning
+/// and ordering.
+///
+/// # Runtime steps
+///
+/// 1. `execute(partition)` returns a stream; nothing happens until it is polled.
+/// 2. On the first poll it looks the scan's [`CacheKey`] up in the cache.
+/// 3. On a miss it runs every partition of the inner scan (once, however many
+///    partitions and queries miss at the same time), caches the batches, and
+///    serves its partition from them. On a hit it serves them from memory with
+///    no object-store request at all.
+///
+/// `EXPLAIN` prints the key and the inner scan; `EXPLAIN ANALYZE` adds
+/// `cache_hits`, `cache_misses` (per output partition) and, after a miss, the
+/// inner scan's metrics.
+pub struct CachedScanExec {
+    inner: Arc<PartitionedScanExec>,
+    key: CacheKey,
+    cache: TableCache,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl CachedScanExec {
+    /// Serves `inner` through `cache`.
+    pub fn new(inner: Arc<PartitionedScanExec>, cache: TableCache) -> Self {
+        let key = cache_key(&inner);
+        Self {
+            inner,
+            key,
+            cache,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The scan this node caches.
+    pub fn inner(&self) -> &Arc<PartitionedScanExec> {
+        &self.inner
+    }
+
+    /// The cache key of the scan.
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    /// The cache the rows live in.
+    pub fn cache(&self) -> &TableCache {
+        &self.cache
+    }
+}
+
+/// The key of a scan: everything that determines its rows and their split into
+/// output partitions — the store, every file with its size, modification time,
+/// ETag and byte range (in group order), the partition values, the output
+/// schema, the filters and the limit. A refresh that finds a changed file
+/// therefore yields a different key, never a stale hit.
+pub fn cache_key(scan: &PartitionedScanExec) -> CacheKey {
+    use std::fmt::Write;
+    let config = scan.file_scan_config();
+    let mut d = String::new();
+    let _ = write!(d, "store={}", config.object_store_url);
+    for (g, group) in config.file_groups.iter().enumerate() {
+        let _ = write!(d, "|group{g}");
+        for file in group.iter() {
+            let meta = &file.object_meta;
+            let _ = write!(
+                d,
+                "|{}:{}:{}:{}",
+                meta.location,
+                meta.size,
+                meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+                meta.e_tag.as_deref().unwrap_or("")
+            );
+            if let Some(range) = &file.range {
+                let _ = write!(d, ":{}..{}", range.start, range.end);
+            }
+            let values: Vec<String> = file
+                .partition_values
+                .iter()
+                .map(|v| format!("{v:?}"))
+                .collect();
+            let _ = write!(d, ":[{}]", values.join(","));
+        }
+    }
+    let _ = write!(d, "|schema={:?}", scan.schema().fields());
+    let _ = write!(d, "|partition_filters={:?}", scan.partition_filters());
+    let _ = write!(d, "|row_group_filters={:?}", scan.row_group_filters());
+    let _ = write!(d, "|limit={:?}", scan.limit());
+    CacheKey::new(d)
+}
+
+impl fmt::Debug for CachedScanExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedScanExec")
+            .field("key", &self.key.digest())
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl DisplayAs for CachedScanExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        if !matches!(t, DisplayFormatType::TreeRender) {
+            write!(f, "CachedScanExec: ")?;
+        }
+        write!(f, "key={}, ", self.key)?;
+        self.inner.fmt_as(t, f)
+    }
+}
+
+impl ExecutionPlan for CachedScanExec {
+    fn name(&self) -> &str {
+        "CachedScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return internal_err!("CachedScanExec is a leaf and takes no children");
+        }
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.inner.apply_expressions(f)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let partitions = self.inner.properties().partitioning.partition_count();
+        if partition >= partitions.max(1) {
+            return internal_err!(
+                "CachedScanExec has {partitions} partitions, partition {partition} requested"
+            );
+        }
+        let hits: Count = MetricBuilder::new(&self.metrics).counter("cache_hits", partition);
+        let misses: Count = MetricBuilder::new(&self.metrics).counter("cache_misses", partition);
+        let (inner, key, cache) = (
+            Arc::clone(&self.inner),
+            self.key.clone(),
+            self.cache.clone(),
+        );
+        let schema = self.schema();
+        let batches = futures::stream::once(async move {
+            let pool = Arc::clone(&context.runtime_env().memory_pool);
+            let filled = AtomicBool::new(false);
+            let cached = cache
+                .get_or_fill(&key, &pool, || {
+                    filled.store(true, Ordering::Relaxed);
+                    collect_partitioned(inner as Arc<dyn ExecutionPlan>, context)
+                })
+                .await?;
+            if filled.load(Ordering::Relaxed) {
+                misses.add(1);
+            } else {
+                hits.add(1);
+            }
+            let batches = cached.get(partition).cloned().unwrap_or_default();
+            Ok::<_, datafusion::error::DataFusionError>(futures::stream::iter(
+                batches.into_iter().map(Ok),
+            ))
+        })
+        .try_flatten()
+        .boxed();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        let mut metrics = self.metrics.clone_inner();
+        if let Some(inner) = self.inner.metrics() {
+            for metric in inner.iter() {
+                metrics.push(Arc::clone(metric));
+            }
+        }
+        Some(metrics)
+    }
+
+    #[allow(deprecated)]
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        self.inner.partition_statistics(partition)
+    }
+}

@@ -1,0 +1,355 @@
+//! [`TableCache`]: the shared, memory-bounded store of small scans' results.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::error::Result;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use futures::Future;
+
+/// Limits of the small-table cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// A scan whose statistics show more rows than this is not cached.
+    pub max_rows: usize,
+    /// A scan whose statistics show more bytes than this is not cached.
+    pub max_bytes: usize,
+    /// The most bytes the whole cache holds; least recently used entries are
+    /// evicted to make room.
+    pub capacity_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    /// Dimension-table sized: up to 1M rows / 64 MiB per table, 256 MiB in all.
+    fn default() -> Self {
+        Self {
+            max_rows: 1_000_000,
+            max_bytes: 64 * 1024 * 1024,
+            capacity_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Sets `max_rows`.
+    pub fn with_max_rows(mut self, max_rows: usize) -> Self {
+        self.max_rows = max_rows;
+        self
+    }
+
+    /// Sets `max_bytes`.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets `capacity_bytes`.
+    pub fn with_capacity_bytes(mut self, capacity_bytes: usize) -> Self {
+        self.capacity_bytes = capacity_bytes;
+        self
+    }
+}
+
+/// The identity of a cached scan: a digest for display and lookups, and the
+/// full description it was computed from, compared on lookup so that a digest
+/// collision can never serve another scan's rows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    digest: u64,
+    description: Arc<str>,
+}
+
+impl CacheKey {
+    /// A key for a scan described by `description` (which must contain
+    /// everything that determines the scan's rows).
+    pub fn new(description: impl Into<Arc<str>>) -> Self {
+        use std::hash::{Hash, Hasher};
+        let description = description.into();
+        // FNV-1a: stable across Rust releases and processes, unlike
+        // `DefaultHasher`, so a key printed by one process matches another's.
+        let mut hasher = Fnv1a::default();
+        description.hash(&mut hasher);
+        Self {
+            digest: hasher.finish(),
+            description,
+        }
+    }
+
+    /// The short form shown in `EXPLAIN`.
+    pub fn digest(&self) -> String {
+        format!("{:016x}", self.digest)
+    }
+
+    /// The full description the key was computed from.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.digest())
+    }
+}
+
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// The rows of one cached scan, one `Vec` per output partition.
+pub type CachedPartitions = Arc<Vec<Vec<RecordBatch>>>;
+
+/// Counters of a [`TableCache`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheMetrics {
+    /// Lookups served from memory.
+    pub hits: u64,
+    /// Lookups that had to run the scan.
+    pub misses: u64,
+    /// Entries evicted to make room.
+    pub evictions: u64,
+    /// Fills not cached because the entry was larger than the capacity or the
+    /// memory pool refused the reservation.
+    pub rejected: u64,
+    /// Bytes held now.
+    pub bytes: usize,
+    /// Entries held now.
+    pub entries: usize,
+}
+
+/// A cache of small scans' record batches, shared by every session built from
+/// the same [`SessionBuilder`](crate::SessionBuilder) (or holding a clone of it).
+///
+/// * Entries are evicted least recently used, by bytes, to stay within
+///   [`CacheConfig::capacity_bytes`].
+/// * Every entry's bytes are reserved from the memory pool of the session that
+///   filled it. If the pool refuses, the rows are returned but not cached: the
+///   cache never pushes a memory-limited runtime over its limit.
+/// * Concurrent lookups that miss on the same key run the scan once; the others
+///   wait for it and are served from memory ("single flight").
+/// * Hits and misses are counted per lookup; `CachedScanExec` looks up once per
+///   output partition.
+#[derive(Clone)]
+pub struct TableCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: CacheConfig,
+    state: Mutex<State>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    rejected: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<CacheKey, Entry>,
+    /// Keys being filled, each with a lock its waiters queue on.
+    in_flight: HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>,
+    bytes: usize,
+    clock: u64,
+}
+
+struct Entry {
+    partitions: CachedPartitions,
+    bytes: usize,
+    last_used: u64,
+    /// Held for as long as the entry lives; dropping it returns the bytes to
+    /// the pool.
+    _reservation: MemoryReservation,
+}
+
+impl fmt::Debug for TableCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableCache")
+            .field("config", &self.inner.config)
+            .field("metrics", &self.metrics())
+            .finish()
+    }
+}
+
+impl TableCache {
+    /// An empty cache with these limits.
+    pub fn new(config: CacheConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(State::default()),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+                evictions: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The cache's limits.
+    pub fn config(&self) -> &CacheConfig {
+        &self.inner.config
+    }
+
+    /// Current counters.
+    pub fn metrics(&self) -> CacheMetrics {
+        let state = self.state();
+        CacheMetrics {
+            hits: self.inner.hits.load(Ordering::Relaxed),
+            misses: self.inner.misses.load(Ordering::Relaxed),
+            evictions: self.inner.evictions.load(Ordering::Relaxed),
+            rejected: self.inner.rejected.load(Ordering::Relaxed),
+            bytes: state.bytes,
+            entries: state.entries.len(),
+        }
+    }
+
+    /// Whether `key` is cached now.
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        self.state().entries.contains_key(key)
+    }
+
+    /// Drops every entry whose description contains `needle` (e.g. a table
+    /// root), returning how many were dropped.
+    pub fn invalidate_matching(&self, needle: &str) -> usize {
+        let mut state = self.state();
+        let doomed: Vec<CacheKey> = state
+            .entries
+            .keys()
+            .filter(|k| k.description.contains(needle))
+            .cloned()
+            .collect();
+        for key in &doomed {
+            if let Some(entry) = state.entries.remove(key) {
+                state.bytes -= entry.bytes;
+            }
+        }
+        doomed.len()
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        let mut state = self.state();
+        state.entries.clear();
+        state.bytes = 0;
+    }
+
+    /// Returns the cached partitions for `key`, or runs `fill`, caches its
+    /// result (if it fits and `pool` grants the memory) and returns it.
+    pub async fn get_or_fill<F, Fut>(
+        &self,
+        key: &CacheKey,
+        pool: &Arc<dyn MemoryPool>,
+        fill: F,
+    ) -> Result<CachedPartitions>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<Vec<RecordBatch>>>>,
+    {
+        if let Some(hit) = self.lookup(key) {
+            return Ok(hit);
+        }
+        let flight = {
+            let mut state = self.state();
+            Arc::clone(state.in_flight.entry(key.clone()).or_default())
+        };
+        let _turn = flight.lock().await;
+        // Whoever held the lock before us may have filled the entry.
+        if let Some(hit) = self.lookup(key) {
+            return Ok(hit);
+        }
+        self.inner.misses.fetch_add(1, Ordering::Relaxed);
+        let filled = fill().await;
+        // Waiters keep their clone of the lock; new arrivals after this point
+        // find the entry (or, if the fill failed, start a flight of their own).
+        self.state().in_flight.remove(key);
+        let partitions = Arc::new(filled?);
+        self.insert(key, Arc::clone(&partitions), pool);
+        Ok(partitions)
+    }
+
+    fn lookup(&self, key: &CacheKey) -> Option<CachedPartitions> {
+        let mut state = self.state();
+        state.clock += 1;
+        let now = state.clock;
+        let entry = state.entries.get_mut(key)?;
+        entry.last_used = now;
+        self.inner.hits.fetch_add(1, Ordering::Relaxed);
+        Some(Arc::clone(&entry.partitions))
+    }
+
+    fn insert(&self, key: &CacheKey, partitions: CachedPartitions, pool: &Arc<dyn MemoryPool>) {
+        let bytes: usize = partitions
+            .iter()
+            .flatten()
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
+        let capacity = self.inner.config.capacity_bytes;
+        if bytes > capacity {
+            self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // Reserve first: a refused reservation must not have evicted anything.
+        let reservation =
+            MemoryConsumer::new(format!("lakefusion TableCache[{key}]")).register(pool);
+        if reservation.try_grow(bytes).is_err() {
+            self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut state = self.state();
+        if state.entries.contains_key(key) {
+            return;
+        }
+        while state.bytes + bytes > capacity {
+            let Some(oldest) = state
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(evicted) = state.entries.remove(&oldest) {
+                state.bytes -= evicted.bytes;
+                self.inner.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        state.clock += 1;
+        let last_used = state.clock;
+        state.bytes += bytes;
+        state.entries.insert(
+            key.clone(),
+            Entry {
+                partitions,
+                bytes,
+                last_used,
+                _reservation: reservation,
+            },
+        );
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is consistent between statements; a panic elsewhere while
+        // holding the lock cannot leave it half-updated in a harmful way.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

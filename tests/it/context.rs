@@ -1,0 +1,192 @@
+//! QueryContext: SET, round trips, errors, and propagation into scans.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::{Arc, Mutex, Once};
+
+use datafusion::common::config::ConfigExtension;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use lakefusion::{QueryContext, SessionBuilder};
+
+use crate::common::*;
+
+#[test]
+fn key_value_round_trip_into_a_fresh_config() {
+    let original = QueryContext::new("q-17")
+        .with_tenant_id("acme")
+        .with_cache_enabled(false);
+    let pairs = original.to_key_value_pairs();
+    assert_eq!(
+        pairs,
+        vec![
+            ("query_context.query_id".to_string(), "q-17".to_string()),
+            ("query_context.tenant_id".to_string(), "acme".to_string()),
+            (
+                "query_context.cache_enabled".to_string(),
+                "false".to_string()
+            ),
+        ]
+    );
+    let mut fresh = SessionConfig::new().with_option_extension(QueryContext::default());
+    for (key, value) in &pairs {
+        fresh.options_mut().set(key, value).unwrap();
+    }
+    assert_eq!(QueryContext::from_session_config(&fresh), original);
+}
+
+/// Without the extension registered, the keys are refused (so Ballista, which
+/// applies them one by one, would drop them) and readers see the defaults.
+#[tokio::test]
+async fn a_config_without_the_extension_refuses_the_keys() {
+    let mut fresh = SessionConfig::new();
+    let err = fresh
+        .options_mut()
+        .set("query_context.query_id", "q-1")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(QueryContext::PREFIX), "{err}");
+    assert_eq!(
+        QueryContext::from_session_config(&fresh),
+        QueryContext::default()
+    );
+
+    let plain = SessionContext::new();
+    let err = plain
+        .sql("SET query_context.query_id = 'abc'")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("query_context"), "{err}");
+}
+
+#[tokio::test]
+async fn set_in_sql() {
+    let ctx = SessionBuilder::new().build_context();
+    ctx.sql("SET query_context.query_id = 'abc'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    ctx.sql("SET query_context.tenant_id = 'globex'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    ctx.sql("SET query_context.cache_enabled = false")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let context = QueryContext::from_session_config(&ctx.copied_config());
+    assert_eq!(
+        context,
+        QueryContext::new("abc")
+            .with_tenant_id("globex")
+            .with_cache_enabled(false)
+    );
+}
+
+#[tokio::test]
+async fn bad_values_and_keys_name_the_key() {
+    let ctx = SessionBuilder::new().build_context();
+    let err = ctx
+        .sql("SET query_context.cache_enabled = 'maybe'")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("query_context.cache_enabled") && err.contains("maybe"),
+        "{err}"
+    );
+    let err = ctx
+        .sql("SET query_context.bogus = 1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("query_context.bogus"), "{err}");
+    // The failed SETs changed nothing.
+    assert_eq!(
+        QueryContext::from_session_config(&ctx.copied_config()),
+        QueryContext::default()
+    );
+}
+
+thread_local! {
+    static CAPTURE: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
+}
+
+/// Writes into the current thread's capture buffer, if it has one.
+struct ThreadCapture;
+
+impl Write for ThreadCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with(|c| {
+            if let Some(captured) = c.borrow().as_ref() {
+                captured.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures what tracing prints on this thread from now on.
+///
+/// One global subscriber for the whole test binary: thread-scoped subscribers
+/// (`set_default`) race with other test threads over tracing's cached
+/// callsite interest and can miss spans.
+fn capture_tracing() -> Arc<Mutex<Vec<u8>>> {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(|| ThreadCapture)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+    });
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    CAPTURE.with(|c| *c.borrow_mut() = Some(Arc::clone(&captured)));
+    captured
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_scan_span_carries_the_query_id() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let captured = capture_tracing();
+
+    let ctx = SessionBuilder::new().build_context();
+    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
+        .unwrap();
+    ctx.sql("SET query_context.query_id = 'trace-me-7'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    ctx.sql("SET query_context.tenant_id = 'initech'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    rows(&ctx, "SELECT count(*) FROM events WHERE region = 'eu'")
+        .await
+        .unwrap();
+
+    let log = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("scan partition done"))
+        .unwrap_or_else(|| panic!("no scan event in:\n{log}"));
+    assert!(line.contains("lakefusion.scan"), "{line}");
+    assert!(line.contains("query_id=trace-me-7"), "{line}");
+    assert!(line.contains("tenant_id=initech"), "{line}");
+    assert!(line.contains("partition="), "{line}");
+}
