@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, Statistics};
@@ -11,7 +12,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::metrics::{
-    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -38,8 +39,8 @@ use crate::scan::PartitionedScanExec;
 ///    no object-store request at all.
 ///
 /// `EXPLAIN` prints the key and the inner scan; `EXPLAIN ANALYZE` adds
-/// `cache_hits`, `cache_misses` (per output partition) and, after a miss, the
-/// inner scan's metrics.
+/// `cache_hits`, `cache_misses` (per output partition), `scan_time` (wall time
+/// until the last batch was served) and, after a miss, the inner scan's metrics.
 pub struct CachedScanExec {
     inner: Arc<PartitionedScanExec>,
     key: CacheKey,
@@ -188,6 +189,7 @@ impl ExecutionPlan for CachedScanExec {
         }
         let hits: Count = MetricBuilder::new(&self.metrics).counter("cache_hits", partition);
         let misses: Count = MetricBuilder::new(&self.metrics).counter("cache_misses", partition);
+        let scan_time: Time = MetricBuilder::new(&self.metrics).subset_time("scan_time", partition);
         let (inner, key, cache) = (
             Arc::clone(&self.inner),
             self.key.clone(),
@@ -195,6 +197,7 @@ impl ExecutionPlan for CachedScanExec {
         );
         let schema = self.schema();
         let batches = futures::stream::once(async move {
+            let started = Instant::now();
             let pool = Arc::clone(&context.runtime_env().memory_pool);
             let filled = AtomicBool::new(false);
             let cached = cache
@@ -209,9 +212,16 @@ impl ExecutionPlan for CachedScanExec {
                 hits.add(1);
             }
             let batches = cached.get(partition).cloned().unwrap_or_default();
-            Ok::<_, datafusion::error::DataFusionError>(futures::stream::iter(
-                batches.into_iter().map(Ok),
-            ))
+            // Served from memory: the scan's wall time ends once the last batch
+            // has been handed out.
+            let done = futures::stream::once(async move {
+                scan_time.add_duration(started.elapsed());
+                None
+            })
+            .filter_map(futures::future::ready);
+            Ok::<_, datafusion::error::DataFusionError>(
+                futures::stream::iter(batches.into_iter().map(Ok)).chain(done),
+            )
         })
         .try_flatten()
         .boxed();

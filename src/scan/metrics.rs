@@ -3,7 +3,7 @@
 //! A scan reports three families of metrics in `EXPLAIN ANALYZE`:
 //!
 //! * these, recorded by [`LazyScanStream`](super::LazyScanStream):
-//!   `time_to_first_batch`;
+//!   `time_to_first_batch` and `scan_time`;
 //! * DataFusion's `FileStream` metrics: `files_opened`, `files_processed`,
 //!   `output_rows`, `elapsed_compute`, `time_elapsed_opening`, …;
 //! * DataFusion's Parquet metrics: `row_groups_pruned_statistics` (pruned and
@@ -18,6 +18,10 @@ pub struct ScanMetrics {
     /// Wall time from the first poll of the stream to its first batch: the
     /// latency a consumer of the scan sees, including opening the first file.
     pub time_to_first_batch: Time,
+    /// Wall time from the first poll to the end of the stream: what the scan
+    /// costs its consumer, waiting on storage included (`elapsed_compute`
+    /// counts CPU only).
+    pub scan_time: Time,
 }
 
 impl ScanMetrics {
@@ -26,6 +30,7 @@ impl ScanMetrics {
         Self {
             time_to_first_batch: MetricBuilder::new(metrics)
                 .subset_time("time_to_first_batch", partition),
+            scan_time: MetricBuilder::new(metrics).subset_time("scan_time", partition),
         }
     }
 }

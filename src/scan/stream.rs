@@ -44,6 +44,7 @@ pub struct LazyScanStream {
     /// partition.
     span: tracing::Span,
     rows: usize,
+    first_poll: Option<Instant>,
     schema: SchemaRef,
     config: Arc<FileScanConfig>,
     partition: usize,
@@ -83,6 +84,7 @@ impl LazyScanStream {
             state: State::Uninitialized,
             span,
             rows: 0,
+            first_poll: None,
             schema,
             config,
             partition,
@@ -100,6 +102,15 @@ impl LazyScanStream {
             State::Opening { .. } => "Opening",
             State::Streaming(_) => "Streaming",
             State::Done => "Done",
+        }
+    }
+
+    /// Moves to `Done`, dropping the file stream (and with it any read in
+    /// flight), and records the scan's wall time.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(started) = self.first_poll.take() {
+            self.scan_metrics.scan_time.add_duration(started.elapsed());
         }
     }
 
@@ -159,6 +170,7 @@ impl Stream for LazyScanStream {
         loop {
             let polled = match &mut this.state {
                 State::Uninitialized => {
+                    this.first_poll = Some(Instant::now());
                     match this.open() {
                         Ok(stream) => {
                             this.state = State::Opening {
@@ -167,7 +179,7 @@ impl Stream for LazyScanStream {
                             }
                         }
                         Err(e) => {
-                            this.state = State::Done;
+                            this.finish();
                             return Poll::Ready(Some(Err(e)));
                         }
                     }
@@ -197,12 +209,12 @@ impl Stream for LazyScanStream {
                 // continued as if the failed rows never existed.
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, rows = this.rows, "scan partition failed");
-                    this.state = State::Done;
+                    this.finish();
                     return Poll::Ready(Some(Err(e)));
                 }
                 None => {
                     tracing::debug!(rows = this.rows, "scan partition done");
-                    this.state = State::Done;
+                    this.finish();
                     return Poll::Ready(None);
                 }
             }

@@ -81,11 +81,13 @@ impl TableProviderFactory for PartitionedTableFactory {
                 }
                 // DataFusion adds session-level format options to every DDL.
                 _ if key.starts_with("format.") => {}
-                _ => return Err(DataFusionError::Configuration(format!(
+                _ => {
+                    return Err(DataFusionError::Configuration(format!(
                     "table {}: unknown option '{key}' for STORED AS {} (known: collect_statistics)",
                     cmd.name,
                     Self::FORMAT
-                ))),
+                )))
+                }
             }
         }
         Ok(Arc::new(builder.build(state).await?))
