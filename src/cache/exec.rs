@@ -153,10 +153,7 @@ impl ExecutionPlan for CachedScanExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !children.is_empty() {
-            return internal_err!("CachedScanExec is a leaf and takes no children");
-        }
-        Ok(self)
+        crate::scan::leaf_without_children(self, children)
     }
 
     fn with_new_children(

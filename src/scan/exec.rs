@@ -278,10 +278,7 @@ impl ExecutionPlan for PartitionedScanExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !children.is_empty() {
-            return internal_err!("PartitionedScanExec is a leaf and takes no children");
-        }
-        Ok(self)
+        crate::scan::leaf_without_children(self, children)
     }
 
     fn with_new_children(

@@ -168,23 +168,13 @@ async fn cache_switched_off_per_query() {
         .build_context();
     ctx.register_table("events", table(&ctx, dir.path(), false).await)
         .unwrap();
-    ctx.sql("SET query_context.cache_enabled = false")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    exec(&ctx, "SET query_context.cache_enabled = false").await;
     let plan = physical_plan_text(&ctx, QUERY).await;
     assert!(
         !plan.contains("CachedScanExec") && plan.contains("PartitionedScanExec"),
         "{plan}"
     );
-    ctx.sql("SET query_context.cache_enabled = true")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    exec(&ctx, "SET query_context.cache_enabled = true").await;
     assert!(physical_plan_text(&ctx, QUERY)
         .await
         .contains("CachedScanExec"));

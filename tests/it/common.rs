@@ -158,6 +158,16 @@ pub async fn listing_table(
     ListingTable::try_new(config).unwrap()
 }
 
+/// Runs a statement (`SET`, DDL) to completion.
+pub async fn exec(ctx: &SessionContext, sql: &str) {
+    ctx.sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 /// Runs `sql` and returns its rows as pretty-printed lines (header excluded).
 pub async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
     let batches = ctx.sql(sql).await?.collect().await?;

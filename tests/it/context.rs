@@ -62,24 +62,9 @@ async fn a_config_without_the_extension_refuses_the_keys() {
 #[tokio::test]
 async fn set_in_sql() {
     let ctx = SessionBuilder::new().build_context();
-    ctx.sql("SET query_context.query_id = 'abc'")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    ctx.sql("SET query_context.tenant_id = 'globex'")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    ctx.sql("SET query_context.cache_enabled = false")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    exec(&ctx, "SET query_context.query_id = 'abc'").await;
+    exec(&ctx, "SET query_context.tenant_id = 'globex'").await;
+    exec(&ctx, "SET query_context.cache_enabled = false").await;
     let context = QueryContext::from_session_config(&ctx.copied_config());
     assert_eq!(
         context,
@@ -164,18 +149,8 @@ async fn the_scan_span_carries_the_query_id() {
     let ctx = SessionBuilder::new().build_context();
     ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
         .unwrap();
-    ctx.sql("SET query_context.query_id = 'trace-me-7'")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    ctx.sql("SET query_context.tenant_id = 'initech'")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    exec(&ctx, "SET query_context.query_id = 'trace-me-7'").await;
+    exec(&ctx, "SET query_context.tenant_id = 'initech'").await;
     rows(&ctx, "SELECT count(*) FROM events WHERE region = 'eu'")
         .await
         .unwrap();

@@ -94,10 +94,19 @@ async fn dropping_a_stream_stops_its_io() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
     let store = CountingStore::new(Arc::new(LocalFileSystem::new()));
-    let ctx = SessionContext::new_with_config(datafusion::prelude::SessionConfig::new().with_batch_size(50));
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_batch_size(50),
+    );
     ctx.register_object_store(&Url::parse("file://").unwrap(), store.clone());
-    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await)).unwrap();
-    let plan = ctx.sql("SELECT * FROM events").await.unwrap().create_physical_plan().await.unwrap();
+    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
+        .unwrap();
+    let plan = ctx
+        .sql("SELECT * FROM events")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
     let scan = find_scan(&plan).unwrap();
     let mut stream = scan.execute(0, ctx.task_ctx()).unwrap();
     store.reset();
@@ -115,9 +124,15 @@ async fn dropping_a_stream_stops_its_io() {
 async fn reading_stops_at_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
-    let ctx = SessionContext::new_with_config(datafusion::prelude::SessionConfig::new().with_target_partitions(1));
-    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await)).unwrap();
-    let analyzed = crate::common::rows(&ctx, "EXPLAIN ANALYZE SELECT * FROM events LIMIT 5").await.unwrap().join("\n");
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_target_partitions(1),
+    );
+    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
+        .unwrap();
+    let analyzed = crate::common::rows(&ctx, "EXPLAIN ANALYZE SELECT * FROM events LIMIT 5")
+        .await
+        .unwrap()
+        .join("\n");
     assert!(analyzed.contains("limit=5"), "{analyzed}");
     let opened: usize = analyzed
         .split("files_opened=")
@@ -127,21 +142,36 @@ async fn reading_stops_at_the_limit() {
         .unwrap_or_else(|| panic!("{analyzed}"));
     // 45 files in one group: the first one has the 5 rows (one more may have
     // been opened ahead), the rest are never touched.
-    assert!(opened <= 2, "opened {opened} files for LIMIT 5:\n{analyzed}");
+    assert!(
+        opened <= 2,
+        "opened {opened} files for LIMIT 5:\n{analyzed}"
+    );
 }
 
 #[tokio::test]
 async fn repartitioned_scans_return_the_same_rows() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
-    let ctx = SessionContext::new_with_config(datafusion::prelude::SessionConfig::new().with_target_partitions(1));
-    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await)).unwrap();
-    let plan = ctx.sql("SELECT id, region FROM events").await.unwrap().create_physical_plan().await.unwrap();
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_target_partitions(1),
+    );
+    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
+        .unwrap();
+    let plan = ctx
+        .sql("SELECT id, region FROM events")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
     let scan = find_scan(&plan).unwrap();
     assert_eq!(scan.output_partitioning().partition_count(), 1);
     let mut options = datafusion::config::ConfigOptions::new();
     options.optimizer.repartition_file_min_size = 0;
-    let split = scan.repartitioned(6, &options).unwrap().expect("45 files split into 6 groups");
+    let split = scan
+        .repartitioned(6, &options)
+        .unwrap()
+        .expect("45 files split into 6 groups");
     assert_eq!(split.output_partitioning().partition_count(), 6);
     let count = |plan: Arc<dyn ExecutionPlan>| {
         let ctx = ctx.task_ctx();
