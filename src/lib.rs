@@ -39,6 +39,12 @@
 //! RecordBatches (partition columns appended, projection + limit applied, metrics recorded)
 //! ```
 //!
+//! With [`SessionBuilder`], [`SmallTableCacheRule`] may replace a small scan
+//! with a [`CachedScanExec`] served from a shared, memory-bounded
+//! [`TableCache`], and each scan runs in a `lakefusion.scan` tracing span
+//! carrying the [`QueryContext`]. On Ballista (feature `ballista`), tables and
+//! scans travel as metadata through the codecs in `codec`.
+//!
 //! ## Quick start
 //!
 //! ```
@@ -93,9 +99,18 @@
 //! * [`table`]: [`PartitionedTable`], its builder, partition spec, index,
 //!   discovery and filter pushdown;
 //! * [`scan`]: [`PartitionedScanExec`], [`LazyScanStream`] and [`ScanMetrics`];
+//! * [`context`]: [`QueryContext`], the per-query config extension;
+//! * [`session`]: [`SessionBuilder`], which wires everything into a session;
+//! * [`cache`]: [`TableCache`], [`CachedScanExec`] and [`SmallTableCacheRule`];
+//! * `codec` and `ballista` (feature `ballista`): metadata-only codecs and the
+//!   per-role Ballista configuration;
 //! * [`error`]: the crate's [`Error`] and its conversion to and from DataFusion's.
 
+#[cfg(feature = "ballista")]
+pub mod ballista;
 pub mod cache;
+#[cfg(feature = "ballista")]
+pub mod codec;
 pub mod context;
 pub mod error;
 pub mod scan;

@@ -1,7 +1,8 @@
 //! [`PartitionedScanExec`]: the physical plan node of a [`PartitionedTable`](crate::PartitionedTable) scan.
 
+use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::common::internal_err;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -11,7 +12,7 @@ use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
@@ -60,6 +61,32 @@ pub struct PartitionedScanExec {
     row_group_filters: Vec<Expr>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    sibling_state: Arc<SiblingState>,
+}
+
+/// Hands out DataFusion's sibling work-stealing state (one shared queue of the
+/// scan's files) per *round* of execution: the first `execute` of a round
+/// creates a full queue, and once every partition has started, the next
+/// `execute` starts a new round. A plan executed again — a re-run, a cache
+/// re-fill — therefore never finds the previous round's drained queue.
+#[derive(Debug, Default)]
+struct SiblingState {
+    round: Mutex<(usize, Option<Arc<dyn Any + Send + Sync>>)>,
+}
+
+impl SiblingState {
+    fn for_partition(&self, config: &FileScanConfig, partitions: usize, options: &ConfigOptions) -> Option<Arc<dyn Any + Send + Sync>> {
+        let mut round = self.round.lock().unwrap_or_else(|e| e.into_inner());
+        if round.0 == 0 {
+            round.1 = config.create_sibling_state(options);
+        }
+        round.0 += 1;
+        let state = round.1.clone();
+        if round.0 >= partitions {
+            *round = (0, None);
+        }
+        state
+    }
 }
 
 /// What a scan reads: everything [`PartitionedScanExec`] needs besides its
@@ -92,12 +119,18 @@ impl PartitionedScanExec {
             partition_filters,
             row_group_filters,
         } = description;
-        let properties = Arc::new(PlanProperties::new(
-            config.eq_properties(),
-            config.output_partitioning(),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
+        // The stream is wrapped in `cooperative()` (as DataSourceExec's is), so
+        // DataFusion need not add a CooperativeExec that would spend the task
+        // budget a second time per batch.
+        let properties = Arc::new(
+            PlanProperties::new(
+                config.eq_properties(),
+                config.output_partitioning(),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            )
+            .with_scheduling_type(SchedulingType::Cooperative),
+        );
         Self {
             table,
             config: Arc::new(config),
@@ -107,6 +140,7 @@ impl PartitionedScanExec {
             row_group_filters,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
+            sibling_state: Arc::default(),
         }
     }
 
@@ -326,6 +360,7 @@ impl ExecutionPlan for PartitionedScanExec {
                 self.table
             );
         }
+        let sibling_state = self.sibling_state.for_partition(&self.config, groups, context.session_config().options());
         Ok(Box::pin(LazyScanStream::new(
             &self.table,
             Arc::clone(&self.config),
@@ -333,7 +368,12 @@ impl ExecutionPlan for PartitionedScanExec {
             partition,
             context,
             &self.metrics,
+            sibling_state,
         )))
+    }
+
+    fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(self.with_config(self.config.as_ref().clone())))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {

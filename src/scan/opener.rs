@@ -1,22 +1,107 @@
-//! Opening files: DataFusion's Parquet morselizer, wrapped so that every error
+//! Opening files: DataFusion's Parquet source, wrapped so that every error
 //! names the file it came from.
 //!
 //! DataFusion's own errors for a bad footer ("Invalid Parquet file. Corrupt
 //! footer") do not say which of thousands of files is broken; the wrappers
 //! here attach the path at each step of a file's life: planning its morsels,
 //! the I/O future that reads its metadata, and the batch stream of each morsel.
+//!
+//! [`NamingSource`] wraps the `FileSource` so that DataFusion's own
+//! `FileScanConfig::open_with_args` — with its sibling work stealing — drives
+//! the wrapped morselizer.
 
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
+use datafusion::physical_expr::projection::ProjectionExprs;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion_datasource::file::FileSource;
+use datafusion_datasource::file_scan_config::FileScanConfig;
+use datafusion_datasource::file_stream::FileOpener;
+use datafusion_datasource::table_schema::TableSchema;
+use object_store::ObjectStore;
 use datafusion_datasource::morsel::{Morsel, MorselPlan, MorselPlanner, Morselizer};
 use datafusion_datasource::PartitionedFile;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::error::Error;
+
+/// A [`FileSource`] whose morselizer names the file in every error.
+///
+/// It exists only for the duration of opening a scan (it is never planned,
+/// displayed or serialized), so it delegates what opening uses and leaves the
+/// planning-time hooks at their defaults.
+#[derive(Clone)]
+pub(crate) struct NamingSource {
+    inner: Arc<dyn FileSource>,
+}
+
+impl NamingSource {
+    pub(crate) fn new(inner: Arc<dyn FileSource>) -> Self {
+        Self { inner }
+    }
+}
+
+impl FileSource for NamingSource {
+    fn create_file_opener(
+        &self,
+        object_store: Arc<dyn ObjectStore>,
+        base_config: &FileScanConfig,
+        partition: usize,
+    ) -> Result<Arc<dyn FileOpener>> {
+        self.inner.create_file_opener(object_store, base_config, partition)
+    }
+
+    fn create_morselizer(
+        &self,
+        object_store: Arc<dyn ObjectStore>,
+        base_config: &FileScanConfig,
+        partition: usize,
+    ) -> Result<Box<dyn Morselizer>> {
+        let inner = self.inner.create_morselizer(object_store, base_config, partition)?;
+        Ok(Box::new(NamingMorselizer::new(inner)))
+    }
+
+    fn table_schema(&self) -> &TableSchema {
+        self.inner.table_schema()
+    }
+
+    fn with_batch_size(&self, batch_size: usize) -> Arc<dyn FileSource> {
+        Arc::new(Self::new(self.inner.with_batch_size(batch_size)))
+    }
+
+    fn filter(&self) -> Option<Arc<dyn PhysicalExpr>> {
+        self.inner.filter()
+    }
+
+    fn projection(&self) -> Option<&ProjectionExprs> {
+        self.inner.projection()
+    }
+
+    fn metrics(&self) -> &ExecutionPlanMetricsSet {
+        self.inner.metrics()
+    }
+
+    fn file_type(&self) -> &str {
+        self.inner.file_type()
+    }
+
+    fn reorder_files(&self, files: Vec<PartitionedFile>) -> Vec<PartitionedFile> {
+        self.inner.reorder_files(files)
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.inner.apply_expressions(f)
+    }
+}
 
 /// A [`Morselizer`] that names the file in every error of the inner one.
 pub(crate) struct NamingMorselizer {

@@ -1,5 +1,6 @@
 //! [`LazyScanStream`]: the stream of one output partition of a scan.
 
+use std::any::Any;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -8,17 +9,17 @@ use std::time::Instant;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
-use datafusion::datasource::physical_plan::ParquetSource;
+use datafusion::datasource::physical_plan::{ParquetFileReaderFactory, ParquetSource};
 use datafusion::error::Result;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::coop::cooperative;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
-use datafusion_datasource::file_scan_config::FileScanConfig;
-use datafusion_datasource::file_stream::FileStreamBuilder;
+use datafusion_datasource::file_scan_config::{FileScanConfig, FileScanConfigBuilder};
+use datafusion_datasource::source::{DataSource, OpenArgs};
 use futures::{ready, Stream, StreamExt};
 
 use super::metrics::ScanMetrics;
-use super::opener::NamingMorselizer;
+use super::opener::NamingSource;
+use super::reader::PageIndexCachingReaderFactory;
 use crate::context::QueryContext;
 
 /// The record batches of one output partition of a
@@ -33,7 +34,8 @@ use crate::context::QueryContext;
 /// ```
 ///
 /// Reading is DataFusion's own Parquet machinery (`ParquetSource`'s morselizer
-/// driven by a `FileStream`), so it decodes only the projected columns, skips
+/// driven by a `FileStream`, with DataFusion's work stealing between sibling
+/// partitions when the scan declares no ordering), so it decodes only the projected columns, skips
 /// the row groups the pruning predicate rules out, appends the partition
 /// columns as typed constants, and stops at the limit. Dropping the stream
 /// drops the in-flight reads: nothing is spawned that could outlive it.
@@ -49,7 +51,9 @@ pub struct LazyScanStream {
     config: Arc<FileScanConfig>,
     partition: usize,
     context: Arc<TaskContext>,
-    metrics: ExecutionPlanMetricsSet,
+    /// DataFusion's work-stealing queue shared with the sibling partitions of
+    /// this execution (see [`SiblingState`](super::exec)), if any.
+    sibling_state: Option<Arc<dyn Any + Send + Sync>>,
     scan_metrics: ScanMetrics,
 }
 
@@ -71,6 +75,7 @@ impl LazyScanStream {
         partition: usize,
         context: Arc<TaskContext>,
         metrics: &ExecutionPlanMetricsSet,
+        sibling_state: Option<Arc<dyn Any + Send + Sync>>,
     ) -> Self {
         let query = QueryContext::from_task_context(&context);
         let span = tracing::info_span!(
@@ -89,7 +94,7 @@ impl LazyScanStream {
             config,
             partition,
             context,
-            metrics: metrics.clone(),
+            sibling_state,
             scan_metrics: ScanMetrics::new(metrics, partition),
         }
     }
@@ -118,45 +123,30 @@ impl LazyScanStream {
     /// construction: the first I/O happens when the file stream is polled.
     fn open(&self) -> Result<SendableRecordBatchStream> {
         let config = &self.config;
-        let store = self
-            .context
-            .runtime_env()
-            .object_store(&config.object_store_url)?;
-        let batch_size = config
-            .batch_size
-            .unwrap_or_else(|| self.context.session_config().batch_size());
         let mut source = Arc::clone(&config.file_source);
         if let Some(parquet) = source.downcast_ref::<ParquetSource>() {
             // Footers go through the runtime's metadata cache, as in a
             // ListingTable scan: a repeated query does not re-read them. The
             // cache lives in the executing runtime, so it is attached here,
             // not at planning time.
-            let cache = self
-                .context
-                .runtime_env()
-                .cache_manager
-                .get_file_metadata_cache();
-            let factory = CachedParquetFileReaderFactory::new(Arc::clone(&store), cache);
-            source = Arc::new(
-                parquet
-                    .clone()
-                    .with_parquet_file_reader_factory(Arc::new(factory)),
-            );
+            let store = self.context.runtime_env().object_store(&config.object_store_url)?;
+            let cache = self.context.runtime_env().cache_manager.get_file_metadata_cache();
+            let cached = CachedParquetFileReaderFactory::new(store, cache);
+            let factory: Arc<dyn ParquetFileReaderFactory> = if parquet.table_parquet_options().global.enable_page_index {
+                Arc::new(PageIndexCachingReaderFactory::new(cached))
+            } else {
+                Arc::new(cached)
+            };
+            source = Arc::new(parquet.clone().with_parquet_file_reader_factory(factory));
         }
-        let source = source.with_batch_size(batch_size);
-        let morselizer = source.create_morselizer(store, config, self.partition)?;
-        let morselizer = NamingMorselizer::new(morselizer);
-        let files = config
-            .file_groups
-            .get(self.partition)
-            .map_or(0, |g| g.len());
+        let files = config.file_groups.get(self.partition).map_or(0, |g| g.len());
         tracing::debug!(files, "opening scan partition");
-        let stream = FileStreamBuilder::new(config)
-            .with_partition(self.partition)
-            .with_morselizer(Box::new(morselizer))
-            .with_metrics(&self.metrics)
-            .build()?;
-        Ok(Box::pin(cooperative(stream)))
+        let opening = FileScanConfigBuilder::from(config.as_ref().clone())
+            .with_source(Arc::new(NamingSource::new(source)))
+            .build();
+        let args = OpenArgs::new(self.partition, Arc::clone(&self.context))
+            .with_shared_state(self.sibling_state.clone());
+        opening.open_with_args(args)
     }
 }
 

@@ -66,24 +66,26 @@ pub(crate) async fn list_partitions(
         {
             continue;
         }
-        let path = meta.location.to_string();
         let dirs: Vec<&str> = dirs.iter().map(String::as_str).collect();
+        let key = dirs.join("/");
+        // Files share their directory's values: parse them once per directory.
+        if let Some(partition) = by_dir.get_mut(&key) {
+            partition.files.push(IndexedFile { meta, statistics: None });
+            continue;
+        }
+        let path = meta.location.to_string();
         let spec = match &spec {
             Some(spec) => spec,
             None => spec.insert(infer_spec(&path, &dirs)?),
         };
         let values = spec.parse_dirs(&path, &dirs)?;
-        by_dir
-            .entry(dirs.join("/"))
-            .or_insert_with(|| Partition {
+        by_dir.insert(
+            key,
+            Partition {
                 values,
-                files: Vec::new(),
-            })
-            .files
-            .push(IndexedFile {
-                meta,
-                statistics: None,
-            });
+                files: vec![IndexedFile { meta, statistics: None }],
+            },
+        );
     }
     Ok(Listing {
         spec: spec.unwrap_or_default(),

@@ -97,6 +97,36 @@ impl PartitionedTable {
         }
     }
 
+    /// A table from an already discovered definition and index: no I/O. Used
+    /// by codecs that ship a table's listing to another process.
+    pub fn from_parts(
+        name: String,
+        root: ListingTableUrl,
+        spec: PartitionSpec,
+        file_schema: SchemaRef,
+        collect_statistics: bool,
+        file_extension: String,
+        index: PartitionIndex,
+    ) -> Self {
+        let definition = TableDefinition::new(name, root, spec, file_schema, collect_statistics, file_extension);
+        Self::new(definition, index)
+    }
+
+    /// The name `EXPLAIN` and errors use for the table.
+    pub fn name(&self) -> &str {
+        &self.definition.name
+    }
+
+    /// Whether `build`/`refresh` read every footer for statistics.
+    pub fn collects_statistics(&self) -> bool {
+        self.definition.collect_statistics
+    }
+
+    /// The suffix that marks data files.
+    pub fn file_extension(&self) -> &str {
+        &self.definition.file_extension
+    }
+
     /// The table root URL.
     pub fn root(&self) -> &ListingTableUrl {
         &self.definition.root

@@ -1,7 +1,9 @@
 //! Test data and helpers shared by the integration tests.
 
+use std::cell::RefCell;
+use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Once};
 
 use datafusion::arrow::array::{Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -193,4 +195,69 @@ pub async fn physical_plan_text(ctx: &SessionContext, sql: &str) -> String {
         .indent(true)
         .to_string();
     text
+}
+
+thread_local! {
+    static CAPTURE: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
+}
+
+/// What every thread logs while a test captures the whole process.
+static PROCESS_CAPTURE: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+/// Writes into the current thread's capture buffer and, while one is active,
+/// the process-wide one.
+struct CaptureWriter;
+
+impl Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with(|c| {
+            if let Some(captured) = c.borrow().as_ref() {
+                captured.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        if let Some(all) = PROCESS_CAPTURE.lock().unwrap().as_mut() {
+            all.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One global subscriber for the whole test binary: thread-scoped subscribers
+/// (`set_default`) race with other test threads over tracing's cached
+/// callsite interest and can miss spans.
+fn install_subscriber() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(|| CaptureWriter)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+    });
+}
+
+/// Captures what tracing prints on this thread from now on.
+pub fn capture_thread_tracing() -> Arc<Mutex<Vec<u8>>> {
+    install_subscriber();
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    CAPTURE.with(|c| *c.borrow_mut() = Some(Arc::clone(&captured)));
+    captured
+}
+
+/// Captures what tracing prints on every thread until [`end_process_tracing`]
+/// (for work on other threads, such as in-process executors). Look for values
+/// unique to the test: other tests' output lands here too.
+pub fn capture_process_tracing() {
+    install_subscriber();
+    *PROCESS_CAPTURE.lock().unwrap() = Some(Vec::new());
+}
+
+/// Stops a process-wide capture and returns what it caught.
+pub fn end_process_tracing() -> String {
+    let captured = PROCESS_CAPTURE.lock().unwrap().take().unwrap_or_default();
+    String::from_utf8_lossy(&captured).into_owned()
 }

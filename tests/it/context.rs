@@ -1,8 +1,6 @@
 //! QueryContext: SET, round trips, errors, and propagation into scans.
 
-use std::cell::RefCell;
-use std::io::Write;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::Arc;
 
 use datafusion::common::config::ConfigExtension;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -99,52 +97,11 @@ async fn bad_values_and_keys_name_the_key() {
     );
 }
 
-thread_local! {
-    static CAPTURE: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
-}
-
-/// Writes into the current thread's capture buffer, if it has one.
-struct ThreadCapture;
-
-impl Write for ThreadCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        CAPTURE.with(|c| {
-            if let Some(captured) = c.borrow().as_ref() {
-                captured.lock().unwrap().extend_from_slice(buf);
-            }
-        });
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Captures what tracing prints on this thread from now on.
-///
-/// One global subscriber for the whole test binary: thread-scoped subscribers
-/// (`set_default`) race with other test threads over tracing's cached
-/// callsite interest and can miss spans.
-fn capture_tracing() -> Arc<Mutex<Vec<u8>>> {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(|| ThreadCapture)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
-    });
-    let captured = Arc::new(Mutex::new(Vec::new()));
-    CAPTURE.with(|c| *c.borrow_mut() = Some(Arc::clone(&captured)));
-    captured
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn the_scan_span_carries_the_query_id() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
-    let captured = capture_tracing();
+    let captured = capture_thread_tracing();
 
     let ctx = SessionBuilder::new().build_context();
     ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))

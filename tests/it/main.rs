@@ -1,7 +1,11 @@
 //! The one integration-test binary (one link for all tests).
 
+#[cfg(feature = "ballista")]
+mod ballista;
 mod bad_input;
 mod cache;
+#[cfg(feature = "ballista")]
+mod codec;
 mod common;
 mod context;
 mod counting_store;

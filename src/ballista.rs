@@ -1,0 +1,211 @@
+//! Running on Apache Ballista (feature `ballista`): one call per role.
+//!
+//! ```text
+//! client ──LakefusionLogicalCodec: PartitionedTable as metadata──▶ scheduler
+//! scheduler ──CompositePhysicalCodec(lakefusion.scan, ballista): scans as metadata──▶ executors
+//! ```
+//!
+//! [`BallistaSetup`] holds what every role must agree on (the cache limits) and
+//! what executors inject (their [`TableCache`], object stores, allowed roots),
+//! and builds each role's configuration:
+//!
+//! * [`BallistaSetup::client_state`] — the client's `SessionState`, for
+//!   `SessionContext::remote_with_state`;
+//! * [`BallistaSetup::scheduler_config`] — a Ballista `SchedulerConfig`;
+//! * [`BallistaSetup::executor_config`] — a Ballista `ExecutorProcessConfig`.
+//!
+//! # Pitfalls these helpers avoid
+//!
+//! * **Codecs replace Ballista's.** A custom physical codec that does not fall
+//!   back to `BallistaPhysicalExtensionCodec` cannot ship shuffle readers and
+//!   writers; a logical codec that does not delegate to
+//!   `BallistaLogicalExtensionCodec` breaks `COPY`/`write_parquet` file formats.
+//!   Both fall back here.
+//! * **Codecs go into the client's `SessionConfig` before the context exists**
+//!   (`with_ballista_*_extension_codec`); added later they are ignored.
+//! * **`QueryContext` must be registered where configs are produced**, on the
+//!   scheduler and on every executor, or Ballista drops `query_context.*` values
+//!   (logging only at debug level). Both config producers register it.
+//! * **The scheduler's session builder keeps the incoming config** and wires
+//!   [`SmallTableCacheRule`](crate::SmallTableCacheRule) and the table factory,
+//!   so `SET query_context.…` issued by the client is seen where plans are made.
+
+use std::sync::Arc;
+
+use ballista_core::extension::SessionConfigExt;
+use ballista_core::serde::{BallistaCodec, BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use ballista_core::{ConfigProducer, RuntimeProducer};
+use ballista_executor::executor_process::ExecutorProcessConfig;
+use ballista_scheduler::config::SchedulerConfig;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::SessionState;
+use datafusion::prelude::SessionConfig;
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::physical_plan::PhysicalExtensionCodec;
+use object_store::ObjectStore;
+use url::Url;
+
+use crate::cache::{CacheConfig, TableCache};
+use crate::codec::{AllowedRoots, CompositePhysicalCodec, LakefusionLogicalCodec, LakefusionPhysicalCodec, ObjectStoreFactory};
+use crate::context::QueryContext;
+use crate::session::SessionBuilder;
+
+/// The name Ballista's own physical codec is registered under in the
+/// [`CompositePhysicalCodec`].
+pub const BALLISTA_CODEC: &str = "ballista";
+
+/// lakefusion's configuration for one Ballista deployment: build one per process
+/// (client, scheduler, executor) from the same settings.
+#[derive(Clone, Debug)]
+pub struct BallistaSetup {
+    cache_config: CacheConfig,
+    cache: TableCache,
+    object_stores: Vec<(Url, Arc<dyn ObjectStore>)>,
+    object_store_factory: Option<Arc<dyn ObjectStoreFactory>>,
+    allowed_roots: AllowedRoots,
+}
+
+impl Default for BallistaSetup {
+    fn default() -> Self {
+        Self::new(CacheConfig::default())
+    }
+}
+
+impl BallistaSetup {
+    /// A deployment whose small-table cache has these limits (each process
+    /// that builds from this value holds its own cache with them).
+    pub fn new(cache_config: CacheConfig) -> Self {
+        Self {
+            cache_config,
+            cache: TableCache::new(cache_config),
+            object_stores: Vec::new(),
+            object_store_factory: None,
+            allowed_roots: AllowedRoots::any(),
+        }
+    }
+
+    /// Registers `store` for `url` in every runtime this builds.
+    pub fn with_object_store(mut self, url: Url, store: Arc<dyn ObjectStore>) -> Self {
+        self.object_stores.push((url, store));
+        self
+    }
+
+    /// Creates stores that are not registered when an executor first meets them.
+    pub fn with_object_store_factory(mut self, factory: Arc<dyn ObjectStoreFactory>) -> Self {
+        self.object_store_factory = Some(factory);
+        self
+    }
+
+    /// Executors decode only plans whose files lie under these roots.
+    pub fn with_allowed_roots(mut self, roots: AllowedRoots) -> Self {
+        self.allowed_roots = roots;
+        self
+    }
+
+    /// This process's cache (shared by every task an executor runs).
+    pub fn table_cache(&self) -> &TableCache {
+        &self.cache
+    }
+
+    /// The logical codec every role uses: `PartitionedTable`, then Ballista's.
+    pub fn logical_codec(&self) -> Arc<dyn LogicalExtensionCodec> {
+        Arc::new(LakefusionLogicalCodec::new(Arc::new(BallistaLogicalExtensionCodec::default())))
+    }
+
+    /// The physical codec: lakefusion's scans (with this process's cache,
+    /// store factory and allowed roots injected), then Ballista's nodes.
+    pub fn physical_codec(&self) -> Arc<dyn PhysicalExtensionCodec> {
+        let mut scans = LakefusionPhysicalCodec::new()
+            .with_cache(self.cache.clone())
+            .with_allowed_roots(self.allowed_roots.clone());
+        if let Some(factory) = &self.object_store_factory {
+            scans = scans.with_object_store_factory(Arc::clone(factory));
+        }
+        Arc::new(
+            CompositePhysicalCodec::new(BALLISTA_CODEC, Arc::new(BallistaPhysicalExtensionCodec::default()))
+                .with_codec(LakefusionPhysicalCodec::NAME, Arc::new(scans)),
+        )
+    }
+
+    /// Both codecs, as Ballista's in-process helpers take them.
+    pub fn codec(&self) -> BallistaCodec {
+        BallistaCodec::new(self.logical_codec(), self.physical_codec())
+    }
+
+    /// A Ballista session config with the codecs and `QueryContext` registered.
+    pub fn session_config(&self, base: SessionConfig) -> SessionConfig {
+        let config = base
+            .with_ballista_logical_extension_codec(self.logical_codec())
+            .with_ballista_physical_extension_codec(self.physical_codec());
+        let context = QueryContext::from_session_config(&config);
+        config.with_option_extension(context)
+    }
+
+    fn session_builder(&self, config: SessionConfig) -> SessionBuilder {
+        let mut builder = SessionBuilder::new()
+            .with_config(config)
+            .with_table_cache(self.cache.clone());
+        for (url, store) in &self.object_stores {
+            builder = builder.with_object_store(url.clone(), Arc::clone(store));
+        }
+        builder
+    }
+
+    /// The client's state: codecs in the config before the context exists,
+    /// `QueryContext` registered. Pass it to `SessionContext::remote_with_state`.
+    pub fn client_state(&self, query_context: QueryContext) -> SessionState {
+        self.session_builder(self.session_config(SessionConfig::new_with_ballista()))
+            .with_query_context(query_context)
+            .build_state()
+    }
+
+    /// Produces the config every scheduler and executor session starts from.
+    pub fn config_producer(&self) -> ConfigProducer {
+        let this = self.clone();
+        Arc::new(move || this.session_config(SessionConfig::new_with_ballista()))
+    }
+
+    /// The scheduler's session builder: keeps the incoming config (with the
+    /// client's `query_context.*` values) and wires the cache rule and the
+    /// table factory.
+    pub fn scheduler_session_builder(&self) -> ballista_scheduler::scheduler_server::SessionBuilder {
+        let this = self.clone();
+        Arc::new(move |config: SessionConfig| Ok(this.session_builder(this.session_config(config)).build_state()))
+    }
+
+    /// The executor's runtime: the given stores registered in a fresh runtime.
+    pub fn runtime_producer(&self) -> RuntimeProducer {
+        let stores = self.object_stores.clone();
+        Arc::new(move |_config: &SessionConfig| {
+            let runtime = RuntimeEnv::default();
+            for (url, store) in &stores {
+                runtime.register_object_store(url, Arc::clone(store));
+            }
+            Ok(Arc::new(runtime))
+        })
+    }
+
+    /// A Ballista `SchedulerConfig` with codecs, config producer and session
+    /// builder set; bind address and the rest from `base`.
+    pub fn scheduler_config(&self, base: SchedulerConfig) -> SchedulerConfig {
+        SchedulerConfig {
+            override_logical_codec: Some(self.logical_codec()),
+            override_physical_codec: Some(self.physical_codec()),
+            override_config_producer: Some(self.config_producer()),
+            override_session_builder: Some(self.scheduler_session_builder()),
+            ..base
+        }
+    }
+
+    /// A Ballista `ExecutorProcessConfig` with codecs, config producer and
+    /// runtime producer set; addresses and the rest from `base`.
+    pub fn executor_config(&self, base: ExecutorProcessConfig) -> ExecutorProcessConfig {
+        ExecutorProcessConfig {
+            override_logical_codec: Some(self.logical_codec()),
+            override_physical_codec: Some(self.physical_codec()),
+            override_config_producer: Some(self.config_producer()),
+            override_runtime_producer: Some(self.runtime_producer()),
+            ..base
+        }
+    }
+}

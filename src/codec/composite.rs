@@ -1,0 +1,178 @@
+//! [`CompositePhysicalCodec`]: a chain of named physical codecs.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use prost::Message;
+
+/// The bytes a named codec writes: the codec's name, then its payload.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Envelope {
+    /// The stable name of the codec that wrote `payload`.
+    #[prost(string, tag = "1")]
+    pub codec: String,
+    /// The codec's own bytes.
+    #[prost(bytes = "vec", tag = "2")]
+    pub payload: Vec<u8>,
+}
+
+impl Envelope {
+    pub(crate) fn encode_into(codec: &str, payload: Vec<u8>, buf: &mut Vec<u8>) -> Result<()> {
+        Envelope {
+            codec: codec.to_string(),
+            payload,
+        }
+        .encode(buf)
+        .map_err(|e| DataFusionError::Internal(format!("encoding the envelope of codec '{codec}': {e}")))
+    }
+
+    /// Decodes an envelope; `what` names the decoder in errors.
+    pub(crate) fn decode_from(buf: &[u8], what: &str) -> Result<Self> {
+        let envelope = Envelope::decode(buf).map_err(|e| {
+            DataFusionError::Plan(format!(
+                "{what}: {} bytes are not a lakefusion codec envelope (truncated, corrupt, or written by another codec): {e}",
+                buf.len()
+            ))
+        })?;
+        if envelope.codec.is_empty() {
+            return Err(DataFusionError::Plan(format!(
+                "{what}: {} bytes decode to an envelope without a codec name",
+                buf.len()
+            )));
+        }
+        Ok(envelope)
+    }
+}
+
+/// A physical codec made of named codecs, tried in order, with a fallback.
+///
+/// Encoding asks each codec in turn; the first that accepts the node writes
+/// its payload, wrapped with the codec's name. Decoding reads the name and
+/// hands the payload to that codec alone. Because the name, not the position,
+/// selects the codec, adding or reordering codecs never breaks bytes written
+/// before (DataFusion's `ComposedPhysicalExtensionCodec` stores a position).
+///
+/// The fallback (Ballista's `BallistaPhysicalExtensionCodec` in
+/// [`crate::ballista`]) encodes whatever no named codec accepts — Ballista's
+/// own shuffle nodes — under its own name.
+///
+/// Unknown names, truncated bytes and garbage are errors naming the codec (or
+/// saying no envelope could be read), never panics.
+pub struct CompositePhysicalCodec {
+    codecs: Vec<(String, Arc<dyn PhysicalExtensionCodec>)>,
+    fallback: (String, Arc<dyn PhysicalExtensionCodec>),
+}
+
+impl fmt::Debug for CompositePhysicalCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.codecs.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("CompositePhysicalCodec")
+            .field("codecs", &names)
+            .field("fallback", &self.fallback.0)
+            .finish()
+    }
+}
+
+impl CompositePhysicalCodec {
+    /// A composite that falls back to `fallback`, registered as `name`.
+    pub fn new(name: impl Into<String>, fallback: Arc<dyn PhysicalExtensionCodec>) -> Self {
+        Self {
+            codecs: Vec::new(),
+            fallback: (name.into(), fallback),
+        }
+    }
+
+    /// Adds a codec under a stable `name` (tried before the fallback, after
+    /// codecs added earlier).
+    pub fn with_codec(mut self, name: impl Into<String>, codec: Arc<dyn PhysicalExtensionCodec>) -> Self {
+        self.codecs.push((name.into(), codec));
+        self
+    }
+
+    /// The names of the codecs, in the order they are tried, fallback last.
+    pub fn names(&self) -> Vec<&str> {
+        self.codecs
+            .iter()
+            .chain(std::iter::once(&self.fallback))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    fn by_name(&self, name: &str) -> Option<&Arc<dyn PhysicalExtensionCodec>> {
+        self.codecs
+            .iter()
+            .chain(std::iter::once(&self.fallback))
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+    }
+}
+
+impl PhysicalExtensionCodec for CompositePhysicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let envelope = Envelope::decode_from(buf, "CompositePhysicalCodec")?;
+        let codec = self.by_name(&envelope.codec).ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "CompositePhysicalCodec: unknown codec '{}' (known: {})",
+                envelope.codec,
+                self.names().join(", ")
+            ))
+        })?;
+        codec
+            .try_decode(&envelope.payload, inputs, ctx, proto_converter)
+            .map_err(|e| e.context(format!("decoding with codec '{}'", envelope.codec)))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        for (name, codec) in self.codecs.iter().chain(std::iter::once(&self.fallback)) {
+            let mut payload = Vec::new();
+            if codec.try_encode(Arc::clone(&node), &mut payload, proto_converter).is_ok() {
+                return Envelope::encode_into(name, payload, buf);
+            }
+        }
+        Err(DataFusionError::NotImplemented(format!(
+            "no codec of {:?} can encode {}",
+            self.names(),
+            node.name()
+        )))
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        self.fallback.1.try_decode_udf(name, buf)
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.fallback.1.try_encode_udf(node, buf)
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        self.fallback.1.try_decode_udaf(name, buf)
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.fallback.1.try_encode_udaf(node, buf)
+    }
+
+    fn try_decode_udwf(&self, name: &str, buf: &[u8]) -> Result<Arc<WindowUDF>> {
+        self.fallback.1.try_decode_udwf(name, buf)
+    }
+
+    fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.fallback.1.try_encode_udwf(node, buf)
+    }
+}

@@ -1,0 +1,218 @@
+//! [`LakefusionPhysicalCodec`]: `PartitionedScanExec` and `CachedScanExec` as metadata.
+
+use std::sync::Arc;
+
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_datasource::file_scan_config::{FileScanConfig, FileScanConfigBuilder};
+use datafusion_proto::logical_plan::from_proto::parse_exprs;
+use datafusion_proto::logical_plan::to_proto::serialize_exprs;
+use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
+use datafusion_proto::physical_plan::{
+    AsExecutionPlan, DefaultPhysicalExtensionCodec, PhysicalExtensionCodec, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf::{LogicalExprNode, PhysicalPlanNode};
+use prost::Message;
+
+use super::object_store::{ensure_store, ObjectStoreFactory};
+use super::roots::AllowedRoots;
+use crate::cache::{CachedScanExec, TableCache};
+use crate::scan::schema::StrictSchemaAdapterFactory;
+use crate::scan::{PartitionedScanExec, ScanDescription};
+
+/// The wire form of a [`PartitionedScanExec`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ScanNode {
+    #[prost(string, tag = "1")]
+    pub table: String,
+    /// The file scan (files with sizes, ranges and partition values, schema,
+    /// partition columns, projection, row-group predicate, Parquet options,
+    /// limit, statistics), as datafusion-proto writes a Parquet `DataSourceExec`.
+    #[prost(message, optional, tag = "2")]
+    pub file_scan: Option<PhysicalPlanNode>,
+    #[prost(uint64, tag = "3")]
+    pub selected_partitions: u64,
+    #[prost(uint64, tag = "4")]
+    pub total_partitions: u64,
+    #[prost(message, repeated, tag = "5")]
+    pub partition_filters: Vec<LogicalExprNode>,
+    #[prost(message, repeated, tag = "6")]
+    pub row_group_filters: Vec<LogicalExprNode>,
+}
+
+/// The wire form of a [`CachedScanExec`]: its scan and the key it had where it
+/// was planned (checked on decode, so both sides agree on what is cached).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct CachedScanNode {
+    #[prost(message, optional, tag = "1")]
+    pub scan: Option<ScanNode>,
+    #[prost(string, tag = "2")]
+    pub key: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct PlanNode {
+    #[prost(oneof = "plan_node::Node", tags = "1, 2")]
+    pub node: Option<plan_node::Node>,
+}
+
+pub(crate) mod plan_node {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Node {
+        #[prost(message, tag = "1")]
+        Scan(super::ScanNode),
+        #[prost(message, tag = "2")]
+        CachedScan(super::CachedScanNode),
+    }
+}
+
+/// Encodes [`PartitionedScanExec`] and [`CachedScanExec`] as metadata only:
+/// the table root, schema and partition columns, the file groups (paths,
+/// sizes, byte ranges, partition values), the projection, the filters (with
+/// datafusion-proto's expression serialization), the limit, the statistics,
+/// and for a cached scan its cache key.
+///
+/// No connection, object store or cache is ever encoded. On decode they come
+/// from what was injected here: the executor's [`TableCache`] for cached
+/// scans, and an [`ObjectStoreFactory`] for stores the executor's registry
+/// does not have yet. The declared partitioning and ordering follow from the
+/// decoded file groups, exactly as on the planning side.
+#[derive(Debug, Clone, Default)]
+pub struct LakefusionPhysicalCodec {
+    cache: Option<TableCache>,
+    object_stores: Option<Arc<dyn ObjectStoreFactory>>,
+    allowed_roots: AllowedRoots,
+}
+
+impl LakefusionPhysicalCodec {
+    /// The stable name this codec is registered under in a
+    /// [`CompositePhysicalCodec`](super::CompositePhysicalCodec).
+    pub const NAME: &'static str = "lakefusion.scan";
+
+    /// A codec with nothing injected: cached scans decode uncached, and only
+    /// stores already in the executor's registry can be used.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cached scans decode into this (the executor's) cache.
+    pub fn with_cache(mut self, cache: TableCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Stores missing from the executor's registry are created with `factory`.
+    pub fn with_object_store_factory(mut self, factory: Arc<dyn ObjectStoreFactory>) -> Self {
+        self.object_stores = Some(factory);
+        self
+    }
+
+    /// Only plans whose files are all under these roots are decoded.
+    pub fn with_allowed_roots(mut self, roots: AllowedRoots) -> Self {
+        self.allowed_roots = roots;
+        self
+    }
+
+    fn encode_scan(scan: &PartitionedScanExec) -> Result<ScanNode> {
+        let data_source = Arc::new(DataSourceExec::new(Arc::new(scan.file_scan_config().clone()))) as Arc<dyn ExecutionPlan>;
+        let file_scan = PhysicalPlanNode::try_from_physical_plan(data_source, &DefaultPhysicalExtensionCodec {})?;
+        let logical = DefaultLogicalExtensionCodec {};
+        let (selected, total) = scan.partitions();
+        Ok(ScanNode {
+            table: scan.table().to_string(),
+            file_scan: Some(file_scan),
+            selected_partitions: selected as u64,
+            total_partitions: total as u64,
+            partition_filters: serialize_exprs(scan.partition_filters(), &logical)?,
+            row_group_filters: serialize_exprs(scan.row_group_filters(), &logical)?,
+        })
+    }
+
+    fn decode_scan(&self, node: &ScanNode, ctx: &TaskContext) -> Result<PartitionedScanExec> {
+        let file_scan = node
+            .file_scan
+            .as_ref()
+            .ok_or_else(|| malformed(&node.table, "it has no file scan"))?;
+        let plan = file_scan.try_into_physical_plan(ctx, &DefaultPhysicalExtensionCodec {})?;
+        let config = plan
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
+            .ok_or_else(|| malformed(&node.table, "its file scan is not a Parquet file scan"))?;
+        self.allowed_roots.check(&node.table, config)?;
+        ensure_store(ctx.runtime_env().as_ref(), &config.object_store_url, self.object_stores.as_ref())?;
+        // The per-file type check is behaviour, not data: it is not on the wire.
+        let config = FileScanConfigBuilder::from(config.clone())
+            .with_expr_adapter(Some(Arc::new(StrictSchemaAdapterFactory)))
+            .build();
+        let logical = DefaultLogicalExtensionCodec {};
+        Ok(PartitionedScanExec::new(ScanDescription {
+            table: Arc::from(node.table.as_str()),
+            config,
+            selected_partitions: node.selected_partitions as usize,
+            total_partitions: node.total_partitions as usize,
+            partition_filters: parse_exprs(&node.partition_filters, ctx, &logical)?,
+            row_group_filters: parse_exprs(&node.row_group_filters, ctx, &logical)?,
+        }))
+    }
+}
+
+fn malformed(table: &str, why: &str) -> DataFusionError {
+    DataFusionError::Plan(format!("{}: cannot decode the scan of table {table}: {why}", LakefusionPhysicalCodec::NAME))
+}
+
+impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        _inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let node = PlanNode::decode(buf).map_err(|e| {
+            DataFusionError::Plan(format!("{}: {} bytes are not a lakefusion plan node: {e}", Self::NAME, buf.len()))
+        })?;
+        match node.node {
+            Some(plan_node::Node::Scan(scan)) => Ok(Arc::new(self.decode_scan(&scan, ctx)?)),
+            Some(plan_node::Node::CachedScan(cached)) => {
+                let scan_node = cached.scan.as_ref().ok_or_else(|| malformed("?", "a cached scan without its scan"))?;
+                let scan = self.decode_scan(scan_node, ctx)?;
+                let Some(cache) = &self.cache else {
+                    // No cache on this executor: run the scan itself.
+                    return Ok(Arc::new(scan));
+                };
+                let exec = CachedScanExec::new(Arc::new(scan), cache.clone());
+                if exec.key().digest() != cached.key {
+                    return Err(malformed(
+                        &scan_node.table,
+                        &format!("its cache key decodes as {} but was {} when encoded", exec.key(), cached.key),
+                    ));
+                }
+                Ok(Arc::new(exec))
+            }
+            None => Err(DataFusionError::Plan(format!("{}: plan node without a node type", Self::NAME))),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let node = if let Some(scan) = node.downcast_ref::<PartitionedScanExec>() {
+            plan_node::Node::Scan(Self::encode_scan(scan)?)
+        } else if let Some(cached) = node.downcast_ref::<CachedScanExec>() {
+            plan_node::Node::CachedScan(CachedScanNode {
+                scan: Some(Self::encode_scan(cached.inner())?),
+                key: cached.key().digest(),
+            })
+        } else {
+            return Err(DataFusionError::NotImplemented(format!("{} does not encode {}", Self::NAME, node.name())));
+        };
+        PlanNode { node: Some(node) }
+            .encode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("{}: encoding: {e}", Self::NAME)))
+    }
+}
