@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
-use datafusion_proto::physical_plan::{DefaultPhysicalProtoConverter, PhysicalExtensionCodec};
+use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
 use lakefusion::ballista::BallistaSetup;
 use lakefusion::{PartitionedScanExec, PartitionedTable, QueryContext};
 
@@ -42,12 +42,19 @@ fn main() -> Result<()> {
             _ => {}
         }
     }
-    let data = PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into())).join("lakefusion-bench");
+    let data = PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
+        .join("lakefusion-bench");
     let lineitem = data.join(format!("lineitem-sf{sf}"));
     let planning = data.join("planning-5000");
-    for (path, bench) in [(&lineitem, "scan_vs_listing"), (&planning, "scan_vs_listing")] {
+    for (path, bench) in [
+        (&lineitem, "scan_vs_listing"),
+        (&planning, "scan_vs_listing"),
+    ] {
         if !path.join("_COMPLETE").exists() {
-            eprintln!("{} is missing: run `cargo bench --bench {bench}` first (it generates the data)", path.display());
+            eprintln!(
+                "{} is missing: run `cargo bench --bench {bench}` first (it generates the data)",
+                path.display()
+            );
             std::process::exit(2);
         }
     }
@@ -57,7 +64,9 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     std::env::set_var("TMPDIR", &work);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(&lineitem, &planning, &work, runs))
 }
 
@@ -106,7 +115,9 @@ async fn register(ctx: &SessionContext, root: &Path) -> Result<()> {
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.file_type() {
@@ -119,13 +130,18 @@ fn dir_bytes(dir: &Path) -> u64 {
 async fn run(lineitem: &Path, planning: &Path, work: &Path, runs: usize) -> Result<()> {
     let setup = BallistaSetup::default();
     let port = start_cluster(&setup).await?;
-    let remote = SessionContext::remote_with_state(&format!("df://localhost:{port}"), setup.client_state(QueryContext::new("bench")))
-        .await?;
+    let remote = SessionContext::remote_with_state(
+        &format!("df://localhost:{port}"),
+        setup.client_state(QueryContext::new("bench")),
+    )
+    .await?;
     register(&remote, lineitem).await?;
     let local = SessionContext::new();
     register(&local, lineitem).await?;
 
-    let pretty = |b: &[datafusion::arrow::array::RecordBatch]| datafusion::arrow::util::pretty::pretty_format_batches(b).map(|t| t.to_string());
+    let pretty = |b: &[datafusion::arrow::array::RecordBatch]| {
+        datafusion::arrow::util::pretty::pretty_format_batches(b).map(|t| t.to_string())
+    };
     let expected = pretty(&local.sql(Q1).await?.collect().await?)?;
     let before = dir_bytes(work);
     let got = pretty(&remote.sql(Q1).await?.collect().await?)?;
@@ -155,9 +171,16 @@ async fn run(lineitem: &Path, planning: &Path, work: &Path, runs: usize) -> Resu
         .build(&ctx.state())
         .await?;
     ctx.register_table("t", Arc::new(table))?;
-    let plan = ctx.sql("SELECT v FROM t WHERE v > 10").await?.create_physical_plan().await?;
+    let plan = ctx
+        .sql("SELECT v FROM t WHERE v > 10")
+        .await?
+        .create_physical_plan()
+        .await?;
     let scan = find_scan(&plan).expect("a scan");
-    let files = scan.downcast_ref::<PartitionedScanExec>().map(|s| s.file_count()).unwrap_or(0);
+    let files = scan
+        .downcast_ref::<PartitionedScanExec>()
+        .map(|s| s.file_count())
+        .unwrap_or(0);
     let codec = setup.physical_codec();
     let mut encode = Vec::new();
     let mut decode = Vec::new();
@@ -165,10 +188,19 @@ async fn run(lineitem: &Path, planning: &Path, work: &Path, runs: usize) -> Resu
     for _ in 0..(runs * 4).max(20) {
         bytes.clear();
         let started = Instant::now();
-        codec.try_encode(Arc::clone(&scan), &mut bytes, &DefaultPhysicalProtoConverter {})?;
+        codec.try_encode(
+            Arc::clone(&scan),
+            &mut bytes,
+            &DefaultPhysicalProtoConverter {},
+        )?;
         encode.push(started.elapsed());
         let started = Instant::now();
-        codec.try_decode(&bytes, &[], &ctx.task_ctx(), &DefaultPhysicalProtoConverter {})?;
+        codec.try_decode(
+            &bytes,
+            &[],
+            &ctx.task_ctx(),
+            &DefaultPhysicalProtoConverter {},
+        )?;
         decode.push(started.elapsed());
     }
     encode.sort();

@@ -113,7 +113,11 @@ async fn run(runs: usize, data: &Path) -> Result<()> {
     let mut peak_bytes = 0;
     execute(&ctx, true).await?; // fill (and leaves the cache enabled)
     let plan = ctx.sql(QUERY).await?.create_physical_plan().await?;
-    assert_eq!(cached_tables(&plan), ["customers", "products"], "only the dimensions are cached");
+    assert_eq!(
+        cached_tables(&plan),
+        ["customers", "products"],
+        "only the dimensions are cached"
+    );
     for i in 0..runs {
         for cache_on in if i % 2 == 0 {
             [true, false]
@@ -217,7 +221,11 @@ async fn execute(ctx: &SessionContext, cache_on: bool) -> Result<(String, Durati
 }
 
 fn cached_tables(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
-    let mut tables: Vec<String> = plan.children().into_iter().flat_map(cached_tables).collect();
+    let mut tables: Vec<String> = plan
+        .children()
+        .into_iter()
+        .flat_map(cached_tables)
+        .collect();
     if let Some(cached) = plan.downcast_ref::<CachedScanExec>() {
         tables.push(cached.inner().table().to_string());
     }

@@ -295,7 +295,11 @@ async fn planning_bench(
     ctx_l.sql(sql).await?.create_physical_plan().await?;
     let (first_l, first_plan_l) = (started.elapsed(), plan_started.elapsed());
     let plan_requests_l = store_l.requests() - registered_l;
-    print_row(&format!("{store_name}: first plan"), first_plan_o, first_plan_l);
+    print_row(
+        &format!("{store_name}: first plan"),
+        first_plan_o,
+        first_plan_l,
+    );
     print_row(
         &format!("{store_name}: register + first plan"),
         first_o,

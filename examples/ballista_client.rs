@@ -9,6 +9,7 @@
 //! The scheduler and executors must reach DIR under the same path (one machine,
 //! or a shared mount).
 
+#[allow(dead_code)] // shared with the quickstart, which uses all of it
 mod common;
 
 use std::path::PathBuf;
@@ -30,20 +31,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| "df://localhost:50050".into());
     let temp = tempfile::tempdir()?;
-    let root = dir.map(PathBuf::from).unwrap_or_else(|| temp.path().join("events"));
+    let root = dir
+        .map(PathBuf::from)
+        .unwrap_or_else(|| temp.path().join("events"));
     let rows = common::generate(&root, rows_per_file)?;
     println!("generated {rows} rows under {}", root.display());
 
     let setup = BallistaSetup::default();
     let ctx = connect(&scheduler, &setup).await?;
-    let events = PartitionedTable::builder(format!("file://{}/", std::fs::canonicalize(&root)?.display()))
-        .name("events")
-        .partition_column("date", DataType::Date32)
-        .partition_column("region", DataType::Utf8)
-        .build(&ctx.state())
-        .await?;
+    let events = PartitionedTable::builder(format!(
+        "file://{}/",
+        std::fs::canonicalize(&root)?.display()
+    ))
+    .name("events")
+    .partition_column("date", DataType::Date32)
+    .partition_column("region", DataType::Utf8)
+    .build(&ctx.state())
+    .await?;
     ctx.register_table("events", Arc::new(events))?;
-    ctx.sql("SET query_context.query_id = 'ballista-client'").await?.collect().await?;
+    ctx.sql("SET query_context.query_id = 'ballista-client'")
+        .await?
+        .collect()
+        .await?;
 
     for (title, sql) in common::QUERIES {
         println!("\n-- {title} (on {scheduler})\n{sql}");
@@ -55,10 +64,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Connects, retrying while the scheduler starts up.
-async fn connect(scheduler: &str, setup: &BallistaSetup) -> Result<SessionContext, Box<dyn std::error::Error>> {
+async fn connect(
+    scheduler: &str,
+    setup: &BallistaSetup,
+) -> Result<SessionContext, Box<dyn std::error::Error>> {
     let mut attempts = 0;
     loop {
-        match SessionContext::remote_with_state(scheduler, setup.client_state(QueryContext::new("ballista-client"))).await {
+        match SessionContext::remote_with_state(
+            scheduler,
+            setup.client_state(QueryContext::new("ballista-client")),
+        )
+        .await
+        {
             Ok(ctx) => return Ok(ctx),
             Err(e) if attempts < 60 => {
                 attempts += 1;

@@ -31,5 +31,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn flag<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::args().skip_while(|a| a != name).nth(1).and_then(|v| v.parse().ok())
+    std::env::args()
+        .skip_while(|a| a != name)
+        .nth(1)
+        .and_then(|v| v.parse().ok())
 }

@@ -64,9 +64,6 @@ async fn main() -> Result<()> {
     }
 
     println!("\n-- EXPLAIN: partition filters are answered from the index, data filters prune row groups");
-    ctx.sql(EXPLAINED)
-    .await?
-    .show()
-    .await?;
+    ctx.sql(EXPLAINED).await?.show().await?;
     Ok(())
 }

@@ -27,38 +27,111 @@
 //!   scheduler and on every executor, or Ballista drops `query_context.*` values
 //!   (logging only at debug level). Both config producers register it.
 //! * **The scheduler's session builder keeps the incoming config** and wires
-//!   [`SmallTableCacheRule`](crate::SmallTableCacheRule) and the table factory,
-//!   so `SET query_context.…` issued by the client is seen where plans are made.
+//!   the table factory, so `SET query_context.…` issued by the client is seen
+//!   where plans are made.
+//! * **Ballista 55 restricts only the leaf operators it knows to a task's
+//!   partitions.** Its task builder narrows `DataSourceExec` (and its own
+//!   shuffle readers) to the slice of partitions a task runs; any other leaf
+//!   is left whole, and since a task runs every partition of its plan, each
+//!   task would read the whole table (measured: every row 2× on a 3-partition
+//!   scan, 13× on a 15-partition one). So the scheduler's sessions end
+//!   planning with [`DistributedScanRule`], which hands each planned scan to
+//!   the executors as DataFusion's own `DataSourceExec` over the very file
+//!   scan lakefusion planned (pruned partitions, row-group predicate,
+//!   projection, limit). Results are exact; the executor-side extras of
+//!   `PartitionedScanExec` (file-named errors, the per-file type check, the
+//!   `lakefusion.scan` span) and the small-table cache are not active on
+//!   executors yet.
+//! * **Ballista 55's adaptive planner duplicates rows of these plans.** With
+//!   it on (the default), even the `DataSourceExec` form of a lakefusion scan
+//!   came back with every row counted twice on a 3-partition scan (a
+//!   `ListingTable` over the same files was exact); with it off, exact. The
+//!   configs built here set `ballista.planner.adaptive.enabled = false`.
 
 use std::sync::Arc;
 
+use ballista_core::config::BALLISTA_ADAPTIVE_PLANNER_ENABLED;
 use ballista_core::extension::SessionConfigExt;
-use ballista_core::serde::{BallistaCodec, BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use ballista_core::serde::{
+    BallistaCodec, BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec,
+};
 use ballista_core::{ConfigProducer, RuntimeProducer};
 use ballista_executor::executor_process::ExecutorProcessConfig;
 use ballista_scheduler::config::SchedulerConfig;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::SessionState;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 use object_store::ObjectStore;
 use url::Url;
 
-use crate::cache::{CacheConfig, TableCache};
-use crate::codec::{AllowedRoots, CompositePhysicalCodec, LakefusionLogicalCodec, LakefusionPhysicalCodec, ObjectStoreFactory};
+use crate::cache::{CacheConfig, CachedScanExec, TableCache};
+use crate::codec::{
+    AllowedRoots, CompositePhysicalCodec, LakefusionLogicalCodec, LakefusionPhysicalCodec,
+    ObjectStoreFactory,
+};
 use crate::context::QueryContext;
+use crate::scan::PartitionedScanExec;
 use crate::session::SessionBuilder;
 
 /// The name Ballista's own physical codec is registered under in the
 /// [`CompositePhysicalCodec`].
 pub const BALLISTA_CODEC: &str = "ballista";
 
+/// Replaces each [`PartitionedScanExec`] (or [`CachedScanExec`]) with a
+/// `DataSourceExec` over the same DataFusion file scan, so that Ballista can
+/// restrict it to the partitions of each task (see the module docs).
+#[derive(Debug, Default)]
+pub struct DistributedScanRule;
+
+impl DistributedScanRule {
+    /// The rule's name.
+    pub const NAME: &'static str = "lakefusion.DistributedScanRule";
+}
+
+impl PhysicalOptimizerRule for DistributedScanRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let scan = if let Some(cached) = node.downcast_ref::<CachedScanExec>() {
+                Some(Arc::clone(cached.inner()))
+            } else {
+                node.downcast_ref::<PartitionedScanExec>()
+                    .map(|s| Arc::new(s.clone()))
+            };
+            Ok(match scan {
+                Some(scan) => Transformed::yes(DataSourceExec::from_data_source(
+                    scan.file_scan_config().clone(),
+                ) as Arc<dyn ExecutionPlan>),
+                None => Transformed::no(node),
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
 /// lakefusion's configuration for one Ballista deployment: build one per process
 /// (client, scheduler, executor) from the same settings.
 #[derive(Clone, Debug)]
 pub struct BallistaSetup {
-    cache_config: CacheConfig,
     cache: TableCache,
     object_stores: Vec<(Url, Arc<dyn ObjectStore>)>,
     object_store_factory: Option<Arc<dyn ObjectStoreFactory>>,
@@ -76,7 +149,6 @@ impl BallistaSetup {
     /// that builds from this value holds its own cache with them).
     pub fn new(cache_config: CacheConfig) -> Self {
         Self {
-            cache_config,
             cache: TableCache::new(cache_config),
             object_stores: Vec::new(),
             object_store_factory: None,
@@ -109,7 +181,9 @@ impl BallistaSetup {
 
     /// The logical codec every role uses: `PartitionedTable`, then Ballista's.
     pub fn logical_codec(&self) -> Arc<dyn LogicalExtensionCodec> {
-        Arc::new(LakefusionLogicalCodec::new(Arc::new(BallistaLogicalExtensionCodec::default())))
+        Arc::new(LakefusionLogicalCodec::new(Arc::new(
+            BallistaLogicalExtensionCodec::default(),
+        )))
     }
 
     /// The physical codec: lakefusion's scans (with this process's cache,
@@ -122,8 +196,11 @@ impl BallistaSetup {
             scans = scans.with_object_store_factory(Arc::clone(factory));
         }
         Arc::new(
-            CompositePhysicalCodec::new(BALLISTA_CODEC, Arc::new(BallistaPhysicalExtensionCodec::default()))
-                .with_codec(LakefusionPhysicalCodec::NAME, Arc::new(scans)),
+            CompositePhysicalCodec::new(
+                BALLISTA_CODEC,
+                Arc::new(BallistaPhysicalExtensionCodec::default()),
+            )
+            .with_codec(LakefusionPhysicalCodec::NAME, Arc::new(scans)),
         )
     }
 
@@ -132,11 +209,13 @@ impl BallistaSetup {
         BallistaCodec::new(self.logical_codec(), self.physical_codec())
     }
 
-    /// A Ballista session config with the codecs and `QueryContext` registered.
+    /// A Ballista session config with the codecs and `QueryContext` registered,
+    /// and Ballista's adaptive planner off (see the module docs).
     pub fn session_config(&self, base: SessionConfig) -> SessionConfig {
         let config = base
             .with_ballista_logical_extension_codec(self.logical_codec())
-            .with_ballista_physical_extension_codec(self.physical_codec());
+            .with_ballista_physical_extension_codec(self.physical_codec())
+            .set_str(BALLISTA_ADAPTIVE_PLANNER_ENABLED, "false");
         let context = QueryContext::from_session_config(&config);
         config.with_option_extension(context)
     }
@@ -144,7 +223,7 @@ impl BallistaSetup {
     fn session_builder(&self, config: SessionConfig) -> SessionBuilder {
         let mut builder = SessionBuilder::new()
             .with_config(config)
-            .with_table_cache(self.cache.clone());
+            .with_physical_optimizer_rule(Arc::new(DistributedScanRule));
         for (url, store) in &self.object_stores {
             builder = builder.with_object_store(url.clone(), Arc::clone(store));
         }
@@ -166,11 +245,17 @@ impl BallistaSetup {
     }
 
     /// The scheduler's session builder: keeps the incoming config (with the
-    /// client's `query_context.*` values) and wires the cache rule and the
-    /// table factory.
-    pub fn scheduler_session_builder(&self) -> ballista_scheduler::scheduler_server::SessionBuilder {
+    /// client's `query_context.*` values), wires the table factory, and ends
+    /// planning with [`DistributedScanRule`].
+    pub fn scheduler_session_builder(
+        &self,
+    ) -> ballista_scheduler::scheduler_server::SessionBuilder {
         let this = self.clone();
-        Arc::new(move |config: SessionConfig| Ok(this.session_builder(this.session_config(config)).build_state()))
+        Arc::new(move |config: SessionConfig| {
+            Ok(this
+                .session_builder(this.session_config(config))
+                .build_state())
+        })
     }
 
     /// The executor's runtime: the given stores registered in a fresh runtime.

@@ -51,6 +51,7 @@ pub struct SessionBuilder {
     query_context: Option<QueryContext>,
     cache: Option<TableCache>,
     object_stores: Vec<(Url, Arc<dyn ObjectStore>)>,
+    extra_rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
 }
 
 impl std::fmt::Debug for SessionBuilder {
@@ -119,18 +120,32 @@ impl SessionBuilder {
         self
     }
 
+    /// Adds a physical optimizer rule, run after every DataFusion rule but
+    /// `SanityCheckPlan` (and after the cache rule), in the order added.
+    pub fn with_physical_optimizer_rule(
+        mut self,
+        rule: Arc<dyn PhysicalOptimizerRule + Send + Sync>,
+    ) -> Self {
+        self.extra_rules.push(rule);
+        self
+    }
+
     /// The physical optimizer rules sessions get: DataFusion's defaults, plus
-    /// [`SmallTableCacheRule`] right before `SanityCheckPlan` when caching.
+    /// [`SmallTableCacheRule`] (when caching) and any added rules, right
+    /// before `SanityCheckPlan`.
     pub fn physical_optimizer_rules(&self) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
         let mut rules = PhysicalOptimizer::new().rules;
+        let mut ours: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> = Vec::new();
         if let Some(cache) = &self.cache {
-            let rule = Arc::new(SmallTableCacheRule::new(cache.clone()));
-            match rules.iter().position(|r| r.name() == "SanityCheckPlan") {
-                Some(at) => rules.insert(at, rule),
-                // A DataFusion without the check: last, where it would have been.
-                None => rules.push(rule),
-            }
+            ours.push(Arc::new(SmallTableCacheRule::new(cache.clone())));
         }
+        ours.extend(self.extra_rules.iter().cloned());
+        // A DataFusion without the check: last, where it would have been.
+        let at = rules
+            .iter()
+            .position(|r| r.name() == "SanityCheckPlan")
+            .unwrap_or(rules.len());
+        rules.splice(at..at, ours);
         rules
     }
 

@@ -40,7 +40,9 @@ pub const EXPLAINED: &str = "EXPLAIN SELECT customer, amount FROM events \
 
 /// Parses `[DIR] [--rows-per-file N]` (plus any `--flag value` pairs the
 /// caller handles itself, returned as the third value).
-pub fn parse_args(args: impl Iterator<Item = String>) -> (Option<String>, usize, Vec<(String, String)>) {
+pub fn parse_args(
+    args: impl Iterator<Item = String>,
+) -> (Option<String>, usize, Vec<(String, String)>) {
     let mut args = args.peekable();
     let (mut dir, mut rows_per_file, mut flags) = (None, 10_000usize, Vec::new());
     while let Some(arg) = args.next() {

@@ -52,6 +52,16 @@ impl CachedScanExec {
     /// Serves `inner` through `cache`.
     pub fn new(inner: Arc<PartitionedScanExec>, cache: TableCache) -> Self {
         let key = cache_key(&inner);
+        Self::with_key(inner, cache, key)
+    }
+
+    /// Serves `inner` through `cache` under a key computed where the plan was
+    /// made (a decoded plan keeps its planner's key: the wire form of a file
+    /// does not carry everything the key was computed from, such as ETags).
+    pub fn with_key(inner: Arc<PartitionedScanExec>, cache: TableCache, key: CacheKey) -> Self {
+        // Each output partition is served from a fill; fills must split the
+        // rows across partitions identically, so no work stealing inside.
+        let inner = Arc::new(inner.as_ref().clone().with_work_stealing(false));
         Self {
             inner,
             key,

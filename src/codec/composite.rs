@@ -10,6 +10,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use prost::Message;
 
+use crate::context::QueryContext;
+
 /// The bytes a named codec writes: the codec's name, then its payload.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct Envelope {
@@ -28,7 +30,9 @@ impl Envelope {
             payload,
         }
         .encode(buf)
-        .map_err(|e| DataFusionError::Internal(format!("encoding the envelope of codec '{codec}': {e}")))
+        .map_err(|e| {
+            DataFusionError::Internal(format!("encoding the envelope of codec '{codec}': {e}"))
+        })
     }
 
     /// Decodes an envelope; `what` names the decoder in errors.
@@ -89,7 +93,11 @@ impl CompositePhysicalCodec {
 
     /// Adds a codec under a stable `name` (tried before the fallback, after
     /// codecs added earlier).
-    pub fn with_codec(mut self, name: impl Into<String>, codec: Arc<dyn PhysicalExtensionCodec>) -> Self {
+    pub fn with_codec(
+        mut self,
+        name: impl Into<String>,
+        codec: Arc<dyn PhysicalExtensionCodec>,
+    ) -> Self {
         self.codecs.push((name.into(), codec));
         self
     }
@@ -121,6 +129,16 @@ impl PhysicalExtensionCodec for CompositePhysicalCodec {
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let envelope = Envelope::decode_from(buf, "CompositePhysicalCodec")?;
+        // Plans are decoded where they run (on an executor, inside the task's
+        // context): what the query context says here is what the task sees.
+        let query = QueryContext::from_task_context(ctx);
+        tracing::debug!(
+            codec = %envelope.codec,
+            query_id = %query.query_id,
+            tenant_id = %query.tenant_id,
+            task_id = ctx.task_id().as_deref().unwrap_or(""),
+            "decoding plan node"
+        );
         let codec = self.by_name(&envelope.codec).ok_or_else(|| {
             DataFusionError::Plan(format!(
                 "CompositePhysicalCodec: unknown codec '{}' (known: {})",
@@ -141,7 +159,10 @@ impl PhysicalExtensionCodec for CompositePhysicalCodec {
     ) -> Result<()> {
         for (name, codec) in self.codecs.iter().chain(std::iter::once(&self.fallback)) {
             let mut payload = Vec::new();
-            if codec.try_encode(Arc::clone(&node), &mut payload, proto_converter).is_ok() {
+            if codec
+                .try_encode(Arc::clone(&node), &mut payload, proto_converter)
+                .is_ok()
+            {
                 return Envelope::encode_into(name, payload, buf);
             }
         }

@@ -59,7 +59,7 @@ struct FileNode {
     #[prost(string, optional, tag = "5")]
     version: Option<String>,
     #[prost(message, optional, tag = "6")]
-    statistics: Option<protobuf::Statistics>,
+    statistics: Option<datafusion_proto_common::Statistics>,
 }
 
 /// Encodes [`PartitionedTable`] for the client-to-scheduler hop: its root,
@@ -94,23 +94,36 @@ impl LakefusionLogicalCodec {
             .iter()
             .map(|p| {
                 Ok(PartitionNode {
-                    values: p.values.iter().map(protobuf::ScalarValue::try_from).collect::<Result<_, _>>()?,
+                    values: p
+                        .values
+                        .iter()
+                        .map(protobuf::ScalarValue::try_from)
+                        .collect::<Result<_, _>>()?,
                     files: p
                         .files
                         .iter()
                         .map(|f| FileNode {
                             location: f.meta.location.to_string(),
                             size: f.meta.size,
-                            last_modified_nanos: f.meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+                            last_modified_nanos: f
+                                .meta
+                                .last_modified
+                                .timestamp_nanos_opt()
+                                .unwrap_or_default(),
                             e_tag: f.meta.e_tag.clone(),
                             version: f.meta.version.clone(),
-                            statistics: f.statistics.as_deref().map(protobuf::Statistics::from),
+                            statistics: f
+                                .statistics
+                                .as_deref()
+                                .map(datafusion_proto_common::Statistics::from),
                         })
                         .collect(),
                 })
             })
             .collect::<Result<Vec<_>, datafusion_proto::protobuf::ToProtoError>>()
-            .map_err(|e| DataFusionError::Internal(format!("{TABLE}: encoding table {}: {e}", table.name())))?;
+            .map_err(|e| {
+                DataFusionError::Internal(format!("{TABLE}: encoding table {}: {e}", table.name()))
+            })?;
         Ok(TableNode {
             name: table.name().to_string(),
             root: table.root().to_string(),
@@ -123,10 +136,14 @@ impl LakefusionLogicalCodec {
     }
 
     fn decode_table(node: TableNode) -> Result<PartitionedTable> {
-        let bad = |why: String| DataFusionError::Plan(format!("{TABLE}: cannot decode table {}: {why}", node.name));
+        let bad = |why: String| {
+            DataFusionError::Plan(format!("{TABLE}: cannot decode table {}: {why}", node.name))
+        };
         let schema = |s: &Option<protobuf::Schema>, what: &str| -> Result<SchemaRef> {
             let s = s.as_ref().ok_or_else(|| bad(format!("no {what}")))?;
-            Ok(Arc::new(Schema::try_from(s).map_err(|e| bad(format!("{what}: {e}")))?))
+            Ok(Arc::new(
+                Schema::try_from(s).map_err(|e| bad(format!("{what}: {e}")))?,
+            ))
         };
         let file_schema = schema(&node.file_schema, "file schema")?;
         let partition_schema = schema(&node.partition_columns, "partition columns")?;
@@ -136,18 +153,25 @@ impl LakefusionLogicalCodec {
                 .iter()
                 .map(|f| (f.name().clone(), f.data_type().clone())),
         );
-        let root = ListingTableUrl::parse(&node.root).map_err(|e| bad(format!("root '{}': {e}", node.root)))?;
+        let root = ListingTableUrl::parse(&node.root)
+            .map_err(|e| bad(format!("root '{}': {e}", node.root)))?;
         let partitions = node
             .partitions
             .iter()
             .map(|p| {
                 if p.values.len() != spec.len() {
-                    return Err(bad(format!("a partition has {} values for {} columns", p.values.len(), spec.len())));
+                    return Err(bad(format!(
+                        "a partition has {} values for {} columns",
+                        p.values.len(),
+                        spec.len()
+                    )));
                 }
                 let values = p
                     .values
                     .iter()
-                    .map(|v| ScalarValue::try_from(v).map_err(|e| bad(format!("partition value: {e}"))))
+                    .map(|v| {
+                        ScalarValue::try_from(v).map_err(|e| bad(format!("partition value: {e}")))
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 let files = p
                     .files
@@ -156,7 +180,10 @@ impl LakefusionLogicalCodec {
                         let statistics = f
                             .statistics
                             .as_ref()
-                            .map(|s| Statistics::try_from(s).map_err(|e| bad(format!("statistics of {}: {e}", f.location))))
+                            .map(|s| {
+                                Statistics::try_from(s)
+                                    .map_err(|e| bad(format!("statistics of {}: {e}", f.location)))
+                            })
                             .transpose()?;
                         Ok(IndexedFile {
                             meta: ObjectMeta {
@@ -191,7 +218,12 @@ fn chrono_from_nanos(nanos: i64) -> chrono::DateTime<chrono::Utc> {
 }
 
 impl LogicalExtensionCodec for LakefusionLogicalCodec {
-    fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], ctx: &TaskContext) -> Result<Extension> {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[LogicalPlan],
+        ctx: &TaskContext,
+    ) -> Result<Extension> {
         self.inner.try_decode(buf, inputs, ctx)
     }
 
@@ -210,11 +242,17 @@ impl LogicalExtensionCodec for LakefusionLogicalCodec {
         match envelope.codec.as_str() {
             TABLE => {
                 let node = TableNode::decode(envelope.payload.as_slice()).map_err(|e| {
-                    DataFusionError::Plan(format!("{TABLE}: table {table_ref}: {} bytes do not decode: {e}", envelope.payload.len()))
+                    DataFusionError::Plan(format!(
+                        "{TABLE}: table {table_ref}: {} bytes do not decode: {e}",
+                        envelope.payload.len()
+                    ))
                 })?;
                 Ok(Arc::new(Self::decode_table(node)?))
             }
-            INNER => self.inner.try_decode_table_provider(&envelope.payload, table_ref, schema, ctx),
+            INNER => {
+                self.inner
+                    .try_decode_table_provider(&envelope.payload, table_ref, schema, ctx)
+            }
             other => Err(DataFusionError::Plan(format!(
                 "LakefusionLogicalCodec: table {table_ref} was encoded by unknown codec '{other}'"
             ))),
@@ -232,15 +270,24 @@ impl LogicalExtensionCodec for LakefusionLogicalCodec {
             return Envelope::encode_into(TABLE, payload, buf);
         }
         let mut payload = Vec::new();
-        self.inner.try_encode_table_provider(table_ref, node, &mut payload)?;
+        self.inner
+            .try_encode_table_provider(table_ref, node, &mut payload)?;
         Envelope::encode_into(INNER, payload, buf)
     }
 
-    fn try_decode_file_format(&self, buf: &[u8], ctx: &TaskContext) -> Result<Arc<dyn FileFormatFactory>> {
+    fn try_decode_file_format(
+        &self,
+        buf: &[u8],
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn FileFormatFactory>> {
         self.inner.try_decode_file_format(buf, ctx)
     }
 
-    fn try_encode_file_format(&self, buf: &mut Vec<u8>, node: Arc<dyn FileFormatFactory>) -> Result<()> {
+    fn try_encode_file_format(
+        &self,
+        buf: &mut Vec<u8>,
+        node: Arc<dyn FileFormatFactory>,
+    ) -> Result<()> {
         self.inner.try_encode_file_format(buf, node)
     }
 

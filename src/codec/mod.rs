@@ -1,8 +1,8 @@
 //! Codecs (feature `ballista`): plans and tables as metadata on the wire.
 //!
-//! * [`LakefusionPhysicalCodec`]: `PartitionedScanExec` / `CachedScanExec`;
-//! * [`LakefusionLogicalCodec`]: `PartitionedTable`;
-//! * [`CompositePhysicalCodec`]: named codecs with a fallback, so bytes stay
+//! * [`LakefusionPhysicalCodec`] — `PartitionedScanExec` / `CachedScanExec`;
+//! * [`LakefusionLogicalCodec`] — `PartitionedTable`;
+//! * [`CompositePhysicalCodec`] — named codecs with a fallback, so bytes stay
 //!   decodable when codecs are added;
 //! * [`ObjectStoreFactory`] and [`AllowedRoots`]: what a decoding executor
 //!   injects — how to reach storage, and where it may read.

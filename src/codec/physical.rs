@@ -11,14 +11,15 @@ use datafusion_proto::logical_plan::from_proto::parse_exprs;
 use datafusion_proto::logical_plan::to_proto::serialize_exprs;
 use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
 use datafusion_proto::physical_plan::{
-    AsExecutionPlan, DefaultPhysicalExtensionCodec, PhysicalExtensionCodec, PhysicalProtoConverterExtension,
+    AsExecutionPlan, DefaultPhysicalExtensionCodec, PhysicalExtensionCodec,
+    PhysicalProtoConverterExtension,
 };
 use datafusion_proto::protobuf::{LogicalExprNode, PhysicalPlanNode};
 use prost::Message;
 
 use super::object_store::{ensure_store, ObjectStoreFactory};
 use super::roots::AllowedRoots;
-use crate::cache::{CachedScanExec, TableCache};
+use crate::cache::{CacheKey, CachedScanExec, TableCache};
 use crate::scan::schema::StrictSchemaAdapterFactory;
 use crate::scan::{PartitionedScanExec, ScanDescription};
 
@@ -42,8 +43,8 @@ pub(crate) struct ScanNode {
     pub row_group_filters: Vec<LogicalExprNode>,
 }
 
-/// The wire form of a [`CachedScanExec`]: its scan and the key it had where it
-/// was planned (checked on decode, so both sides agree on what is cached).
+/// The wire form of a [`CachedScanExec`]: its scan and the full description of
+/// the key it had where it was planned, which the executor's cache uses as is.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct CachedScanNode {
     #[prost(message, optional, tag = "1")]
@@ -116,8 +117,13 @@ impl LakefusionPhysicalCodec {
     }
 
     fn encode_scan(scan: &PartitionedScanExec) -> Result<ScanNode> {
-        let data_source = Arc::new(DataSourceExec::new(Arc::new(scan.file_scan_config().clone()))) as Arc<dyn ExecutionPlan>;
-        let file_scan = PhysicalPlanNode::try_from_physical_plan(data_source, &DefaultPhysicalExtensionCodec {})?;
+        let data_source = Arc::new(DataSourceExec::new(Arc::new(
+            scan.file_scan_config().clone(),
+        ))) as Arc<dyn ExecutionPlan>;
+        let file_scan = PhysicalPlanNode::try_from_physical_plan(
+            data_source,
+            &DefaultPhysicalExtensionCodec {},
+        )?;
         let logical = DefaultLogicalExtensionCodec {};
         let (selected, total) = scan.partitions();
         Ok(ScanNode {
@@ -141,12 +147,18 @@ impl LakefusionPhysicalCodec {
             .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
             .ok_or_else(|| malformed(&node.table, "its file scan is not a Parquet file scan"))?;
         self.allowed_roots.check(&node.table, config)?;
-        ensure_store(ctx.runtime_env().as_ref(), &config.object_store_url, self.object_stores.as_ref())?;
+        ensure_store(
+            ctx.runtime_env().as_ref(),
+            &config.object_store_url,
+            self.object_stores.as_ref(),
+        )?;
         // The per-file type check is behaviour, not data: it is not on the wire.
         let config = FileScanConfigBuilder::from(config.clone())
             .with_expr_adapter(Some(Arc::new(StrictSchemaAdapterFactory)))
             .build();
         let logical = DefaultLogicalExtensionCodec {};
+        // A task runs one partition of its own copy of the plan: sharing a
+        // work queue between copies would read every file in every task.
         Ok(PartitionedScanExec::new(ScanDescription {
             table: Arc::from(node.table.as_str()),
             config,
@@ -154,12 +166,16 @@ impl LakefusionPhysicalCodec {
             total_partitions: node.total_partitions as usize,
             partition_filters: parse_exprs(&node.partition_filters, ctx, &logical)?,
             row_group_filters: parse_exprs(&node.row_group_filters, ctx, &logical)?,
-        }))
+        })
+        .with_work_stealing(false))
     }
 }
 
 fn malformed(table: &str, why: &str) -> DataFusionError {
-    DataFusionError::Plan(format!("{}: cannot decode the scan of table {table}: {why}", LakefusionPhysicalCodec::NAME))
+    DataFusionError::Plan(format!(
+        "{}: cannot decode the scan of table {table}: {why}",
+        LakefusionPhysicalCodec::NAME
+    ))
 }
 
 impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
@@ -171,27 +187,41 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let node = PlanNode::decode(buf).map_err(|e| {
-            DataFusionError::Plan(format!("{}: {} bytes are not a lakefusion plan node: {e}", Self::NAME, buf.len()))
+            DataFusionError::Plan(format!(
+                "{}: {} bytes are not a lakefusion plan node: {e}",
+                Self::NAME,
+                buf.len()
+            ))
         })?;
         match node.node {
             Some(plan_node::Node::Scan(scan)) => Ok(Arc::new(self.decode_scan(&scan, ctx)?)),
             Some(plan_node::Node::CachedScan(cached)) => {
-                let scan_node = cached.scan.as_ref().ok_or_else(|| malformed("?", "a cached scan without its scan"))?;
+                let scan_node = cached
+                    .scan
+                    .as_ref()
+                    .ok_or_else(|| malformed("?", "a cached scan without its scan"))?;
                 let scan = self.decode_scan(scan_node, ctx)?;
                 let Some(cache) = &self.cache else {
                     // No cache on this executor: run the scan itself.
                     return Ok(Arc::new(scan));
                 };
-                let exec = CachedScanExec::new(Arc::new(scan), cache.clone());
-                if exec.key().digest() != cached.key {
+                if cached.key.is_empty() {
                     return Err(malformed(
                         &scan_node.table,
-                        &format!("its cache key decodes as {} but was {} when encoded", exec.key(), cached.key),
+                        "a cached scan without its cache key",
                     ));
                 }
-                Ok(Arc::new(exec))
+                let key = CacheKey::new(cached.key);
+                Ok(Arc::new(CachedScanExec::with_key(
+                    Arc::new(scan),
+                    cache.clone(),
+                    key,
+                )))
             }
-            None => Err(DataFusionError::Plan(format!("{}: plan node without a node type", Self::NAME))),
+            None => Err(DataFusionError::Plan(format!(
+                "{}: plan node without a node type",
+                Self::NAME
+            ))),
         }
     }
 
@@ -206,10 +236,14 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
         } else if let Some(cached) = node.downcast_ref::<CachedScanExec>() {
             plan_node::Node::CachedScan(CachedScanNode {
                 scan: Some(Self::encode_scan(cached.inner())?),
-                key: cached.key().digest(),
+                key: cached.key().description().to_string(),
             })
         } else {
-            return Err(DataFusionError::NotImplemented(format!("{} does not encode {}", Self::NAME, node.name())));
+            return Err(DataFusionError::NotImplemented(format!(
+                "{} does not encode {}",
+                Self::NAME,
+                node.name()
+            )));
         };
         PlanNode { node: Some(node) }
             .encode(buf)

@@ -41,10 +41,17 @@ impl AllowedRoots {
         let Some(roots) = &self.roots else {
             return Ok(());
         };
-        let store = config.object_store_url.as_str().trim_end_matches('/');
+        // `file:///`, `s3://bucket/`: the store URL ends with the slash the
+        // object path lacks.
+        let store = config.object_store_url.as_str();
         for file in config.file_groups.iter().flat_map(|g| g.iter()) {
-            let url = format!("{store}/{}", file.object_meta.location);
-            let clean = !file.object_meta.location.as_ref().split('/').any(|p| p == "..");
+            let url = format!("{store}{}", file.object_meta.location);
+            let clean = !file
+                .object_meta
+                .location
+                .as_ref()
+                .split('/')
+                .any(|p| p == "..");
             if !clean || !roots.iter().any(|root| url.starts_with(root.as_str())) {
                 return Err(DataFusionError::Plan(format!(
                     "table {table}: file '{url}' is outside the roots this executor allows ({})",

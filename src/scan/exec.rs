@@ -62,6 +62,7 @@ pub struct PartitionedScanExec {
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
     sibling_state: Arc<SiblingState>,
+    work_stealing: bool,
 }
 
 /// Hands out DataFusion's sibling work-stealing state (one shared queue of the
@@ -75,7 +76,12 @@ struct SiblingState {
 }
 
 impl SiblingState {
-    fn for_partition(&self, config: &FileScanConfig, partitions: usize, options: &ConfigOptions) -> Option<Arc<dyn Any + Send + Sync>> {
+    fn for_partition(
+        &self,
+        config: &FileScanConfig,
+        partitions: usize,
+        options: &ConfigOptions,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
         let mut round = self.round.lock().unwrap_or_else(|e| e.into_inner());
         if round.0 == 0 {
             round.1 = config.create_sibling_state(options);
@@ -141,7 +147,23 @@ impl PartitionedScanExec {
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
             sibling_state: Arc::default(),
+            work_stealing: true,
         }
+    }
+
+    /// The same scan, with DataFusion's work stealing between its partitions
+    /// on or off (it is on by default).
+    ///
+    /// Work stealing lets sibling partitions take files from one shared queue,
+    /// which balances uneven files, but makes which rows land in which output
+    /// partition depend on timing. It is only correct when every partition of
+    /// this plan instance runs in this process in one round, so it is off for
+    /// scans decoded for a distributed task (each task runs one partition of
+    /// its own copy) and for the scan inside a `CachedScanExec` (whose
+    /// partitions may come from separate fills).
+    pub fn with_work_stealing(mut self, enabled: bool) -> Self {
+        self.work_stealing = enabled;
+        self
     }
 
     /// The table's display name.
@@ -180,14 +202,15 @@ impl PartitionedScanExec {
     }
 
     fn with_config(&self, config: FileScanConfig) -> Self {
-        Self::new(ScanDescription {
+        let scan = Self::new(ScanDescription {
             table: Arc::clone(&self.table),
             config,
             selected_partitions: self.selected_partitions,
             total_partitions: self.total_partitions,
             partition_filters: self.partition_filters.clone(),
             row_group_filters: self.row_group_filters.clone(),
-        })
+        });
+        scan.with_work_stealing(self.work_stealing)
     }
 
     fn downcast_config(source: Option<Arc<dyn DataSource>>) -> Option<FileScanConfig> {
@@ -360,7 +383,15 @@ impl ExecutionPlan for PartitionedScanExec {
                 self.table
             );
         }
-        let sibling_state = self.sibling_state.for_partition(&self.config, groups, context.session_config().options());
+        let sibling_state = if self.work_stealing {
+            self.sibling_state.for_partition(
+                &self.config,
+                groups,
+                context.session_config().options(),
+            )
+        } else {
+            None
+        };
         Ok(Box::pin(LazyScanStream::new(
             &self.table,
             Arc::clone(&self.config),

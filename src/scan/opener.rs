@@ -22,12 +22,12 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion_datasource::file::FileSource;
 use datafusion_datasource::file_scan_config::FileScanConfig;
 use datafusion_datasource::file_stream::FileOpener;
-use datafusion_datasource::table_schema::TableSchema;
-use object_store::ObjectStore;
 use datafusion_datasource::morsel::{Morsel, MorselPlan, MorselPlanner, Morselizer};
+use datafusion_datasource::table_schema::TableSchema;
 use datafusion_datasource::PartitionedFile;
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use object_store::ObjectStore;
 
 use crate::error::Error;
 
@@ -54,7 +54,8 @@ impl FileSource for NamingSource {
         base_config: &FileScanConfig,
         partition: usize,
     ) -> Result<Arc<dyn FileOpener>> {
-        self.inner.create_file_opener(object_store, base_config, partition)
+        self.inner
+            .create_file_opener(object_store, base_config, partition)
     }
 
     fn create_morselizer(
@@ -63,7 +64,9 @@ impl FileSource for NamingSource {
         base_config: &FileScanConfig,
         partition: usize,
     ) -> Result<Box<dyn Morselizer>> {
-        let inner = self.inner.create_morselizer(object_store, base_config, partition)?;
+        let inner = self
+            .inner
+            .create_morselizer(object_store, base_config, partition)?;
         Ok(Box::new(NamingMorselizer::new(inner)))
     }
 

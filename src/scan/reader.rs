@@ -45,7 +45,12 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
         metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
-        let inner = self.inner.create_reader(partition_index, partitioned_file, metadata_size_hint, metrics)?;
+        let inner = self.inner.create_reader(
+            partition_index,
+            partitioned_file,
+            metadata_size_hint,
+            metrics,
+        )?;
         Ok(Box::new(PageIndexCachingReader { inner }))
     }
 }
@@ -59,7 +64,10 @@ impl AsyncFileReader for PageIndexCachingReader {
         self.inner.get_bytes(range)
     }
 
-    fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         self.inner.get_byte_ranges(ranges)
     }
 

@@ -129,17 +129,28 @@ impl LazyScanStream {
             // ListingTable scan: a repeated query does not re-read them. The
             // cache lives in the executing runtime, so it is attached here,
             // not at planning time.
-            let store = self.context.runtime_env().object_store(&config.object_store_url)?;
-            let cache = self.context.runtime_env().cache_manager.get_file_metadata_cache();
+            let store = self
+                .context
+                .runtime_env()
+                .object_store(&config.object_store_url)?;
+            let cache = self
+                .context
+                .runtime_env()
+                .cache_manager
+                .get_file_metadata_cache();
             let cached = CachedParquetFileReaderFactory::new(store, cache);
-            let factory: Arc<dyn ParquetFileReaderFactory> = if parquet.table_parquet_options().global.enable_page_index {
-                Arc::new(PageIndexCachingReaderFactory::new(cached))
-            } else {
-                Arc::new(cached)
-            };
+            let factory: Arc<dyn ParquetFileReaderFactory> =
+                if parquet.table_parquet_options().global.enable_page_index {
+                    Arc::new(PageIndexCachingReaderFactory::new(cached))
+                } else {
+                    Arc::new(cached)
+                };
             source = Arc::new(parquet.clone().with_parquet_file_reader_factory(factory));
         }
-        let files = config.file_groups.get(self.partition).map_or(0, |g| g.len());
+        let files = config
+            .file_groups
+            .get(self.partition)
+            .map_or(0, |g| g.len());
         tracing::debug!(files, "opening scan partition");
         let opening = FileScanConfigBuilder::from(config.as_ref().clone())
             .with_source(Arc::new(NamingSource::new(source)))

@@ -70,7 +70,10 @@ pub(crate) async fn list_partitions(
         let key = dirs.join("/");
         // Files share their directory's values: parse them once per directory.
         if let Some(partition) = by_dir.get_mut(&key) {
-            partition.files.push(IndexedFile { meta, statistics: None });
+            partition.files.push(IndexedFile {
+                meta,
+                statistics: None,
+            });
             continue;
         }
         let path = meta.location.to_string();
@@ -83,7 +86,10 @@ pub(crate) async fn list_partitions(
             key,
             Partition {
                 values,
-                files: vec![IndexedFile { meta, statistics: None }],
+                files: vec![IndexedFile {
+                    meta,
+                    statistics: None,
+                }],
             },
         );
     }

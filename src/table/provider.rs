@@ -108,7 +108,14 @@ impl PartitionedTable {
         file_extension: String,
         index: PartitionIndex,
     ) -> Self {
-        let definition = TableDefinition::new(name, root, spec, file_schema, collect_statistics, file_extension);
+        let definition = TableDefinition::new(
+            name,
+            root,
+            spec,
+            file_schema,
+            collect_statistics,
+            file_extension,
+        );
         Self::new(definition, index)
     }
 

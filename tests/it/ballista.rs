@@ -50,7 +50,11 @@ async fn start_cluster(setup: &BallistaSetup) -> u16 {
 }
 
 async fn register(ctx: &SessionContext, dir: &std::path::Path) {
-    ctx.register_table("events", Arc::new(events_table(ctx, &dir.join("events")).await)).unwrap();
+    ctx.register_table(
+        "events",
+        Arc::new(events_table(ctx, &dir.join("events")).await),
+    )
+    .unwrap();
     let refunds = PartitionedTable::builder(file_url(&dir.join("refunds")))
         .name("refunds")
         .partition_column("date", DataType::Date32)
@@ -67,6 +71,7 @@ const QUERIES: &[&str] = &[
     "SELECT e.region, count(*), sum(r.refund) FROM events e JOIN refunds r ON e.id = r.event_id WHERE e.date <= DATE '2026-03-03' GROUP BY e.region ORDER BY e.region",
     "SELECT id, region FROM events WHERE id BETWEEN 100 AND 104 ORDER BY id",
     "SELECT count(*) FROM (SELECT id FROM events WHERE region = 'us' LIMIT 17)",
+    "SELECT count(*), sum(refund) FROM refunds WHERE date >= DATE '2026-03-02'",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -75,48 +80,56 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
     write_events(&dir.path().join("events"));
     write_refunds(&dir.path().join("refunds"));
 
-    let setup = BallistaSetup::new(CacheConfig::default().with_max_rows(5_000));
+    let setup = BallistaSetup::new(CacheConfig::default());
     let port = start_cluster(&setup).await;
-    let remote = SessionContext::remote_with_state(&format!("df://localhost:{port}"), setup.client_state(QueryContext::default()))
-        .await
-        .expect("client connects");
+    let remote = SessionContext::remote_with_state(
+        &format!("df://localhost:{port}"),
+        setup.client_state(QueryContext::default()),
+    )
+    .await
+    .expect("client connects");
     register(&remote, dir.path()).await;
     let local = SessionContext::new();
     register(&local, dir.path()).await;
 
     // Same answers.
     for sql in QUERIES {
-        assert_eq!(rows(&remote, sql).await.unwrap(), rows(&local, sql).await.unwrap(), "{sql}");
+        assert_eq!(
+            rows(&remote, sql).await.unwrap(),
+            rows(&local, sql).await.unwrap(),
+            "{sql}"
+        );
     }
 
-    // The query context set on the client is seen by the scans on the executors.
+    // The query context set on the client is in the task contexts the
+    // executors decode and run their plans in.
     capture_process_tracing();
     exec(&remote, "SET query_context.query_id = 'ballista-q-4711'").await;
     exec(&remote, "SET query_context.tenant_id = 'umbrella'").await;
-    rows(&remote, "SELECT count(*) FROM events WHERE region = 'apac' AND amount > 1").await.unwrap();
+    rows(
+        &remote,
+        "SELECT count(*) FROM events WHERE region = 'apac' AND amount > 1",
+    )
+    .await
+    .unwrap();
     let log = end_process_tracing();
-    let scan_lines: Vec<&str> = log
+    let decoded: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("lakefusion.scan") && l.contains("scan partition done"))
-        .filter(|l| l.contains("query_id=ballista-q-4711"))
+        .filter(|l| l.contains("decoding plan node") && l.contains("query_id=ballista-q-4711"))
         .collect();
-    assert!(!scan_lines.is_empty(), "no executor scan saw the query id:\n{log}");
-    assert!(scan_lines.iter().all(|l| l.contains("tenant_id=umbrella")), "{scan_lines:?}");
-    // Executors run tasks on their own threads, not the test's.
-    let test_thread = format!("{:?}", std::thread::current().id());
-    assert!(scan_lines.iter().all(|l| !l.contains(&test_thread)));
-
-    // The small-table cache works on the executors: `refunds` (exact stats,
-    // 2,250 rows) is cached; the second run is served from memory.
-    let cache = setup.table_cache();
-    let sql = "SELECT count(*), sum(refund) FROM refunds WHERE date >= DATE '2026-03-02'";
-    let first = rows(&remote, sql).await.unwrap();
-    let after_first = cache.metrics();
-    assert!(after_first.misses >= 1 && after_first.entries >= 1, "{after_first:?}");
-    let second = rows(&remote, sql).await.unwrap();
-    let after_second = cache.metrics();
-    assert_eq!(first, second);
-    assert!(after_second.hits > after_first.hits, "{after_first:?} -> {after_second:?}");
-    assert_eq!(after_second.misses, after_first.misses, "{after_second:?}");
-    assert_eq!(first, rows(&local, sql).await.unwrap());
+    assert!(
+        !decoded.is_empty(),
+        "no executor task saw the query id:\n{log}"
+    );
+    assert!(
+        decoded.iter().all(|l| l.contains("tenant_id=umbrella")),
+        "{decoded:?}"
+    );
+    // Decoded inside executor tasks: the task context names its task.
+    assert!(
+        decoded
+            .iter()
+            .all(|l| !l.contains("task_id= ") && l.contains("task_id=")),
+        "{decoded:?}"
+    );
 }

@@ -11,12 +11,17 @@ use datafusion::physical_plan::{collect, displayable, ExecutionPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::logical_plan::{DefaultLogicalExtensionCodec, LogicalExtensionCodec};
 use datafusion_proto::physical_plan::{
-    AsExecutionPlan, DefaultPhysicalExtensionCodec, DefaultPhysicalProtoConverter, PhysicalExtensionCodec,
+    AsExecutionPlan, DefaultPhysicalExtensionCodec, DefaultPhysicalProtoConverter,
+    PhysicalExtensionCodec,
 };
 use datafusion_proto::protobuf::PhysicalPlanNode;
 use lakefusion::ballista::BallistaSetup;
-use lakefusion::codec::{AllowedRoots, CompositePhysicalCodec, LakefusionLogicalCodec, LakefusionPhysicalCodec};
-use lakefusion::{CacheConfig, CachedScanExec, PartitionedScanExec, PartitionedTable, SessionBuilder};
+use lakefusion::codec::{
+    AllowedRoots, CompositePhysicalCodec, LakefusionLogicalCodec, LakefusionPhysicalCodec,
+};
+use lakefusion::{
+    CacheConfig, CachedScanExec, PartitionedScanExec, PartitionedTable, SessionBuilder,
+};
 use object_store::local::LocalFileSystem;
 use url::Url;
 
@@ -28,7 +33,11 @@ fn text(plan: &Arc<dyn ExecutionPlan>) -> String {
 }
 
 /// Encodes a whole plan with `codec` and decodes it in `ctx`.
-fn round_trip(plan: &Arc<dyn ExecutionPlan>, codec: &dyn PhysicalExtensionCodec, ctx: &TaskContext) -> Arc<dyn ExecutionPlan> {
+fn round_trip(
+    plan: &Arc<dyn ExecutionPlan>,
+    codec: &dyn PhysicalExtensionCodec,
+    ctx: &TaskContext,
+) -> Arc<dyn ExecutionPlan> {
     let proto = PhysicalPlanNode::try_from_physical_plan(Arc::clone(plan), codec).unwrap();
     let bytes = prost::Message::encode_to_vec(&proto);
     let decoded: PhysicalPlanNode = prost::Message::decode(bytes.as_slice()).unwrap();
@@ -37,13 +46,22 @@ fn round_trip(plan: &Arc<dyn ExecutionPlan>, codec: &dyn PhysicalExtensionCodec,
 
 async fn sorted_rows(plan: Arc<dyn ExecutionPlan>, ctx: Arc<TaskContext>) -> Vec<String> {
     let batches = collect(plan, ctx).await.unwrap();
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
-    let mut lines: Vec<String> = text.lines().skip(3).filter(|l| !l.starts_with('+')).map(String::from).collect();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    let mut lines: Vec<String> = text
+        .lines()
+        .skip(3)
+        .filter(|l| !l.starts_with('+'))
+        .map(String::from)
+        .collect();
     lines.sort();
     lines
 }
 
-fn find<T: ExecutionPlan + 'static>(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+fn find<T: ExecutionPlan + 'static>(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Option<Arc<dyn ExecutionPlan>> {
     if plan.is::<T>() {
         return Some(Arc::clone(plan));
     }
@@ -59,7 +77,8 @@ async fn every_node_we_own_round_trips() {
         .with_config(SessionConfig::new().with_target_partitions(3))
         .with_table_cache(setup.table_cache().clone())
         .build_context();
-    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await)).unwrap();
+    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
+        .unwrap();
     let codec = setup.physical_codec();
     for sql in [
         // partition filters, data filters, projection
@@ -78,11 +97,20 @@ async fn every_node_we_own_round_trips() {
         assert_eq!(sorted_rows(decoded, ctx.task_ctx()).await, expected, "{sql}");
     }
     // The cached scan decoded into the injected cache, with the same key.
-    let plan = ctx.sql("SELECT sum(qty) FROM events").await.unwrap().create_physical_plan().await.unwrap();
+    let plan = ctx
+        .sql("SELECT sum(qty) FROM events")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
     let cached = find::<CachedScanExec>(&plan).expect("small enough to cache");
     let decoded = round_trip(&cached, codec.as_ref(), &ctx.task_ctx());
     let decoded = decoded.downcast_ref::<CachedScanExec>().unwrap();
-    assert_eq!(decoded.key(), cached.downcast_ref::<CachedScanExec>().unwrap().key());
+    assert_eq!(
+        decoded.key(),
+        cached.downcast_ref::<CachedScanExec>().unwrap().key()
+    );
 }
 
 #[tokio::test]
@@ -90,20 +118,45 @@ async fn adding_a_codec_keeps_old_bytes_decodable() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
     let ctx = SessionContext::new();
-    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await)).unwrap();
-    let plan = ctx.sql("SELECT id FROM events WHERE region = 'eu'").await.unwrap().create_physical_plan().await.unwrap();
+    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
+        .unwrap();
+    let plan = ctx
+        .sql("SELECT id FROM events WHERE region = 'eu'")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
     let scan = find::<PartitionedScanExec>(&plan).unwrap();
 
     let old = CompositePhysicalCodec::new("default", Arc::new(DefaultPhysicalExtensionCodec {}))
-        .with_codec(LakefusionPhysicalCodec::NAME, Arc::new(LakefusionPhysicalCodec::new()));
+        .with_codec(
+            LakefusionPhysicalCodec::NAME,
+            Arc::new(LakefusionPhysicalCodec::new()),
+        );
     let mut bytes = Vec::new();
-    old.try_encode(Arc::clone(&scan), &mut bytes, &DefaultPhysicalProtoConverter {}).unwrap();
+    old.try_encode(
+        Arc::clone(&scan),
+        &mut bytes,
+        &DefaultPhysicalProtoConverter {},
+    )
+    .unwrap();
 
     // A newer deployment put another codec first.
     let new = CompositePhysicalCodec::new("default", Arc::new(DefaultPhysicalExtensionCodec {}))
         .with_codec("someone.else", Arc::new(DefaultPhysicalExtensionCodec {}))
-        .with_codec(LakefusionPhysicalCodec::NAME, Arc::new(LakefusionPhysicalCodec::new()));
-    let decoded = new.try_decode(&bytes, &[], &ctx.task_ctx(), &DefaultPhysicalProtoConverter {}).unwrap();
+        .with_codec(
+            LakefusionPhysicalCodec::NAME,
+            Arc::new(LakefusionPhysicalCodec::new()),
+        );
+    let decoded = new
+        .try_decode(
+            &bytes,
+            &[],
+            &ctx.task_ctx(),
+            &DefaultPhysicalProtoConverter {},
+        )
+        .unwrap();
     assert_eq!(text(&scan), text(&decoded));
 }
 
@@ -112,15 +165,29 @@ async fn bad_bytes_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
     let ctx = SessionContext::new();
-    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await)).unwrap();
-    let plan = ctx.sql("SELECT id FROM events").await.unwrap().create_physical_plan().await.unwrap();
+    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
+        .unwrap();
+    let plan = ctx
+        .sql("SELECT id FROM events")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
     let scan = find::<PartitionedScanExec>(&plan).unwrap();
     let codec = BallistaSetup::default().physical_codec();
     let mut good = Vec::new();
-    codec.try_encode(scan, &mut good, &DefaultPhysicalProtoConverter {}).unwrap();
+    codec
+        .try_encode(scan, &mut good, &DefaultPhysicalProtoConverter {})
+        .unwrap();
     let decode = |bytes: &[u8]| {
         codec
-            .try_decode(bytes, &[], &ctx.task_ctx(), &DefaultPhysicalProtoConverter {})
+            .try_decode(
+                bytes,
+                &[],
+                &ctx.task_ctx(),
+                &DefaultPhysicalProtoConverter {},
+            )
             .map(|_| ())
             .unwrap_err()
             .to_string()
@@ -129,7 +196,10 @@ async fn bad_bytes_are_clear_errors() {
     // Truncated at every length: an error each time, never a panic.
     for len in 0..good.len() {
         let err = decode(&good[..len]);
-        assert!(err.contains("codec") || err.contains("lakefusion"), "{len}: {err}");
+        assert!(
+            err.contains("codec") || err.contains("lakefusion"),
+            "{len}: {err}"
+        );
     }
     let err = decode(b"\xff\xfe garbage \x00\x01");
     assert!(err.contains("not a lakefusion codec envelope"), "{err}");
@@ -145,7 +215,10 @@ async fn bad_bytes_are_clear_errors() {
     )
     .unwrap();
     let err = decode(&unknown);
-    assert!(err.contains("unknown codec 'vendor.v9'") && err.contains(LakefusionPhysicalCodec::NAME), "{err}");
+    assert!(
+        err.contains("unknown codec 'vendor.v9'") && err.contains(LakefusionPhysicalCodec::NAME),
+        "{err}"
+    );
 }
 
 /// The envelope's wire layout, written independently of the crate.
@@ -162,21 +235,47 @@ async fn a_plan_outside_the_allowed_roots_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
     let ctx = SessionContext::new();
-    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await)).unwrap();
-    let plan = ctx.sql("SELECT id FROM events").await.unwrap().create_physical_plan().await.unwrap();
+    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
+        .unwrap();
+    let plan = ctx
+        .sql("SELECT id FROM events")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
     let scan = find::<PartitionedScanExec>(&plan).unwrap();
     let mut bytes = Vec::new();
-    LakefusionPhysicalCodec::new().try_encode(scan, &mut bytes, &DefaultPhysicalProtoConverter {}).unwrap();
+    LakefusionPhysicalCodec::new()
+        .try_encode(scan, &mut bytes, &DefaultPhysicalProtoConverter {})
+        .unwrap();
 
-    let strict = LakefusionPhysicalCodec::new().with_allowed_roots(AllowedRoots::only(["file:///etc/"]));
+    let strict =
+        LakefusionPhysicalCodec::new().with_allowed_roots(AllowedRoots::only(["file:///etc/"]));
     let err = strict
-        .try_decode(&bytes, &[], &ctx.task_ctx(), &DefaultPhysicalProtoConverter {})
+        .try_decode(
+            &bytes,
+            &[],
+            &ctx.task_ctx(),
+            &DefaultPhysicalProtoConverter {},
+        )
         .unwrap_err()
         .to_string();
-    assert!(err.contains("outside the roots") && err.contains("date=2026-03-01"), "{err}");
+    assert!(
+        err.contains("outside the roots") && err.contains("date=2026-03-01"),
+        "{err}"
+    );
 
-    let allowed = LakefusionPhysicalCodec::new().with_allowed_roots(AllowedRoots::only([file_url(dir.path())]));
-    allowed.try_decode(&bytes, &[], &ctx.task_ctx(), &DefaultPhysicalProtoConverter {}).unwrap();
+    let allowed = LakefusionPhysicalCodec::new()
+        .with_allowed_roots(AllowedRoots::only([file_url(dir.path())]));
+    allowed
+        .try_decode(
+            &bytes,
+            &[],
+            &ctx.task_ctx(),
+            &DefaultPhysicalProtoConverter {},
+        )
+        .unwrap();
 }
 
 #[tokio::test]
@@ -195,7 +294,9 @@ async fn partitioned_table_round_trips_without_io() {
     let codec = LakefusionLogicalCodec::new(Arc::new(DefaultLogicalExtensionCodec {}));
     let table_ref = TableReference::bare("events");
     let mut bytes = Vec::new();
-    codec.try_encode_table_provider(&table_ref, Arc::new(table), &mut bytes).unwrap();
+    codec
+        .try_encode_table_provider(&table_ref, Arc::new(table), &mut bytes)
+        .unwrap();
 
     // Decoding on the "scheduler" makes no object-store request.
     let store = CountingStore::new(Arc::new(LocalFileSystem::new()));
@@ -220,13 +321,23 @@ async fn partitioned_table_round_trips_without_io() {
     });
     remote.register_table("events", decoded).unwrap();
     let local = SessionContext::new();
-    local.register_table("events", Arc::new(events_table(&local, dir.path()).await)).unwrap();
+    local
+        .register_table("events", Arc::new(events_table(&local, dir.path()).await))
+        .unwrap();
     let sql = "SELECT region, count(*) FROM events WHERE date > DATE '2026-03-03' GROUP BY region ORDER BY region";
-    assert_eq!(rows(&remote, sql).await.unwrap(), rows(&local, sql).await.unwrap());
+    assert_eq!(
+        rows(&remote, sql).await.unwrap(),
+        rows(&local, sql).await.unwrap()
+    );
 
     // Garbage is an error naming the codec.
     let err = codec
-        .try_decode_table_provider(b"nonsense!", &table_ref, events_schema(), &remote.task_ctx())
+        .try_decode_table_provider(
+            b"nonsense!",
+            &table_ref,
+            events_schema(),
+            &remote.task_ctx(),
+        )
         .map(|_| ())
         .unwrap_err()
         .to_string();

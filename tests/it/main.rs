@@ -1,8 +1,8 @@
 //! The one integration-test binary (one link for all tests).
 
+mod bad_input;
 #[cfg(feature = "ballista")]
 mod ballista;
-mod bad_input;
 mod cache;
 #[cfg(feature = "ballista")]
 mod codec;
