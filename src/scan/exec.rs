@@ -38,8 +38,12 @@ use super::stream::LazyScanStream;
 ///
 /// 1. `execute(partition)` returns a [`LazyScanStream`] over that partition's
 ///    file group. Nothing is opened yet.
-/// 2. On the first poll the stream builds DataFusion's `FileStream` with
-///    `ParquetSource`'s morselizer (wrapped so that every error names its file).
+/// 2. On the first poll the stream opens DataFusion's `FileStream` through
+///    `FileScanConfig::open_with_args`, with `ParquetSource` wrapped so that
+///    every error names its file, footers (and page indexes) read through the
+///    runtime's metadata cache, and — unless disabled with
+///    [`with_work_stealing`](Self::with_work_stealing) — files shared with the
+///    sibling partitions of this execution through DataFusion's work stealing.
 /// 3. For each file: the footer is read; row groups are pruned with the
 ///    row-group predicate (DataFusion's `PruningPredicate`) and, if enabled in
 ///    the session's Parquet options, the page index and bloom filters.

@@ -34,8 +34,8 @@ use crate::context::QueryContext;
 /// ```
 ///
 /// Reading is DataFusion's own Parquet machinery (`ParquetSource`'s morselizer
-/// driven by a `FileStream`, with DataFusion's work stealing between sibling
-/// partitions when the scan declares no ordering), so it decodes only the projected columns, skips
+/// driven by a `FileStream`, with work stealing between sibling partitions
+/// where the scan allows it), so it decodes only the projected columns, skips
 /// the row groups the pruning predicate rules out, appends the partition
 /// columns as typed constants, and stops at the limit. Dropping the stream
 /// drops the in-flight reads: nothing is spawned that could outlive it.

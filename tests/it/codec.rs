@@ -68,6 +68,23 @@ fn find<T: ExecutionPlan + 'static>(
     plan.children().into_iter().find_map(find::<T>)
 }
 
+/// A context with the events table under `dir`, and the scan `sql` plans.
+async fn events_scan(dir: &std::path::Path, sql: &str) -> (SessionContext, Arc<dyn ExecutionPlan>) {
+    write_events(dir);
+    let ctx = SessionContext::new();
+    ctx.register_table("events", Arc::new(events_table(&ctx, dir).await))
+        .unwrap();
+    let plan = ctx
+        .sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let scan = find::<PartitionedScanExec>(&plan).expect("a PartitionedScanExec");
+    (ctx, scan)
+}
+
 #[tokio::test]
 async fn every_node_we_own_round_trips() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,18 +133,7 @@ async fn every_node_we_own_round_trips() {
 #[tokio::test]
 async fn adding_a_codec_keeps_old_bytes_decodable() {
     let dir = tempfile::tempdir().unwrap();
-    write_events(dir.path());
-    let ctx = SessionContext::new();
-    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
-        .unwrap();
-    let plan = ctx
-        .sql("SELECT id FROM events WHERE region = 'eu'")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    let scan = find::<PartitionedScanExec>(&plan).unwrap();
+    let (ctx, scan) = events_scan(dir.path(), "SELECT id FROM events WHERE region = 'eu'").await;
 
     let old = CompositePhysicalCodec::new("default", Arc::new(DefaultPhysicalExtensionCodec {}))
         .with_codec(
@@ -163,18 +169,7 @@ async fn adding_a_codec_keeps_old_bytes_decodable() {
 #[tokio::test]
 async fn bad_bytes_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    write_events(dir.path());
-    let ctx = SessionContext::new();
-    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
-        .unwrap();
-    let plan = ctx
-        .sql("SELECT id FROM events")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    let scan = find::<PartitionedScanExec>(&plan).unwrap();
+    let (ctx, scan) = events_scan(dir.path(), "SELECT id FROM events").await;
     let codec = BallistaSetup::default().physical_codec();
     let mut good = Vec::new();
     codec
@@ -233,18 +228,7 @@ struct UnknownEnvelope {
 #[tokio::test]
 async fn a_plan_outside_the_allowed_roots_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    write_events(dir.path());
-    let ctx = SessionContext::new();
-    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
-        .unwrap();
-    let plan = ctx
-        .sql("SELECT id FROM events")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    let scan = find::<PartitionedScanExec>(&plan).unwrap();
+    let (ctx, scan) = events_scan(dir.path(), "SELECT id FROM events").await;
     let mut bytes = Vec::new();
     LakefusionPhysicalCodec::new()
         .try_encode(scan, &mut bytes, &DefaultPhysicalProtoConverter {})
