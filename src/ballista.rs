@@ -35,18 +35,18 @@
 //!   is left whole, and since a task runs every partition of its plan, each
 //!   task would read the whole table (measured: every row 2× on a 3-partition
 //!   scan, 13× on a 15-partition one). So the scheduler's sessions end
-//!   planning with [`DistributedScanRule`], which hands each planned scan to
-//!   the executors as DataFusion's own `DataSourceExec` over the very file
-//!   scan lakefusion planned (pruned partitions, row-group predicate,
-//!   projection, limit). Results are exact; the executor-side extras of
-//!   `PartitionedScanExec` (file-named errors, the per-file type check, the
-//!   `lakefusion.scan` span) and the small-table cache are not active on
-//!   executors yet.
-//! * **Ballista 55's adaptive planner duplicates rows of these plans.** With
-//!   it on (the default), even the `DataSourceExec` form of a lakefusion scan
-//!   came back with every row counted twice on a 3-partition scan (a
-//!   `ListingTable` over the same files was exact); with it off, exact. The
-//!   configs built here set `ballista.planner.adaptive.enabled = false`.
+//!   planning with [`DistributedScanRule`]: each scan travels as a
+//!   [`DistributedScanExec`] whose child is the `DataSourceExec` of the
+//!   planned file scan. Ballista narrows that child; the executor's codec
+//!   rebuilds a `PartitionedScanExec` — or a `CachedScanExec` over the
+//!   executor's own cache — over the narrowed files, so file-named errors, the
+//!   per-file type check, the `lakefusion.scan` span and the cache all work on
+//!   executors.
+//! * **Ballista 55's adaptive planner duplicated rows of lakefusion plans.**
+//!   With it on (the default), a plain `DataSourceExec` over a lakefusion
+//!   file scan came back with every row counted twice on a 3-partition scan,
+//!   where a `ListingTable` over the same files was exact; with it off, exact.
+//!   The configs built here set `ballista.planner.adaptive.enabled = false`.
 
 use std::sync::Arc;
 
@@ -60,7 +60,6 @@ use ballista_executor::executor_process::ExecutorProcessConfig;
 use ballista_scheduler::config::SchedulerConfig;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::SessionState;
@@ -74,8 +73,8 @@ use url::Url;
 
 use crate::cache::{CacheConfig, CachedScanExec, TableCache};
 use crate::codec::{
-    AllowedRoots, CompositePhysicalCodec, LakefusionLogicalCodec, LakefusionPhysicalCodec,
-    ObjectStoreFactory,
+    AllowedRoots, CompositePhysicalCodec, DistributedScanExec, LakefusionLogicalCodec,
+    LakefusionPhysicalCodec, ObjectStoreFactory,
 };
 use crate::context::QueryContext;
 use crate::scan::PartitionedScanExec;
@@ -85,9 +84,11 @@ use crate::session::SessionBuilder;
 /// [`CompositePhysicalCodec`].
 pub const BALLISTA_CODEC: &str = "ballista";
 
-/// Replaces each [`PartitionedScanExec`] (or [`CachedScanExec`]) with a
-/// `DataSourceExec` over the same DataFusion file scan, so that Ballista can
-/// restrict it to the partitions of each task (see the module docs).
+/// Wraps each [`PartitionedScanExec`] (or [`CachedScanExec`]) in a
+/// [`DistributedScanExec`], whose `DataSourceExec` child Ballista narrows to
+/// the partitions of each task (see the module docs). Runs on the scheduler,
+/// after [`SmallTableCacheRule`](crate::SmallTableCacheRule) has decided what
+/// is cached.
 #[derive(Debug, Default)]
 pub struct DistributedScanRule;
 
@@ -103,18 +104,14 @@ impl PhysicalOptimizerRule for DistributedScanRule {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
-            let scan = if let Some(cached) = node.downcast_ref::<CachedScanExec>() {
-                Some(Arc::clone(cached.inner()))
+            let carrier = if let Some(cached) = node.downcast_ref::<CachedScanExec>() {
+                DistributedScanExec::new(cached.inner(), true)
+            } else if let Some(scan) = node.downcast_ref::<PartitionedScanExec>() {
+                DistributedScanExec::new(scan, false)
             } else {
-                node.downcast_ref::<PartitionedScanExec>()
-                    .map(|s| Arc::new(s.clone()))
+                return Ok(Transformed::no(node));
             };
-            Ok(match scan {
-                Some(scan) => Transformed::yes(DataSourceExec::from_data_source(
-                    scan.file_scan_config().clone(),
-                ) as Arc<dyn ExecutionPlan>),
-                None => Transformed::no(node),
-            })
+            Ok(Transformed::yes(Arc::new(carrier) as Arc<dyn ExecutionPlan>))
         })
         .map(|t| t.data)
     }
@@ -223,6 +220,7 @@ impl BallistaSetup {
     fn session_builder(&self, config: SessionConfig) -> SessionBuilder {
         let mut builder = SessionBuilder::new()
             .with_config(config)
+            .with_table_cache(self.cache.clone())
             .with_physical_optimizer_rule(Arc::new(DistributedScanRule));
         for (url, store) in &self.object_stores {
             builder = builder.with_object_store(url.clone(), Arc::clone(store));
@@ -245,8 +243,9 @@ impl BallistaSetup {
     }
 
     /// The scheduler's session builder: keeps the incoming config (with the
-    /// client's `query_context.*` values), wires the table factory, and ends
-    /// planning with [`DistributedScanRule`].
+    /// client's `query_context.*` values), wires the table factory and
+    /// [`SmallTableCacheRule`](crate::SmallTableCacheRule), and ends planning
+    /// with [`DistributedScanRule`].
     pub fn scheduler_session_builder(
         &self,
     ) -> ballista_scheduler::scheduler_server::SessionBuilder {

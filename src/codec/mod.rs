@@ -4,16 +4,20 @@
 //! * [`LakefusionLogicalCodec`] — `PartitionedTable`;
 //! * [`CompositePhysicalCodec`] — named codecs with a fallback, so bytes stay
 //!   decodable when codecs are added;
+//! * [`DistributedScanExec`] — the form a scan travels in to Ballista
+//!   executors, so that Ballista can narrow it to each task's partitions;
 //! * [`ObjectStoreFactory`] and [`AllowedRoots`]: what a decoding executor
 //!   injects — how to reach storage, and where it may read.
 
 mod composite;
+mod distributed;
 mod logical;
 mod object_store;
 mod physical;
 mod roots;
 
 pub use composite::CompositePhysicalCodec;
+pub use distributed::DistributedScanExec;
 pub use logical::LakefusionLogicalCodec;
 pub use object_store::ObjectStoreFactory;
 pub use physical::LakefusionPhysicalCodec;

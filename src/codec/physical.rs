@@ -17,6 +17,7 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf::{LogicalExprNode, PhysicalPlanNode};
 use prost::Message;
 
+use super::distributed::{executor_node, DistributedScanExec};
 use super::object_store::{ensure_store, ObjectStoreFactory};
 use super::roots::AllowedRoots;
 use crate::cache::{CacheKey, CachedScanExec, TableCache};
@@ -53,9 +54,27 @@ pub(crate) struct CachedScanNode {
     pub key: String,
 }
 
+/// The wire form of a [`DistributedScanExec`]: its scan's metadata; the file
+/// scan itself is the node's input, which datafusion-proto encodes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct DistributedScanNode {
+    #[prost(string, tag = "1")]
+    pub table: String,
+    #[prost(uint64, tag = "2")]
+    pub selected_partitions: u64,
+    #[prost(uint64, tag = "3")]
+    pub total_partitions: u64,
+    #[prost(message, repeated, tag = "4")]
+    pub partition_filters: Vec<LogicalExprNode>,
+    #[prost(message, repeated, tag = "5")]
+    pub row_group_filters: Vec<LogicalExprNode>,
+    #[prost(bool, tag = "6")]
+    pub cached: bool,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct PlanNode {
-    #[prost(oneof = "plan_node::Node", tags = "1, 2")]
+    #[prost(oneof = "plan_node::Node", tags = "1, 2, 3")]
     pub node: Option<plan_node::Node>,
 }
 
@@ -66,6 +85,8 @@ pub(crate) mod plan_node {
         Scan(super::ScanNode),
         #[prost(message, tag = "2")]
         CachedScan(super::CachedScanNode),
+        #[prost(message, tag = "3")]
+        DistributedScan(super::DistributedScanNode),
     }
 }
 
@@ -182,7 +203,7 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
     fn try_decode(
         &self,
         buf: &[u8],
-        _inputs: &[Arc<dyn ExecutionPlan>],
+        inputs: &[Arc<dyn ExecutionPlan>],
         ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -218,6 +239,37 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
                     key,
                 )))
             }
+            Some(plan_node::Node::DistributedScan(node)) => {
+                let [child] = inputs else {
+                    return Err(malformed(
+                        &node.table,
+                        &format!(
+                            "a distributed scan with {} inputs, expected 1",
+                            inputs.len()
+                        ),
+                    ));
+                };
+                let logical = DefaultLogicalExtensionCodec {};
+                let carrier = DistributedScanExec::from_parts(
+                    Arc::from(node.table.as_str()),
+                    Arc::clone(child),
+                    (
+                        node.selected_partitions as usize,
+                        node.total_partitions as usize,
+                    ),
+                    parse_exprs(&node.partition_filters, ctx, &logical)?,
+                    parse_exprs(&node.row_group_filters, ctx, &logical)?,
+                    node.cached,
+                );
+                let config = carrier.file_scan_config()?;
+                self.allowed_roots.check(&node.table, config)?;
+                ensure_store(
+                    ctx.runtime_env().as_ref(),
+                    &config.object_store_url,
+                    self.object_stores.as_ref(),
+                )?;
+                executor_node(&carrier, self.cache.as_ref())
+            }
             None => Err(DataFusionError::Plan(format!(
                 "{}: plan node without a node type",
                 Self::NAME
@@ -233,6 +285,17 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
     ) -> Result<()> {
         let node = if let Some(scan) = node.downcast_ref::<PartitionedScanExec>() {
             plan_node::Node::Scan(Self::encode_scan(scan)?)
+        } else if let Some(carrier) = node.downcast_ref::<DistributedScanExec>() {
+            let logical = DefaultLogicalExtensionCodec {};
+            let (selected, total) = carrier.partitions();
+            plan_node::Node::DistributedScan(DistributedScanNode {
+                table: carrier.table().to_string(),
+                selected_partitions: selected as u64,
+                total_partitions: total as u64,
+                partition_filters: serialize_exprs(carrier.partition_filters(), &logical)?,
+                row_group_filters: serialize_exprs(carrier.row_group_filters(), &logical)?,
+                cached: carrier.cached(),
+            })
         } else if let Some(cached) = node.downcast_ref::<CachedScanExec>() {
             plan_node::Node::CachedScan(CachedScanNode {
                 scan: Some(Self::encode_scan(cached.inner())?),

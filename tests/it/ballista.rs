@@ -101,17 +101,19 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
         );
     }
 
-    // The query context set on the client is in the task contexts the
-    // executors decode and run their plans in.
+    // The query context set on the client reaches the executors: the tasks
+    // decode their plans in it, and the scans run in spans that carry it.
     capture_process_tracing();
     exec(&remote, "SET query_context.query_id = 'ballista-q-4711'").await;
     exec(&remote, "SET query_context.tenant_id = 'umbrella'").await;
+    exec(&remote, "SET query_context.cache_enabled = false").await;
     rows(
         &remote,
         "SELECT count(*) FROM events WHERE region = 'apac' AND amount > 1",
     )
     .await
     .unwrap();
+    exec(&remote, "SET query_context.cache_enabled = true").await;
     let log = end_process_tracing();
     let decoded: Vec<&str> = log
         .lines()
@@ -121,15 +123,44 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
         !decoded.is_empty(),
         "no executor task saw the query id:\n{log}"
     );
-    assert!(
-        decoded.iter().all(|l| l.contains("tenant_id=umbrella")),
-        "{decoded:?}"
-    );
     // Decoded inside executor tasks: the task context names its task.
     assert!(
         decoded
             .iter()
-            .all(|l| !l.contains("task_id= ") && l.contains("task_id=")),
+            .all(|l| l.contains("tenant_id=umbrella") && !l.contains("task_id= ")),
         "{decoded:?}"
     );
+    let scans: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("lakefusion.scan{query_id=ballista-q-4711 tenant_id=umbrella")
+                && l.contains("scan partition done")
+        })
+        .collect();
+    assert!(
+        !scans.is_empty(),
+        "no scan on an executor ran in the query's span:\n{log}"
+    );
+
+    // The small-table cache works on the executors: the scheduler decides
+    // (`refunds` has exact statistics, 2,250 rows here), the executors fill
+    // their cache on the first run and serve the second from memory.
+    let cache = setup.table_cache();
+    let sql = "SELECT count(*), sum(refund) FROM refunds WHERE date >= DATE '2026-03-02'";
+    let before = cache.metrics();
+    let first = rows(&remote, sql).await.unwrap();
+    let after_first = cache.metrics();
+    assert!(
+        after_first.misses > before.misses && after_first.entries > before.entries,
+        "{before:?} -> {after_first:?}"
+    );
+    let second = rows(&remote, sql).await.unwrap();
+    let after_second = cache.metrics();
+    assert_eq!(first, second);
+    assert_eq!(first, rows(&local, sql).await.unwrap());
+    assert!(
+        after_second.hits > after_first.hits,
+        "{after_first:?} -> {after_second:?}"
+    );
+    assert_eq!(after_second.misses, after_first.misses, "{after_second:?}");
 }
