@@ -327,3 +327,45 @@ async fn partitioned_table_round_trips_without_io() {
         .to_string();
     assert!(err.contains("LakefusionLogicalCodec"), "{err}");
 }
+
+/// The scheduler-to-executor carrier decodes into the node the executor runs:
+/// the same scan (same text, same rows), cached when the scheduler chose so and
+/// the executor has a cache.
+#[tokio::test]
+async fn distributed_scan_decodes_into_the_executor_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, scan) = events_scan(
+        dir.path(),
+        "SELECT id, qty FROM events WHERE region = 'us' AND id > 100",
+    )
+    .await;
+    let original = scan.downcast_ref::<PartitionedScanExec>().unwrap();
+    let setup = BallistaSetup::default();
+    let codec = setup.physical_codec();
+    for cached in [false, true] {
+        let carrier: Arc<dyn ExecutionPlan> = Arc::new(
+            lakefusion::codec::DistributedScanExec::new(original, cached),
+        );
+        assert_eq!(
+            sorted_rows(Arc::clone(&carrier), ctx.task_ctx()).await,
+            sorted_rows(Arc::clone(&scan), ctx.task_ctx()).await
+        );
+        let decoded = round_trip(&carrier, codec.as_ref(), &ctx.task_ctx());
+        let decoded_scan = if cached {
+            Arc::clone(
+                decoded
+                    .downcast_ref::<CachedScanExec>()
+                    .expect("cached on the executor")
+                    .inner(),
+            ) as Arc<dyn ExecutionPlan>
+        } else {
+            assert!(decoded.is::<PartitionedScanExec>(), "{}", text(&decoded));
+            Arc::clone(&decoded)
+        };
+        assert_eq!(text(&decoded_scan), text(&scan));
+        assert_eq!(
+            sorted_rows(decoded, ctx.task_ctx()).await,
+            sorted_rows(Arc::clone(&scan), ctx.task_ctx()).await
+        );
+    }
+}
