@@ -252,6 +252,9 @@ fn is_file_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// Turns a decoded carrier into the node the executor runs: a
 /// `PartitionedScanExec`, or a `CachedScanExec` over `cache` when the
 /// scheduler chose to cache it and the executor has a cache.
+///
+/// The cache entry covers the task's slice of file groups; Ballista may slice
+/// a stage differently on a re-run, and a differently sliced task misses.
 pub(crate) fn executor_node(
     carrier: &DistributedScanExec,
     cache: Option<&crate::cache::TableCache>,
