@@ -1,5 +1,6 @@
 //! [`LakefusionPhysicalCodec`]: `PartitionedScanExec` and `CachedScanExec` as metadata.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use datafusion::datasource::source::DataSourceExec;
@@ -138,9 +139,9 @@ impl LakefusionPhysicalCodec {
     }
 
     fn encode_scan(scan: &PartitionedScanExec) -> Result<ScanNode> {
-        let data_source = Arc::new(DataSourceExec::new(Arc::new(
-            scan.file_scan_config().clone(),
-        ))) as Arc<dyn ExecutionPlan>;
+        // Shares the scan's file list: a 5,000-file scan is not copied to be encoded.
+        let data_source =
+            Arc::new(DataSourceExec::new(scan.shared_file_scan_config())) as Arc<dyn ExecutionPlan>;
         let file_scan = PhysicalPlanNode::try_from_physical_plan(
             data_source,
             &DefaultPhysicalExtensionCodec {},
@@ -163,18 +164,26 @@ impl LakefusionPhysicalCodec {
             .as_ref()
             .ok_or_else(|| malformed(&node.table, "it has no file scan"))?;
         let plan = file_scan.try_into_physical_plan(ctx, &DefaultPhysicalExtensionCodec {})?;
-        let config = plan
+        let not_parquet = || malformed(&node.table, "its file scan is not a Parquet file scan");
+        let source: Arc<dyn Any + Send + Sync> = plan
             .downcast_ref::<DataSourceExec>()
-            .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
-            .ok_or_else(|| malformed(&node.table, "its file scan is not a Parquet file scan"))?;
-        self.allowed_roots.check(&node.table, config)?;
+            .map(|exec| Arc::clone(exec.data_source()))
+            .ok_or_else(not_parquet)?;
+        // With the decoded plan gone, its file list is ours to take, not copy.
+        drop(plan);
+        let config = Arc::unwrap_or_clone(
+            source
+                .downcast::<FileScanConfig>()
+                .map_err(|_| not_parquet())?,
+        );
+        self.allowed_roots.check(&node.table, &config)?;
         ensure_store(
             ctx.runtime_env().as_ref(),
             &config.object_store_url,
             self.object_stores.as_ref(),
         )?;
         // The per-file type check is behaviour, not data: it is not on the wire.
-        let config = FileScanConfigBuilder::from(config.clone())
+        let config = FileScanConfigBuilder::from(config)
             .with_expr_adapter(Some(Arc::new(StrictSchemaAdapterFactory)))
             .build();
         let logical = DefaultLogicalExtensionCodec {};
