@@ -14,10 +14,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ballista::prelude::SessionContextExt;
-use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
 use datafusion::physical_plan::ExecutionPlan;
@@ -25,6 +24,9 @@ use datafusion::prelude::SessionContext;
 use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
 use lakefusion::ballista::BallistaSetup;
 use lakefusion::{PartitionedScanExec, PartitionedTable, QueryContext};
+
+#[path = "../tests/it/cluster.rs"]
+mod cluster;
 
 const Q1: &str = "SELECT l_returnflag, l_linestatus, sum(l_quantity), sum(l_extendedprice), \
      sum(l_extendedprice * (1 - l_discount)), avg(l_quantity), avg(l_discount), count(*) \
@@ -70,39 +72,6 @@ fn main() -> Result<()> {
     runtime.block_on(run(&lineitem, &planning, &work, runs))
 }
 
-async fn start_cluster(setup: &BallistaSetup) -> Result<u16> {
-    let addr = ballista_scheduler::standalone::new_standalone_scheduler_with_builder(
-        setup.scheduler_session_builder(),
-        setup.config_producer(),
-        setup.codec(),
-    )
-    .await
-    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-    let url = format!("http://localhost:{}", addr.port());
-    let mut client = None;
-    for _ in 0..50 {
-        if let Ok(c) = SchedulerGrpcClient::connect(url.clone()).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let client = client.expect("scheduler reachable");
-    for _ in 0..2 {
-        ballista_executor::new_standalone_executor_from_builder(
-            client.clone(),
-            1,
-            setup.config_producer(),
-            setup.runtime_producer(),
-            setup.codec(),
-            Default::default(),
-        )
-        .await
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-    }
-    Ok(addr.port())
-}
-
 async fn register(ctx: &SessionContext, root: &Path) -> Result<()> {
     let table = PartitionedTable::builder(format!("file://{}/", root.display()))
         .name("lineitem")
@@ -129,7 +98,9 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 async fn run(lineitem: &Path, planning: &Path, work: &Path, runs: usize) -> Result<()> {
     let setup = BallistaSetup::default();
-    let port = start_cluster(&setup).await?;
+    let port = cluster::start_cluster(&setup, 2, 1)
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::External(e.to_string().into()))?;
     let remote = SessionContext::remote_with_state(
         &format!("df://localhost:{port}"),
         setup.client_state(QueryContext::new("bench")),

@@ -2,52 +2,15 @@
 //! loopback, random ports, real gRPC; a client connected with `df://`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ballista::prelude::SessionContextExt;
-use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use lakefusion::ballista::BallistaSetup;
 use lakefusion::{CacheConfig, PartitionedTable, QueryContext};
 
+use crate::cluster::start_cluster;
 use crate::common::*;
-
-/// Starts a scheduler and two executors; returns the scheduler's port.
-async fn start_cluster(setup: &BallistaSetup) -> u16 {
-    let addr = ballista_scheduler::standalone::new_standalone_scheduler_with_builder(
-        setup.scheduler_session_builder(),
-        setup.config_producer(),
-        setup.codec(),
-    )
-    .await
-    .expect("scheduler starts");
-    let url = format!("http://localhost:{}", addr.port());
-    let mut client = None;
-    for _ in 0..50 {
-        match SchedulerGrpcClient::connect(url.clone()).await {
-            Ok(c) => {
-                client = Some(c);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let client = client.expect("scheduler reachable");
-    for _ in 0..2 {
-        ballista_executor::new_standalone_executor_from_builder(
-            client.clone(),
-            2,
-            setup.config_producer(),
-            setup.runtime_producer(),
-            setup.codec(),
-            Default::default(),
-        )
-        .await
-        .expect("executor starts");
-    }
-    addr.port()
-}
 
 async fn register(ctx: &SessionContext, dir: &std::path::Path) {
     ctx.register_table(
@@ -81,7 +44,7 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
     write_refunds(&dir.path().join("refunds"));
 
     let setup = BallistaSetup::new(CacheConfig::default());
-    let port = start_cluster(&setup).await;
+    let port = start_cluster(&setup, 2, 2).await.expect("cluster starts");
     let remote = SessionContext::remote_with_state(
         &format!("df://localhost:{port}"),
         setup.client_state(QueryContext::default()),

@@ -5,6 +5,8 @@ mod bad_input;
 mod ballista;
 mod cache;
 #[cfg(feature = "ballista")]
+mod cluster;
+#[cfg(feature = "ballista")]
 mod codec;
 mod common;
 mod context;
