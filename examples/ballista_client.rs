@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballista::prelude::SessionContextExt;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use lakefusion::ballista::BallistaSetup;
-use lakefusion::{PartitionedTable, QueryContext};
+use lakefusion::QueryContext;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,15 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let setup = BallistaSetup::default();
     let ctx = connect(&scheduler, &setup).await?;
-    let events = PartitionedTable::builder(format!(
-        "file://{}/",
-        std::fs::canonicalize(&root)?.display()
-    ))
-    .name("events")
-    .partition_column("date", DataType::Date32)
-    .partition_column("region", DataType::Utf8)
-    .build(&ctx.state())
-    .await?;
+    let events = common::events_table(&root, &ctx.state()).await?;
     ctx.register_table("events", Arc::new(events))?;
     ctx.sql("SET query_context.query_id = 'ballista-client'")
         .await?

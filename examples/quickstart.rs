@@ -13,10 +13,8 @@ use std::time::Instant;
 
 mod common;
 
-use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
-use lakefusion::PartitionedTable;
 
 use common::{generate, DAYS, EXPLAINED, QUERIES, REGIONS};
 
@@ -38,15 +36,7 @@ async fn main() -> Result<()> {
 
     let ctx = SessionContext::new();
     let started = Instant::now();
-    let events = PartitionedTable::builder(format!(
-        "file://{}/",
-        std::fs::canonicalize(&root)?.display()
-    ))
-    .name("events")
-    .partition_column("date", DataType::Date32)
-    .partition_column("region", DataType::Utf8)
-    .build(&ctx.state())
-    .await?;
+    let events = common::events_table(&root, &ctx.state()).await?;
     println!(
         "registered events: {} partitions, {} files, {} bytes ({:.1?}: one listing, one footer)",
         events.index().partitions().len(),

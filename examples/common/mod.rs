@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::Session;
 use datafusion::error::Result;
+use lakefusion::PartitionedTable;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
@@ -37,6 +39,19 @@ pub const QUERIES: [(&str, &str); 3] = [
 /// filter pruning row groups.
 pub const EXPLAINED: &str = "EXPLAIN SELECT customer, amount FROM events \
      WHERE date = DATE '2026-03-01' AND region = 'eu' AND amount > 900";
+
+/// The events table over `root`: Date32 `date`, Utf8 `region`.
+pub async fn events_table(root: &Path, session: &dyn Session) -> Result<PartitionedTable> {
+    let root = std::fs::canonicalize(root)?;
+    Ok(
+        PartitionedTable::builder(format!("file://{}/", root.display()))
+            .name("events")
+            .partition_column("date", DataType::Date32)
+            .partition_column("region", DataType::Utf8)
+            .build(session)
+            .await?,
+    )
+}
 
 /// Parses `[DIR] [--rows-per-file N]` (plus any `--flag value` pairs the
 /// caller handles itself, returned as the third value).

@@ -100,13 +100,11 @@ async fn second_execution_is_served_from_memory_with_zero_requests() {
 #[tokio::test]
 async fn unrelated_plans_are_unchanged() {
     let ctx = SessionContext::new();
-    let plan = ctx
-        .sql("SELECT a, count(*) FROM (VALUES (1), (2), (2)) AS t(a) GROUP BY a")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(
+        &ctx,
+        "SELECT a, count(*) FROM (VALUES (1), (2), (2)) AS t(a) GROUP BY a",
+    )
+    .await;
     let before = displayable(plan.as_ref()).indent(true).to_string();
     let rule = SmallTableCacheRule::new(TableCache::new(CacheConfig::default()));
     let after = rule.optimize(plan, ctx.state().config_options()).unwrap();

@@ -68,19 +68,27 @@ fn find<T: ExecutionPlan + 'static>(
     plan.children().into_iter().find_map(find::<T>)
 }
 
+/// Decodes a node with `codec`, as an executor would (no inputs).
+fn decode(
+    codec: &dyn PhysicalExtensionCodec,
+    bytes: &[u8],
+    ctx: &SessionContext,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    codec.try_decode(
+        bytes,
+        &[],
+        &ctx.task_ctx(),
+        &DefaultPhysicalProtoConverter {},
+    )
+}
+
 /// A context with the events table under `dir`, and the scan `sql` plans.
 async fn events_scan(dir: &std::path::Path, sql: &str) -> (SessionContext, Arc<dyn ExecutionPlan>) {
     write_events(dir);
     let ctx = SessionContext::new();
     ctx.register_table("events", Arc::new(events_table(&ctx, dir).await))
         .unwrap();
-    let plan = ctx
-        .sql(sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&ctx, sql).await;
     let scan = find::<PartitionedScanExec>(&plan).expect("a PartitionedScanExec");
     (ctx, scan)
 }
@@ -105,7 +113,7 @@ async fn every_node_we_own_round_trips() {
         // aggregate over a cached scan
         "SELECT region, count(*), sum(qty) FROM events WHERE date <= DATE '2026-03-02' GROUP BY region",
     ] {
-        let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let plan = physical_plan(&ctx, sql).await;
         assert!(find::<PartitionedScanExec>(&plan).is_some() || find::<CachedScanExec>(&plan).is_some(), "{sql}");
         let decoded = round_trip(&plan, codec.as_ref(), &ctx.task_ctx());
         assert_eq!(text(&plan), text(&decoded), "{sql}");
@@ -114,13 +122,7 @@ async fn every_node_we_own_round_trips() {
         assert_eq!(sorted_rows(decoded, ctx.task_ctx()).await, expected, "{sql}");
     }
     // The cached scan decoded into the injected cache, with the same key.
-    let plan = ctx
-        .sql("SELECT sum(qty) FROM events")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&ctx, "SELECT sum(qty) FROM events").await;
     let cached = find::<CachedScanExec>(&plan).expect("small enough to cache");
     let decoded = round_trip(&cached, codec.as_ref(), &ctx.task_ctx());
     let decoded = decoded.downcast_ref::<CachedScanExec>().unwrap();
@@ -155,14 +157,7 @@ async fn adding_a_codec_keeps_old_bytes_decodable() {
             LakefusionPhysicalCodec::NAME,
             Arc::new(LakefusionPhysicalCodec::new()),
         );
-    let decoded = new
-        .try_decode(
-            &bytes,
-            &[],
-            &ctx.task_ctx(),
-            &DefaultPhysicalProtoConverter {},
-        )
-        .unwrap();
+    let decoded = decode(&new, &bytes, &ctx).unwrap();
     assert_eq!(text(&scan), text(&decoded));
 }
 
@@ -175,14 +170,8 @@ async fn bad_bytes_are_clear_errors() {
     codec
         .try_encode(scan, &mut good, &DefaultPhysicalProtoConverter {})
         .unwrap();
-    let decode = |bytes: &[u8]| {
-        codec
-            .try_decode(
-                bytes,
-                &[],
-                &ctx.task_ctx(),
-                &DefaultPhysicalProtoConverter {},
-            )
+    let decode_error = |bytes: &[u8]| {
+        decode(codec.as_ref(), bytes, &ctx)
             .map(|_| ())
             .unwrap_err()
             .to_string()
@@ -190,13 +179,13 @@ async fn bad_bytes_are_clear_errors() {
 
     // Truncated at every length: an error each time, never a panic.
     for len in 0..good.len() {
-        let err = decode(&good[..len]);
+        let err = decode_error(&good[..len]);
         assert!(
             err.contains("codec") || err.contains("lakefusion"),
             "{len}: {err}"
         );
     }
-    let err = decode(b"\xff\xfe garbage \x00\x01");
+    let err = decode_error(b"\xff\xfe garbage \x00\x01");
     assert!(err.contains("not a lakefusion codec envelope"), "{err}");
 
     // A well-formed envelope naming a codec nobody registered.
@@ -209,7 +198,7 @@ async fn bad_bytes_are_clear_errors() {
         &mut unknown,
     )
     .unwrap();
-    let err = decode(&unknown);
+    let err = decode_error(&unknown);
     assert!(
         err.contains("unknown codec 'vendor.v9'") && err.contains(LakefusionPhysicalCodec::NAME),
         "{err}"
@@ -236,15 +225,7 @@ async fn a_plan_outside_the_allowed_roots_is_refused() {
 
     let strict =
         LakefusionPhysicalCodec::new().with_allowed_roots(AllowedRoots::only(["file:///etc/"]));
-    let err = strict
-        .try_decode(
-            &bytes,
-            &[],
-            &ctx.task_ctx(),
-            &DefaultPhysicalProtoConverter {},
-        )
-        .unwrap_err()
-        .to_string();
+    let err = decode(&strict, &bytes, &ctx).unwrap_err().to_string();
     assert!(
         err.contains("outside the roots") && err.contains("date=2026-03-01"),
         "{err}"
@@ -252,14 +233,7 @@ async fn a_plan_outside_the_allowed_roots_is_refused() {
 
     let allowed = LakefusionPhysicalCodec::new()
         .with_allowed_roots(AllowedRoots::only([file_url(dir.path())]));
-    allowed
-        .try_decode(
-            &bytes,
-            &[],
-            &ctx.task_ctx(),
-            &DefaultPhysicalProtoConverter {},
-        )
-        .unwrap();
+    decode(&allowed, &bytes, &ctx).unwrap();
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::Result;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use lakefusion::PartitionedTable;
 use parquet::arrow::ArrowWriter;
@@ -182,15 +183,19 @@ pub async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The physical plan of `sql` as `EXPLAIN` prints it.
-pub async fn physical_plan_text(ctx: &SessionContext, sql: &str) -> String {
-    let plan = ctx
-        .sql(sql)
+/// The physical plan DataFusion makes for `sql`.
+pub async fn physical_plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+    ctx.sql(sql)
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .create_physical_plan()
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The physical plan of `sql` as `EXPLAIN` prints it.
+pub async fn physical_plan_text(ctx: &SessionContext, sql: &str) -> String {
+    let plan = physical_plan(ctx, sql).await;
     let text = datafusion::physical_plan::displayable(plan.as_ref())
         .indent(true)
         .to_string();

@@ -79,12 +79,7 @@ async fn planning_many_queries_makes_no_requests() {
         "SELECT id FROM events WHERE id > 100 ORDER BY id LIMIT 3",
         "EXPLAIN SELECT * FROM events WHERE date = DATE '2026-03-01'",
     ] {
-        ctx.sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        physical_plan(&ctx, sql).await;
     }
     assert_eq!(store.requests(), 0);
 }
@@ -100,13 +95,7 @@ async fn dropping_a_stream_stops_its_io() {
     ctx.register_object_store(&Url::parse("file://").unwrap(), store.clone());
     ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
         .unwrap();
-    let plan = ctx
-        .sql("SELECT * FROM events")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&ctx, "SELECT * FROM events").await;
     let scan = find_scan(&plan).unwrap();
     let mut stream = scan.execute(0, ctx.task_ctx()).unwrap();
     store.reset();
@@ -157,13 +146,7 @@ async fn repartitioned_scans_return_the_same_rows() {
     );
     ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
         .unwrap();
-    let plan = ctx
-        .sql("SELECT id, region FROM events")
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(&ctx, "SELECT id, region FROM events").await;
     let scan = find_scan(&plan).unwrap();
     assert_eq!(scan.output_partitioning().partition_count(), 1);
     let mut options = datafusion::config::ConfigOptions::new();

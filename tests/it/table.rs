@@ -213,13 +213,7 @@ async fn statistics_are_honest() {
 }
 
 async fn scan_rows(ctx: &SessionContext, sql: &str) -> Precision<usize> {
-    let plan = ctx
-        .sql(sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
+    let plan = physical_plan(ctx, sql).await;
     let mut node: Arc<dyn ExecutionPlan> = plan;
     while !node.is::<lakefusion::PartitionedScanExec>() {
         node = Arc::clone(node.children()[0]);
