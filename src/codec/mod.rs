@@ -11,6 +11,7 @@
 
 mod composite;
 mod distributed;
+mod files;
 mod logical;
 mod object_store;
 mod physical;

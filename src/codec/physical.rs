@@ -19,6 +19,7 @@ use datafusion_proto::protobuf::{LogicalExprNode, PhysicalPlanNode};
 use prost::Message;
 
 use super::distributed::{executor_node, DistributedScanExec};
+use super::files::FileGroupsNode;
 use super::object_store::{ensure_store, ObjectStoreFactory};
 use super::roots::AllowedRoots;
 use crate::cache::{CacheKey, CachedScanExec, TableCache};
@@ -30,9 +31,10 @@ use crate::scan::{PartitionedScanExec, ScanDescription};
 pub(crate) struct ScanNode {
     #[prost(string, tag = "1")]
     pub table: String,
-    /// The file scan (files with sizes, ranges and partition values, schema,
-    /// partition columns, projection, row-group predicate, Parquet options,
-    /// limit, statistics), as datafusion-proto writes a Parquet `DataSourceExec`.
+    /// The file scan (schema, partition columns, projection, row-group
+    /// predicate, Parquet options, limit, statistics) as datafusion-proto
+    /// writes a Parquet `DataSourceExec`, without its files: those are in
+    /// `files`. (Bytes without `files` carry them here, and still decode.)
     #[prost(message, optional, tag = "2")]
     pub file_scan: Option<PhysicalPlanNode>,
     #[prost(uint64, tag = "3")]
@@ -43,6 +45,9 @@ pub(crate) struct ScanNode {
     pub partition_filters: Vec<LogicalExprNode>,
     #[prost(message, repeated, tag = "6")]
     pub row_group_filters: Vec<LogicalExprNode>,
+    /// The file groups, in a compact columnar form.
+    #[prost(message, optional, tag = "7")]
+    pub files: Option<FileGroupsNode>,
 }
 
 /// The wire form of a [`CachedScanExec`]: its scan and the full description of
@@ -139,9 +144,23 @@ impl LakefusionPhysicalCodec {
     }
 
     fn encode_scan(scan: &PartitionedScanExec) -> Result<ScanNode> {
-        // Shares the scan's file list: a 5,000-file scan is not copied to be encoded.
+        // Everything but the files, which are encoded apart (and not copied).
+        let config = scan.shared_file_scan_config();
+        let without_files = FileScanConfigBuilder::new(
+            config.object_store_url.clone(),
+            Arc::clone(&config.file_source),
+        )
+        .with_constraints(config.constraints.clone())
+        .with_statistics(config.statistics())
+        .with_limit(config.limit)
+        .with_preserve_order(config.preserve_order)
+        .with_output_ordering(config.output_ordering.clone())
+        .with_output_partitioning(config.output_partitioning.clone())
+        .with_file_compression_type(config.file_compression_type)
+        .with_batch_size(config.batch_size)
+        .build();
         let data_source =
-            Arc::new(DataSourceExec::new(scan.shared_file_scan_config())) as Arc<dyn ExecutionPlan>;
+            Arc::new(DataSourceExec::new(Arc::new(without_files))) as Arc<dyn ExecutionPlan>;
         let file_scan = PhysicalPlanNode::try_from_physical_plan(
             data_source,
             &DefaultPhysicalExtensionCodec {},
@@ -155,10 +174,11 @@ impl LakefusionPhysicalCodec {
             total_partitions: total as u64,
             partition_filters: serialize_exprs(scan.partition_filters(), &logical)?,
             row_group_filters: serialize_exprs(scan.row_group_filters(), &logical)?,
+            files: Some(FileGroupsNode::encode(scan.table(), &config.file_groups)?),
         })
     }
 
-    fn decode_scan(&self, node: &ScanNode, ctx: &TaskContext) -> Result<PartitionedScanExec> {
+    fn decode_scan(&self, mut node: ScanNode, ctx: &TaskContext) -> Result<PartitionedScanExec> {
         let file_scan = node
             .file_scan
             .as_ref()
@@ -171,11 +191,14 @@ impl LakefusionPhysicalCodec {
             .ok_or_else(not_parquet)?;
         // With the decoded plan gone, its file list is ours to take, not copy.
         drop(plan);
-        let config = Arc::unwrap_or_clone(
+        let mut config = Arc::unwrap_or_clone(
             source
                 .downcast::<FileScanConfig>()
                 .map_err(|_| not_parquet())?,
         );
+        if let Some(files) = node.files.take() {
+            config.file_groups = files.decode(&node.table)?;
+        }
         self.allowed_roots.check(&node.table, &config)?;
         ensure_store(
             ctx.runtime_env().as_ref(),
@@ -224,22 +247,19 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
             ))
         })?;
         match node.node {
-            Some(plan_node::Node::Scan(scan)) => Ok(Arc::new(self.decode_scan(&scan, ctx)?)),
+            Some(plan_node::Node::Scan(scan)) => Ok(Arc::new(self.decode_scan(scan, ctx)?)),
             Some(plan_node::Node::CachedScan(cached)) => {
                 let scan_node = cached
                     .scan
-                    .as_ref()
                     .ok_or_else(|| malformed("?", "a cached scan without its scan"))?;
+                let table = scan_node.table.clone();
                 let scan = self.decode_scan(scan_node, ctx)?;
                 let Some(cache) = &self.cache else {
                     // No cache on this executor: run the scan itself.
                     return Ok(Arc::new(scan));
                 };
                 if cached.key.is_empty() {
-                    return Err(malformed(
-                        &scan_node.table,
-                        "a cached scan without its cache key",
-                    ));
+                    return Err(malformed(&table, "a cached scan without its cache key"));
                 }
                 let key = CacheKey::new(cached.key);
                 Ok(Arc::new(CachedScanExec::with_key(
