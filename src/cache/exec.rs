@@ -51,6 +51,7 @@ pub struct CachedScanExec {
 impl CachedScanExec {
     /// Serves `inner` through `cache`.
     pub fn new(inner: Arc<PartitionedScanExec>, cache: TableCache) -> Self {
+        let inner = Arc::new(inner.without_runtime_filters());
         let key = cache_key(&inner);
         Self::with_key(inner, cache, key)
     }
@@ -61,7 +62,9 @@ impl CachedScanExec {
     pub fn with_key(inner: Arc<PartitionedScanExec>, cache: TableCache, key: CacheKey) -> Self {
         // Each output partition is served from a fill; fills must split the
         // rows across partitions identically, so no work stealing inside.
-        let inner = Arc::new(inner.as_ref().clone().with_work_stealing(false));
+        // An entry outlives the query, so it is filled without the query's
+        // dynamic filters.
+        let inner = Arc::new(inner.without_runtime_filters().with_work_stealing(false));
         Self {
             inner,
             key,

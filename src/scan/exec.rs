@@ -14,8 +14,12 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
+};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion_datasource::file::FileSource;
 use datafusion_datasource::file_scan_config::FileScanConfig;
 use datafusion_datasource::source::DataSource;
 
@@ -47,6 +51,11 @@ use super::stream::LazyScanStream;
 /// 3. For each file: the footer is read; row groups are pruned with the
 ///    row-group predicate (DataFusion's `PruningPredicate`) and, if enabled in
 ///    the session's Parquet options, the page index and bloom filters.
+///    Dynamic filters (from a TopK or a hash join's build side, see
+///    [`runtime_filters`](Self::runtime_filters)) are evaluated as they stand
+///    when each file is opened: a file whose partition values or statistics
+///    cannot match is skipped unopened (`files_ranges_pruned_statistics`), and
+///    its row groups are pruned with them (`row_groups_pruned_statistics`).
 /// 4. The surviving row groups are decoded, projected columns only; partition
 ///    columns are appended as typed constants.
 /// 5. The stream stops at the limit, and ends at the first error.
@@ -67,6 +76,16 @@ pub struct PartitionedScanExec {
     metrics: ExecutionPlanMetricsSet,
     sibling_state: Arc<SiblingState>,
     work_stealing: bool,
+    runtime: RuntimeFilters,
+}
+
+/// Filters DataFusion pushed into the scan while optimizing (the dynamic
+/// filters of TopK and of hash-join build sides), and the file source from
+/// before they were added, so that they can be taken out again.
+#[derive(Clone, Default)]
+struct RuntimeFilters {
+    filters: Vec<Arc<dyn PhysicalExpr>>,
+    static_source: Option<Arc<dyn FileSource>>,
 }
 
 /// Hands out DataFusion's sibling work-stealing state (one shared queue of the
@@ -152,7 +171,31 @@ impl PartitionedScanExec {
             metrics: ExecutionPlanMetricsSet::new(),
             sibling_state: Arc::default(),
             work_stealing: true,
+            runtime: RuntimeFilters::default(),
         }
+    }
+
+    /// The dynamic filters DataFusion pushed into this scan (empty before the
+    /// physical optimizer's post-optimization filter pushdown, or when
+    /// `datafusion.optimizer.enable_dynamic_filter_pushdown` is off).
+    pub fn runtime_filters(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.runtime.filters
+    }
+
+    /// The same scan without its dynamic filters.
+    ///
+    /// A dynamic filter is true of one query only (the rows that can still
+    /// reach *this* TopK or join), so whatever outlives the query — a cache
+    /// entry — must be filled without it.
+    pub fn without_runtime_filters(&self) -> Self {
+        let Some(source) = &self.runtime.static_source else {
+            return self.clone();
+        };
+        let mut config = self.config.as_ref().clone();
+        config.file_source = Arc::clone(source);
+        let mut scan = self.with_config(config);
+        scan.runtime = RuntimeFilters::default();
+        scan
     }
 
     /// The same scan, with DataFusion's work stealing between its partitions
@@ -219,7 +262,9 @@ impl PartitionedScanExec {
             partition_filters: self.partition_filters.clone(),
             row_group_filters: self.row_group_filters.clone(),
         });
-        scan.with_work_stealing(self.work_stealing)
+        let mut scan = scan.with_work_stealing(self.work_stealing);
+        scan.runtime = self.runtime.clone();
+        scan
     }
 
     fn downcast_config(source: Option<Arc<dyn DataSource>>) -> Option<FileScanConfig> {
@@ -318,6 +363,10 @@ impl DisplayAs for PartitionedScanExec {
                 ", row_group_filters=[{}]",
                 join_exprs(&self.row_group_filters)
             )?;
+        }
+        if !self.runtime.filters.is_empty() {
+            let filters: Vec<_> = self.runtime.filters.iter().map(|e| e.to_string()).collect();
+            write!(f, ", runtime_filters=[{}]", filters.join(", "))?;
         }
         if let Some(limit) = self.config.limit {
             write!(f, ", limit={limit}")?;
@@ -435,6 +484,48 @@ impl ExecutionPlan for PartitionedScanExec {
             )?)),
             _ => Ok(stats),
         }
+    }
+
+    /// Takes DataFusion's dynamic filters (offered in the post-optimization
+    /// phase only) into the Parquet source, whose opener evaluates their
+    /// current state each time it opens a file: files and partitions whose
+    /// statistics or partition values cannot match are skipped, and row
+    /// groups are pruned with them. They are used for pruning only, so the
+    /// scan reports every filter as not pushed down and its producer keeps
+    /// applying it; that is also what makes
+    /// [`without_runtime_filters`](Self::without_runtime_filters) safe.
+    fn handle_child_pushdown_result(
+        &self,
+        phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        let filters: Vec<_> = child_pushdown_result
+            .parent_filters
+            .into_iter()
+            .map(|f| f.filter)
+            .collect();
+        let not_pushed = vec![PushedDown::No; filters.len()];
+        if phase != FilterPushdownPhase::Post || filters.is_empty() {
+            return Ok(FilterPushdownPropagation::with_parent_pushdown_result(
+                not_pushed,
+            ));
+        }
+        let pushed = self.config.try_pushdown_filters(filters.clone(), config)?;
+        let Some(config) = Self::downcast_config(pushed.updated_node) else {
+            return Ok(FilterPushdownPropagation::with_parent_pushdown_result(
+                not_pushed,
+            ));
+        };
+        let mut scan = self.with_config(config);
+        scan.runtime
+            .static_source
+            .get_or_insert_with(|| Arc::clone(&self.config.file_source));
+        scan.runtime.filters.extend(filters);
+        Ok(
+            FilterPushdownPropagation::with_parent_pushdown_result(not_pushed)
+                .with_updated_node(Arc::new(scan) as _),
+        )
     }
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {

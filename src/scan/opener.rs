@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::Statistics;
 use datafusion::error::Result;
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_expr::PhysicalExpr;
@@ -67,7 +68,10 @@ impl FileSource for NamingSource {
         let inner = self
             .inner
             .create_morselizer(object_store, base_config, partition)?;
-        Ok(Box::new(NamingMorselizer::new(inner)))
+        let unknown = Arc::new(Statistics::new_unknown(
+            self.inner.table_schema().file_schema(),
+        ));
+        Ok(Box::new(NamingMorselizer::new(inner, unknown)))
     }
 
     fn table_schema(&self) -> &TableSchema {
@@ -107,13 +111,19 @@ impl FileSource for NamingSource {
 }
 
 /// A [`Morselizer`] that names the file in every error of the inner one.
+///
+/// It also gives every file statistics: files of a table built without
+/// `collect_statistics` have none, and DataFusion's Parquet opener only
+/// prunes a file before opening it (by its partition values, under a
+/// dynamic filter) when the file carries statistics, even unknown ones.
 pub(crate) struct NamingMorselizer {
     inner: Box<dyn Morselizer>,
+    unknown: Arc<Statistics>,
 }
 
 impl NamingMorselizer {
-    pub(crate) fn new(inner: Box<dyn Morselizer>) -> Self {
-        Self { inner }
+    pub(crate) fn new(inner: Box<dyn Morselizer>, unknown: Arc<Statistics>) -> Self {
+        Self { inner, unknown }
     }
 }
 
@@ -126,8 +136,12 @@ impl fmt::Debug for NamingMorselizer {
 }
 
 impl Morselizer for NamingMorselizer {
-    fn plan_file(&self, file: PartitionedFile) -> Result<Box<dyn MorselPlanner>> {
+    fn plan_file(&self, mut file: PartitionedFile) -> Result<Box<dyn MorselPlanner>> {
         let path: Arc<str> = Arc::from(file.object_meta.location.as_ref());
+        if file.statistics.is_none() {
+            // Partition-column statistics are derived from the file's values.
+            file = file.with_statistics(Arc::clone(&self.unknown));
+        }
         let inner = self
             .inner
             .plan_file(file)

@@ -11,6 +11,7 @@ mod codec;
 mod common;
 mod context;
 mod counting_store;
+mod dynamic_filters;
 mod explain;
 mod no_io;
 mod parity;
