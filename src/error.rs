@@ -101,6 +101,33 @@ pub enum Error {
         #[source]
         source: Box<DataFusionError>,
     },
+
+    /// A row's partition value cannot become a directory name, so the write
+    /// was refused before any file became visible.
+    #[error("table '{table}': cannot write partition column '{column}' value '{value}' as a directory: {reason}")]
+    InvalidPartitionValue {
+        /// The table being written.
+        table: String,
+        /// The partition column.
+        column: String,
+        /// The value, as text.
+        value: String,
+        /// Why it cannot be a directory.
+        reason: String,
+    },
+
+    /// Writing a file (or making it visible) failed; nothing of the write is
+    /// visible.
+    #[error("table '{table}': writing '{path}' failed: {source}")]
+    WriteFile {
+        /// The table being written.
+        table: String,
+        /// The file (its temporary or final path).
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: Box<DataFusionError>,
+    },
 }
 
 impl Error {

@@ -116,6 +116,7 @@ pub mod error;
 pub mod scan;
 pub mod session;
 pub mod table;
+pub mod write;
 
 pub use cache::{CacheConfig, CacheMetrics, CachedScanExec, SmallTableCacheRule, TableCache};
 pub use context::QueryContext;

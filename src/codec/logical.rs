@@ -17,7 +17,9 @@ use object_store::ObjectMeta;
 use prost::Message;
 
 use super::composite::Envelope;
-use crate::table::{IndexedFile, Partition, PartitionIndex, PartitionSpec, PartitionedTable};
+use crate::table::{
+    Bucketing, IndexedFile, Partition, PartitionIndex, PartitionSpec, PartitionedTable,
+};
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct TableNode {
@@ -36,6 +38,11 @@ struct TableNode {
     file_extension: String,
     #[prost(message, repeated, tag = "7")]
     partitions: Vec<PartitionNode>,
+    /// The bucketing column and count (count 0: not bucketed).
+    #[prost(string, tag = "8")]
+    bucket_column: String,
+    #[prost(uint64, tag = "9")]
+    buckets: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -60,6 +67,8 @@ struct FileNode {
     version: Option<String>,
     #[prost(message, optional, tag = "6")]
     statistics: Option<datafusion_proto_common::Statistics>,
+    #[prost(uint32, optional, tag = "7")]
+    bucket: Option<u32>,
 }
 
 /// Encodes [`PartitionedTable`] for the client-to-scheduler hop: its root,
@@ -116,6 +125,7 @@ impl LakefusionLogicalCodec {
                                 .statistics
                                 .as_deref()
                                 .map(datafusion_proto_common::Statistics::from),
+                            bucket: f.bucket,
                         })
                         .collect(),
                 })
@@ -132,6 +142,11 @@ impl LakefusionLogicalCodec {
             collect_statistics: table.collects_statistics(),
             file_extension: table.file_extension().to_string(),
             partitions,
+            bucket_column: table
+                .bucketing()
+                .map(|b| b.column.clone())
+                .unwrap_or_default(),
+            buckets: table.bucketing().map_or(0, |b| b.buckets as u64),
         })
     }
 
@@ -194,6 +209,7 @@ impl LakefusionLogicalCodec {
                                 version: f.version.clone(),
                             },
                             statistics: statistics.map(Arc::new),
+                            bucket: f.bucket,
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -209,7 +225,11 @@ impl LakefusionLogicalCodec {
             node.collect_statistics,
             node.file_extension.clone(),
             index,
-        ))
+        )
+        .with_bucketing((node.buckets > 0).then(|| Bucketing {
+            column: node.bucket_column.clone(),
+            buckets: node.buckets as usize,
+        })))
     }
 }
 

@@ -23,6 +23,9 @@ pub struct IndexedFile {
     /// Footer statistics, present when the table was built with
     /// `collect_statistics(true)`.
     pub statistics: Option<Arc<Statistics>>,
+    /// The bucket the file holds, when its metadata says it was written
+    /// with the table's bucketing (see [`Bucketing`](super::Bucketing)).
+    pub bucket: Option<u32>,
 }
 
 /// One leaf partition directory and its files.

@@ -73,6 +73,7 @@ pub(crate) async fn list_partitions(
             partition.files.push(IndexedFile {
                 meta,
                 statistics: None,
+                bucket: None,
             });
             continue;
         }
@@ -89,6 +90,7 @@ pub(crate) async fn list_partitions(
                 files: vec![IndexedFile {
                     meta,
                     statistics: None,
+                    bucket: None,
                 }],
             },
         );

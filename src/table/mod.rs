@@ -4,6 +4,7 @@
 mod builder;
 mod factory;
 mod index;
+pub mod layout;
 mod listing;
 mod provider;
 mod pushdown;
@@ -12,5 +13,7 @@ mod spec;
 pub use builder::PartitionedTableBuilder;
 pub use factory::PartitionedTableFactory;
 pub use index::{IndexedFile, Partition, PartitionIndex};
+pub use layout::Bucketing;
+pub(crate) use provider::TableDefinition;
 pub use provider::PartitionedTable;
 pub use spec::{PartitionColumn, PartitionSpec, HIVE_NULL};

@@ -11,7 +11,10 @@ use datafusion::common::{ColumnStatistics, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::error::Result as DFResult;
+use datafusion::common::not_impl_err;
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion_datasource::sink::DataSinkExec;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
@@ -22,10 +25,12 @@ use super::builder::{index_from, object_store_for, PartitionedTableBuilder};
 use super::index::PartitionIndex;
 use super::listing::list_partitions;
 use super::pushdown::{classify, FilterKind};
+use super::layout::Bucketing;
 use super::spec::PartitionSpec;
 use crate::error::Result;
 use crate::scan::schema::StrictSchemaAdapterFactory;
 use crate::scan::{PartitionedScanExec, ScanDescription};
+use crate::write::PartitionedSink;
 
 /// What a table is, independent of which files it currently has.
 #[derive(Debug)]
@@ -38,6 +43,7 @@ pub(crate) struct TableDefinition {
     pub table_schema: SchemaRef,
     pub collect_statistics: bool,
     pub file_extension: String,
+    pub bucketing: Option<Bucketing>,
 }
 
 impl TableDefinition {
@@ -63,6 +69,7 @@ impl TableDefinition {
             table_schema,
             collect_statistics,
             file_extension,
+            bucketing: None,
         }
     }
 }
@@ -79,7 +86,8 @@ impl TableDefinition {
 #[derive(Debug)]
 pub struct PartitionedTable {
     definition: Arc<TableDefinition>,
-    index: RwLock<Arc<PartitionIndex>>,
+    /// Shared with the sinks of `INSERT INTO`, which add their files.
+    index: Arc<RwLock<Arc<PartitionIndex>>>,
 }
 
 impl PartitionedTable {
@@ -93,7 +101,7 @@ impl PartitionedTable {
     pub(crate) fn new(definition: TableDefinition, index: PartitionIndex) -> Self {
         Self {
             definition: Arc::new(definition),
-            index: RwLock::new(Arc::new(index)),
+            index: Arc::new(RwLock::new(Arc::new(index))),
         }
     }
 
@@ -117,6 +125,21 @@ impl PartitionedTable {
             file_extension,
         );
         Self::new(definition, index)
+    }
+
+    /// Declares the table's bucketing. Only for a table being assembled
+    /// (a builder or a codec): the definition is shared once scans exist.
+    pub(crate) fn with_bucketing(mut self, bucketing: Option<Bucketing>) -> Self {
+        if let Some(definition) = Arc::get_mut(&mut self.definition) {
+            definition.bucketing = bucketing;
+        }
+        self
+    }
+
+    /// How the table is bucketed, if it is (see
+    /// [`PartitionedTableBuilder::bucket_by`]).
+    pub fn bucketing(&self) -> Option<&Bucketing> {
+        self.definition.bucketing.as_ref()
     }
 
     /// The name `EXPLAIN` and errors use for the table.
@@ -265,6 +288,15 @@ impl PartitionedTable {
     }
 }
 
+fn describe(schema: &Schema) -> String {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect();
+    fields.join(", ")
+}
+
 #[async_trait]
 impl TableProvider for PartitionedTable {
     fn schema(&self) -> SchemaRef {
@@ -368,6 +400,39 @@ impl TableProvider for PartitionedTable {
             row_group_filters,
         });
         Ok(ScanResult::new(Arc::new(exec)))
+    }
+
+    /// `INSERT INTO` / `DataFrame::write_table`: appends the input as new
+    /// files through a [`PartitionedSink`]; the next scan sees them.
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return not_impl_err!(
+                "table {}: only appending inserts are supported (got {insert_op}); files are never overwritten",
+                self.definition.name
+            );
+        }
+        let (table, rows) = (self.schema(), input.schema());
+        let mismatch = table.fields().len() != rows.fields().len()
+            || table
+                .fields()
+                .iter()
+                .zip(rows.fields())
+                .any(|(t, r)| t.data_type() != r.data_type());
+        if mismatch {
+            return Err(DataFusionError::Plan(format!(
+                "table {}: the inserted rows ({}) do not match the table's columns ({})",
+                self.definition.name,
+                describe(&rows),
+                describe(&table)
+            )));
+        }
+        let sink = PartitionedSink::new(Arc::clone(&self.definition), Arc::clone(&self.index));
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 
     fn statistics(&self) -> Option<Statistics> {

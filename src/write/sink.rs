@@ -1,0 +1,451 @@
+//! [`PartitionedSink`]: `INSERT INTO` a [`PartitionedTable`](crate::PartitionedTable).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::config::TableParquetOptions;
+use datafusion::common::{DataFusionError, Result as DFResult, ScalarValue};
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::metrics::Time;
+use datafusion::physical_plan::repartition::BatchPartitioner;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, Partitioning};
+use datafusion_datasource::sink::DataSink;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore};
+use object_store::buffered::BufWriter;
+use object_store::ObjectStoreExt;
+use parquet::arrow::async_writer::AsyncArrowWriter;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
+
+use super::path::{child, partition_dir};
+use crate::error::Error;
+use crate::table::layout::{BUCKETING_KEY, BUCKET_KEY};
+use crate::table::{IndexedFile, Partition, PartitionIndex, TableDefinition};
+
+/// Writes the rows of an `INSERT INTO` as new Hive-partitioned Parquet files
+/// under the table root, and adds them to the table's partition index.
+///
+/// # Steps
+///
+/// 1. Each incoming batch is split by bucket (when the table is bucketed,
+///    with DataFusion's own `BatchPartitioner` for `Partitioning::Hash`) and
+///    then by partition values; each `(partition, bucket)` gets one file.
+///    A partition value that cannot be a directory fails the write (see
+///    [`partition_dir`](super::partition_dir)).
+/// 2. Files are written with the session's Parquet writer options under a
+///    hidden temporary name (`.`-prefixed, so no listing sees it), with what
+///    the write knows recorded in their key-value metadata (bucketing).
+/// 3. Only when every input row has been written are the files closed and
+///    renamed to their final names, which carry a unique write id: a write
+///    never overwrites a file.
+/// 4. The new files (with footer statistics if the table collects them) are
+///    added to the partition index, so the next query sees them.
+///
+/// On any failure before step 4 the temporary files are aborted or deleted,
+/// and files already renamed are deleted again: nothing of a failed write
+/// stays visible.
+pub struct PartitionedSink {
+    table: Arc<TableDefinition>,
+    index: Arc<RwLock<Arc<PartitionIndex>>>,
+}
+
+impl PartitionedSink {
+    pub(crate) fn new(table: Arc<TableDefinition>, index: Arc<RwLock<Arc<PartitionIndex>>>) -> Self {
+        Self { table, index }
+    }
+
+    /// Adds written files to the index (one swap, under the write lock, so
+    /// concurrent writes never lose each other's files).
+    fn publish(&self, written: Vec<Written>) -> DFResult<()> {
+        let mut guard = self.index.write().unwrap_or_else(|e| e.into_inner());
+        let mut partitions: Vec<Partition> = guard.partitions().to_vec();
+        let mut position: HashMap<Vec<ScalarValue>, usize> = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.values.clone(), i))
+            .collect();
+        for file in written {
+            let i = *position.entry(file.values.clone()).or_insert_with(|| {
+                partitions.push(Partition {
+                    values: file.values.clone(),
+                    files: Vec::new(),
+                });
+                partitions.len() - 1
+            });
+            partitions[i].files.push(file.file);
+        }
+        for partition in &mut partitions {
+            partition
+                .files
+                .sort_by(|a, b| a.meta.location.cmp(&b.meta.location));
+        }
+        *guard = Arc::new(PartitionIndex::try_new(&self.table.spec, partitions)?);
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PartitionedSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartitionedSink")
+            .field("table", &self.table.name)
+            .finish()
+    }
+}
+
+impl DisplayAs for PartitionedSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "PartitionedSink: table={}", self.table.name)?;
+        if let Some(b) = &self.table.bucketing {
+            write!(f, ", bucket_by={}({})", b.column, b.buckets)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DataSink for PartitionedSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.table.table_schema
+    }
+
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        context: &Arc<TaskContext>,
+    ) -> DFResult<u64> {
+        let mut write = Write::try_new(&self.table, context)?;
+        if let Err(e) = write.consume(data).await {
+            write.abort().await;
+            return Err(e);
+        }
+        let rows = write.rows;
+        let written = write.commit().await?;
+        self.publish(written)?;
+        Ok(rows)
+    }
+}
+
+/// A file made visible by a write.
+struct Written {
+    values: Vec<ScalarValue>,
+    file: IndexedFile,
+}
+
+/// One file being written.
+struct OpenFile {
+    values: Vec<ScalarValue>,
+    bucket: Option<u32>,
+    temp: Path,
+    target: Path,
+    writer: AsyncArrowWriter<BufWriter>,
+}
+
+/// The state of one `write_all`.
+struct Write<'a> {
+    table: &'a TableDefinition,
+    store: Arc<dyn ObjectStore>,
+    id: String,
+    properties: WriterProperties,
+    /// Positions of the file columns in the input (the table schema).
+    file_columns: Vec<usize>,
+    /// Positions of the partition columns in the input.
+    partition_columns: Vec<usize>,
+    rows_by_partition: Option<RowConverter>,
+    buckets: Option<BatchPartitioner>,
+    open: HashMap<(Vec<u8>, Option<u32>), OpenFile>,
+    rows: u64,
+}
+
+/// Distinguishes writes started in the same nanosecond by one process.
+static WRITE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+fn write_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let sequence = WRITE_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!("{nanos:x}-{:x}-{sequence:x}", std::process::id())
+}
+
+impl<'a> Write<'a> {
+    fn try_new(table: &'a TableDefinition, context: &Arc<TaskContext>) -> DFResult<Self> {
+        let store = context.runtime_env().object_store(table.root.object_store())?;
+        let options = TableParquetOptions {
+            global: context.session_config().options().execution.parquet.clone(),
+            ..Default::default()
+        };
+        let properties = WriterPropertiesBuilder::try_from(&options)?.build();
+        let files = table.file_schema.fields().len();
+        let partition_columns: Vec<usize> = (files..files + table.spec.len()).collect();
+        let rows_by_partition = if table.spec.is_empty() {
+            None
+        } else {
+            Some(RowConverter::new(
+                table
+                    .spec
+                    .columns()
+                    .iter()
+                    .map(|c| SortField::new(c.data_type.clone()))
+                    .collect(),
+            )?)
+        };
+        let buckets = match &table.bucketing {
+            None => None,
+            Some(b) => {
+                let index = table.table_schema.index_of(&b.column)?;
+                Some(BatchPartitioner::try_new(
+                    Partitioning::Hash(vec![Arc::new(Column::new(&b.column, index))], b.buckets),
+                    Time::new(),
+                    0,
+                    1,
+                )?)
+            }
+        };
+        Ok(Self {
+            table,
+            store,
+            id: write_id(),
+            properties,
+            file_columns: (0..files).collect(),
+            partition_columns,
+            rows_by_partition,
+            buckets,
+            open: HashMap::new(),
+            rows: 0,
+        })
+    }
+
+    async fn consume(&mut self, mut data: SendableRecordBatchStream) -> DFResult<()> {
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            self.rows += batch.num_rows() as u64;
+            let by_bucket: Vec<(Option<u32>, RecordBatch)> = match &mut self.buckets {
+                None => vec![(None, batch)],
+                Some(partitioner) => partitioner
+                    .partition_iter(batch)?
+                    .map(|r| r.map(|(bucket, b)| (Some(bucket as u32), b)))
+                    .collect::<DFResult<_>>()?,
+            };
+            for (bucket, batch) in by_bucket {
+                if batch.num_rows() > 0 {
+                    self.write_batch(bucket, batch).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits one batch (of one bucket) by partition values and appends each
+    /// part to its file.
+    async fn write_batch(&mut self, bucket: Option<u32>, batch: RecordBatch) -> DFResult<()> {
+        let groups: Vec<(Vec<u8>, Vec<u32>)> = match &self.rows_by_partition {
+            None => vec![(Vec::new(), (0..batch.num_rows() as u32).collect())],
+            Some(converter) => {
+                let columns: Vec<_> = self
+                    .partition_columns
+                    .iter()
+                    .map(|&i| Arc::clone(batch.column(i)))
+                    .collect();
+                let rows = converter.convert_columns(&columns)?;
+                let mut groups: HashMap<&[u8], Vec<u32>> = HashMap::new();
+                for (i, row) in rows.iter().enumerate() {
+                    groups.entry(row.data()).or_default().push(i as u32);
+                }
+                groups
+                    .into_iter()
+                    .map(|(key, rows)| (key.to_vec(), rows))
+                    .collect()
+            }
+        };
+        let whole = groups.len() == 1;
+        let file_rows = batch.project(&self.file_columns)?;
+        for (key, indices) in groups {
+            let part = if whole {
+                file_rows.clone()
+            } else {
+                take_record_batch(&file_rows, &UInt32Array::from(indices.clone()))?
+            };
+            let slot = (key, bucket);
+            if !self.open.contains_key(&slot) {
+                let file = self.open_file(&batch, indices[0] as usize, bucket)?;
+                self.open.insert(slot.clone(), file);
+            }
+            if let Some(file) = self.open.get_mut(&slot) {
+                let target = file.target.to_string();
+                file.writer
+                    .write(&part)
+                    .await
+                    .map_err(|e| self.write_error(&target, e.into()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn open_file(&self, batch: &RecordBatch, row: usize, bucket: Option<u32>) -> DFResult<OpenFile> {
+        let table = self.table;
+        let mut values = Vec::with_capacity(table.spec.len());
+        let mut dirs = Vec::with_capacity(table.spec.len());
+        for (column, &i) in table.spec.columns().iter().zip(&self.partition_columns) {
+            let value = ScalarValue::try_from_array(batch.column(i), row)?;
+            dirs.push(partition_dir(&table.name, column, &value)?);
+            values.push(value);
+        }
+        let sequence = self.open.len();
+        let name = match bucket {
+            Some(b) => format!("bucket-{b:05}-{}-{sequence:05}.parquet", self.id),
+            None => format!("part-{}-{sequence:05}.parquet", self.id),
+        };
+        let root = table.root.prefix();
+        let target = child(root, &dirs, &name)?;
+        let temp = child(root, &dirs, &format!(".{name}.inprogress"))?;
+        let mut writer = AsyncArrowWriter::try_new(
+            BufWriter::new(Arc::clone(&self.store), temp.clone()),
+            Arc::clone(&table.file_schema),
+            Some(self.properties.clone()),
+        )
+        .map_err(|e| self.write_error(temp.as_ref(), e.into()))?;
+        if let (Some(b), Some(bucketing)) = (bucket, &table.bucketing) {
+            writer.append_key_value_metadata(KeyValue::new(
+                BUCKETING_KEY.to_string(),
+                bucketing.metadata_value(),
+            ));
+            writer.append_key_value_metadata(KeyValue::new(BUCKET_KEY.to_string(), b.to_string()));
+        }
+        Ok(OpenFile {
+            values,
+            bucket,
+            temp,
+            target,
+            writer,
+        })
+    }
+
+    fn write_error(&self, path: &str, source: DataFusionError) -> DataFusionError {
+        Error::WriteFile {
+            table: self.table.name.to_string(),
+            path: path.to_string(),
+            source: Box::new(source),
+        }
+        .into()
+    }
+
+    /// Drops every file in progress; none of them was ever visible.
+    async fn abort(self) {
+        for (_, file) in self.open {
+            let mut upload = file.writer.into_inner();
+            // A failed abort leaves at most a hidden, `.`-prefixed object.
+            let _ = upload.abort().await;
+            let _ = self.store.delete(&file.temp).await;
+        }
+    }
+
+    /// Closes every file, then makes them visible. If any step fails, what
+    /// was made visible is deleted again and the temporary files removed.
+    async fn commit(self) -> DFResult<Vec<Written>> {
+        let mut closed = Vec::with_capacity(self.open.len());
+        let mut failure = None;
+        let mut pending = Vec::new();
+        for (_, file) in self.open {
+            if failure.is_some() {
+                pending.push(file);
+                continue;
+            }
+            let OpenFile {
+                values,
+                bucket,
+                temp,
+                target,
+                writer,
+            } = file;
+            match writer.close().await {
+                Ok(metadata) => closed.push((values, bucket, temp, target, metadata)),
+                Err(e) => {
+                    failure = Some(Error::WriteFile {
+                        table: self.table.name.to_string(),
+                        path: temp.to_string(),
+                        source: Box::new(e.into()),
+                    })
+                }
+            }
+        }
+        let cleanup_store = Arc::clone(&self.store);
+        let cleanup = |visible: Vec<Path>, temps: Vec<Path>| async move {
+            for path in visible.iter().chain(&temps) {
+                let _ = cleanup_store.delete(path).await;
+            }
+        };
+        if let Some(e) = failure {
+            for file in pending {
+                let _ = file.writer.into_inner().abort().await;
+            }
+            cleanup(vec![], closed.into_iter().map(|c| c.2).collect()).await;
+            return Err(e.into());
+        }
+        let mut visible = Vec::with_capacity(closed.len());
+        let mut written = Vec::with_capacity(closed.len());
+        let mut rest = closed.into_iter();
+        while let Some((values, bucket, temp, target, metadata)) = rest.next() {
+            let made_visible = match self.store.rename_if_not_exists(&temp, &target).await {
+                Err(object_store::Error::NotImplemented { .. }) => {
+                    // The target name is unique to this write, so a plain
+                    // rename cannot overwrite anything.
+                    self.store.rename(&temp, &target).await
+                }
+                other => other,
+            };
+            let result = match made_visible {
+                Ok(()) => {
+                    visible.push(target.clone());
+                    self.store.head(&target).await
+                }
+                Err(e) => Err(e),
+            };
+            let meta: ObjectMeta = match result {
+                Ok(meta) => meta,
+                Err(e) => {
+                    let temps = std::iter::once(temp).chain(rest.map(|c| c.2)).collect();
+                    cleanup(visible, temps).await;
+                    return Err(Error::WriteFile {
+                        table: self.table.name.to_string(),
+                        path: target.to_string(),
+                        source: Box::new(e.into()),
+                    }
+                    .into());
+                }
+            };
+            let statistics = if self.table.collect_statistics {
+                Some(Arc::new(DFParquetMetadata::statistics_from_parquet_metadata(
+                    &metadata,
+                    &self.table.file_schema,
+                )?))
+            } else {
+                None
+            };
+            written.push(Written {
+                values,
+                file: IndexedFile {
+                    meta,
+                    statistics,
+                    bucket,
+                },
+            });
+        }
+        Ok(written)
+    }
+}
