@@ -18,7 +18,9 @@ use datafusion::physical_plan::filter_pushdown::{
     ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
 };
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
 use datafusion_datasource::file::FileSource;
 use datafusion_datasource::file_scan_config::FileScanConfig;
 use datafusion_datasource::source::DataSource;
@@ -363,6 +365,10 @@ impl DisplayAs for PartitionedScanExec {
                 ", row_group_filters=[{}]",
                 join_exprs(&self.row_group_filters)
             )?;
+        }
+        if let Partitioning::Hash(exprs, n) = self.properties.output_partitioning() {
+            let exprs: Vec<_> = exprs.iter().map(|e| e.to_string()).collect();
+            write!(f, ", partitioning=Hash([{}], {n})", exprs.join(", "))?;
         }
         if !self.runtime.filters.is_empty() {
             let filters: Vec<_> = self.runtime.filters.iter().map(|e| e.to_string()).collect();

@@ -8,10 +8,12 @@ use datafusion::common::Statistics;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore};
 
 use super::index::{Partition, PartitionIndex};
+use super::layout::{Bucketing, BUCKETING_KEY, BUCKET_KEY};
 use super::listing::list_partitions;
 use super::provider::{PartitionedTable, TableDefinition};
 use super::spec::PartitionSpec;
@@ -45,6 +47,7 @@ pub struct PartitionedTableBuilder {
     schema: Option<SchemaRef>,
     collect_statistics: bool,
     file_extension: String,
+    bucketing: Option<Bucketing>,
 }
 
 impl PartitionedTableBuilder {
@@ -56,6 +59,7 @@ impl PartitionedTableBuilder {
             schema: None,
             collect_statistics: false,
             file_extension: ".parquet".to_string(),
+            bucketing: None,
         }
     }
 
@@ -85,6 +89,25 @@ impl PartitionedTableBuilder {
     /// Only files whose names end with this are data files (default `.parquet`).
     pub fn file_extension(mut self, extension: impl Into<String>) -> Self {
         self.file_extension = extension.into();
+        self
+    }
+
+    /// Declares the table hash-bucketed on `column` into `buckets` buckets.
+    ///
+    /// `INSERT INTO` then writes one file per bucket and partition, assigning
+    /// rows with DataFusion's own `RepartitionExec` hash, and records the
+    /// bucketing in each file's metadata. `build()`/`refresh()` read every
+    /// footer's metadata, and a scan declares `Partitioning::Hash([column],
+    /// buckets)` — so that `GROUP BY column` and joins of tables bucketed
+    /// alike need no `RepartitionExec` — only when every file it reads says it
+    /// was written with exactly this bucketing, the column is projected, and
+    /// the session's `target_partitions` equals `buckets`. Otherwise the scan
+    /// declares nothing and DataFusion repartitions as usual.
+    pub fn bucket_by(mut self, column: impl Into<String>, buckets: usize) -> Self {
+        self.bucketing = Some(Bucketing {
+            column: column.into(),
+            buckets,
+        });
         self
     }
 
@@ -127,7 +150,25 @@ impl PartitionedTableBuilder {
                 });
             }
         }
-        let definition = TableDefinition::new(
+        if let Some(b) = &self.bucketing {
+            let known = file_schema.field_with_name(&b.column).is_ok();
+            if !known || b.buckets == 0 {
+                return Err(Error::InvalidTable {
+                    root: root.to_string(),
+                    reason: format!(
+                        "bucket_by('{}', {}): {}",
+                        b.column,
+                        b.buckets,
+                        if known {
+                            "the bucket count must be at least 1"
+                        } else {
+                            "no such column inside the files (partition columns cannot be bucket keys)"
+                        }
+                    ),
+                });
+            }
+        }
+        let mut definition = TableDefinition::new(
             self.name.unwrap_or_else(|| root.to_string()),
             root,
             spec,
@@ -135,6 +176,7 @@ impl PartitionedTableBuilder {
             self.collect_statistics,
             self.file_extension,
         );
+        definition.bucketing = self.bucketing;
         let index = index_from(state, &store, &definition, listing.partitions).await?;
         Ok(PartitionedTable::new(definition, index))
     }
@@ -208,6 +250,45 @@ pub(super) async fn index_from(
         let files = partitions.iter_mut().flat_map(|p| p.files.iter_mut());
         for (file, stats) in files.zip(stats) {
             file.statistics = Some(Arc::new(stats));
+        }
+    }
+    if let Some(bucketing) = &definition.bucketing {
+        let expected = bucketing.metadata_value();
+        let metas: Vec<ObjectMeta> = partitions
+            .iter()
+            .flat_map(|p| p.files.iter().map(|f| f.meta.clone()))
+            .collect();
+        let expected = &expected;
+        let buckets: Vec<Option<u32>> = futures::stream::iter(metas)
+            .map(|meta| async move {
+                let footer = DFParquetMetadata::new(store.as_ref(), &meta)
+                    .fetch_metadata()
+                    .await
+                    .map_err(|e| Error::ReadFile {
+                        path: meta.location.to_string(),
+                        source: Box::new(e),
+                    })?;
+                let kv = footer.file_metadata().key_value_metadata();
+                let get = |key: &str| {
+                    kv.and_then(|kv| kv.iter().find(|e| e.key == key))
+                        .and_then(|e| e.value.as_deref())
+                };
+                // A file written another way (another tool, another count)
+                // has no bucket: the scan then declares nothing.
+                Ok::<_, Error>(match (get(BUCKETING_KEY), get(BUCKET_KEY)) {
+                    (Some(spec), Some(bucket)) if spec == expected => bucket
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|b| (*b as usize) < bucketing.buckets),
+                    _ => None,
+                })
+            })
+            .buffered(FOOTER_READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let files = partitions.iter_mut().flat_map(|p| p.files.iter_mut());
+        for (file, bucket) in files.zip(buckets) {
+            file.bucket = bucket;
         }
     }
     PartitionIndex::try_new(&definition.spec, partitions).map_err(|e| Error::InvalidTable {

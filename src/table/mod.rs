@@ -14,6 +14,6 @@ pub use builder::PartitionedTableBuilder;
 pub use factory::PartitionedTableFactory;
 pub use index::{IndexedFile, Partition, PartitionIndex};
 pub use layout::Bucketing;
-pub(crate) use provider::TableDefinition;
 pub use provider::PartitionedTable;
+pub(crate) use provider::TableDefinition;
 pub use spec::{PartitionColumn, PartitionSpec, HIVE_NULL};

@@ -6,26 +6,27 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{ScanArgs, ScanResult, Session};
+use datafusion::common::not_impl_err;
 use datafusion::common::stats::Precision;
 use datafusion::common::{ColumnStatistics, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::common::not_impl_err;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion_datasource::sink::DataSinkExec;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion_datasource::sink::DataSinkExec;
 use datafusion_datasource::PartitionedFile;
 use datafusion_datasource::TableSchema;
 
 use super::builder::{index_from, object_store_for, PartitionedTableBuilder};
-use super::index::PartitionIndex;
+use super::index::{IndexedFile, Partition, PartitionIndex};
+use super::layout::Bucketing;
 use super::listing::list_partitions;
 use super::pushdown::{classify, FilterKind};
-use super::layout::Bucketing;
 use super::spec::PartitionSpec;
 use crate::error::Result;
 use crate::scan::schema::StrictSchemaAdapterFactory;
@@ -225,6 +226,47 @@ impl PartitionedTable {
             .collect())
     }
 
+    /// One file group per bucket, and the `Hash` partitioning they make true,
+    /// when the table is bucketed, every selected file says (in its metadata)
+    /// which bucket it holds, and there are as many target partitions as
+    /// buckets. The bucket column must exist in the table schema; whether
+    /// the scan projects it is DataFusion's to check (it falls back to
+    /// unknown partitioning when the column is projected away).
+    fn bucket_groups(
+        &self,
+        index: &PartitionIndex,
+        selected: &[usize],
+        target_partitions: usize,
+    ) -> Option<(Vec<FileGroup>, Partitioning)> {
+        let bucketing = self.definition.bucketing.as_ref()?;
+        if bucketing.buckets != target_partitions {
+            return None;
+        }
+        let column = self
+            .definition
+            .table_schema
+            .index_of(&bucketing.column)
+            .ok()?;
+        let mut groups = vec![Vec::new(); bucketing.buckets];
+        for &i in selected {
+            let partition = &index.partitions()[i];
+            for file in &partition.files {
+                let bucket = file.bucket? as usize;
+                groups
+                    .get_mut(bucket)?
+                    .push(partitioned_file(partition, file));
+            }
+        }
+        let partitioning = Partitioning::Hash(
+            vec![Arc::new(Column::new(&bucketing.column, column))],
+            bucketing.buckets,
+        );
+        Some((
+            groups.into_iter().map(FileGroup::new).collect(),
+            partitioning,
+        ))
+    }
+
     /// Statistics of a set of partitions, over the table schema, with honest
     /// precision: row counts and file-column min/max only from footers,
     /// byte size from the listing otherwise (inexact: files are compressed).
@@ -285,6 +327,16 @@ impl PartitionedTable {
             stats.column_statistics.push(col);
         }
         stats
+    }
+}
+
+/// A file of the index as DataFusion's file scan takes it.
+fn partitioned_file(partition: &Partition, file: &IndexedFile) -> PartitionedFile {
+    let pf = PartitionedFile::new_from_meta(file.meta.clone())
+        .with_partition_values(partition.values.clone());
+    match &file.statistics {
+        Some(stats) => pf.with_statistics(Arc::clone(stats)),
+        None => pf,
     }
 }
 
@@ -353,21 +405,18 @@ impl TableProvider for PartitionedTable {
             .iter()
             .flat_map(|&i| {
                 let partition = &index.partitions()[i];
-                partition.files.iter().map(move |file| {
-                    let mut pf = PartitionedFile::new_from_meta(file.meta.clone())
-                        .with_partition_values(partition.values.clone());
-                    if let Some(stats) = &file.statistics {
-                        pf = pf.with_statistics(Arc::clone(stats));
-                    }
-                    pf
-                })
+                partition
+                    .files
+                    .iter()
+                    .map(move |file| partitioned_file(partition, file))
             })
             .collect();
         let target_partitions = state.config_options().execution.target_partitions.max(1);
-        let groups = if files.is_empty() {
-            vec![]
-        } else {
-            FileGroup::new(files).split_files(target_partitions)
+        let (groups, partitioning) = match self.bucket_groups(&index, &selected, target_partitions)
+        {
+            Some((groups, partitioning)) => (groups, Some(partitioning)),
+            None if files.is_empty() => (vec![], None),
+            None => (FileGroup::new(files).split_files(target_partitions), None),
         };
 
         let options = state.table_options().parquet.clone();
@@ -389,6 +438,7 @@ impl TableProvider for PartitionedTable {
             .with_projection_indices(args.projection().map(|p| p.to_vec()))?
             .with_limit(args.limit())
             .with_statistics(self.statistics_of(&index, &selected))
+            .with_output_partitioning(partitioning)
             .with_expr_adapter(Some(Arc::new(StrictSchemaAdapterFactory)))
             .build();
         let exec = PartitionedScanExec::new(ScanDescription {

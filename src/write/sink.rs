@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
-use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::{DataFusionError, Result as DFResult, ScalarValue};
@@ -21,10 +21,11 @@ use datafusion::physical_plan::repartition::BatchPartitioner;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, Partitioning};
 use datafusion_datasource::sink::DataSink;
 use futures::StreamExt;
-use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore};
 use object_store::buffered::BufWriter;
+use object_store::path::Path;
 use object_store::ObjectStoreExt;
+use object_store::{ObjectMeta, ObjectStore};
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
@@ -62,7 +63,10 @@ pub struct PartitionedSink {
 }
 
 impl PartitionedSink {
-    pub(crate) fn new(table: Arc<TableDefinition>, index: Arc<RwLock<Arc<PartitionIndex>>>) -> Self {
+    pub(crate) fn new(
+        table: Arc<TableDefinition>,
+        index: Arc<RwLock<Arc<PartitionIndex>>>,
+    ) -> Self {
         Self { table, index }
     }
 
@@ -156,6 +160,8 @@ struct OpenFile {
 struct Write<'a> {
     table: &'a TableDefinition,
     store: Arc<dyn ObjectStore>,
+    /// The file schema as it is stored (see [`storage_schema`]).
+    storage_schema: SchemaRef,
     id: String,
     properties: WriterProperties,
     /// Positions of the file columns in the input (the table schema).
@@ -166,6 +172,40 @@ struct Write<'a> {
     buckets: Option<BatchPartitioner>,
     open: HashMap<(Vec<u8>, Option<u32>), OpenFile>,
     rows: u64,
+}
+
+/// The file schema with string and binary views stored as plain strings and
+/// binaries: DataFusion reads Parquet strings as views by default, but a
+/// view type recorded in a file's Arrow schema makes other readers (and
+/// DataFusion's own schema merging across old and new files) disagree
+/// about the column's type.
+fn storage_schema(file_schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<_> = file_schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8)),
+            DataType::BinaryView => Arc::new(f.as_ref().clone().with_data_type(DataType::Binary)),
+            _ => Arc::clone(f),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(
+        fields,
+        file_schema.metadata().clone(),
+    ))
+}
+
+fn to_storage(batch: RecordBatch, schema: &SchemaRef) -> DFResult<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// Distinguishes writes started in the same nanosecond by one process.
@@ -182,11 +222,17 @@ fn write_id() -> String {
 
 impl<'a> Write<'a> {
     fn try_new(table: &'a TableDefinition, context: &Arc<TaskContext>) -> DFResult<Self> {
-        let store = context.runtime_env().object_store(table.root.object_store())?;
-        let options = TableParquetOptions {
+        let store = context
+            .runtime_env()
+            .object_store(table.root.object_store())?;
+        let mut options = TableParquetOptions {
             global: context.session_config().options().execution.parquet.clone(),
             ..Default::default()
         };
+        // The Arrow schema goes into the footer as DataFusion's own Parquet
+        // sink writes it (the writer below is told not to add it again).
+        let storage_schema = storage_schema(&table.file_schema);
+        options.arrow_schema(&storage_schema);
         let properties = WriterPropertiesBuilder::try_from(&options)?.build();
         let files = table.file_schema.fields().len();
         let partition_columns: Vec<usize> = (files..files + table.spec.len()).collect();
@@ -217,6 +263,7 @@ impl<'a> Write<'a> {
         Ok(Self {
             table,
             store,
+            storage_schema,
             id: write_id(),
             properties,
             file_columns: (0..files).collect(),
@@ -274,7 +321,7 @@ impl<'a> Write<'a> {
             }
         };
         let whole = groups.len() == 1;
-        let file_rows = batch.project(&self.file_columns)?;
+        let file_rows = to_storage(batch.project(&self.file_columns)?, &self.storage_schema)?;
         for (key, indices) in groups {
             let part = if whole {
                 file_rows.clone()
@@ -297,7 +344,12 @@ impl<'a> Write<'a> {
         Ok(())
     }
 
-    fn open_file(&self, batch: &RecordBatch, row: usize, bucket: Option<u32>) -> DFResult<OpenFile> {
+    fn open_file(
+        &self,
+        batch: &RecordBatch,
+        row: usize,
+        bucket: Option<u32>,
+    ) -> DFResult<OpenFile> {
         let table = self.table;
         let mut values = Vec::with_capacity(table.spec.len());
         let mut dirs = Vec::with_capacity(table.spec.len());
@@ -314,10 +366,12 @@ impl<'a> Write<'a> {
         let root = table.root.prefix();
         let target = child(root, &dirs, &name)?;
         let temp = child(root, &dirs, &format!(".{name}.inprogress"))?;
-        let mut writer = AsyncArrowWriter::try_new(
+        let mut writer = AsyncArrowWriter::try_new_with_options(
             BufWriter::new(Arc::clone(&self.store), temp.clone()),
-            Arc::clone(&table.file_schema),
-            Some(self.properties.clone()),
+            Arc::clone(&self.storage_schema),
+            ArrowWriterOptions::new()
+                .with_properties(self.properties.clone())
+                .with_skip_arrow_metadata(true),
         )
         .map_err(|e| self.write_error(temp.as_ref(), e.into()))?;
         if let (Some(b), Some(bucketing)) = (bucket, &table.bucketing) {
@@ -430,10 +484,12 @@ impl<'a> Write<'a> {
                 }
             };
             let statistics = if self.table.collect_statistics {
-                Some(Arc::new(DFParquetMetadata::statistics_from_parquet_metadata(
-                    &metadata,
-                    &self.table.file_schema,
-                )?))
+                Some(Arc::new(
+                    DFParquetMetadata::statistics_from_parquet_metadata(
+                        &metadata,
+                        &self.table.file_schema,
+                    )?,
+                ))
             } else {
                 None
             };

@@ -17,3 +17,4 @@ mod no_io;
 mod parity;
 mod session;
 mod table;
+mod write;
