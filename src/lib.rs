@@ -45,6 +45,14 @@
 //! carrying the [`QueryContext`]. On Ballista (feature `ballista`), tables and
 //! scans travel as metadata through the codecs in `codec`.
 //!
+//! Dynamic filters (TopK, hash-join build sides) reach the scan while the
+//! query runs and skip files and row groups that can no longer match.
+//! `INSERT INTO` goes through [`write::PartitionedSink`]: new files only,
+//! visible whole, added to the index at once; a table declared with
+//! [`bucket_by`](PartitionedTableBuilder::bucket_by) is written with
+//! DataFusion's own hash partitioner, so its scans may declare `Hash`
+//! partitioning that DataFusion can trust.
+//!
 //! ## Quick start
 //!
 //! ```

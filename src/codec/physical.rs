@@ -145,7 +145,7 @@ impl LakefusionPhysicalCodec {
 
     fn encode_scan(scan: &PartitionedScanExec) -> Result<ScanNode> {
         // Everything but the files, which are encoded apart (and not copied).
-        let config = scan.shared_file_scan_config();
+        let config = scan.file_scan_config();
         let without_files = FileScanConfigBuilder::new(
             config.object_store_url.clone(),
             Arc::clone(&config.file_source),

@@ -225,11 +225,6 @@ impl PartitionedScanExec {
         &self.config
     }
 
-    /// The file scan, shared (for wrapping it without copying its files).
-    pub(crate) fn shared_file_scan_config(&self) -> Arc<FileScanConfig> {
-        Arc::clone(&self.config)
-    }
-
     /// `(selected, total)` partitions.
     pub fn partitions(&self) -> (usize, usize) {
         (self.selected_partitions, self.total_partitions)

@@ -130,6 +130,7 @@ impl PartitionedTable {
 
     /// Declares the table's bucketing. Only for a table being assembled
     /// (a builder or a codec): the definition is shared once scans exist.
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
     pub(crate) fn with_bucketing(mut self, bucketing: Option<Bucketing>) -> Self {
         if let Some(definition) = Arc::get_mut(&mut self.definition) {
             definition.bucketing = bucketing;

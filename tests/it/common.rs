@@ -256,12 +256,14 @@ pub fn capture_thread_tracing() -> Arc<Mutex<Vec<u8>>> {
 /// Captures what tracing prints on every thread until [`end_process_tracing`]
 /// (for work on other threads, such as in-process executors). Look for values
 /// unique to the test: other tests' output lands here too.
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
 pub fn capture_process_tracing() {
     install_subscriber();
     *PROCESS_CAPTURE.lock().unwrap() = Some(Vec::new());
 }
 
 /// Stops a process-wide capture and returns what it caught.
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
 pub fn end_process_tracing() -> String {
     let captured = PROCESS_CAPTURE.lock().unwrap().take().unwrap_or_default();
     String::from_utf8_lossy(&captured).into_owned()
