@@ -1,0 +1,259 @@
+//! Writing and layout, ours vs DataFusion's own, in one run.
+//!
+//! ```text
+//! cargo bench --bench layout -- [--rows 10000000] [--runs 5]
+//! ```
+//!
+//! * `INSERT INTO` a day-partitioned table (`--rows` rows) vs DataFusion's
+//!   partitioned `COPY TO` of the same rows; target ratio <= 1.2.
+//! * Two tables bucketed by `customer_id` into 4 buckets (written by
+//!   `INSERT`), read with 4 target partitions, vs `ListingTable` over the same
+//!   files: `GROUP BY customer_id`, and a join of the two on `customer_id`;
+//!   target >= 1.3x faster.
+//! * A TopK (`ORDER BY amount DESC LIMIT 100`) with dynamic filters on vs off.
+//!
+//! Every pair of results is asserted equal. Medians of `--runs`, interleaved.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::MemTable;
+use datafusion::error::Result;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use lakefusion::PartitionedTable;
+
+const BUCKETS: usize = 4;
+const CUSTOMERS: i64 = 200_000;
+const DAYS: i64 = 8;
+
+fn main() -> Result<()> {
+    let (mut rows, mut runs) = (10_000_000i64, 5usize);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rows" => rows = args.next().and_then(|v| v.parse().ok()).expect("--rows N"),
+            "--runs" => runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
+            _ => {}
+        }
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(rows, runs))
+}
+
+fn source_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Int64, false),
+        Field::new("amount", DataType::Float64, false),
+        Field::new("day", DataType::Utf8, false),
+    ]))
+}
+
+/// `rows` orders in batches of 64 Ki rows, spread over days and customers.
+fn source(rows: i64) -> Result<MemTable> {
+    let schema = source_schema();
+    let batches = (0..rows)
+        .step_by(65_536)
+        .map(|start| {
+            let ids: Vec<i64> = (start..(start + 65_536).min(rows)).collect();
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from(
+                        ids.iter()
+                            .map(|i| (i * 7_919) % CUSTOMERS)
+                            .collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Float64Array::from(
+                        ids.iter()
+                            .map(|i| (i % 100_003) as f64 / 7.0)
+                            .collect::<Vec<_>>(),
+                    )),
+                    Arc::new(StringArray::from(
+                        ids.iter()
+                            .map(|i| format!("2026-03-0{}", 1 + i % DAYS))
+                            .collect::<Vec<_>>(),
+                    )),
+                ],
+            )
+            .map_err(Into::into)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    MemTable::try_new(schema, vec![batches])
+}
+
+fn session() -> SessionContext {
+    SessionContext::new_with_config(SessionConfig::new().with_target_partitions(BUCKETS))
+}
+
+async fn ours(ctx: &SessionContext, root: &Path, bucketed: bool) -> Result<PartitionedTable> {
+    std::fs::create_dir_all(root)?;
+    let mut builder = PartitionedTable::builder(format!("file://{}/", root.display()))
+        .schema(Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Int64, false),
+            Field::new("amount", DataType::Float64, false),
+        ])))
+        .partition_column("day", DataType::Utf8);
+    if bucketed {
+        builder = builder.bucket_by("customer_id", BUCKETS);
+    }
+    Ok(builder.build(&ctx.state()).await?)
+}
+
+async fn listing(ctx: &SessionContext, root: &Path) -> Result<ListingTable> {
+    let url = ListingTableUrl::parse(format!("file://{}/", root.display()))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![("day".to_string(), DataType::Utf8)]);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await?;
+    ListingTable::try_new(config)
+}
+
+async fn timed(ctx: &SessionContext, sql: &str) -> Result<(Duration, String)> {
+    let started = Instant::now();
+    let batches = ctx.sql(sql).await?.collect().await?;
+    Ok((
+        started.elapsed(),
+        pretty_format_batches(&batches)?.to_string(),
+    ))
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Runs `a` and `b` `runs` times, interleaved; asserts equal results; prints
+/// both medians and `b / a`.
+async fn compare(
+    title: &str,
+    runs: usize,
+    (ctx_a, a): (&SessionContext, &str),
+    (ctx_b, b): (&SessionContext, &str),
+) -> Result<()> {
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (t, ra) = timed(ctx_a, a).await?;
+        ta.push(t);
+        let (t, rb) = timed(ctx_b, b).await?;
+        tb.push(t);
+        assert_eq!(ra, rb, "{title}: results differ");
+    }
+    let (ma, mb) = (median(&mut ta), median(&mut tb));
+    println!(
+        "{title}: ours {ma:.2?}, theirs {mb:.2?}, theirs/ours {:.2}",
+        mb.as_secs_f64() / ma.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn run(rows: i64, runs: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ctx = session();
+    ctx.register_table("src", Arc::new(source(rows)?))?;
+    println!("{rows} rows, {DAYS} days, {CUSTOMERS} customers, {BUCKETS} buckets, 2-core machine");
+
+    // INSERT INTO vs COPY TO, each into a fresh directory per run.
+    let (mut t_insert, mut t_copy) = (Vec::new(), Vec::new());
+    for run in 0..runs.min(3) {
+        let root = dir.path().join(format!("insert-{run}"));
+        ctx.register_table("w", Arc::new(ours(&ctx, &root, false).await?))?;
+        let started = Instant::now();
+        ctx.sql("INSERT INTO w SELECT customer_id, amount, day FROM src")
+            .await?
+            .collect()
+            .await?;
+        t_insert.push(started.elapsed());
+        ctx.deregister_table("w")?;
+        let target = dir.path().join(format!("copy-{run}"));
+        let started = Instant::now();
+        ctx.sql(&format!(
+            "COPY (SELECT customer_id, amount, day FROM src) TO '{}/' STORED AS PARQUET PARTITIONED BY (day)",
+            target.display()
+        ))
+        .await?
+        .collect()
+        .await?;
+        t_copy.push(started.elapsed());
+    }
+    let (i, c) = (median(&mut t_insert), median(&mut t_copy));
+    println!(
+        "INSERT INTO {rows} rows: ours {i:.2?}, COPY TO {c:.2?}, ours/COPY {:.2} (target <= 1.2)",
+        i.as_secs_f64() / c.as_secs_f64()
+    );
+
+    // Two bucketed tables, and ListingTable over the same files.
+    for (name, filter) in [("a", ""), ("b", "WHERE customer_id % 3 = 0")] {
+        let root = dir.path().join(name);
+        ctx.register_table(name, Arc::new(ours(&ctx, &root, true).await?))?;
+        ctx.sql(&format!(
+            "INSERT INTO {name} SELECT customer_id, amount, day FROM src {filter}"
+        ))
+        .await?
+        .collect()
+        .await?;
+        let fresh = session();
+        ctx.deregister_table(name)?;
+        ctx.register_table(name, Arc::new(ours(&fresh, &root, true).await?))?;
+        ctx.register_table(format!("l{name}"), Arc::new(listing(&ctx, &root).await?))?;
+    }
+    let group = "SELECT customer_id, count(*) AS n, round(sum(amount), 2) AS s FROM {a} \
+                 GROUP BY customer_id ORDER BY s DESC, customer_id LIMIT 10";
+    let join = "SELECT count(*) AS n, round(sum(x.amount + y.amount), 2) AS s \
+                FROM {a} x JOIN {b} y ON x.customer_id = y.customer_id AND x.day = y.day";
+    for (title, sql) in [("GROUP BY bucket key", group), ("co-bucketed join", join)] {
+        let ours_sql = sql.replace("{a}", "a").replace("{b}", "b");
+        let theirs_sql = sql.replace("{a}", "la").replace("{b}", "lb");
+        let plan = ctx
+            .sql(&format!("EXPLAIN {ours_sql}"))
+            .await?
+            .collect()
+            .await?;
+        let plan = pretty_format_batches(&plan)?.to_string();
+        let repartitions = plan.matches("RepartitionExec").count();
+        println!("{title}: RepartitionExec in our plan: {repartitions}");
+        compare(
+            &format!("{title} (target >= 1.3)"),
+            runs,
+            (&ctx, &ours_sql),
+            (&ctx, &theirs_sql),
+        )
+        .await?;
+    }
+
+    // TopK with dynamic filters on vs off, same table.
+    let off = SessionContext::new_with_config(
+        SessionConfig::new()
+            .with_target_partitions(BUCKETS)
+            .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false)
+            .set_bool(
+                "datafusion.optimizer.enable_topk_dynamic_filter_pushdown",
+                false,
+            ),
+    );
+    off.register_table(
+        "a",
+        Arc::new(ours(&off, &dir.path().join("a"), true).await?),
+    )?;
+    let topk = "SELECT customer_id, amount FROM a ORDER BY amount DESC, customer_id LIMIT 100";
+    compare(
+        "TopK, dynamic filters on (ours) vs off (theirs)",
+        runs,
+        (&ctx, topk),
+        (&off, topk),
+    )
+    .await?;
+    Ok(())
+}
