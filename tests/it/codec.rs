@@ -156,13 +156,7 @@ async fn the_file_list_round_trips_exactly() {
         .with_target_partitions(64)
         .set_u64("datafusion.optimizer.repartition_file_min_size", 1);
     let ctx = SessionContext::new_with_config(config);
-    let table = PartitionedTable::builder(file_url(dir.path()))
-        .partition_column("date", DataType::Date32)
-        .partition_column("region", DataType::Utf8)
-        .collect_statistics(true)
-        .build(&ctx.state())
-        .await
-        .unwrap();
+    let table = events_table_with(&ctx, dir.path(), true).await;
     ctx.register_table("events", Arc::new(table)).unwrap();
     let plan = physical_plan(&ctx, "SELECT id, date, region FROM events WHERE amount > 1").await;
     let scan = find::<PartitionedScanExec>(&plan).expect("a PartitionedScanExec");
@@ -359,13 +353,7 @@ async fn partitioned_table_round_trips_without_io() {
     assert_eq!(decoded_table.index().file_count(), 45);
     assert_eq!(decoded_table.partition_spec().len(), 2);
     assert_eq!(decoded.statistics(), {
-        let fresh = PartitionedTable::builder(file_url(dir.path()))
-            .partition_column("date", DataType::Date32)
-            .partition_column("region", DataType::Utf8)
-            .collect_statistics(true)
-            .build(&ctx.state())
-            .await
-            .unwrap();
+        let fresh = events_table_with(&ctx, dir.path(), true).await;
         fresh.statistics()
     });
     remote.register_table("events", decoded).unwrap();

@@ -130,9 +130,19 @@ pub fn file_url(path: &Path) -> String {
 
 /// Our table over `root` with the events partition spec.
 pub async fn events_table(ctx: &SessionContext, root: &Path) -> PartitionedTable {
+    events_table_with(ctx, root, false).await
+}
+
+/// [`events_table`], reading every footer for statistics if `statistics`.
+pub async fn events_table_with(
+    ctx: &SessionContext,
+    root: &Path,
+    statistics: bool,
+) -> PartitionedTable {
     PartitionedTable::builder(file_url(root))
         .partition_column("date", DataType::Date32)
         .partition_column("region", DataType::Utf8)
+        .collect_statistics(statistics)
         .build(&ctx.state())
         .await
         .unwrap()

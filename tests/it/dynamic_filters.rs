@@ -35,13 +35,7 @@ async fn session(dir: &std::path::Path, dynamic: bool, statistics: bool) -> Sess
             dynamic,
         );
     let ctx = SessionContext::new_with_config(config);
-    let events = PartitionedTable::builder(file_url(dir))
-        .partition_column("date", DataType::Date32)
-        .partition_column("region", DataType::Utf8)
-        .collect_statistics(statistics)
-        .build(&ctx.state())
-        .await
-        .unwrap();
+    let events = events_table_with(&ctx, dir, statistics).await;
     ctx.register_table("events", Arc::new(events)).unwrap();
     exec(
         &ctx,

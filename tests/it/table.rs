@@ -178,13 +178,7 @@ async fn statistics_are_honest() {
     );
 
     // With footers: exact row counts, exact min/max of data columns.
-    let eager = PartitionedTable::builder(file_url(dir.path()))
-        .partition_column("date", DataType::Date32)
-        .partition_column("region", DataType::Utf8)
-        .collect_statistics(true)
-        .build(&ctx.state())
-        .await
-        .unwrap();
+    let eager = events_table_with(&ctx, dir.path(), true).await;
     let stats = eager.statistics().unwrap();
     assert_eq!(stats.num_rows, Precision::Exact(total_rows));
     assert_eq!(
