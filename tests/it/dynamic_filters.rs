@@ -11,7 +11,7 @@ use datafusion::physical_expr::expressions::{lit, DynamicFilterPhysicalExpr};
 use datafusion::physical_plan::metrics::MetricValue;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use lakefusion::{CacheConfig, CachedScanExec, PartitionedScanExec, PartitionedTable, TableCache};
+use lakefusion::{CacheConfig, CachedScanExec, PartitionedScanExec, TableCache};
 
 use crate::common::*;
 
