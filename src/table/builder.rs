@@ -259,9 +259,17 @@ pub(super) async fn index_from(
             .flat_map(|p| p.files.iter().map(|f| f.meta.clone()))
             .collect();
         let expected = &expected;
+        let size_hint = state.table_options().parquet.global.metadata_size_hint;
+        let footer_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+        let footer_cache = &footer_cache;
         let buckets: Vec<Option<u32>> = futures::stream::iter(metas)
             .map(|meta| async move {
+                // Through the runtime's footer cache, like `infer_stats` and
+                // the scans: a table that also collects statistics, and the
+                // first query after `build()`, do not read the footer again.
                 let footer = DFParquetMetadata::new(store.as_ref(), &meta)
+                    .with_metadata_size_hint(size_hint)
+                    .with_file_metadata_cache(Some(Arc::clone(footer_cache)))
                     .fetch_metadata()
                     .await
                     .map_err(|e| Error::ReadFile {

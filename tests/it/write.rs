@@ -12,7 +12,11 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use lakefusion::PartitionedTable;
 
+use object_store::local::LocalFileSystem;
+use url::Url;
+
 use crate::common::*;
+use crate::counting_store::CountingStore;
 
 /// Every file under `root`, hidden ones included, relative to it.
 fn all_files(root: &Path) -> BTreeSet<String> {
@@ -381,4 +385,30 @@ async fn files_bucketed_another_way_are_not_declared() {
     let plan = physical_plan_text(&ctx, "SELECT id, count(*) FROM t GROUP BY id").await;
     assert!(!scan_line(&plan).contains("partitioning=Hash"), "{plan}");
     assert_eq!(count(&ctx, "SELECT count(*) FROM t").await, 3_001);
+}
+
+/// Reading the bucket metadata at `build()` shares the footer reads of
+/// `collect_statistics`: one footer read per file, not two.
+#[tokio::test]
+async fn bucket_metadata_and_statistics_read_each_footer_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_bucketed(dir.path()).await;
+    let requests = |bucketed: bool| {
+        let root = dir.path().to_path_buf();
+        async move {
+            let store = CountingStore::new(Arc::new(LocalFileSystem::new()));
+            let ctx = SessionContext::new();
+            ctx.register_object_store(&Url::parse("file://").unwrap(), store.clone());
+            let mut builder = PartitionedTable::builder(file_url(&root))
+                .partition_column("k", DataType::Utf8)
+                .collect_statistics(true);
+            if bucketed {
+                builder = builder.bucket_by("id", BUCKETS);
+            }
+            let table = builder.build(&ctx.state()).await.unwrap();
+            assert_eq!(table.index().file_count(), 3 * BUCKETS);
+            store.requests()
+        }
+    };
+    assert_eq!(requests(true).await, requests(false).await);
 }
