@@ -323,14 +323,15 @@ impl<'a> Write<'a> {
         let whole = groups.len() == 1;
         let file_rows = to_storage(batch.project(&self.file_columns)?, &self.storage_schema)?;
         for (key, indices) in groups {
+            let first = indices[0] as usize;
             let part = if whole {
                 file_rows.clone()
             } else {
-                take_record_batch(&file_rows, &UInt32Array::from(indices.clone()))?
+                take_record_batch(&file_rows, &UInt32Array::from(indices))?
             };
             let slot = (key, bucket);
             if !self.open.contains_key(&slot) {
-                let file = self.open_file(&batch, indices[0] as usize, bucket)?;
+                let file = self.open_file(&batch, first, bucket)?;
                 self.open.insert(slot.clone(), file);
             }
             if let Some(file) = self.open.get_mut(&slot) {
@@ -409,99 +410,92 @@ impl<'a> Write<'a> {
         }
     }
 
-    /// Closes every file, then makes them visible. If any step fails, what
-    /// was made visible is deleted again and the temporary files removed.
+    /// Closes every file (computing its statistics, if the table keeps
+    /// them), then makes them visible. If any step fails, the files in
+    /// progress are aborted, temporary files deleted, and what was already
+    /// made visible deleted again.
     async fn commit(self) -> DFResult<Vec<Written>> {
-        let mut closed = Vec::with_capacity(self.open.len());
-        let mut failure = None;
-        let mut pending = Vec::new();
-        for (_, file) in self.open {
-            if failure.is_some() {
-                pending.push(file);
-                continue;
+        let table = self.table;
+        let failed = |path: &Path, source: DataFusionError| -> DataFusionError {
+            Error::WriteFile {
+                table: table.name.to_string(),
+                path: path.to_string(),
+                source: Box::new(source),
             }
-            let OpenFile {
-                values,
-                bucket,
-                temp,
-                target,
-                writer,
-            } = file;
-            match writer.close().await {
-                Ok(metadata) => closed.push((values, bucket, temp, target, metadata)),
-                Err(e) => {
-                    failure = Some(Error::WriteFile {
-                        table: self.table.name.to_string(),
-                        path: temp.to_string(),
-                        source: Box::new(e.into()),
-                    })
-                }
-            }
-        }
-        let cleanup_store = Arc::clone(&self.store);
-        let cleanup = |visible: Vec<Path>, temps: Vec<Path>| async move {
-            for path in visible.iter().chain(&temps) {
-                let _ = cleanup_store.delete(path).await;
-            }
+            .into()
         };
-        if let Some(e) = failure {
-            for file in pending {
-                let _ = file.writer.into_inner().abort().await;
-            }
-            cleanup(vec![], closed.into_iter().map(|c| c.2).collect()).await;
-            return Err(e.into());
-        }
-        let mut visible = Vec::with_capacity(closed.len());
-        let mut written = Vec::with_capacity(closed.len());
-        let mut rest = closed.into_iter();
-        while let Some((values, bucket, temp, target, metadata)) = rest.next() {
-            let made_visible = match self.store.rename_if_not_exists(&temp, &target).await {
-                Err(object_store::Error::NotImplemented { .. }) => {
-                    // The target name is unique to this write, so a plain
-                    // rename cannot overwrite anything.
-                    self.store.rename(&temp, &target).await
-                }
-                other => other,
-            };
-            let result = match made_visible {
-                Ok(()) => {
-                    visible.push(target.clone());
-                    self.store.head(&target).await
-                }
-                Err(e) => Err(e),
-            };
-            let meta: ObjectMeta = match result {
-                Ok(meta) => meta,
-                Err(e) => {
-                    let temps = std::iter::once(temp).chain(rest.map(|c| c.2)).collect();
-                    cleanup(visible, temps).await;
-                    return Err(Error::WriteFile {
-                        table: self.table.name.to_string(),
-                        path: target.to_string(),
-                        source: Box::new(e.into()),
-                    }
-                    .into());
-                }
-            };
-            let statistics = if self.table.collect_statistics {
-                Some(Arc::new(
+        let mut closed = Vec::with_capacity(self.open.len());
+        let mut open = self.open.into_values();
+        while let Some(file) = open.next() {
+            let closing = match file.writer.close().await {
+                Ok(metadata) if table.collect_statistics => {
                     DFParquetMetadata::statistics_from_parquet_metadata(
                         &metadata,
-                        &self.table.file_schema,
-                    )?,
-                ))
-            } else {
-                None
+                        &table.file_schema,
+                    )
+                    .map(|s| Some(Arc::new(s)))
+                }
+                Ok(_) => Ok(None),
+                Err(e) => Err(e.into()),
             };
-            written.push(Written {
-                values,
-                file: IndexedFile {
-                    meta,
-                    statistics,
-                    bucket,
-                },
-            });
+            match closing {
+                Ok(statistics) => {
+                    closed.push((file.values, file.bucket, file.temp, file.target, statistics))
+                }
+                Err(e) => {
+                    for rest in open {
+                        let _ = rest.writer.into_inner().abort().await;
+                    }
+                    let temps = closed.iter().map(|c| &c.2).chain([&file.temp]);
+                    delete_all(&self.store, temps).await;
+                    return Err(failed(&file.temp, e));
+                }
+            }
+        }
+        let mut written: Vec<Written> = Vec::with_capacity(closed.len());
+        for (i, (values, bucket, temp, target, statistics)) in closed.iter().enumerate() {
+            match make_visible(&self.store, temp, target).await {
+                Ok(meta) => written.push(Written {
+                    values: values.clone(),
+                    file: IndexedFile {
+                        meta,
+                        statistics: statistics.clone(),
+                        bucket: *bucket,
+                    },
+                }),
+                Err(e) => {
+                    let visible = written.iter().map(|w| &w.file.meta.location);
+                    // The target too: a rename may have succeeded before `head` failed.
+                    let rest = closed[i..].iter().flat_map(|c| [&c.2, &c.3]);
+                    delete_all(&self.store, visible.chain(rest)).await;
+                    return Err(failed(target, e.into()));
+                }
+            }
         }
         Ok(written)
+    }
+}
+
+/// Renames a closed temporary file to its final name and returns what the
+/// store reports of it.
+async fn make_visible(
+    store: &Arc<dyn ObjectStore>,
+    temp: &Path,
+    target: &Path,
+) -> object_store::Result<ObjectMeta> {
+    match store.rename_if_not_exists(temp, target).await {
+        // The target name is unique to this write, so a plain rename cannot
+        // overwrite anything.
+        Err(object_store::Error::NotImplemented { .. }) => store.rename(temp, target).await?,
+        other => other?,
+    }
+    store.head(target).await
+}
+
+/// Best-effort removal after a failed write: a path that cannot be deleted
+/// is a hidden temporary file or was never made visible.
+async fn delete_all(store: &Arc<dyn ObjectStore>, paths: impl Iterator<Item = &Path>) {
+    for path in paths {
+        let _ = store.delete(path).await;
     }
 }
