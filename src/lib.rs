@@ -132,6 +132,6 @@ pub use error::{Error, Result};
 pub use scan::{LazyScanStream, PartitionedScanExec, ScanMetrics};
 pub use session::SessionBuilder;
 pub use table::{
-    PartitionIndex, PartitionSpec, PartitionedTable, PartitionedTableBuilder,
-    PartitionedTableFactory,
+    Bucketing, PartitionIndex, PartitionSpec, PartitionedTable, PartitionedTableBuilder,
+    PartitionedTableFactory, SortKey,
 };

@@ -17,8 +17,9 @@ use object_store::ObjectMeta;
 use prost::Message;
 
 use super::composite::Envelope;
+use crate::table::layout::TableSort;
 use crate::table::{
-    Bucketing, IndexedFile, Partition, PartitionIndex, PartitionSpec, PartitionedTable,
+    Bucketing, IndexedFile, Partition, PartitionIndex, PartitionSpec, PartitionedTable, SortKey,
 };
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -43,6 +44,12 @@ struct TableNode {
     bucket_column: String,
     #[prost(uint64, tag = "9")]
     buckets: u64,
+    /// The sort order as recorded in file metadata (empty: not sorted), and
+    /// whether it was declared (trusting files that record none).
+    #[prost(string, tag = "10")]
+    sort_order: String,
+    #[prost(bool, tag = "11")]
+    sort_declared: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -69,6 +76,8 @@ struct FileNode {
     statistics: Option<datafusion_proto_common::Statistics>,
     #[prost(uint32, optional, tag = "7")]
     bucket: Option<u32>,
+    #[prost(bool, tag = "8")]
+    sorted: bool,
 }
 
 /// Encodes [`PartitionedTable`] for the client-to-scheduler hop: its root,
@@ -126,6 +135,7 @@ impl LakefusionLogicalCodec {
                                 .as_deref()
                                 .map(datafusion_proto_common::Statistics::from),
                             bucket: f.bucket,
+                            sorted: f.sorted,
                         })
                         .collect(),
                 })
@@ -147,6 +157,8 @@ impl LakefusionLogicalCodec {
                 .map(|b| b.column.clone())
                 .unwrap_or_default(),
             buckets: table.bucketing().map_or(0, |b| b.buckets as u64),
+            sort_order: SortKey::encode_all(table.sort_order()),
+            sort_declared: table.table_sort().is_some_and(|s| s.declared),
         })
     }
 
@@ -210,6 +222,7 @@ impl LakefusionLogicalCodec {
                             },
                             statistics: statistics.map(Arc::new),
                             bucket: f.bucket,
+                            sorted: f.sorted,
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -217,6 +230,11 @@ impl LakefusionLogicalCodec {
             })
             .collect::<Result<Vec<_>>>()?;
         let index = PartitionIndex::try_new(&spec, partitions)?;
+        let sort = match SortKey::decode_all(&node.sort_order) {
+            Some(keys) if keys.is_empty() => None,
+            Some(keys) => Some(keys),
+            None => return Err(bad(format!("sort order '{}'", node.sort_order))),
+        };
         Ok(PartitionedTable::from_parts(
             node.name.clone(),
             root,
@@ -229,6 +247,10 @@ impl LakefusionLogicalCodec {
         .with_bucketing((node.buckets > 0).then(|| Bucketing {
             column: node.bucket_column.clone(),
             buckets: node.buckets as usize,
+        }))
+        .with_sort(sort.map(|keys| TableSort {
+            keys,
+            declared: node.sort_declared,
         })))
     }
 }

@@ -365,6 +365,9 @@ impl DisplayAs for PartitionedScanExec {
             let exprs: Vec<_> = exprs.iter().map(|e| e.to_string()).collect();
             write!(f, ", partitioning=Hash([{}], {n})", exprs.join(", "))?;
         }
+        if let Some(ordering) = self.properties.output_ordering() {
+            write!(f, ", output_ordering=[{ordering}]")?;
+        }
         if !self.runtime.filters.is_empty() {
             let filters: Vec<_> = self.runtime.filters.iter().map(|e| e.to_string()).collect();
             write!(f, ", runtime_filters=[{}]", filters.join(", "))?;

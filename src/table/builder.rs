@@ -13,7 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore};
 
 use super::index::{Partition, PartitionIndex};
-use super::layout::{Bucketing, BUCKETING_KEY, BUCKET_KEY};
+use super::layout::{Bucketing, SortKey, TableSort, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
 use super::listing::list_partitions;
 use super::provider::{PartitionedTable, TableDefinition};
 use super::spec::PartitionSpec;
@@ -48,6 +48,7 @@ pub struct PartitionedTableBuilder {
     collect_statistics: bool,
     file_extension: String,
     bucketing: Option<Bucketing>,
+    sort_order: Vec<SortKey>,
 }
 
 impl PartitionedTableBuilder {
@@ -60,6 +61,7 @@ impl PartitionedTableBuilder {
             collect_statistics: false,
             file_extension: ".parquet".to_string(),
             bucketing: None,
+            sort_order: Vec::new(),
         }
     }
 
@@ -108,6 +110,32 @@ impl PartitionedTableBuilder {
             column: column.into(),
             buckets,
         });
+        self
+    }
+
+    /// Declares that the rows of every file are sorted by `keys` (columns
+    /// inside the files; `"ts"` means `ts ASC NULLS LAST`, see [`SortKey`]).
+    ///
+    /// `INSERT INTO` then sorts what it writes and records the order in each
+    /// file's metadata. A scan declares the order to DataFusion — so that
+    /// `ORDER BY ts`, `ORDER BY ts LIMIT n` and windows over `ts` need no
+    /// `SortExec` — only where it is true of each output partition as a
+    /// whole: the partition's files are each sorted and, by their footer
+    /// min/max, follow each other without overlapping (files are grouped so
+    /// that they do, as DataFusion's
+    /// `FileScanConfig::split_groups_by_statistics_with_target_partitions`
+    /// groups them). Proving that needs footer statistics, so a sorted table
+    /// reads every footer at `build()`/`refresh()`, as with
+    /// `collect_statistics(true)`. Files whose metadata records another
+    /// order, files whose ranges overlap in a way no grouping avoids, and
+    /// NULLs in a sort column of a multi-file partition make the scan declare
+    /// nothing.
+    ///
+    /// Without this call, a table that collects statistics adopts the order
+    /// every one of its files records (tables our writer filled), trusting
+    /// only files that record it.
+    pub fn sort_order<K: Into<SortKey>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
+        self.sort_order = keys.into_iter().map(Into::into).collect();
         self
     }
 
@@ -168,17 +196,50 @@ impl PartitionedTableBuilder {
                 });
             }
         }
+        for (i, key) in self.sort_order.iter().enumerate() {
+            let problem = if file_schema.field_with_name(&key.column).is_err() {
+                "no such column inside the files (partition columns cannot be sort keys)"
+            } else if self.sort_order[..i].iter().any(|k| k.column == key.column) {
+                "the column appears twice"
+            } else {
+                continue;
+            };
+            return Err(Error::InvalidTable {
+                root: root.to_string(),
+                reason: format!(
+                    "sort_order [{}]: '{}': {problem}",
+                    SortKey::encode_all(&self.sort_order),
+                    key.column
+                ),
+            });
+        }
+        let declared_sort = !self.sort_order.is_empty();
         let mut definition = TableDefinition::new(
             self.name.unwrap_or_else(|| root.to_string()),
             root,
             spec,
             file_schema,
-            self.collect_statistics,
+            // Sorted scans are proven from footer min/max.
+            self.collect_statistics || declared_sort,
             self.file_extension,
         );
         definition.bucketing = self.bucketing;
-        let index = index_from(state, &store, &definition, listing.partitions).await?;
-        Ok(PartitionedTable::new(definition, index))
+        definition.sort = declared_sort.then(|| TableSort {
+            keys: self.sort_order,
+            declared: true,
+        });
+        let mut discovered = index_from(state, &store, &definition, listing.partitions).await?;
+        if definition.sort.is_none() {
+            if let Some(keys) = discovered.common_sort_order.take() {
+                // Every file records this order, so every file is trusted.
+                definition.sort = Some(TableSort {
+                    keys,
+                    declared: false,
+                });
+                discovered.index = discovered.index.with_all_sorted();
+            }
+        }
+        Ok(PartitionedTable::new(definition, discovered.index))
     }
 }
 
@@ -218,23 +279,39 @@ fn parquet_format(state: &dyn Session) -> ParquetFormat {
     ParquetFormat::default().with_options(state.table_options().parquet.clone())
 }
 
-/// Builds the index from a listing, reading every footer first if the table
-/// collects statistics.
+/// What discovery found: the index, and the sort order every file records
+/// (when they all record the same non-empty one), which a table that
+/// declared none adopts.
+pub(super) struct Discovered {
+    pub index: PartitionIndex,
+    pub common_sort_order: Option<Vec<SortKey>>,
+}
+
+/// What our writer recorded in one file's key-value metadata.
+struct RecordedLayout {
+    bucketing: Option<String>,
+    bucket: Option<String>,
+    sort_order: Option<String>,
+}
+
+/// Builds the index from a listing: reads every footer's statistics if the
+/// table collects them, and every footer's layout metadata if the table is
+/// bucketed, sorted, or collects statistics (to adopt a recorded order).
 pub(super) async fn index_from(
     state: &dyn Session,
     store: &Arc<dyn ObjectStore>,
     definition: &TableDefinition,
     mut partitions: Vec<Partition>,
-) -> Result<PartitionIndex> {
+) -> Result<Discovered> {
+    let metas: Vec<ObjectMeta> = partitions
+        .iter()
+        .flat_map(|p| p.files.iter().map(|f| f.meta.clone()))
+        .collect();
     if definition.collect_statistics {
         let format = &parquet_format(state);
         let file_schema = &definition.file_schema;
-        let metas: Vec<ObjectMeta> = partitions
-            .iter()
-            .flat_map(|p| p.files.iter().map(|f| f.meta.clone()))
-            .collect();
         // `buffered` keeps the listing order, so results zip back onto the files.
-        let stats: Vec<Statistics> = futures::stream::iter(metas)
+        let stats: Vec<Statistics> = futures::stream::iter(metas.clone())
             .map(|meta| async move {
                 format
                     .infer_stats(state, store, Arc::clone(file_schema), &meta)
@@ -252,55 +329,83 @@ pub(super) async fn index_from(
             file.statistics = Some(Arc::new(stats));
         }
     }
-    if let Some(bucketing) = &definition.bucketing {
-        let expected = bucketing.metadata_value();
-        let metas: Vec<ObjectMeta> = partitions
-            .iter()
-            .flat_map(|p| p.files.iter().map(|f| f.meta.clone()))
-            .collect();
-        let expected = &expected;
-        let size_hint = state.table_options().parquet.global.metadata_size_hint;
-        let footer_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-        let footer_cache = &footer_cache;
-        let buckets: Vec<Option<u32>> = futures::stream::iter(metas)
-            .map(|meta| async move {
-                // Through the runtime's footer cache, like `infer_stats` and
-                // the scans: a table that also collects statistics, and the
-                // first query after `build()`, do not read the footer again.
-                let footer = DFParquetMetadata::new(store.as_ref(), &meta)
-                    .with_metadata_size_hint(size_hint)
-                    .with_file_metadata_cache(Some(Arc::clone(footer_cache)))
-                    .fetch_metadata()
-                    .await
-                    .map_err(|e| Error::ReadFile {
-                        path: meta.location.to_string(),
-                        source: Box::new(e),
-                    })?;
-                let kv = footer.file_metadata().key_value_metadata();
-                let get = |key: &str| {
-                    kv.and_then(|kv| kv.iter().find(|e| e.key == key))
-                        .and_then(|e| e.value.as_deref())
-                };
-                // A file written another way (another tool, another count)
-                // has no bucket: the scan then declares nothing.
-                Ok::<_, Error>(match (get(BUCKETING_KEY), get(BUCKET_KEY)) {
-                    (Some(spec), Some(bucket)) if spec == expected => bucket
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|b| (*b as usize) < bucketing.buckets),
-                    _ => None,
-                })
-            })
-            .buffered(FOOTER_READ_CONCURRENCY)
-            .try_collect()
-            .await?;
+    let reads_layout = definition.bucketing.is_some()
+        || definition.sort.is_some()
+        || definition.collect_statistics;
+    let mut common_sort_order = None;
+    if reads_layout && !metas.is_empty() {
+        let layouts = read_layouts(state, store, metas).await?;
+        let expected = definition.bucketing.as_ref().map(Bucketing::metadata_value);
         let files = partitions.iter_mut().flat_map(|p| p.files.iter_mut());
-        for (file, bucket) in files.zip(buckets) {
-            file.bucket = bucket;
+        for (file, layout) in files.zip(&layouts) {
+            // A file written another way (another tool, another count) has
+            // no bucket: the scan then declares nothing.
+            file.bucket = match (&definition.bucketing, &expected, &layout.bucketing) {
+                (Some(bucketing), Some(expected), Some(spec)) if spec == expected => layout
+                    .bucket
+                    .as_deref()
+                    .and_then(|b| b.parse::<u32>().ok())
+                    .filter(|b| (*b as usize) < bucketing.buckets),
+                _ => None,
+            };
+            file.sorted = definition
+                .sort
+                .as_ref()
+                .is_some_and(|sort| sort.trusts(layout.sort_order.as_deref()));
+        }
+        let first = layouts[0].sort_order.as_deref();
+        if layouts.iter().all(|l| l.sort_order.as_deref() == first) {
+            common_sort_order = first
+                .and_then(SortKey::decode_all)
+                .filter(|keys| !keys.is_empty());
         }
     }
-    PartitionIndex::try_new(&definition.spec, partitions).map_err(|e| Error::InvalidTable {
-        root: definition.root.to_string(),
-        reason: e.to_string(),
+    let index =
+        PartitionIndex::try_new(&definition.spec, partitions).map_err(|e| Error::InvalidTable {
+            root: definition.root.to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(Discovered {
+        index,
+        common_sort_order,
     })
+}
+
+/// Reads the layout metadata of every file (in listing order).
+async fn read_layouts(
+    state: &dyn Session,
+    store: &Arc<dyn ObjectStore>,
+    metas: Vec<ObjectMeta>,
+) -> Result<Vec<RecordedLayout>> {
+    let size_hint = state.table_options().parquet.global.metadata_size_hint;
+    let footer_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+    let footer_cache = &footer_cache;
+    futures::stream::iter(metas)
+        .map(|meta| async move {
+            // Through the runtime's footer cache, like `infer_stats` and the
+            // scans: a table that also collects statistics, and the first
+            // query after `build()`, do not read the footer again.
+            let footer = DFParquetMetadata::new(store.as_ref(), &meta)
+                .with_metadata_size_hint(size_hint)
+                .with_file_metadata_cache(Some(Arc::clone(footer_cache)))
+                .fetch_metadata()
+                .await
+                .map_err(|e| Error::ReadFile {
+                    path: meta.location.to_string(),
+                    source: Box::new(e),
+                })?;
+            let kv = footer.file_metadata().key_value_metadata();
+            let get = |key: &str| {
+                kv.and_then(|kv| kv.iter().find(|e| e.key == key))
+                    .and_then(|e| e.value.clone())
+            };
+            Ok::<_, Error>(RecordedLayout {
+                bucketing: get(BUCKETING_KEY),
+                bucket: get(BUCKET_KEY),
+                sort_order: get(SORT_ORDER_KEY),
+            })
+        })
+        .buffered(FOOTER_READ_CONCURRENCY)
+        .try_collect()
+        .await
 }

@@ -26,6 +26,11 @@ pub struct IndexedFile {
     /// The bucket the file holds, when its metadata says it was written
     /// with the table's bucketing (see [`Bucketing`](super::Bucketing)).
     pub bucket: Option<u32>,
+    /// The file's rows are in the table's sort order: its metadata records
+    /// that order (or one that starts with it), or the order was declared
+    /// with `sort_order` and the file records none (see
+    /// [`SortKey`](super::SortKey)).
+    pub sorted: bool,
 }
 
 /// One leaf partition directory and its files.
@@ -88,6 +93,15 @@ impl PartitionIndex {
     /// The partition values as a batch (one row per partition).
     pub fn values(&self) -> &RecordBatch {
         &self.values
+    }
+
+    /// The same index with every file marked as sorted in the table's order
+    /// (the table adopted the order all of them record).
+    pub(crate) fn with_all_sorted(mut self) -> Self {
+        for file in self.partitions.iter_mut().flat_map(|p| p.files.iter_mut()) {
+            file.sorted = true;
+        }
+        self
     }
 
     /// The number of files in the table.

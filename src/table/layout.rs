@@ -1,5 +1,7 @@
-//! Declared data layout: bucketing, and how our writer records it in each
+//! Declared data layout: bucketing and sort order, and how our writer records it in each
 //! file's Parquet key-value metadata so that a later `build()` can trust it.
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 /// Key-value metadata key: the bucketing spec a file was written with.
 pub const BUCKETING_KEY: &str = "lakefusion.bucketing";
@@ -28,5 +30,183 @@ impl Bucketing {
     /// never match.
     pub fn metadata_value(&self) -> String {
         format!("{}/{}/{BUCKET_HASH}", self.column, self.buckets)
+    }
+}
+
+/// Key-value metadata key: the sort order of a file's rows, as
+/// [`SortKey::encode_all`] writes it. Our writer always records it; an empty
+/// value means the rows are in no particular order.
+pub const SORT_ORDER_KEY: &str = "lakefusion.sort_order";
+
+/// One key of a table's sort order: a column inside the files, its
+/// direction, and where its NULLs go.
+///
+/// `SortKey::from("ts")` is `ts ASC NULLS LAST`, and [`SortKey::desc`] is
+/// `DESC NULLS FIRST`: what `ORDER BY ts` and `ORDER BY ts DESC` mean in
+/// DataFusion's SQL by default, so that such queries match the declaration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SortKey {
+    /// The column (inside the files; partition columns cannot be sort keys).
+    pub column: String,
+    /// Descending instead of ascending.
+    pub descending: bool,
+    /// NULLs before the other values instead of after them.
+    pub nulls_first: bool,
+}
+
+impl SortKey {
+    /// `column ASC NULLS LAST`.
+    pub fn asc(column: impl Into<String>) -> Self {
+        Self {
+            column: column.into(),
+            descending: false,
+            nulls_first: false,
+        }
+    }
+
+    /// `column DESC NULLS FIRST`.
+    pub fn desc(column: impl Into<String>) -> Self {
+        Self {
+            column: column.into(),
+            descending: true,
+            nulls_first: true,
+        }
+    }
+
+    /// The same key with NULLs first (`true`) or last.
+    pub fn nulls_first(mut self, nulls_first: bool) -> Self {
+        self.nulls_first = nulls_first;
+        self
+    }
+
+    /// The value recorded under [`SORT_ORDER_KEY`] for `keys`: one
+    /// `column ASC|DESC NULLS FIRST|LAST` per key, comma-separated, with
+    /// the column name percent-encoded so any name survives.
+    pub fn encode_all(keys: &[SortKey]) -> String {
+        let keys: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} {} NULLS {}",
+                    utf8_percent_encode(&k.column, NAME),
+                    if k.descending { "DESC" } else { "ASC" },
+                    if k.nulls_first { "FIRST" } else { "LAST" }
+                )
+            })
+            .collect();
+        keys.join(",")
+    }
+
+    /// Parses what [`encode_all`](Self::encode_all) wrote; `None` for
+    /// anything else (a file whose order cannot be read is not trusted).
+    pub fn decode_all(value: &str) -> Option<Vec<SortKey>> {
+        if value.is_empty() {
+            return Some(Vec::new());
+        }
+        value
+            .split(',')
+            .map(|key| {
+                let parts: Vec<&str> = key.split(' ').collect();
+                let [column, direction, "NULLS", nulls] = parts.as_slice() else {
+                    return None;
+                };
+                let descending = match *direction {
+                    "ASC" => false,
+                    "DESC" => true,
+                    _ => return None,
+                };
+                let nulls_first = match *nulls {
+                    "FIRST" => true,
+                    "LAST" => false,
+                    _ => return None,
+                };
+                let column = percent_decode_str(column).decode_utf8().ok()?.into_owned();
+                Some(SortKey {
+                    column,
+                    descending,
+                    nulls_first,
+                })
+            })
+            .collect()
+    }
+}
+
+impl From<&str> for SortKey {
+    fn from(column: &str) -> Self {
+        Self::asc(column)
+    }
+}
+
+impl From<String> for SortKey {
+    fn from(column: String) -> Self {
+        Self::asc(column)
+    }
+}
+
+/// What a column name must escape inside [`SORT_ORDER_KEY`]'s value.
+const NAME: &AsciiSet = &CONTROLS.add(b' ').add(b',').add(b'%');
+
+/// A table's sort order and how far files without a recorded order are
+/// trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableSort {
+    pub keys: Vec<SortKey>,
+    /// The user declared the order (`sort_order`): files that record no
+    /// order (written by another tool) are taken to follow it, as
+    /// `ListingOptions::file_sort_order` takes them. An order adopted from
+    /// our writer's metadata trusts only files that record it.
+    pub declared: bool,
+}
+
+impl TableSort {
+    /// Whether a file that recorded `recorded` under [`SORT_ORDER_KEY`]
+    /// (`None`: no such key) holds its rows in this order. A file sorted by
+    /// more keys than the table's is sorted by the table's.
+    pub fn trusts(&self, recorded: Option<&str>) -> bool {
+        match recorded {
+            None => self.declared,
+            Some(value) => SortKey::decode_all(value)
+                .is_some_and(|keys| !self.keys.is_empty() && keys.starts_with(&self.keys)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_orders_round_trip_through_their_metadata_value() {
+        let keys = vec![
+            SortKey::asc("ts"),
+            SortKey::desc("a, b %c").nulls_first(false),
+        ];
+        let value = SortKey::encode_all(&keys);
+        assert_eq!(value, "ts ASC NULLS LAST,a%2C%20b%20%25c DESC NULLS LAST");
+        assert_eq!(SortKey::decode_all(&value), Some(keys));
+        assert_eq!(SortKey::decode_all(""), Some(vec![]));
+        assert_eq!(SortKey::decode_all("ts UP NULLS LAST"), None);
+        assert_eq!(SortKey::decode_all("ts ASC"), None);
+    }
+
+    #[test]
+    fn a_table_order_trusts_only_files_that_follow_it() {
+        let adopted = TableSort {
+            keys: vec![SortKey::asc("ts")],
+            declared: false,
+        };
+        assert!(adopted.trusts(Some("ts ASC NULLS LAST")));
+        assert!(adopted.trusts(Some("ts ASC NULLS LAST,id ASC NULLS LAST")));
+        assert!(!adopted.trusts(Some("ts DESC NULLS FIRST")));
+        assert!(!adopted.trusts(Some("id ASC NULLS LAST,ts ASC NULLS LAST")));
+        assert!(!adopted.trusts(Some("")));
+        assert!(!adopted.trusts(Some("garbage")));
+        assert!(!adopted.trusts(None));
+        let declared = TableSort {
+            declared: true,
+            ..adopted
+        };
+        assert!(declared.trusts(None));
+        assert!(!declared.trusts(Some("")));
     }
 }

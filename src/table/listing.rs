@@ -74,6 +74,7 @@ pub(crate) async fn list_partitions(
                 meta,
                 statistics: None,
                 bucket: None,
+                sorted: false,
             });
             continue;
         }
@@ -91,6 +92,7 @@ pub(crate) async fn list_partitions(
                     meta,
                     statistics: None,
                     bucket: None,
+                    sorted: false,
                 }],
             },
         );

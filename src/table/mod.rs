@@ -13,7 +13,7 @@ mod spec;
 pub use builder::PartitionedTableBuilder;
 pub use factory::PartitionedTableFactory;
 pub use index::{IndexedFile, Partition, PartitionIndex};
-pub use layout::Bucketing;
+pub use layout::{Bucketing, SortKey};
 pub use provider::PartitionedTable;
 pub(crate) use provider::TableDefinition;
 pub use spec::{PartitionColumn, PartitionSpec, HIVE_NULL};

@@ -4,19 +4,23 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{ScanArgs, ScanResult, Session};
 use datafusion::common::not_impl_err;
 use datafusion::common::stats::Precision;
 use datafusion::common::{ColumnStatistics, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource,
+};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{LexOrdering, LexRequirement, PhysicalSortExpr};
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion_datasource::sink::DataSinkExec;
 use datafusion_datasource::PartitionedFile;
@@ -24,7 +28,7 @@ use datafusion_datasource::TableSchema;
 
 use super::builder::{index_from, object_store_for, PartitionedTableBuilder};
 use super::index::{IndexedFile, Partition, PartitionIndex};
-use super::layout::Bucketing;
+use super::layout::{Bucketing, SortKey, TableSort};
 use super::listing::list_partitions;
 use super::pushdown::{classify, FilterKind};
 use super::spec::PartitionSpec;
@@ -45,6 +49,7 @@ pub(crate) struct TableDefinition {
     pub collect_statistics: bool,
     pub file_extension: String,
     pub bucketing: Option<Bucketing>,
+    pub sort: Option<TableSort>,
 }
 
 impl TableDefinition {
@@ -71,7 +76,24 @@ impl TableDefinition {
             collect_statistics,
             file_extension,
             bucketing: None,
+            sort: None,
         }
+    }
+
+    /// The table's sort order as DataFusion's ordering over the table schema.
+    fn lex_ordering(&self) -> Option<LexOrdering> {
+        let sort = self.sort.as_ref()?;
+        let keys = sort.keys.iter().map(|key| {
+            let index = self.table_schema.index_of(&key.column).ok()?;
+            Some(PhysicalSortExpr::new(
+                Arc::new(Column::new(&key.column, index)),
+                SortOptions {
+                    descending: key.descending,
+                    nulls_first: key.nulls_first,
+                },
+            ))
+        });
+        LexOrdering::new(keys.collect::<Option<Vec<_>>>()?)
     }
 }
 
@@ -138,6 +160,28 @@ impl PartitionedTable {
         self
     }
 
+    /// Declares the table's sort order (see [`with_bucketing`](Self::with_bucketing)).
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    pub(crate) fn with_sort(mut self, sort: Option<TableSort>) -> Self {
+        if let Some(definition) = Arc::get_mut(&mut self.definition) {
+            definition.sort = sort;
+        }
+        self
+    }
+
+    /// The order the rows of the table's files are sorted in, declared with
+    /// [`PartitionedTableBuilder::sort_order`] or adopted from our writer's
+    /// metadata; empty if none.
+    pub fn sort_order(&self) -> &[SortKey] {
+        self.definition.sort.as_ref().map_or(&[], |s| &s.keys)
+    }
+
+    /// The table's sort order with how far it trusts files (for codecs).
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    pub(crate) fn table_sort(&self) -> Option<&TableSort> {
+        self.definition.sort.as_ref()
+    }
+
     /// How the table is bucketed, if it is (see
     /// [`PartitionedTableBuilder::bucket_by`]).
     pub fn bucketing(&self) -> Option<&Bucketing> {
@@ -195,7 +239,9 @@ impl PartitionedTable {
             &definition.file_extension,
         )
         .await?;
-        let index = index_from(state, &store, definition, listing.partitions).await?;
+        let index = index_from(state, &store, definition, listing.partitions)
+            .await?
+            .index;
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
         Ok(())
     }
@@ -341,6 +387,76 @@ fn partitioned_file(partition: &Partition, file: &IndexedFile) -> PartitionedFil
     }
 }
 
+/// Groups files so that each group reads its rows in `ordering`: files in
+/// one group follow each other by footer min/max without overlapping
+/// (DataFusion's own grouping by statistics, which aims for
+/// `target_partitions` groups and makes more when overlaps demand it).
+/// `None` when some file lacks min/max for a sort column, or NULLs could
+/// break the order (see [`nulls_keep_order`]).
+fn group_in_order(
+    files: &[PartitionedFile],
+    schema: &SchemaRef,
+    ordering: &LexOrdering,
+    target_partitions: usize,
+) -> Option<Vec<FileGroup>> {
+    let all = [FileGroup::new(files.to_vec())];
+    let groups = FileScanConfig::split_groups_by_statistics_with_target_partitions(
+        schema,
+        &all,
+        ordering,
+        target_partitions,
+    )
+    .ok()?;
+    groups
+        .iter()
+        .all(|g| nulls_keep_order(g, ordering))
+        .then_some(groups)
+}
+
+/// Puts the files of each (bucket) group in `ordering`, or `None` if the
+/// files of some group overlap: groups are fixed by the bucketing, so they
+/// cannot be split further.
+fn order_each_group(
+    groups: &[FileGroup],
+    schema: &SchemaRef,
+    ordering: &LexOrdering,
+) -> Option<Vec<FileGroup>> {
+    groups
+        .iter()
+        .map(|group| {
+            if group.len() <= 1 {
+                return Some(group.clone());
+            }
+            let mut split = FileScanConfig::split_groups_by_statistics(
+                schema,
+                std::slice::from_ref(group),
+                ordering,
+            )
+            .ok()?;
+            let ordered = split.pop().filter(|_| split.is_empty())?;
+            nulls_keep_order(&ordered, ordering).then_some(ordered)
+        })
+        .collect()
+}
+
+/// Footer min/max say nothing of NULLs, which sort before or after every
+/// value: a file with NULLs in a sort column cannot be followed (or, NULLs
+/// first, preceded) by another file in the same group. Only groups of one
+/// file, or files with no NULL in any sort column, keep the order.
+fn nulls_keep_order(group: &FileGroup, ordering: &LexOrdering) -> bool {
+    group.len() <= 1
+        || group.iter().all(|file| {
+            file.statistics.as_ref().is_some_and(|stats| {
+                ordering.iter().all(|key| {
+                    key.expr
+                        .downcast_ref::<Column>()
+                        .and_then(|c| stats.column_statistics.get(c.index()))
+                        .is_some_and(|c| c.null_count == Precision::Exact(0))
+                })
+            })
+        })
+}
+
 fn describe(schema: &Schema) -> String {
     let fields: Vec<_> = schema
         .fields()
@@ -413,11 +529,41 @@ impl TableProvider for PartitionedTable {
             })
             .collect();
         let target_partitions = state.config_options().execution.target_partitions.max(1);
-        let (groups, partitioning) = match self.bucket_groups(&index, &selected, target_partitions)
-        {
-            Some((groups, partitioning)) => (groups, Some(partitioning)),
-            None if files.is_empty() => (vec![], None),
-            None => (FileGroup::new(files).split_files(target_partitions), None),
+        // The table's order holds for the scan only if every file is sorted in it.
+        let ordering = selected
+            .iter()
+            .flat_map(|&i| &index.partitions()[i].files)
+            .all(|f| f.sorted)
+            .then(|| definition.lex_ordering())
+            .flatten();
+        let schema = &definition.table_schema;
+        let (groups, partitioning, ordering) = match (
+            self.bucket_groups(&index, &selected, target_partitions),
+            ordering,
+        ) {
+            (Some((groups, partitioning)), Some(ordering)) => {
+                match order_each_group(&groups, schema, &ordering) {
+                    Some(ordered) => (ordered, Some(partitioning), Some(ordering)),
+                    None => (groups, Some(partitioning), None),
+                }
+            }
+            (Some((groups, partitioning)), None) => (groups, Some(partitioning), None),
+            (None, _) if files.is_empty() => (vec![], None, None),
+            (None, Some(ordering)) => {
+                match group_in_order(&files, schema, &ordering, target_partitions) {
+                    Some(groups) => (groups, None, Some(ordering)),
+                    None => (
+                        FileGroup::new(files).split_files(target_partitions),
+                        None,
+                        None,
+                    ),
+                }
+            }
+            (None, None) => (
+                FileGroup::new(files).split_files(target_partitions),
+                None,
+                None,
+            ),
         };
 
         let options = state.table_options().parquet.clone();
@@ -440,6 +586,7 @@ impl TableProvider for PartitionedTable {
             .with_limit(args.limit())
             .with_statistics(self.statistics_of(&index, &selected))
             .with_output_partitioning(partitioning)
+            .with_output_ordering(ordering.into_iter().collect())
             .with_expr_adapter(Some(Arc::new(StrictSchemaAdapterFactory)))
             .build();
         let exec = PartitionedScanExec::new(ScanDescription {
@@ -483,7 +630,14 @@ impl TableProvider for PartitionedTable {
             )));
         }
         let sink = PartitionedSink::new(Arc::clone(&self.definition), Arc::clone(&self.index));
-        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+        // A sorted table's files must each be sorted: DataFusion sorts the
+        // input (the sink takes one partition, so the whole input) first.
+        let sort_requirement = self.definition.lex_ordering().map(LexRequirement::from);
+        Ok(Arc::new(DataSinkExec::new(
+            input,
+            Arc::new(sink),
+            sort_requirement,
+        )))
     }
 
     fn statistics(&self) -> Option<Statistics> {

@@ -32,7 +32,7 @@ use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 
 use super::path::{child, partition_dir};
 use crate::error::Error;
-use crate::table::layout::{BUCKETING_KEY, BUCKET_KEY};
+use crate::table::layout::{SortKey, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
 use crate::table::{IndexedFile, Partition, PartitionIndex, TableDefinition};
 
 /// Writes the rows of an `INSERT INTO` as new Hive-partitioned Parquet files
@@ -47,7 +47,9 @@ use crate::table::{IndexedFile, Partition, PartitionIndex, TableDefinition};
 ///    [`partition_dir`](super::partition_dir)).
 /// 2. Files are written with the session's Parquet writer options under a
 ///    hidden temporary name (`.`-prefixed, so no listing sees it), with what
-///    the write knows recorded in their key-value metadata (bucketing).
+///    the write knows recorded in their key-value metadata (bucketing, sort
+///    order). A sorted table's input arrives sorted (the sink requires it),
+///    and splitting keeps each file's rows in that order.
 /// 3. Only when every input row has been written are the files closed and
 ///    renamed to their final names, which carry a unique write id: a write
 ///    never overwrites a file.
@@ -382,6 +384,13 @@ impl<'a> Write<'a> {
             ));
             writer.append_key_value_metadata(KeyValue::new(BUCKET_KEY.to_string(), b.to_string()));
         }
+        // Recorded even when empty: "written in no order" keeps a later
+        // `sort_order` declaration from trusting this file.
+        let sort_order = table.sort.as_ref().map_or(&[][..], |s| &s.keys);
+        writer.append_key_value_metadata(KeyValue::new(
+            SORT_ORDER_KEY.to_string(),
+            SortKey::encode_all(sort_order),
+        ));
         Ok(OpenFile {
             values,
             bucket,
@@ -461,6 +470,9 @@ impl<'a> Write<'a> {
                         meta,
                         statistics: statistics.clone(),
                         bucket: *bucket,
+                        // The input was sorted in the table's order (the
+                        // sink's required ordering), and this file says so.
+                        sorted: table.sort.is_some(),
                     },
                 }),
                 Err(e) => {

@@ -20,7 +20,7 @@ use lakefusion::codec::{
     AllowedRoots, CompositePhysicalCodec, LakefusionLogicalCodec, LakefusionPhysicalCodec,
 };
 use lakefusion::{
-    CacheConfig, CachedScanExec, PartitionedScanExec, PartitionedTable, SessionBuilder,
+    CacheConfig, CachedScanExec, PartitionedScanExec, PartitionedTable, SessionBuilder, SortKey,
 };
 use object_store::local::LocalFileSystem;
 use url::Url;
@@ -331,6 +331,7 @@ async fn partitioned_table_round_trips_without_io() {
         .partition_column("date", DataType::Date32)
         .partition_column("region", DataType::Utf8)
         .collect_statistics(true)
+        .sort_order(["id"])
         .build(&ctx.state())
         .await
         .unwrap();
@@ -352,11 +353,19 @@ async fn partitioned_table_round_trips_without_io() {
     let decoded_table = decoded.downcast_ref::<PartitionedTable>().unwrap();
     assert_eq!(decoded_table.index().file_count(), 45);
     assert_eq!(decoded_table.partition_spec().len(), 2);
+    assert_eq!(decoded_table.sort_order(), &[SortKey::asc("id")]);
     assert_eq!(decoded.statistics(), {
         let fresh = events_table_with(&ctx, dir.path(), true).await;
         fresh.statistics()
     });
     remote.register_table("events", decoded).unwrap();
+    // The sort order travels, and with it the declared ordering.
+    let ordered = physical_plan_text(&remote, "SELECT id FROM events ORDER BY id").await;
+    assert!(
+        ordered.contains("output_ordering=[id@0 ASC NULLS LAST]"),
+        "{ordered}"
+    );
+    assert!(!ordered.contains("SortExec"), "{ordered}");
     let local = SessionContext::new();
     local
         .register_table("events", Arc::new(events_table(&local, dir.path()).await))

@@ -1,6 +1,7 @@
 //! Test data and helpers shared by the integration tests.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, Once};
@@ -277,4 +278,40 @@ pub fn capture_process_tracing() {
 pub fn end_process_tracing() -> String {
     let captured = PROCESS_CAPTURE.lock().unwrap().take().unwrap_or_default();
     String::from_utf8_lossy(&captured).into_owned()
+}
+
+/// Every file under `root`, hidden ones included, relative to it.
+pub fn all_files(root: &Path) -> BTreeSet<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else {
+                out.insert(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    if root.exists() {
+        walk(root, root, &mut out);
+    }
+    out
+}
+
+pub async fn count(ctx: &SessionContext, sql: &str) -> i64 {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+/// The `PartitionedScanExec` line of a plan's text.
+pub fn scan_line(plan: &str) -> &str {
+    plan.lines()
+        .find(|l| l.contains("PartitionedScanExec"))
+        .expect("a PartitionedScanExec")
 }

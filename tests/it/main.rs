@@ -16,5 +16,6 @@ mod explain;
 mod no_io;
 mod parity;
 mod session;
+mod sorted;
 mod table;
 mod write;

@@ -2,7 +2,6 @@
 //! fresh listing; values that cannot be directories refused with nothing left
 //! behind; bucketed tables whose declared hash partitioning is true.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,35 +16,6 @@ use url::Url;
 
 use crate::common::*;
 use crate::counting_store::CountingStore;
-
-/// Every file under `root`, hidden ones included, relative to it.
-fn all_files(root: &Path) -> BTreeSet<String> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, root, out);
-            } else {
-                out.insert(path.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    if root.exists() {
-        walk(root, root, &mut out);
-    }
-    out
-}
-
-async fn count(ctx: &SessionContext, sql: &str) -> i64 {
-    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-    batches[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .value(0)
-}
 
 #[tokio::test]
 async fn insert_appends_files_the_next_query_and_a_fresh_listing_see() {
@@ -246,12 +216,6 @@ fn keyed_rows(n: i64) -> MemTable {
 const BUCKETS: usize = 4;
 
 /// The first scan's line of a plan.
-fn scan_line(plan: &str) -> &str {
-    plan.lines()
-        .find(|l| l.contains("PartitionedScanExec"))
-        .expect("a PartitionedScanExec")
-}
-
 /// A session with `target_partitions` partitions that never plans a
 /// single-partition (collect-left) join, so partitioned joins are exercised.
 fn bucket_session(target_partitions: usize) -> SessionContext {
