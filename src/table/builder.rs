@@ -224,7 +224,7 @@ impl PartitionedTableBuilder {
             self.file_extension,
         );
         definition.bucketing = self.bucketing;
-        definition.sort = declared_sort.then(|| TableSort {
+        definition.sort = declared_sort.then_some(TableSort {
             keys: self.sort_order,
             declared: true,
         });

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::{DataFusionError, Result as DFResult, ScalarValue};
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
@@ -27,7 +28,8 @@ use object_store::ObjectStoreExt;
 use object_store::{ObjectMeta, ObjectStore};
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::async_writer::AsyncArrowWriter;
-use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{KeyValue, ParquetMetaData};
+use tokio::sync::mpsc;
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 
 use super::path::{child, partition_dir};
@@ -155,7 +157,53 @@ struct OpenFile {
     bucket: Option<u32>,
     temp: Path,
     target: Path,
-    writer: AsyncArrowWriter<BufWriter>,
+    /// Batches for the file's encoder; dropping it lets the encoder finish.
+    rows: mpsc::Sender<RecordBatch>,
+    encoder: SpawnedTask<DFResult<ParquetMetaData>>,
+}
+
+/// Batches waiting per file: enough to keep an encoder busy while the
+/// input is split, few enough that memory stays at about one row group per
+/// file (the encoder's own buffer).
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Encodes one file's batches as they arrive and closes the file when its
+/// sender is dropped. Each file has its own task, so files are encoded in
+/// parallel (as DataFusion's own `COPY TO` does), while each file still
+/// receives its rows in input order — a sorted table's files stay sorted.
+/// If the write is aborted (`aborted` set before the sender is dropped), or
+/// a write fails, the upload is aborted instead and nothing is completed.
+async fn encode(
+    mut writer: AsyncArrowWriter<BufWriter>,
+    mut rows: mpsc::Receiver<RecordBatch>,
+    aborted: Arc<AtomicBool>,
+) -> DFResult<ParquetMetaData> {
+    let mut failure = None;
+    while let Some(batch) = rows.recv().await {
+        if let Err(e) = writer.write(&batch).await {
+            failure = Some(e.into());
+            break;
+        }
+    }
+    if failure.is_none() && aborted.load(Ordering::Acquire) {
+        failure = Some(DataFusionError::Execution("the write was aborted".into()));
+    }
+    match failure {
+        None => Ok(writer.close().await?),
+        Some(e) => {
+            // A failed abort leaves at most a hidden, `.`-prefixed object.
+            let _ = writer.into_inner().abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// The result of an encoder task, panics resumed, cancellation an error.
+async fn finish(encoder: SpawnedTask<DFResult<ParquetMetaData>>) -> DFResult<ParquetMetaData> {
+    encoder
+        .join_unwind()
+        .await
+        .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?
 }
 
 /// The state of one `write_all`.
@@ -173,6 +221,10 @@ struct Write<'a> {
     rows_by_partition: Option<RowConverter>,
     buckets: Option<BatchPartitioner>,
     open: HashMap<(Vec<u8>, Option<u32>), OpenFile>,
+    /// Files opened so far (names their sequence numbers).
+    opened: usize,
+    /// Set before the encoders' senders are dropped when the write fails.
+    aborted: Arc<AtomicBool>,
     rows: u64,
 }
 
@@ -273,6 +325,8 @@ impl<'a> Write<'a> {
             rows_by_partition,
             buckets,
             open: HashMap::new(),
+            opened: 0,
+            aborted: Arc::default(),
             rows: 0,
         })
     }
@@ -336,19 +390,27 @@ impl<'a> Write<'a> {
                 let file = self.open_file(&batch, first, bucket)?;
                 self.open.insert(slot.clone(), file);
             }
-            if let Some(file) = self.open.get_mut(&slot) {
-                let target = file.target.to_string();
-                file.writer
-                    .write(&part)
-                    .await
-                    .map_err(|e| self.write_error(&target, e.into()))?;
+            let sent = match self.open.get(&slot) {
+                Some(file) => file.rows.send(part).await.is_ok(),
+                None => true,
+            };
+            if !sent {
+                // The encoder stopped early: its result says why.
+                if let Some(file) = self.open.remove(&slot) {
+                    let error = match finish(file.encoder).await {
+                        Err(e) => e,
+                        Ok(_) => DataFusionError::Internal("the encoder ended early".into()),
+                    };
+                    let _ = self.store.delete(&file.temp).await;
+                    return Err(self.write_error(file.target.as_ref(), error));
+                }
             }
         }
         Ok(())
     }
 
     fn open_file(
-        &self,
+        &mut self,
         batch: &RecordBatch,
         row: usize,
         bucket: Option<u32>,
@@ -361,7 +423,8 @@ impl<'a> Write<'a> {
             dirs.push(partition_dir(&table.name, column, &value)?);
             values.push(value);
         }
-        let sequence = self.open.len();
+        let sequence = self.opened;
+        self.opened += 1;
         let name = match bucket {
             Some(b) => format!("bucket-{b:05}-{}-{sequence:05}.parquet", self.id),
             None => format!("part-{}-{sequence:05}.parquet", self.id),
@@ -391,12 +454,15 @@ impl<'a> Write<'a> {
             SORT_ORDER_KEY.to_string(),
             SortKey::encode_all(sort_order),
         ));
+        let (rows, receiver) = mpsc::channel(BATCHES_IN_FLIGHT);
+        let encoder = SpawnedTask::spawn(encode(writer, receiver, Arc::clone(&self.aborted)));
         Ok(OpenFile {
             values,
             bucket,
             temp,
             target,
-            writer,
+            rows,
+            encoder,
         })
     }
 
@@ -411,18 +477,18 @@ impl<'a> Write<'a> {
 
     /// Drops every file in progress; none of them was ever visible.
     async fn abort(self) {
+        self.aborted.store(true, Ordering::Release);
         for (_, file) in self.open {
-            let mut upload = file.writer.into_inner();
-            // A failed abort leaves at most a hidden, `.`-prefixed object.
-            let _ = upload.abort().await;
+            drop(file.rows);
+            let _ = finish(file.encoder).await;
             let _ = self.store.delete(&file.temp).await;
         }
     }
 
-    /// Closes every file (computing its statistics, if the table keeps
-    /// them), then makes them visible. If any step fails, the files in
-    /// progress are aborted, temporary files deleted, and what was already
-    /// made visible deleted again.
+    /// Closes every file (its encoder finishes it; statistics computed if
+    /// the table keeps them), then makes them visible. If any step fails,
+    /// the files in progress are aborted, temporary files deleted, and what
+    /// was already made visible deleted again.
     async fn commit(self) -> DFResult<Vec<Written>> {
         let table = self.table;
         let failed = |path: &Path, source: DataFusionError| -> DataFusionError {
@@ -433,31 +499,34 @@ impl<'a> Write<'a> {
             }
             .into()
         };
-        let mut closed = Vec::with_capacity(self.open.len());
-        let mut open = self.open.into_values();
-        while let Some(file) = open.next() {
-            let closing = match file.writer.close().await {
-                Ok(metadata) if table.collect_statistics => {
-                    DFParquetMetadata::statistics_from_parquet_metadata(
-                        &metadata,
-                        &table.file_schema,
-                    )
+        // Every sender first, so that all files close concurrently.
+        let files: Vec<_> = self
+            .open
+            .into_values()
+            .map(|f| (f.values, f.bucket, f.temp, f.target, f.encoder))
+            .collect();
+        let mut closed = Vec::with_capacity(files.len());
+        let mut files = files.into_iter();
+        while let Some((values, bucket, temp, target, encoder)) = files.next() {
+            let closing = finish(encoder).await.and_then(|metadata| {
+                if !table.collect_statistics {
+                    return Ok(None);
+                }
+                DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &table.file_schema)
                     .map(|s| Some(Arc::new(s)))
-                }
-                Ok(_) => Ok(None),
-                Err(e) => Err(e.into()),
-            };
+            });
             match closing {
-                Ok(statistics) => {
-                    closed.push((file.values, file.bucket, file.temp, file.target, statistics))
-                }
+                Ok(statistics) => closed.push((values, bucket, temp, target, statistics)),
                 Err(e) => {
-                    for rest in open {
-                        let _ = rest.writer.into_inner().abort().await;
+                    self.aborted.store(true, Ordering::Release);
+                    let mut temps: Vec<Path> = closed.into_iter().map(|c| c.2).collect();
+                    temps.push(temp.clone());
+                    for (_, _, rest, _, encoder) in files {
+                        let _ = finish(encoder).await;
+                        temps.push(rest);
                     }
-                    let temps = closed.iter().map(|c| &c.2).chain([&file.temp]);
-                    delete_all(&self.store, temps).await;
-                    return Err(failed(&file.temp, e));
+                    delete_all(&self.store, temps.iter()).await;
+                    return Err(failed(&temp, e));
                 }
             }
         }
