@@ -1,7 +1,7 @@
 //! Writing and layout, ours vs DataFusion's own, in one run.
 //!
 //! ```text
-//! cargo bench --bench layout -- [--rows 10000000] [--runs 5]
+//! cargo bench --bench layout -- [--rows 10000000] [--customers 200000] [--runs 5]
 //! ```
 //!
 //! * `INSERT INTO` a day-partitioned table (`--rows` rows) vs DataFusion's
@@ -35,15 +35,20 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use lakefusion::PartitionedTable;
 
 const BUCKETS: usize = 4;
-const CUSTOMERS: i64 = 200_000;
 const DAYS: i64 = 8;
 
 fn main() -> Result<()> {
-    let (mut rows, mut runs) = (10_000_000i64, 5usize);
+    let (mut rows, mut customers, mut runs) = (10_000_000i64, 200_000i64, 5usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rows" => rows = args.next().and_then(|v| v.parse().ok()).expect("--rows N"),
+            "--customers" => {
+                customers = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--customers N")
+            }
             "--runs" => runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
             _ => {}
         }
@@ -51,7 +56,7 @@ fn main() -> Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run(rows, runs))
+        .block_on(run(rows, customers, runs))
 }
 
 fn source_schema() -> SchemaRef {
@@ -63,7 +68,7 @@ fn source_schema() -> SchemaRef {
 }
 
 /// `rows` orders in batches of 64 Ki rows, spread over days and customers.
-fn source(rows: i64) -> Result<MemTable> {
+fn source(rows: i64, customers: i64) -> Result<MemTable> {
     let schema = source_schema();
     let batches = (0..rows)
         .step_by(65_536)
@@ -74,7 +79,7 @@ fn source(rows: i64) -> Result<MemTable> {
                 vec![
                     Arc::new(Int64Array::from(
                         ids.iter()
-                            .map(|i| (i * 7_919) % CUSTOMERS)
+                            .map(|i| (i * 7_919) % customers)
                             .collect::<Vec<_>>(),
                     )),
                     Arc::new(Float64Array::from(
@@ -173,11 +178,11 @@ async fn compare(
     Ok(())
 }
 
-async fn run(rows: i64, runs: usize) -> Result<()> {
+async fn run(rows: i64, customers: i64, runs: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let ctx = session();
-    ctx.register_table("src", Arc::new(source(rows)?))?;
-    println!("{rows} rows, {DAYS} days, {CUSTOMERS} customers, {BUCKETS} buckets, 2-core machine");
+    ctx.register_table("src", Arc::new(source(rows, customers)?))?;
+    println!("{rows} rows, {DAYS} days, {customers} customers, {BUCKETS} buckets, 2-core machine");
 
     // INSERT INTO vs COPY TO, each into a fresh directory per run.
     let (mut t_insert, mut t_copy) = (Vec::new(), Vec::new());

@@ -1,5 +1,6 @@
-//! Writing with `INSERT INTO`, a bucketed table whose declared partitioning
-//! DataFusion trusts, and dynamic filters, with their `EXPLAIN`s.
+//! Writing with `INSERT INTO`, bucketed and sorted tables whose declared
+//! partitioning and ordering DataFusion trusts, and dynamic filters, with
+//! their `EXPLAIN`s.
 //!
 //! ```text
 //! cargo run --example write_and_layout [-- --rows N]
@@ -11,7 +12,10 @@
 //! 3. `EXPLAIN`s a `GROUP BY customer_id` and a join of two tables bucketed
 //!    alike: no `RepartitionExec`, because the scans declare
 //!    `Hash([customer_id], 4)`.
-//! 4. `EXPLAIN ANALYZE`s a TopK whose dynamic filter skips row groups.
+//! 4. Fills a `ledger` table sorted by `amount` (the write sorts and records
+//!    the order) and `EXPLAIN`s an `ORDER BY amount LIMIT` and a running
+//!    total: no `SortExec`, because the scan declares its output ordering.
+//! 5. `EXPLAIN ANALYZE`s a TopK whose dynamic filter skips row groups.
 
 use std::sync::Arc;
 
@@ -82,6 +86,38 @@ async fn main() -> Result<()> {
             "A join of two tables bucketed alike (no RepartitionExec on either side)",
             "SELECT count(*) AS returned FROM orders o JOIN returns r \
              ON o.customer_id = r.customer_id AND o.day = r.day AND o.amount = r.amount",
+        ),
+    ] {
+        println!("== {title}");
+        show(&ctx, sql).await?;
+        show(&ctx, &format!("EXPLAIN {sql}")).await?;
+    }
+
+    let root = dir.path().join("ledger");
+    std::fs::create_dir_all(&root)?;
+    let ledger = PartitionedTable::builder(format!("file://{}/", root.display()))
+        .name("ledger")
+        .schema(Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Int64, false),
+            Field::new("amount", DataType::Float64, false),
+        ])))
+        .partition_column("day", DataType::Utf8)
+        .sort_order(["amount"])
+        .build(&ctx.state())
+        .await?;
+    ctx.register_table("ledger", Arc::new(ledger))?;
+    let sql = "INSERT INTO ledger SELECT customer_id, amount, day FROM staging";
+    println!("== {sql} (sorted by amount as it is written)");
+    show(&ctx, sql).await?;
+    for (title, sql) in [
+        (
+            "ORDER BY the sort key: no SortExec, the scan's output_ordering is merged",
+            "SELECT day, amount FROM ledger ORDER BY amount LIMIT 3",
+        ),
+        (
+            "A window over the sort key: no SortExec either",
+            "SELECT amount, sum(amount) OVER (ORDER BY amount ROWS UNBOUNDED PRECEDING) AS running \
+             FROM ledger ORDER BY amount LIMIT 3",
         ),
     ] {
         println!("== {title}");

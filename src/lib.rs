@@ -51,7 +51,10 @@
 //! visible whole, added to the index at once; a table declared with
 //! [`bucket_by`](PartitionedTableBuilder::bucket_by) is written with
 //! DataFusion's own hash partitioner, so its scans may declare `Hash`
-//! partitioning that DataFusion can trust.
+//! partitioning that DataFusion can trust; one declared with
+//! [`sort_order`](PartitionedTableBuilder::sort_order) is written sorted, and
+//! its scans declare the order wherever footer min/max prove it, so ordered
+//! queries need no `SortExec`.
 //!
 //! ## Quick start
 //!
