@@ -217,13 +217,21 @@ async fn run(rows: i64, customers: i64, runs: usize) -> Result<()> {
     // `a`: every order; `b`: one row per customer (its largest order).
     // `s`: every order, sorted by amount.
     for (name, layout, select) in [
-        ("a", Layout::Bucketed, "SELECT customer_id, amount, day FROM src"),
+        (
+            "a",
+            Layout::Bucketed,
+            "SELECT customer_id, amount, day FROM src",
+        ),
         (
             "b",
             Layout::Bucketed,
             "SELECT customer_id, max(amount), min(day) FROM src GROUP BY customer_id",
         ),
-        ("s", Layout::Sorted, "SELECT customer_id, amount, day FROM src"),
+        (
+            "s",
+            Layout::Sorted,
+            "SELECT customer_id, amount, day FROM src",
+        ),
     ] {
         let root = dir.path().join(name);
         ctx.register_table(name, Arc::new(ours(&ctx, &root, layout).await?))?;

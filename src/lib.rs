@@ -126,6 +126,7 @@ pub mod context;
 pub mod error;
 pub mod scan;
 pub mod session;
+pub mod store;
 pub mod table;
 pub mod write;
 

@@ -17,6 +17,7 @@ use datafusion_datasource::file_scan_config::FileScanConfig;
 
 use crate::cache::CachedScanExec;
 use crate::scan::{PartitionedScanExec, ScanDescription};
+use crate::store::RetryConfig;
 
 /// A planned lakefusion scan in transit to Ballista executors.
 ///
@@ -40,6 +41,7 @@ pub struct DistributedScanExec {
     partition_filters: Vec<Expr>,
     row_group_filters: Vec<Expr>,
     cached: bool,
+    retry: Option<RetryConfig>,
 }
 
 impl DistributedScanExec {
@@ -54,6 +56,7 @@ impl DistributedScanExec {
             partition_filters: scan.partition_filters().to_vec(),
             row_group_filters: scan.row_group_filters().to_vec(),
             cached,
+            retry: scan.retry(),
         }
     }
 
@@ -64,6 +67,7 @@ impl DistributedScanExec {
         partition_filters: Vec<Expr>,
         row_group_filters: Vec<Expr>,
         cached: bool,
+        retry: Option<RetryConfig>,
     ) -> Self {
         Self {
             table,
@@ -73,7 +77,13 @@ impl DistributedScanExec {
             partition_filters,
             row_group_filters,
             cached,
+            retry,
         }
+    }
+
+    /// The retries and timeouts of the carried scan's reads.
+    pub fn retry(&self) -> Option<RetryConfig> {
+        self.retry
     }
 
     /// The table's display name.
@@ -126,6 +136,7 @@ impl DistributedScanExec {
             total_partitions: self.total_partitions,
             partition_filters: self.partition_filters.clone(),
             row_group_filters: self.row_group_filters.clone(),
+            retry: self.retry,
         }))
     }
 }

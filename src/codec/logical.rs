@@ -17,6 +17,8 @@ use object_store::ObjectMeta;
 use prost::Message;
 
 use super::composite::Envelope;
+use super::physical::RetryNode;
+use crate::store::RetryConfig;
 use crate::table::layout::TableSort;
 use crate::table::{
     Bucketing, IndexedFile, Partition, PartitionIndex, PartitionSpec, PartitionedTable, SortKey,
@@ -50,6 +52,8 @@ struct TableNode {
     sort_order: String,
     #[prost(bool, tag = "11")]
     sort_declared: bool,
+    #[prost(message, optional, tag = "12")]
+    retry: Option<RetryNode>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -159,6 +163,7 @@ impl LakefusionLogicalCodec {
             buckets: table.bucketing().map_or(0, |b| b.buckets as u64),
             sort_order: SortKey::encode_all(table.sort_order()),
             sort_declared: table.table_sort().is_some_and(|s| s.declared),
+            retry: table.retry_config().map(RetryNode::from),
         })
     }
 
@@ -251,7 +256,8 @@ impl LakefusionLogicalCodec {
         .with_sort(sort.map(|keys| TableSort {
             keys,
             declared: node.sort_declared,
-        })))
+        }))
+        .with_retry(node.retry.clone().map(RetryConfig::from)))
     }
 }
 

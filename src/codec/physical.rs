@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
@@ -25,6 +26,7 @@ use super::roots::AllowedRoots;
 use crate::cache::{CacheKey, CachedScanExec, TableCache};
 use crate::scan::schema::StrictSchemaAdapterFactory;
 use crate::scan::{PartitionedScanExec, ScanDescription};
+use crate::store::RetryConfig;
 
 /// The wire form of a [`PartitionedScanExec`].
 #[derive(Clone, PartialEq, prost::Message)]
@@ -48,6 +50,43 @@ pub(crate) struct ScanNode {
     /// The file groups, in a compact columnar form.
     #[prost(message, optional, tag = "7")]
     pub files: Option<FileGroupsNode>,
+    #[prost(message, optional, tag = "8")]
+    pub retry: Option<RetryNode>,
+}
+
+/// The wire form of a [`RetryConfig`] (durations in milliseconds).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct RetryNode {
+    #[prost(uint32, tag = "1")]
+    pub max_retries: u32,
+    #[prost(uint64, tag = "2")]
+    pub initial_backoff_ms: u64,
+    #[prost(uint64, tag = "3")]
+    pub max_backoff_ms: u64,
+    #[prost(uint64, tag = "4")]
+    pub request_timeout_ms: u64,
+}
+
+impl From<RetryConfig> for RetryNode {
+    fn from(config: RetryConfig) -> Self {
+        Self {
+            max_retries: config.max_retries,
+            initial_backoff_ms: config.initial_backoff.as_millis() as u64,
+            max_backoff_ms: config.max_backoff.as_millis() as u64,
+            request_timeout_ms: config.request_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl From<RetryNode> for RetryConfig {
+    fn from(node: RetryNode) -> Self {
+        Self {
+            max_retries: node.max_retries,
+            initial_backoff: Duration::from_millis(node.initial_backoff_ms),
+            max_backoff: Duration::from_millis(node.max_backoff_ms),
+            request_timeout: Duration::from_millis(node.request_timeout_ms),
+        }
+    }
 }
 
 /// The wire form of a [`CachedScanExec`]: its scan and the full description of
@@ -76,6 +115,8 @@ pub(crate) struct DistributedScanNode {
     pub row_group_filters: Vec<LogicalExprNode>,
     #[prost(bool, tag = "6")]
     pub cached: bool,
+    #[prost(message, optional, tag = "7")]
+    pub retry: Option<RetryNode>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -175,6 +216,7 @@ impl LakefusionPhysicalCodec {
             partition_filters: serialize_exprs(scan.partition_filters(), &logical)?,
             row_group_filters: serialize_exprs(scan.row_group_filters(), &logical)?,
             files: Some(FileGroupsNode::encode(scan.table(), &config.file_groups)?),
+            retry: scan.retry().map(RetryNode::from),
         })
     }
 
@@ -219,6 +261,7 @@ impl LakefusionPhysicalCodec {
             total_partitions: node.total_partitions as usize,
             partition_filters: parse_exprs(&node.partition_filters, ctx, &logical)?,
             row_group_filters: parse_exprs(&node.row_group_filters, ctx, &logical)?,
+            retry: node.retry.map(RetryConfig::from),
         })
         .with_work_stealing(false))
     }
@@ -289,6 +332,7 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
                     parse_exprs(&node.partition_filters, ctx, &logical)?,
                     parse_exprs(&node.row_group_filters, ctx, &logical)?,
                     node.cached,
+                    node.retry.clone().map(RetryConfig::from),
                 );
                 let config = carrier.file_scan_config()?;
                 self.allowed_roots.check(&node.table, config)?;
@@ -324,6 +368,7 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
                 partition_filters: serialize_exprs(carrier.partition_filters(), &logical)?,
                 row_group_filters: serialize_exprs(carrier.row_group_filters(), &logical)?,
                 cached: carrier.cached(),
+                retry: carrier.retry().map(RetryNode::from),
             })
         } else if let Some(cached) = node.downcast_ref::<CachedScanExec>() {
             plan_node::Node::CachedScan(CachedScanNode {

@@ -26,6 +26,7 @@ use datafusion_datasource::file_scan_config::FileScanConfig;
 use datafusion_datasource::source::DataSource;
 
 use super::stream::LazyScanStream;
+use crate::store::RetryConfig;
 
 /// Scans the selected partitions of a [`PartitionedTable`](crate::PartitionedTable).
 ///
@@ -79,6 +80,7 @@ pub struct PartitionedScanExec {
     sibling_state: Arc<SiblingState>,
     work_stealing: bool,
     runtime: RuntimeFilters,
+    retry: Option<RetryConfig>,
 }
 
 /// Filters DataFusion pushed into the scan while optimizing (the dynamic
@@ -137,6 +139,8 @@ pub struct ScanDescription {
     pub partition_filters: Vec<Expr>,
     /// Filters used to prune row groups (still applied above the scan).
     pub row_group_filters: Vec<Expr>,
+    /// Retries and timeouts for the scan's reads (the table's).
+    pub retry: Option<RetryConfig>,
 }
 
 impl PartitionedScanExec {
@@ -149,6 +153,7 @@ impl PartitionedScanExec {
             total_partitions,
             partition_filters,
             row_group_filters,
+            retry,
         } = description;
         // The stream is wrapped in `cooperative()` (as DataSourceExec's is), so
         // DataFusion need not add a CooperativeExec that would spend the task
@@ -174,6 +179,7 @@ impl PartitionedScanExec {
             sibling_state: Arc::default(),
             work_stealing: true,
             runtime: RuntimeFilters::default(),
+            retry,
         }
     }
 
@@ -245,6 +251,11 @@ impl PartitionedScanExec {
         &self.row_group_filters
     }
 
+    /// The retries and timeouts of the scan's reads.
+    pub fn retry(&self) -> Option<RetryConfig> {
+        self.retry
+    }
+
     /// The row limit, if one was pushed into the scan.
     pub fn limit(&self) -> Option<usize> {
         self.config.limit
@@ -258,6 +269,7 @@ impl PartitionedScanExec {
             total_partitions: self.total_partitions,
             partition_filters: self.partition_filters.clone(),
             row_group_filters: self.row_group_filters.clone(),
+            retry: self.retry,
         });
         let mut scan = scan.with_work_stealing(self.work_stealing);
         scan.runtime = self.runtime.clone();
@@ -454,15 +466,18 @@ impl ExecutionPlan for PartitionedScanExec {
         } else {
             None
         };
-        Ok(Box::pin(LazyScanStream::new(
-            &self.table,
-            Arc::clone(&self.config),
-            self.schema(),
-            partition,
-            context,
-            &self.metrics,
-            sibling_state,
-        )))
+        Ok(Box::pin(
+            LazyScanStream::new(
+                &self.table,
+                Arc::clone(&self.config),
+                self.schema(),
+                partition,
+                context,
+                &self.metrics,
+                sibling_state,
+            )
+            .with_retry(self.retry),
+        ))
     }
 
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {

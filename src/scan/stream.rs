@@ -21,6 +21,7 @@ use super::metrics::ScanMetrics;
 use super::opener::NamingSource;
 use super::reader::PageIndexCachingReaderFactory;
 use crate::context::QueryContext;
+use crate::store::{ResilientStore, RetryConfig};
 
 /// The record batches of one output partition of a
 /// [`PartitionedScanExec`](super::PartitionedScanExec).
@@ -54,6 +55,8 @@ pub struct LazyScanStream {
     /// DataFusion's work-stealing queue shared with the sibling partitions of
     /// this execution (see [`SiblingState`](super::exec)), if any.
     sibling_state: Option<Arc<dyn Any + Send + Sync>>,
+    /// Retries and timeouts around the store the files are read from.
+    retry: Option<RetryConfig>,
     scan_metrics: ScanMetrics,
 }
 
@@ -95,8 +98,16 @@ impl LazyScanStream {
             partition,
             context,
             sibling_state,
+            retry: None,
             scan_metrics: ScanMetrics::new(metrics, partition),
         }
+    }
+
+    /// Reads the files through a [`ResilientStore`] with `retry`'s
+    /// retries and timeouts (none: the runtime's store as it is).
+    pub fn with_retry(mut self, retry: Option<RetryConfig>) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Which state the stream is in: `"Uninitialized"`, `"Opening"`,
@@ -129,10 +140,12 @@ impl LazyScanStream {
             // ListingTable scan: a repeated query does not re-read them. The
             // cache lives in the executing runtime, so it is attached here,
             // not at planning time.
-            let store = self
-                .context
-                .runtime_env()
-                .object_store(&config.object_store_url)?;
+            let store = ResilientStore::wrap(
+                self.context
+                    .runtime_env()
+                    .object_store(&config.object_store_url)?,
+                self.retry,
+            );
             let cache = self
                 .context
                 .runtime_env()

@@ -18,6 +18,7 @@ use super::listing::list_partitions;
 use super::provider::{PartitionedTable, TableDefinition};
 use super::spec::PartitionSpec;
 use crate::error::{Error, Result};
+use crate::store::{ResilientStore, RetryConfig};
 
 /// How many footers `collect_statistics(true)` reads concurrently.
 const FOOTER_READ_CONCURRENCY: usize = 16;
@@ -49,6 +50,7 @@ pub struct PartitionedTableBuilder {
     file_extension: String,
     bucketing: Option<Bucketing>,
     sort_order: Vec<SortKey>,
+    retry: Option<RetryConfig>,
 }
 
 impl PartitionedTableBuilder {
@@ -62,6 +64,7 @@ impl PartitionedTableBuilder {
             file_extension: ".parquet".to_string(),
             bucketing: None,
             sort_order: Vec::new(),
+            retry: None,
         }
     }
 
@@ -139,6 +142,15 @@ impl PartitionedTableBuilder {
         self
     }
 
+    /// Retries transient read failures with bounded backoff and bounds every
+    /// request with a timeout (see [`RetryConfig`]), for discovery and for
+    /// every scan of the table (default: none — the store's own client
+    /// behaviour, and no timeout).
+    pub fn retry(mut self, config: RetryConfig) -> Self {
+        self.retry = Some(config);
+        self
+    }
+
     /// The name `EXPLAIN` and errors use for the table (default: the root URL).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -157,7 +169,7 @@ impl PartitionedTableBuilder {
             url: self.root.clone(),
             reason: e.to_string(),
         })?;
-        let store = object_store_for(state, &root)?;
+        let store = object_store_for(state, &root, self.retry)?;
         let declared = (!self.partition_columns.is_empty())
             .then(|| PartitionSpec::new(self.partition_columns.clone()));
         let listing =
@@ -224,6 +236,7 @@ impl PartitionedTableBuilder {
             self.file_extension,
         );
         definition.bucketing = self.bucketing;
+        definition.retry = self.retry;
         definition.sort = declared_sort.then_some(TableSort {
             keys: self.sort_order,
             declared: true,
@@ -243,17 +256,21 @@ impl PartitionedTableBuilder {
     }
 }
 
+/// The store a table's discovery reads through: the runtime's, with the
+/// table's retries and timeouts.
 pub(super) fn object_store_for(
     state: &dyn Session,
     root: &ListingTableUrl,
+    retry: Option<RetryConfig>,
 ) -> Result<Arc<dyn ObjectStore>> {
-    state
+    let store = state
         .runtime_env()
         .object_store(root.object_store())
         .map_err(|e| Error::InvalidUrl {
             url: root.to_string(),
             reason: e.to_string(),
-        })
+        })?;
+    Ok(ResilientStore::wrap(store, retry))
 }
 
 /// Reads one footer, with the session's Parquet options, so the inferred types

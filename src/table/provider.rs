@@ -35,6 +35,7 @@ use super::spec::PartitionSpec;
 use crate::error::Result;
 use crate::scan::schema::StrictSchemaAdapterFactory;
 use crate::scan::{PartitionedScanExec, ScanDescription};
+use crate::store::RetryConfig;
 use crate::write::PartitionedSink;
 
 /// What a table is, independent of which files it currently has.
@@ -50,6 +51,7 @@ pub(crate) struct TableDefinition {
     pub file_extension: String,
     pub bucketing: Option<Bucketing>,
     pub sort: Option<TableSort>,
+    pub retry: Option<RetryConfig>,
 }
 
 impl TableDefinition {
@@ -77,6 +79,7 @@ impl TableDefinition {
             file_extension,
             bucketing: None,
             sort: None,
+            retry: None,
         }
     }
 
@@ -182,6 +185,22 @@ impl PartitionedTable {
         self.definition.sort.as_ref()
     }
 
+    /// Sets the table's retries and timeouts (for a table being assembled,
+    /// see [`with_bucketing`](Self::with_bucketing)).
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    pub(crate) fn with_retry(mut self, retry: Option<RetryConfig>) -> Self {
+        if let Some(definition) = Arc::get_mut(&mut self.definition) {
+            definition.retry = retry;
+        }
+        self
+    }
+
+    /// The retries and timeouts of the table's reads, if set with
+    /// [`PartitionedTableBuilder::retry`].
+    pub fn retry_config(&self) -> Option<RetryConfig> {
+        self.definition.retry
+    }
+
     /// How the table is bucketed, if it is (see
     /// [`PartitionedTableBuilder::bucket_by`]).
     pub fn bucketing(&self) -> Option<&Bucketing> {
@@ -231,7 +250,7 @@ impl PartitionedTable {
     /// stay those of `build()`.
     pub async fn refresh(&self, state: &dyn Session) -> Result<()> {
         let definition = &self.definition;
-        let store = object_store_for(state, &definition.root)?;
+        let store = object_store_for(state, &definition.root, definition.retry)?;
         let listing = list_partitions(
             &store,
             &definition.root,
@@ -596,6 +615,7 @@ impl TableProvider for PartitionedTable {
             total_partitions: index.partitions().len(),
             partition_filters,
             row_group_filters,
+            retry: definition.retry,
         });
         Ok(ScanResult::new(Arc::new(exec)))
     }

@@ -13,6 +13,8 @@ mod context;
 mod counting_store;
 mod dynamic_filters;
 mod explain;
+#[cfg(feature = "test-utils")]
+mod faults;
 mod no_io;
 mod parity;
 mod session;

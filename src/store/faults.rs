@@ -1,0 +1,313 @@
+//! [`FaultyStore`]: wraps any object store and injects faults by request
+//! kind and path, so tests can show what a table does when storage fails.
+//! Behind the `test-utils` feature.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+
+/// The kinds of request a fault can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// `get_opts` with a range, and `get_ranges`: reading file contents.
+    Read,
+    /// `head`, and `get_opts` without a range.
+    Head,
+    /// `list`, `list_with_delimiter`.
+    List,
+    /// `put`, multipart uploads, `copy`, `rename`, `delete`.
+    Write,
+}
+
+/// What happens to a matching request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fails with a `Generic` error, as a dropped connection or a 503 does.
+    Transient,
+    /// Fails with `PermissionDenied` naming the path.
+    Permanent,
+    /// Waits this long, then runs the request.
+    Latency(Duration),
+    /// Runs a read, then returns only the first half of each range's bytes.
+    ShortRead,
+    /// Never answers.
+    Hang,
+}
+
+/// One fault and which requests it applies to.
+#[derive(Debug, Clone)]
+pub struct FaultRule {
+    fault: Fault,
+    kind: Option<RequestKind>,
+    path_contains: Option<String>,
+    remaining: Option<usize>,
+    every: usize,
+}
+
+impl FaultRule {
+    /// `fault` on every request, until narrowed.
+    pub fn new(fault: Fault) -> Self {
+        Self {
+            fault,
+            kind: None,
+            path_contains: None,
+            remaining: None,
+            every: 1,
+        }
+    }
+
+    /// Only requests of this kind.
+    pub fn on(mut self, kind: RequestKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// Only requests whose path contains `pattern`.
+    pub fn path_contains(mut self, pattern: impl Into<String>) -> Self {
+        self.path_contains = Some(pattern.into());
+        self
+    }
+
+    /// Only the first `n` matching requests (then the rule is spent).
+    pub fn times(mut self, n: usize) -> Self {
+        self.remaining = Some(n);
+        self
+    }
+
+    /// Only every `n`-th matching request (the `n`-th, `2n`-th, …).
+    pub fn every(mut self, n: usize) -> Self {
+        self.every = n.max(1);
+        self
+    }
+}
+
+#[derive(Debug)]
+struct ActiveRule {
+    rule: FaultRule,
+    seen: usize,
+}
+
+/// An object store that injects [`Fault`]s into the requests that match its
+/// [`FaultRule`]s (the first matching rule wins) and counts what it injected.
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    rules: Mutex<Vec<ActiveRule>>,
+    injected: AtomicUsize,
+    requests: AtomicUsize,
+}
+
+impl FaultyStore {
+    /// `inner` with no faults yet.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            rules: Mutex::new(Vec::new()),
+            injected: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+        })
+    }
+
+    /// Adds a rule (after the existing ones).
+    pub fn inject(&self, rule: FaultRule) {
+        self.lock().push(ActiveRule { rule, seen: 0 });
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Faults injected so far.
+    pub fn injected(&self) -> usize {
+        self.injected.load(Ordering::SeqCst)
+    }
+
+    /// Requests seen so far, faulty or not.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ActiveRule>> {
+        self.rules.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fault for this request, if any rule fires.
+    fn fault_for(&self, kind: RequestKind, path: &str) -> Option<Fault> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let mut rules = self.lock();
+        for active in rules.iter_mut() {
+            let rule = &active.rule;
+            let matches = rule.kind.is_none_or(|k| k == kind)
+                && rule
+                    .path_contains
+                    .as_deref()
+                    .is_none_or(|p| path.contains(p))
+                && rule.remaining != Some(0);
+            if !matches {
+                continue;
+            }
+            active.seen += 1;
+            if active.seen % active.rule.every != 0 {
+                return None;
+            }
+            if let Some(n) = active.rule.remaining.as_mut() {
+                *n -= 1;
+            }
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Some(active.rule.fault);
+        }
+        None
+    }
+
+    /// Applies the fault that must act before a request runs. Returns
+    /// whether the request's result must be cut short.
+    async fn before(&self, kind: RequestKind, path: &str) -> Result<bool> {
+        match self.fault_for(kind, path) {
+            None => Ok(false),
+            Some(Fault::Transient) => Err(object_store::Error::Generic {
+                store: "FaultyStore",
+                source: format!("injected transient fault on {path}").into(),
+            }),
+            Some(Fault::Permanent) => Err(object_store::Error::PermissionDenied {
+                path: path.to_string(),
+                source: "injected permanent fault".into(),
+            }),
+            Some(Fault::Latency(delay)) => {
+                tokio::time::sleep(delay).await;
+                Ok(false)
+            }
+            Some(Fault::ShortRead) => Ok(true),
+            Some(Fault::Hang) => futures::future::pending().await,
+        }
+    }
+}
+
+impl fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+fn half(bytes: Bytes) -> Bytes {
+    bytes.slice(..bytes.len() / 2)
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.before(RequestKind::Write, location.as_ref()).await?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.before(RequestKind::Write, location.as_ref()).await?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let kind = if options.range.is_some() {
+            RequestKind::Read
+        } else {
+            RequestKind::Head
+        };
+        let short = self.before(kind, location.as_ref()).await?;
+        let result = self.inner.get_opts(location, options).await?;
+        if !short {
+            return Ok(result);
+        }
+        let (meta, range, attributes) = (
+            result.meta.clone(),
+            result.range.clone(),
+            result.attributes.clone(),
+        );
+        let bytes = half(result.bytes().await?);
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(stream::once(async { Ok(bytes) }).boxed()),
+            meta,
+            range,
+            attributes,
+        })
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let short = self.before(RequestKind::Read, location.as_ref()).await?;
+        let parts = self.inner.get_ranges(location, ranges).await?;
+        Ok(if short {
+            parts.into_iter().map(half).collect()
+        } else {
+            parts
+        })
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let path = prefix.map_or("", |p| p.as_ref()).to_string();
+        match self.fault_for(RequestKind::List, &path) {
+            None | Some(Fault::ShortRead) => self.inner.list(prefix),
+            Some(Fault::Latency(delay)) => {
+                let listing = self.inner.list(prefix);
+                stream::once(tokio::time::sleep(delay))
+                    .flat_map(move |_| stream::empty())
+                    .chain(listing)
+                    .boxed()
+            }
+            Some(Fault::Transient) => {
+                // Half a listing, then the failure: what a dropped connection
+                // in the middle of a paginated listing looks like.
+                let listing = self.inner.list(prefix).take(1);
+                let error = object_store::Error::Generic {
+                    store: "FaultyStore",
+                    source: format!("injected transient fault listing {path}").into(),
+                };
+                listing.chain(stream::once(async { Err(error) })).boxed()
+            }
+            Some(Fault::Permanent) => stream::once(async move {
+                Err(object_store::Error::PermissionDenied {
+                    path,
+                    source: "injected permanent fault".into(),
+                })
+            })
+            .boxed(),
+            Some(Fault::Hang) => stream::pending().boxed(),
+        }
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.before(RequestKind::List, prefix.map_or("", |p| p.as_ref()))
+            .await?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.before(RequestKind::Write, from.as_ref()).await?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}

@@ -1,0 +1,334 @@
+//! [`RetryConfig`] and [`ResilientStore`]: bounded retries and timeouts for
+//! the reads a table makes.
+
+use std::fmt;
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+
+/// How a table's reads survive a store that fails: how often a transient
+/// failure is retried, how long to wait between attempts, and how long one
+/// request may take.
+///
+/// Set with [`PartitionedTableBuilder::retry`](crate::PartitionedTableBuilder::retry);
+/// it covers discovery (`build`, `refresh`) and every scan of the table,
+/// on whichever process runs it (the codecs carry it).
+///
+/// A read that still fails after `max_retries` retries, a permanent error
+/// (not found, permission denied, …), and a request that outlives
+/// `request_timeout` each end the query with an error naming the file, in
+/// at most `(max_retries + 1) × request_timeout` plus the backoff waits.
+/// Timeouts and backoff use Tokio's timer: the runtime needs it enabled
+/// (`enable_time`/`enable_all`, as `#[tokio::main]` does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Retries after the first attempt (0: fail at the first error).
+    pub max_retries: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub initial_backoff: Duration,
+    /// The longest wait between two attempts.
+    pub max_backoff: Duration,
+    /// The longest one request may take, a ranged read's body included.
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryConfig {
+    /// 3 retries, 100 ms doubling up to 2 s, 30 s per request.
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The wait before retry number `retry` (0-based).
+    fn backoff(&self, retry: u32) -> Duration {
+        let factor = 2u32.saturating_pow(retry.min(16));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// Whether an error may go away if the request is simply made again.
+/// Everything the store reports as a definite answer — the object is not
+/// there, not allowed, not valid, not supported — is permanent; transport
+/// and server failures (reported as `Generic`) and timeouts are not.
+fn is_transient(error: &object_store::Error) -> bool {
+    matches!(
+        error,
+        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+    )
+}
+
+/// Why a read through a [`ResilientStore`] failed for good.
+#[derive(Debug, thiserror::Error)]
+enum ReadFailure {
+    #[error("{operation} of {path} timed out after {timeout:?} (attempt {attempt} of {attempts})")]
+    Timeout {
+        operation: &'static str,
+        path: String,
+        timeout: Duration,
+        attempt: u32,
+        attempts: u32,
+    },
+    #[error("{operation} of {path} returned {got} bytes instead of {expected} (a short read)")]
+    ShortRead {
+        operation: &'static str,
+        path: String,
+        got: usize,
+        expected: u64,
+    },
+    #[error("{operation} of {path} failed after {attempts} attempts: {source}")]
+    GaveUp {
+        operation: &'static str,
+        path: String,
+        attempts: u32,
+        source: object_store::Error,
+    },
+}
+
+fn failure(error: ReadFailure) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "lakefusion",
+        source: Box::new(error),
+    }
+}
+
+/// Wraps any object store so that reads retry transient failures with
+/// bounded exponential backoff and every request has a timeout; a ranged
+/// read's body is read within the request and its length checked, so a
+/// short read is caught (and retried) instead of reaching the Parquet
+/// decoder.
+///
+/// Listings are retried whole (collected, then replayed), so a listing
+/// that fails half-way never yields a partial or duplicated file list.
+/// Writes pass through unchanged: the sink's temporary files make a failed
+/// write invisible, and a multipart upload cannot be replayed from here.
+#[derive(Debug)]
+pub struct ResilientStore {
+    inner: Arc<dyn ObjectStore>,
+    config: RetryConfig,
+}
+
+impl ResilientStore {
+    /// `inner` with `config`'s retries and timeouts on its reads.
+    pub fn new(inner: Arc<dyn ObjectStore>, config: RetryConfig) -> Self {
+        Self { inner, config }
+    }
+
+    /// `inner` wrapped if `config` is given, unchanged otherwise.
+    pub fn wrap(inner: Arc<dyn ObjectStore>, config: Option<RetryConfig>) -> Arc<dyn ObjectStore> {
+        match config {
+            Some(config) => Arc::new(Self::new(inner, config)),
+            None => inner,
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails permanently, or the retries
+    /// are spent; each attempt bounded by the request timeout.
+    async fn retry<T, F, Fut>(&self, operation: &'static str, path: &str, attempt: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let attempts = self.config.max_retries + 1;
+        let mut number = 0;
+        loop {
+            number += 1;
+            let error = match tokio::time::timeout(self.config.request_timeout, attempt()).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if !is_transient(&e) => return Err(e),
+                Ok(Err(e)) => e,
+                Err(_) => failure(ReadFailure::Timeout {
+                    operation,
+                    path: path.to_string(),
+                    timeout: self.config.request_timeout,
+                    attempt: number,
+                    attempts,
+                }),
+            };
+            if number >= attempts {
+                return Err(failure(ReadFailure::GaveUp {
+                    operation,
+                    path: path.to_string(),
+                    attempts,
+                    source: error,
+                }));
+            }
+            tracing::debug!(operation, path, attempt = number, error = %error, "retrying a read");
+            tokio::time::sleep(self.config.backoff(number - 1)).await;
+        }
+    }
+}
+
+impl fmt::Display for ResilientStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ResilientStore({})", self.inner)
+    }
+}
+
+/// The bytes a ranged get must return, given the object's size.
+fn expected_len(range: &GetRange, size: u64) -> u64 {
+    match range {
+        GetRange::Bounded(r) => r.end.min(size).saturating_sub(r.start),
+        GetRange::Offset(offset) => size.saturating_sub(*offset),
+        GetRange::Suffix(n) => (*n).min(size),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for ResilientStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let path = location.as_ref();
+        let Some(range) = options.range.clone() else {
+            // A whole-object read streams: only the request is bounded.
+            return self
+                .retry("get", path, || {
+                    self.inner.get_opts(location, options.clone())
+                })
+                .await;
+        };
+        // A ranged read (how Parquet is read) is small enough to read whole
+        // inside the attempt: the body is then covered by the timeout, and
+        // its length is checked before anyone decodes it.
+        self.retry("get", path, || async {
+            let result = self.inner.get_opts(location, options.clone()).await?;
+            let (meta, attributes, actual) = (
+                result.meta.clone(),
+                result.attributes.clone(),
+                result.range.clone(),
+            );
+            let bytes = result.bytes().await?;
+            let expected = expected_len(&range, meta.size);
+            if bytes.len() as u64 != expected {
+                return Err(failure(ReadFailure::ShortRead {
+                    operation: "get",
+                    path: path.to_string(),
+                    got: bytes.len(),
+                    expected,
+                }));
+            }
+            Ok(GetResult {
+                payload: GetResultPayload::Stream(stream::once(async { Ok(bytes) }).boxed()),
+                meta,
+                range: actual,
+                attributes,
+            })
+        })
+        .await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let path = location.as_ref();
+        self.retry("get_ranges", path, || async {
+            let parts = self.inner.get_ranges(location, ranges).await?;
+            for (bytes, range) in parts.iter().zip(ranges) {
+                let expected = range.end.saturating_sub(range.start);
+                if bytes.len() as u64 != expected {
+                    return Err(failure(ReadFailure::ShortRead {
+                        operation: "get_ranges",
+                        path: path.to_string(),
+                        got: bytes.len(),
+                        expected,
+                    }));
+                }
+            }
+            Ok(parts)
+        })
+        .await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let inner = Arc::clone(&self.inner);
+        let config = self.config;
+        let prefix = prefix.cloned();
+        stream::once(async move {
+            let store = ResilientStore { inner, config };
+            let path = prefix.as_ref().map_or("", |p| p.as_ref()).to_string();
+            store
+                .retry("list", &path, || {
+                    store.inner.list(prefix.as_ref()).try_collect::<Vec<_>>()
+                })
+                .await
+        })
+        .map_ok(|metas| stream::iter(metas.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let path = prefix.map_or("", |p| p.as_ref());
+        self.retry("list", path, || self.inner.list_with_delimiter(prefix))
+            .await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound() {
+        let config = RetryConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+            ..RetryConfig::default()
+        };
+        let waits: Vec<_> = (0..5).map(|r| config.backoff(r).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 500, 500]);
+        assert_eq!(config.backoff(u32::MAX), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn ranged_reads_know_their_length() {
+        assert_eq!(expected_len(&GetRange::Bounded(10..20), 100), 10);
+        assert_eq!(expected_len(&GetRange::Bounded(90..120), 100), 10);
+        assert_eq!(expected_len(&GetRange::Offset(40), 100), 60);
+        assert_eq!(expected_len(&GetRange::Suffix(8), 100), 8);
+        assert_eq!(expected_len(&GetRange::Suffix(800), 100), 100);
+    }
+}

@@ -1,0 +1,258 @@
+//! Storage faults (injected by `FaultyStore`): transient errors retried,
+//! permanent errors and hangs ending the query with an error naming the file
+//! within a bounded time, short reads caught — and never a wrong row.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::prelude::SessionContext;
+use lakefusion::store::faults::{Fault, FaultRule, FaultyStore, RequestKind};
+use lakefusion::store::RetryConfig;
+use lakefusion::PartitionedTable;
+use object_store::local::LocalFileSystem;
+use url::Url;
+
+use crate::common::*;
+
+const QUERY: &str = "SELECT date, region, id, user, amount, qty FROM events ORDER BY id";
+/// One file of the events table.
+const FILE: &str = "date=2026-03-02/region=eu/part-00001.parquet";
+
+fn fast_retries(max_retries: u32) -> RetryConfig {
+    RetryConfig {
+        max_retries,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(10),
+        request_timeout: Duration::from_millis(500),
+    }
+}
+
+/// A session reading `file://` through a fault injector.
+fn faulty_session() -> (SessionContext, Arc<FaultyStore>) {
+    let ctx = SessionContext::new();
+    let store = FaultyStore::new(Arc::new(LocalFileSystem::new()));
+    ctx.register_object_store(&Url::parse("file://").unwrap(), store.clone());
+    (ctx, store)
+}
+
+async fn build(
+    ctx: &SessionContext,
+    root: &Path,
+    retry: Option<RetryConfig>,
+) -> lakefusion::Result<PartitionedTable> {
+    let mut builder = PartitionedTable::builder(file_url(root))
+        .partition_column("date", DataType::Date32)
+        .partition_column("region", DataType::Utf8);
+    if let Some(retry) = retry {
+        builder = builder.retry(retry);
+    }
+    builder.build(&ctx.state()).await
+}
+
+/// The events table under faults (`retry`: the table's retries), and the
+/// rows the query returns without faults.
+async fn setup(
+    root: &Path,
+    retry: Option<RetryConfig>,
+) -> (SessionContext, Arc<FaultyStore>, Vec<String>) {
+    let clean = SessionContext::new();
+    clean
+        .register_table("events", Arc::new(events_table(&clean, root).await))
+        .unwrap();
+    let expected = rows(&clean, QUERY).await.unwrap();
+    assert_eq!(expected.len(), 9_000);
+    let (ctx, store) = faulty_session();
+    let table = build(&ctx, root, retry).await.unwrap();
+    ctx.register_table("events", Arc::new(table)).unwrap();
+    (ctx, store, expected)
+}
+
+/// Runs the query, never for more than 20 s (a hang is a test failure, not
+/// a stuck test run).
+async fn run(ctx: &SessionContext) -> (Duration, datafusion::error::Result<Vec<String>>) {
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(20), rows(ctx, QUERY))
+        .await
+        .expect("the query hung");
+    (started.elapsed(), result)
+}
+
+#[tokio::test]
+async fn transient_read_errors_are_retried_and_the_rows_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let (ctx, store, expected) = setup(dir.path(), Some(fast_retries(3))).await;
+    // Every second read fails once.
+    store.inject(
+        FaultRule::new(Fault::Transient)
+            .on(RequestKind::Read)
+            .every(2),
+    );
+    let (_, result) = run(&ctx).await;
+    assert_eq!(result.unwrap(), expected);
+    assert!(store.injected() >= 20, "{} faults", store.injected());
+
+    // The same faults without retries fail the query.
+    let (ctx, store, _) = setup(dir.path(), None).await;
+    store.inject(
+        FaultRule::new(Fault::Transient)
+            .on(RequestKind::Read)
+            .every(2),
+    );
+    let (_, result) = run(&ctx).await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("injected transient fault"), "{err}");
+}
+
+#[tokio::test]
+async fn a_permanent_error_fails_at_once_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let (ctx, store, _) = setup(dir.path(), Some(fast_retries(3))).await;
+    store.inject(
+        FaultRule::new(Fault::Permanent)
+            .on(RequestKind::Read)
+            .path_contains(FILE),
+    );
+    let (elapsed, result) = run(&ctx).await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains(FILE), "{err}");
+    assert!(err.contains("injected permanent fault"), "{err}");
+    // Not retried: one attempt, well within the bound.
+    assert_eq!(store.injected(), 1);
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_hanging_read_times_out_within_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let retry = RetryConfig {
+        max_retries: 1,
+        request_timeout: Duration::from_millis(200),
+        ..fast_retries(1)
+    };
+    let (ctx, store, _) = setup(dir.path(), Some(retry)).await;
+    store.inject(
+        FaultRule::new(Fault::Hang)
+            .on(RequestKind::Read)
+            .path_contains(FILE),
+    );
+    let (elapsed, result) = run(&ctx).await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("timed out after 200ms"), "{err}");
+    assert!(err.contains(FILE), "{err}");
+    // 2 attempts x 200 ms, plus the rest of the query.
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(store.injected(), 2, "first attempt and one retry");
+}
+
+#[tokio::test]
+async fn short_reads_are_caught_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let (ctx, store, expected) = setup(dir.path(), Some(fast_retries(3))).await;
+    store.inject(
+        FaultRule::new(Fault::ShortRead)
+            .on(RequestKind::Read)
+            .path_contains(FILE)
+            .times(2),
+    );
+    let (_, result) = run(&ctx).await;
+    assert_eq!(result.unwrap(), expected);
+    assert_eq!(store.injected(), 2);
+
+    // With no retries left, a short read is an error naming the file and
+    // the byte counts — never rows decoded from half a range.
+    let (ctx, store, _) = setup(dir.path(), Some(fast_retries(0))).await;
+    store.inject(
+        FaultRule::new(Fault::ShortRead)
+            .on(RequestKind::Read)
+            .path_contains(FILE),
+    );
+    let (_, result) = run(&ctx).await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("a short read"), "{err}");
+    assert!(err.contains(FILE), "{err}");
+}
+
+#[tokio::test]
+async fn latency_only_slows_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let (ctx, store, expected) = setup(dir.path(), Some(fast_retries(0))).await;
+    store.inject(FaultRule::new(Fault::Latency(Duration::from_millis(5))).on(RequestKind::Read));
+    let (_, result) = run(&ctx).await;
+    assert_eq!(result.unwrap(), expected);
+    assert!(store.injected() >= 45);
+}
+
+/// Faults at many different points of the scan: every run either returns
+/// exactly the right rows or fails — never a partial or duplicated result.
+#[tokio::test]
+async fn a_failed_read_never_yields_partial_or_duplicated_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let (mut exact, mut failed) = (0, 0);
+    for every in 2..=24 {
+        let (ctx, store, expected) = setup(dir.path(), None).await;
+        store.inject(
+            FaultRule::new(Fault::Transient)
+                .on(RequestKind::Read)
+                .every(every),
+        );
+        match run(&ctx).await.1 {
+            Ok(rows) => {
+                assert_eq!(rows, expected, "every {every}th read failing");
+                exact += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    assert!(failed > 0, "the faults must bite");
+    assert_eq!(exact + failed, 23);
+}
+
+#[tokio::test]
+async fn listing_faults_are_retried_or_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    // A listing that fails half-way is retried whole: no file twice.
+    let (ctx, store) = faulty_session();
+    store.inject(
+        FaultRule::new(Fault::Transient)
+            .on(RequestKind::List)
+            .times(2),
+    );
+    let table = build(&ctx, dir.path(), Some(fast_retries(3)))
+        .await
+        .unwrap();
+    assert_eq!(table.index().file_count(), 45);
+    assert_eq!(store.injected(), 2);
+
+    let (ctx, store) = faulty_session();
+    store.inject(
+        FaultRule::new(Fault::Transient)
+            .on(RequestKind::List)
+            .times(1),
+    );
+    let err = build(&ctx, dir.path(), None).await.unwrap_err().to_string();
+    assert!(err.contains("injected transient fault"), "{err}");
+
+    // A hanging listing ends in the timeout.
+    let (ctx, store) = faulty_session();
+    store.inject(FaultRule::new(Fault::Hang).on(RequestKind::List));
+    let started = Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        build(&ctx, dir.path(), Some(fast_retries(1))),
+    )
+    .await
+    .expect("build hung")
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("timed out"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
