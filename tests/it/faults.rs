@@ -92,7 +92,10 @@ async fn transient_read_errors_are_retried_and_the_rows_are_exact() {
     );
     let (_, result) = run(&ctx).await;
     assert_eq!(result.unwrap(), expected);
-    println!("transient every 2nd read: {} faults injected, rows exact", store.injected());
+    println!(
+        "transient every 2nd read: {} faults injected, rows exact",
+        store.injected()
+    );
     assert!(store.injected() >= 20, "{} faults", store.injected());
 
     // The same faults without retries fail the query.
