@@ -183,6 +183,20 @@ impl fmt::Display for ResilientStore {
     }
 }
 
+/// A read that returned fewer (or more) bytes than asked for is an error,
+/// so that it is retried, not decoded.
+fn check_length(operation: &'static str, path: &str, bytes: &Bytes, expected: u64) -> Result<()> {
+    if bytes.len() as u64 == expected {
+        return Ok(());
+    }
+    Err(failure(ReadFailure::ShortRead {
+        operation,
+        path: path.to_string(),
+        got: bytes.len(),
+        expected,
+    }))
+}
+
 /// The bytes a ranged get must return, given the object's size.
 fn expected_len(range: &GetRange, size: u64) -> u64 {
     match range {
@@ -232,15 +246,7 @@ impl ObjectStore for ResilientStore {
                 result.range.clone(),
             );
             let bytes = result.bytes().await?;
-            let expected = expected_len(&range, meta.size);
-            if bytes.len() as u64 != expected {
-                return Err(failure(ReadFailure::ShortRead {
-                    operation: "get",
-                    path: path.to_string(),
-                    got: bytes.len(),
-                    expected,
-                }));
-            }
+            check_length("get", path, &bytes, expected_len(&range, meta.size))?;
             Ok(GetResult {
                 payload: GetResultPayload::Stream(stream::once(async { Ok(bytes) }).boxed()),
                 meta,
@@ -256,15 +262,12 @@ impl ObjectStore for ResilientStore {
         self.retry("get_ranges", path, || async {
             let parts = self.inner.get_ranges(location, ranges).await?;
             for (bytes, range) in parts.iter().zip(ranges) {
-                let expected = range.end.saturating_sub(range.start);
-                if bytes.len() as u64 != expected {
-                    return Err(failure(ReadFailure::ShortRead {
-                        operation: "get_ranges",
-                        path: path.to_string(),
-                        got: bytes.len(),
-                        expected,
-                    }));
-                }
+                check_length(
+                    "get_ranges",
+                    path,
+                    bytes,
+                    range.end.saturating_sub(range.start),
+                )?;
             }
             Ok(parts)
         })
