@@ -54,7 +54,10 @@
 //! partitioning that DataFusion can trust; one declared with
 //! [`sort_order`](PartitionedTableBuilder::sort_order) is written sorted, and
 //! its scans declare the order wherever footer min/max prove it, so ordered
-//! queries need no `SortExec`.
+//! queries need no `SortExec`. A table given a
+//! [`RetryConfig`](store::RetryConfig) reads through a
+//! [`ResilientStore`](store::ResilientStore): transient failures retried with
+//! bounded backoff, every request under a timeout, short reads caught.
 //!
 //! ## Quick start
 //!

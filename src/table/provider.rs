@@ -153,23 +153,26 @@ impl PartitionedTable {
         Self::new(definition, index)
     }
 
-    /// Declares the table's bucketing. Only for a table being assembled
-    /// (a builder or a codec): the definition is shared once scans exist.
+    /// Changes the definition of a table being assembled (a builder or a
+    /// codec): once scans exist the definition is shared and stays as it is.
     #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-    pub(crate) fn with_bucketing(mut self, bucketing: Option<Bucketing>) -> Self {
+    fn assembling(mut self, change: impl FnOnce(&mut TableDefinition)) -> Self {
         if let Some(definition) = Arc::get_mut(&mut self.definition) {
-            definition.bucketing = bucketing;
+            change(definition);
         }
         self
     }
 
-    /// Declares the table's sort order (see [`with_bucketing`](Self::with_bucketing)).
+    /// Declares the table's bucketing (for a table being assembled).
     #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-    pub(crate) fn with_sort(mut self, sort: Option<TableSort>) -> Self {
-        if let Some(definition) = Arc::get_mut(&mut self.definition) {
-            definition.sort = sort;
-        }
-        self
+    pub(crate) fn with_bucketing(self, bucketing: Option<Bucketing>) -> Self {
+        self.assembling(|d| d.bucketing = bucketing)
+    }
+
+    /// Declares the table's sort order (for a table being assembled).
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    pub(crate) fn with_sort(self, sort: Option<TableSort>) -> Self {
+        self.assembling(|d| d.sort = sort)
     }
 
     /// The order the rows of the table's files are sorted in, declared with
@@ -185,14 +188,10 @@ impl PartitionedTable {
         self.definition.sort.as_ref()
     }
 
-    /// Sets the table's retries and timeouts (for a table being assembled,
-    /// see [`with_bucketing`](Self::with_bucketing)).
+    /// Sets the table's retries and timeouts (for a table being assembled).
     #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-    pub(crate) fn with_retry(mut self, retry: Option<RetryConfig>) -> Self {
-        if let Some(definition) = Arc::get_mut(&mut self.definition) {
-            definition.retry = retry;
-        }
-        self
+    pub(crate) fn with_retry(self, retry: Option<RetryConfig>) -> Self {
+        self.assembling(|d| d.retry = retry)
     }
 
     /// The retries and timeouts of the table's reads, if set with
@@ -413,15 +412,14 @@ fn partitioned_file(partition: &Partition, file: &IndexedFile) -> PartitionedFil
 /// `None` when some file lacks min/max for a sort column, or NULLs could
 /// break the order (see [`nulls_keep_order`]).
 fn group_in_order(
-    files: &[PartitionedFile],
+    files: &FileGroup,
     schema: &SchemaRef,
     ordering: &LexOrdering,
     target_partitions: usize,
 ) -> Option<Vec<FileGroup>> {
-    let all = [FileGroup::new(files.to_vec())];
     let groups = FileScanConfig::split_groups_by_statistics_with_target_partitions(
         schema,
-        &all,
+        std::slice::from_ref(files),
         ordering,
         target_partitions,
     )
@@ -537,52 +535,40 @@ impl TableProvider for PartitionedTable {
         }
         let selected = self.prune(&index, &partition_filters, state)?;
 
-        let files: Vec<PartitionedFile> = selected
-            .iter()
-            .flat_map(|&i| {
-                let partition = &index.partitions()[i];
-                partition
-                    .files
-                    .iter()
-                    .map(move |file| partitioned_file(partition, file))
-            })
-            .collect();
         let target_partitions = state.config_options().execution.target_partitions.max(1);
         // The table's order holds for the scan only if every file is sorted in it.
-        let ordering = selected
-            .iter()
-            .flat_map(|&i| &index.partitions()[i].files)
-            .all(|f| f.sorted)
-            .then(|| definition.lex_ordering())
-            .flatten();
+        let ordering = definition.lex_ordering().filter(|_| {
+            selected
+                .iter()
+                .flat_map(|&i| &index.partitions()[i].files)
+                .all(|f| f.sorted)
+        });
         let schema = &definition.table_schema;
-        let (groups, partitioning, ordering) = match (
-            self.bucket_groups(&index, &selected, target_partitions),
-            ordering,
-        ) {
-            (Some((groups, partitioning)), Some(ordering)) => {
-                match order_each_group(&groups, schema, &ordering) {
-                    Some(ordered) => (ordered, Some(partitioning), Some(ordering)),
-                    None => (groups, Some(partitioning), None),
-                }
+        let (groups, partitioning, ordering) = if let Some((groups, partitioning)) =
+            self.bucket_groups(&index, &selected, target_partitions)
+        {
+            match ordering.and_then(|o| Some((order_each_group(&groups, schema, &o)?, o))) {
+                Some((ordered, o)) => (ordered, Some(partitioning), Some(o)),
+                None => (groups, Some(partitioning), None),
             }
-            (Some((groups, partitioning)), None) => (groups, Some(partitioning), None),
-            (None, _) if files.is_empty() => (vec![], None, None),
-            (None, Some(ordering)) => {
-                match group_in_order(&files, schema, &ordering, target_partitions) {
-                    Some(groups) => (groups, None, Some(ordering)),
-                    None => (
-                        FileGroup::new(files).split_files(target_partitions),
-                        None,
-                        None,
-                    ),
-                }
+        } else {
+            let all: FileGroup = selected
+                .iter()
+                .flat_map(|&i| {
+                    let partition = &index.partitions()[i];
+                    partition
+                        .files
+                        .iter()
+                        .map(move |file| partitioned_file(partition, file))
+                })
+                .collect();
+            let in_order = ordering
+                .and_then(|o| Some((group_in_order(&all, schema, &o, target_partitions)?, o)));
+            match in_order {
+                _ if all.is_empty() => (vec![], None, None),
+                Some((groups, o)) => (groups, None, Some(o)),
+                None => (all.split_files(target_partitions), None, None),
             }
-            (None, None) => (
-                FileGroup::new(files).split_files(target_partitions),
-                None,
-                None,
-            ),
         };
 
         let options = state.table_options().parquet.clone();
