@@ -12,6 +12,12 @@ use prost::Message;
 
 use crate::context::QueryContext;
 
+/// The version of lakefusion's wire format this build writes, and the newest
+/// it reads. Raised when bytes change in a way an older reader would
+/// misread (a new field an older reader merely ignores does not raise it).
+/// Bytes without a version were written before it existed and are version 1.
+pub const FORMAT_VERSION: u32 = 1;
+
 /// The bytes a named codec writes: the codec's name, then its payload.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct Envelope {
@@ -21,13 +27,23 @@ pub(crate) struct Envelope {
     /// The codec's own bytes.
     #[prost(bytes = "vec", tag = "2")]
     pub payload: Vec<u8>,
+    /// The [`FORMAT_VERSION`] of the writer (0: written before versions).
+    #[prost(uint32, tag = "3")]
+    pub format_version: u32,
+    /// CRC-32 of `payload`. Protobuf cannot tell a message cut at a field
+    /// boundary from a shorter one, so without it a damaged payload could
+    /// decode into a plan with fewer files — wrong rows, no error.
+    #[prost(uint32, tag = "4")]
+    pub checksum: u32,
 }
 
 impl Envelope {
     pub(crate) fn encode_into(codec: &str, payload: Vec<u8>, buf: &mut Vec<u8>) -> Result<()> {
         Envelope {
             codec: codec.to_string(),
+            checksum: crc32fast::hash(&payload),
             payload,
+            format_version: FORMAT_VERSION,
         }
         .encode(buf)
         .map_err(|e| {
@@ -47,6 +63,21 @@ impl Envelope {
             return Err(DataFusionError::Plan(format!(
                 "{what}: {} bytes decode to an envelope without a codec name",
                 buf.len()
+            )));
+        }
+        if envelope.format_version > FORMAT_VERSION {
+            return Err(DataFusionError::Plan(format!(
+                "{what}: codec '{}' wrote wire format version {}, but this build reads versions up to {FORMAT_VERSION}: \
+                 upgrade lakefusion here to the version the planner runs",
+                envelope.codec, envelope.format_version
+            )));
+        }
+        // Unversioned bytes predate the checksum.
+        if envelope.format_version > 0 && crc32fast::hash(&envelope.payload) != envelope.checksum {
+            return Err(DataFusionError::Plan(format!(
+                "{what}: the {} byte payload of codec '{}' fails its checksum (corrupt or cut short)",
+                envelope.payload.len(),
+                envelope.codec
             )));
         }
         Ok(envelope)

@@ -8,6 +8,10 @@
 //!   executors, so that Ballista can narrow it to each task's partitions;
 //! * [`ObjectStoreFactory`] and [`AllowedRoots`]: what a decoding executor
 //!   injects — how to reach storage, and where it may read.
+//!
+//! The composite and logical codecs wrap every payload in an envelope naming
+//! the codec and the [`FORMAT_VERSION`]; bytes from a newer lakefusion are
+//! refused with an error saying so, rather than misread.
 
 mod composite;
 mod distributed;
@@ -17,7 +21,7 @@ mod object_store;
 mod physical;
 mod roots;
 
-pub use composite::CompositePhysicalCodec;
+pub use composite::{CompositePhysicalCodec, FORMAT_VERSION};
 pub use distributed::DistributedScanExec;
 pub use logical::LakefusionLogicalCodec;
 pub use object_store::ObjectStoreFactory;

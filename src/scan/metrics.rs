@@ -3,14 +3,14 @@
 //! A scan reports three families of metrics in `EXPLAIN ANALYZE`:
 //!
 //! * these, recorded by [`LazyScanStream`](super::LazyScanStream):
-//!   `time_to_first_batch` and `scan_time`;
+//!   `time_to_first_batch`, `scan_time` and `open_readers`;
 //! * DataFusion's `FileStream` metrics: `files_opened`, `files_processed`,
 //!   `output_rows`, `elapsed_compute`, `time_elapsed_opening`, …;
 //! * DataFusion's Parquet metrics: `row_groups_pruned_statistics` (pruned and
 //!   matched, i.e. read, row groups), `bytes_scanned`, `page_index_rows_pruned`,
 //!   `metadata_load_time`, ….
 
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, Time};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, Gauge, MetricBuilder, Time};
 
 /// The scan metrics lakefusion records itself, for one output partition.
 #[derive(Debug, Clone)]
@@ -22,6 +22,11 @@ pub struct ScanMetrics {
     /// costs its consumer, waiting on storage included (`elapsed_compute`
     /// counts CPU only).
     pub scan_time: Time,
+    /// Parquet readers open right now. Each holds a file's footer and
+    /// buffers; it rises as files are opened and falls as they are finished
+    /// or dropped, so after the stream ends — or is dropped mid-file — it is
+    /// 0. A value above 0 on a finished query would be a leak.
+    pub open_readers: Gauge,
 }
 
 impl ScanMetrics {
@@ -31,6 +36,7 @@ impl ScanMetrics {
             time_to_first_batch: MetricBuilder::new(metrics)
                 .subset_time("time_to_first_batch", partition),
             scan_time: MetricBuilder::new(metrics).subset_time("scan_time", partition),
+            open_readers: MetricBuilder::new(metrics).gauge("open_readers", partition),
         }
     }
 }

@@ -3,7 +3,7 @@
 mod exec;
 mod metrics;
 mod opener;
-mod reader;
+pub(crate) mod reader;
 pub(crate) mod schema;
 mod stream;
 

@@ -1,14 +1,16 @@
 //! The Parquet reader factory scans use: DataFusion's cached reader, with the
-//! page index kept in the cache.
+//! page index kept in the cache and every open reader counted.
 
+use std::future::Future;
 use std::ops::Range;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::error::Result;
-use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, Gauge};
 use datafusion_datasource::PartitionedFile;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -26,14 +28,29 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 /// footers with their index.) Asking for the index as `Optional` on the first
 /// fetch — DataFusion's own heuristic when a cache is present — puts it in the
 /// cache once; later queries read neither footer nor index.
+///
+/// Every reader it creates counts itself in `open_readers` until it is
+/// dropped, which is how tests prove that a cancelled scan lets go of its
+/// files.
 #[derive(Debug)]
 pub(crate) struct PageIndexCachingReaderFactory {
     inner: CachedParquetFileReaderFactory,
+    /// Whether to ask for the page index with the footer (the scan reads it).
+    page_index: bool,
+    open_readers: Gauge,
 }
 
 impl PageIndexCachingReaderFactory {
-    pub(crate) fn new(inner: CachedParquetFileReaderFactory) -> Self {
-        Self { inner }
+    pub(crate) fn new(
+        inner: CachedParquetFileReaderFactory,
+        page_index: bool,
+        open_readers: Gauge,
+    ) -> Self {
+        Self {
+            inner,
+            page_index,
+            open_readers,
+        }
     }
 }
 
@@ -51,12 +68,25 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
             metadata_size_hint,
             metrics,
         )?;
-        Ok(Box::new(PageIndexCachingReader { inner }))
+        self.open_readers.add(1);
+        Ok(Box::new(PageIndexCachingReader {
+            inner,
+            page_index: self.page_index,
+            open_readers: self.open_readers.clone(),
+        }))
     }
 }
 
 struct PageIndexCachingReader {
     inner: Box<dyn AsyncFileReader + Send>,
+    page_index: bool,
+    open_readers: Gauge,
+}
+
+impl Drop for PageIndexCachingReader {
+    fn drop(&mut self) {
+        self.open_readers.sub(1);
+    }
 }
 
 impl AsyncFileReader for PageIndexCachingReader {
@@ -75,10 +105,44 @@ impl AsyncFileReader for PageIndexCachingReader {
         &'a mut self,
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        let options = options
-            .cloned()
-            .unwrap_or_default()
-            .with_page_index_policy(PageIndexPolicy::Optional);
-        async move { self.inner.get_metadata(Some(&options)).await }.boxed()
+        let page_index = self.page_index;
+        async move {
+            let options = options.cloned().unwrap_or_default();
+            let options = if page_index {
+                options.with_page_index_policy(PageIndexPolicy::Optional)
+            } else {
+                options
+            };
+            footer_without_panics(self.inner.get_metadata(Some(&options)), |message| {
+                parquet::errors::ParquetError::General(message)
+            })
+            .await
+        }
+        .boxed()
+    }
+}
+
+/// Runs a footer read, turning a panic of the Parquet decoder into an error.
+///
+/// parquet 59.3 subtracts a file's footer-length field from the file size
+/// without checking it, so a corrupt length panics (with overflow checks on,
+/// as in debug builds) instead of failing. One corrupt file must fail its
+/// query, not the process; every footer read in this crate goes through here.
+pub(crate) async fn footer_without_panics<T, E>(
+    read: impl Future<Output = std::result::Result<T, E>>,
+    to_error: impl FnOnce(String) -> E,
+) -> std::result::Result<T, E> {
+    match AssertUnwindSafe(read).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(to_error(format!(
+                "corrupt footer: the Parquet decoder gave up on it ({message})"
+            )))
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Per-file schema checks: a file may lack a nullable column (read as NULL) or
 //! store a column in a lossless variant of the table's type, but a real type
-//! conflict is an error, not a silent cast.
+//! conflict is an error, not a silent cast. The same rules apply inside
+//! structs (a struct may lack a nullable field, or carry a field the table
+//! dropped) and to list items.
 
 use std::sync::Arc;
 
@@ -92,6 +94,20 @@ fn compatible(found: &DataType, expected: &DataType) -> bool {
             }
             (Timestamp(unit_f, tz_f), Timestamp(unit_e, tz_e)) => {
                 unit_f == unit_e && tz_f.is_some() == tz_e.is_some()
+            }
+            (Struct(found), Struct(expected)) => {
+                expected
+                    .iter()
+                    .all(|e| match found.iter().find(|f| f.name() == e.name()) {
+                        Some(f) => compatible(f.data_type(), e.data_type()),
+                        None => e.is_nullable(),
+                    })
+            }
+            (List(f), List(e)) | (LargeList(f), LargeList(e)) => {
+                compatible(f.data_type(), e.data_type())
+            }
+            (FixedSizeList(f, n), FixedSizeList(e, m)) => {
+                n == m && compatible(f.data_type(), e.data_type())
             }
             _ => false,
         },

@@ -153,11 +153,11 @@ impl LazyScanStream {
                 .get_file_metadata_cache();
             let cached = CachedParquetFileReaderFactory::new(store, cache);
             let factory: Arc<dyn ParquetFileReaderFactory> =
-                if parquet.table_parquet_options().global.enable_page_index {
-                    Arc::new(PageIndexCachingReaderFactory::new(cached))
-                } else {
-                    Arc::new(cached)
-                };
+                Arc::new(PageIndexCachingReaderFactory::new(
+                    cached,
+                    parquet.table_parquet_options().global.enable_page_index,
+                    self.scan_metrics.open_readers.clone(),
+                ));
             source = Arc::new(parquet.clone().with_parquet_file_reader_factory(factory));
         }
         let files = config

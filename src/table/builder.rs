@@ -9,6 +9,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::error::DataFusionError;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore};
 
@@ -18,6 +19,7 @@ use super::listing::list_partitions;
 use super::provider::{PartitionedTable, TableDefinition};
 use super::spec::PartitionSpec;
 use crate::error::{Error, Result};
+use crate::scan::reader::footer_without_panics;
 use crate::store::{ResilientStore, RetryConfig};
 
 /// How many footers `collect_statistics(true)` reads concurrently.
@@ -169,6 +171,14 @@ impl PartitionedTableBuilder {
             url: self.root.clone(),
             reason: e.to_string(),
         })?;
+        for (i, (name, _)) in self.partition_columns.iter().enumerate() {
+            if self.partition_columns[..i].iter().any(|(n, _)| n == name) {
+                return Err(Error::InvalidTable {
+                    root: root.to_string(),
+                    reason: format!("partition column '{name}' is declared twice"),
+                });
+            }
+        }
         let store = object_store_for(state, &root, self.retry)?;
         let declared = (!self.partition_columns.is_empty())
             .then(|| PartitionSpec::new(self.partition_columns.clone()));
@@ -283,8 +293,9 @@ async fn infer_schema(
     let Some(first) = partitions.iter().flat_map(|p| &p.files).next() else {
         return Ok(Arc::new(Schema::empty()));
     };
-    parquet_format(state)
-        .infer_schema(state, store, std::slice::from_ref(&first.meta))
+    let format = parquet_format(state);
+    let read = format.infer_schema(state, store, std::slice::from_ref(&first.meta));
+    footer_without_panics(read, DataFusionError::Execution)
         .await
         .map_err(|e| Error::ReadFile {
             path: first.meta.location.to_string(),
@@ -330,8 +341,8 @@ pub(super) async fn index_from(
         // `buffered` keeps the listing order, so results zip back onto the files.
         let stats: Vec<Statistics> = futures::stream::iter(metas.clone())
             .map(|meta| async move {
-                format
-                    .infer_stats(state, store, Arc::clone(file_schema), &meta)
+                let read = format.infer_stats(state, store, Arc::clone(file_schema), &meta);
+                footer_without_panics(read, DataFusionError::Execution)
                     .await
                     .map_err(|e| Error::ReadFile {
                         path: meta.location.to_string(),
@@ -402,10 +413,10 @@ async fn read_layouts(
             // Through the runtime's footer cache, like `infer_stats` and the
             // scans: a table that also collects statistics, and the first
             // query after `build()`, do not read the footer again.
-            let footer = DFParquetMetadata::new(store.as_ref(), &meta)
+            let reader = DFParquetMetadata::new(store.as_ref(), &meta)
                 .with_metadata_size_hint(size_hint)
-                .with_file_metadata_cache(Some(Arc::clone(footer_cache)))
-                .fetch_metadata()
+                .with_file_metadata_cache(Some(Arc::clone(footer_cache)));
+            let footer = footer_without_panics(reader.fetch_metadata(), DataFusionError::Execution)
                 .await
                 .map_err(|e| Error::ReadFile {
                     path: meta.location.to_string(),

@@ -68,7 +68,10 @@ impl TableProviderFactory for PartitionedTableFactory {
             builder = builder.schema(Arc::new(Schema::new(file_fields)));
         }
         for (key, value) in &cmd.options {
-            let bare = key.rsplit('.').next().unwrap_or(key);
+            // DataFusion prefixes keys written without a namespace with
+            // `format.`: `OPTIONS (collect_statistics true)` arrives as
+            // `format.collect_statistics`.
+            let bare = key.strip_prefix("format.").unwrap_or(key);
             match bare {
                 "collect_statistics" => {
                     let collect = value.parse::<bool>().map_err(|_| {
@@ -79,8 +82,6 @@ impl TableProviderFactory for PartitionedTableFactory {
                     })?;
                     builder = builder.collect_statistics(collect);
                 }
-                // DataFusion adds session-level format options to every DDL.
-                _ if key.starts_with("format.") => {}
                 _ => {
                     return Err(DataFusionError::Configuration(format!(
                     "table {}: unknown option '{key}' for STORED AS {} (known: collect_statistics)",

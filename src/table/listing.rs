@@ -3,13 +3,15 @@
 //! This is the only place that lists the object store. It runs at `build()` and
 //! `refresh()`, never while planning or executing a query.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::listing::ListingTableUrl;
 use futures::TryStreamExt;
 use object_store::{ObjectMeta, ObjectStore};
+use percent_encoding::percent_decode_str;
 
 use super::index::{IndexedFile, Partition};
 use super::spec::{split_key_value, PartitionSpec};
@@ -28,6 +30,11 @@ pub(crate) struct Listing {
 /// without `extension`. Without a `declared` spec, the partition columns are
 /// inferred from the first file's `key=value` directories, as Utf8; every other
 /// file must then have the same keys.
+///
+/// On the local file system a listing follows symbolic links, so a link
+/// under the root could make the table read any file the process can reach;
+/// a data file reached through a link that leads outside the root is refused
+/// (see [`LocalLinks`]).
 pub(crate) async fn list_partitions(
     store: &Arc<dyn ObjectStore>,
     root: &ListingTableUrl,
@@ -48,6 +55,7 @@ pub(crate) async fn list_partitions(
         check_local_root_exists(root)?;
     }
     objects.sort_by(|a, b| a.location.cmp(&b.location));
+    let mut links = LocalLinks::new(root);
 
     let mut spec = declared.cloned();
     let mut by_dir: BTreeMap<String, Partition> = BTreeMap::new();
@@ -65,6 +73,9 @@ pub(crate) async fn list_partitions(
             || !file_name.ends_with(extension)
         {
             continue;
+        }
+        if let Some(links) = links.as_mut() {
+            links.check(meta.location.as_ref(), &parts)?;
         }
         let dirs: Vec<&str> = dirs.iter().map(String::as_str).collect();
         let key = dirs.join("/");
@@ -104,11 +115,91 @@ pub(crate) async fn list_partitions(
 }
 
 fn infer_spec(path: &str, dirs: &[&str]) -> Result<PartitionSpec> {
-    let columns = dirs
-        .iter()
-        .map(|dir| split_key_value(path, dir).map(|(key, _)| (key, DataType::Utf8)))
-        .collect::<Result<Vec<_>>>()?;
+    let mut columns: Vec<(String, DataType)> = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let (key, _) = split_key_value(path, dir)?;
+        if columns.iter().any(|(k, _)| *k == key) {
+            return Err(Error::PartitionPath {
+                path: path.to_string(),
+                reason: format!("partition key '{key}' appears twice"),
+            });
+        }
+        columns.push((key, DataType::Utf8));
+    }
     Ok(PartitionSpec::new(columns))
+}
+
+/// The symbolic-link check of a `file://` root: every directory and data file
+/// under the root is looked at (`lstat`, each directory once); a link must
+/// resolve to somewhere inside the root's real path.
+struct LocalLinks {
+    root: String,
+    dir: PathBuf,
+    real_root: PathBuf,
+    checked: HashSet<PathBuf>,
+}
+
+impl LocalLinks {
+    /// `None` for roots that are not on the local file system.
+    fn new(root: &ListingTableUrl) -> Option<Self> {
+        let url: &url::Url = root.as_ref();
+        if url.scheme() != "file" {
+            return None;
+        }
+        let dir = url.to_file_path().ok()?;
+        let real_root = std::fs::canonicalize(&dir).ok()?;
+        Some(Self {
+            root: root.to_string(),
+            dir,
+            real_root,
+            checked: HashSet::new(),
+        })
+    }
+
+    /// Checks the directories and the file named by `parts` (relative to the
+    /// root, as object-store path parts); `path` names the file in errors.
+    fn check(&mut self, path: &str, parts: &[String]) -> Result<()> {
+        let mut local = self.dir.clone();
+        for part in parts {
+            local.push(percent_decode_str(part).decode_utf8_lossy().as_ref());
+            if !self.checked.insert(local.clone()) {
+                continue;
+            }
+            let is_link = std::fs::symlink_metadata(&local)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false);
+            if !is_link {
+                continue;
+            }
+            let inside = std::fs::canonicalize(&local)
+                .map(|target| (target.starts_with(&self.real_root), target))
+                .ok();
+            match inside {
+                Some((true, _)) => {}
+                Some((false, target)) => {
+                    return Err(Error::PartitionPath {
+                        path: path.to_string(),
+                        reason: format!(
+                            "'{}' is a symbolic link to '{}', outside the table root '{}'",
+                            local.display(),
+                            target.display(),
+                            self.root
+                        ),
+                    })
+                }
+                None => {
+                    return Err(Error::PartitionPath {
+                        path: path.to_string(),
+                        reason: format!(
+                            "'{}' is a symbolic link that does not resolve",
+                            local.display()
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Object stores have no directories, so an empty listing is an empty table;
