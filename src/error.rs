@@ -196,3 +196,12 @@ impl From<Error> for DataFusionError {
         DataFusionError::External(Box::new(err))
     }
 }
+
+/// The message of a caught panic (`panic!` with a string or a format).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message")
+}

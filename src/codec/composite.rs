@@ -37,6 +37,24 @@ pub(crate) struct Envelope {
     pub checksum: u32,
 }
 
+/// Runs a decode, turning a panic into an error.
+///
+/// DataFusion's protobuf conversions `unwrap` some fields (in 55.2, e.g. a
+/// Parquet scan's options without their `global` part), so bytes that pass
+/// the checksum but were forged or written by a buggy encoder could panic
+/// the decoding executor. `what` names the decoder in the error.
+pub(crate) fn decode_without_panics<T>(
+    what: &str,
+    decode: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        Err(DataFusionError::Plan(format!(
+            "{what}: the bytes made DataFusion's decoder fail ({}): a corrupt or forged plan",
+            crate::error::panic_message(panic.as_ref())
+        )))
+    })
+}
+
 impl Envelope {
     pub(crate) fn encode_into(codec: &str, payload: Vec<u8>, buf: &mut Vec<u8>) -> Result<()> {
         Envelope {
@@ -177,9 +195,11 @@ impl PhysicalExtensionCodec for CompositePhysicalCodec {
                 self.names().join(", ")
             ))
         })?;
-        codec
-            .try_decode(&envelope.payload, inputs, ctx, proto_converter)
-            .map_err(|e| e.context(format!("decoding with codec '{}'", envelope.codec)))
+        let what = format!("decoding with codec '{}'", envelope.codec);
+        decode_without_panics(&what, || {
+            codec.try_decode(&envelope.payload, inputs, ctx, proto_converter)
+        })
+        .map_err(|e| e.context(what))
     }
 
     fn try_encode(

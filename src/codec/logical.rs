@@ -16,7 +16,7 @@ use object_store::path::Path;
 use object_store::ObjectMeta;
 use prost::Message;
 
-use super::composite::Envelope;
+use super::composite::{decode_without_panics, Envelope};
 use super::physical::RetryNode;
 use crate::store::RetryConfig;
 use crate::table::layout::TableSort;
@@ -286,25 +286,27 @@ impl LogicalExtensionCodec for LakefusionLogicalCodec {
         schema: SchemaRef,
         ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
-        let envelope = Envelope::decode_from(buf, "LakefusionLogicalCodec")?;
-        match envelope.codec.as_str() {
-            TABLE => {
-                let node = TableNode::decode(envelope.payload.as_slice()).map_err(|e| {
-                    DataFusionError::Plan(format!(
-                        "{TABLE}: table {table_ref}: {} bytes do not decode: {e}",
-                        envelope.payload.len()
-                    ))
-                })?;
-                Ok(Arc::new(Self::decode_table(node)?))
+        decode_without_panics::<Arc<dyn TableProvider>>("LakefusionLogicalCodec", || {
+            let envelope = Envelope::decode_from(buf, "LakefusionLogicalCodec")?;
+            match envelope.codec.as_str() {
+                TABLE => {
+                    let node = TableNode::decode(envelope.payload.as_slice()).map_err(|e| {
+                        DataFusionError::Plan(format!(
+                            "{TABLE}: table {table_ref}: {} bytes do not decode: {e}",
+                            envelope.payload.len()
+                        ))
+                    })?;
+                    Ok(Arc::new(Self::decode_table(node)?))
+                }
+                INNER => {
+                    self.inner
+                        .try_decode_table_provider(&envelope.payload, table_ref, schema, ctx)
+                }
+                other => Err(DataFusionError::Plan(format!(
+                    "LakefusionLogicalCodec: table {table_ref} was encoded by unknown codec '{other}'"
+                ))),
             }
-            INNER => {
-                self.inner
-                    .try_decode_table_provider(&envelope.payload, table_ref, schema, ctx)
-            }
-            other => Err(DataFusionError::Plan(format!(
-                "LakefusionLogicalCodec: table {table_ref} was encoded by unknown codec '{other}'"
-            ))),
-        }
+        })
     }
 
     fn try_encode_table_provider(

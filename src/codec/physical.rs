@@ -19,6 +19,7 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf::{LogicalExprNode, PhysicalPlanNode};
 use prost::Message;
 
+use super::composite::decode_without_panics;
 use super::distributed::{executor_node, DistributedScanExec};
 use super::files::FileGroupsNode;
 use super::object_store::{ensure_store, ObjectStoreFactory};
@@ -282,72 +283,74 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
         ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let node = PlanNode::decode(buf).map_err(|e| {
-            DataFusionError::Plan(format!(
-                "{}: {} bytes are not a lakefusion plan node: {e}",
-                Self::NAME,
-                buf.len()
-            ))
-        })?;
-        match node.node {
-            Some(plan_node::Node::Scan(scan)) => Ok(Arc::new(self.decode_scan(scan, ctx)?)),
-            Some(plan_node::Node::CachedScan(cached)) => {
-                let scan_node = cached
-                    .scan
-                    .ok_or_else(|| malformed("?", "a cached scan without its scan"))?;
-                let table = scan_node.table.clone();
-                let scan = self.decode_scan(scan_node, ctx)?;
-                let Some(cache) = &self.cache else {
-                    // No cache on this executor: run the scan itself.
-                    return Ok(Arc::new(scan));
-                };
-                if cached.key.is_empty() {
-                    return Err(malformed(&table, "a cached scan without its cache key"));
+        decode_without_panics::<Arc<dyn ExecutionPlan>>(Self::NAME, || {
+            let node = PlanNode::decode(buf).map_err(|e| {
+                DataFusionError::Plan(format!(
+                    "{}: {} bytes are not a lakefusion plan node: {e}",
+                    Self::NAME,
+                    buf.len()
+                ))
+            })?;
+            match node.node {
+                Some(plan_node::Node::Scan(scan)) => Ok(Arc::new(self.decode_scan(scan, ctx)?)),
+                Some(plan_node::Node::CachedScan(cached)) => {
+                    let scan_node = cached
+                        .scan
+                        .ok_or_else(|| malformed("?", "a cached scan without its scan"))?;
+                    let table = scan_node.table.clone();
+                    let scan = self.decode_scan(scan_node, ctx)?;
+                    let Some(cache) = &self.cache else {
+                        // No cache on this executor: run the scan itself.
+                        return Ok(Arc::new(scan));
+                    };
+                    if cached.key.is_empty() {
+                        return Err(malformed(&table, "a cached scan without its cache key"));
+                    }
+                    let key = CacheKey::new(cached.key);
+                    Ok(Arc::new(CachedScanExec::with_key(
+                        Arc::new(scan),
+                        cache.clone(),
+                        key,
+                    )))
                 }
-                let key = CacheKey::new(cached.key);
-                Ok(Arc::new(CachedScanExec::with_key(
-                    Arc::new(scan),
-                    cache.clone(),
-                    key,
-                )))
-            }
-            Some(plan_node::Node::DistributedScan(node)) => {
-                let [child] = inputs else {
-                    return Err(malformed(
-                        &node.table,
-                        &format!(
-                            "a distributed scan with {} inputs, expected 1",
-                            inputs.len()
+                Some(plan_node::Node::DistributedScan(node)) => {
+                    let [child] = inputs else {
+                        return Err(malformed(
+                            &node.table,
+                            &format!(
+                                "a distributed scan with {} inputs, expected 1",
+                                inputs.len()
+                            ),
+                        ));
+                    };
+                    let logical = DefaultLogicalExtensionCodec {};
+                    let carrier = DistributedScanExec::from_parts(
+                        Arc::from(node.table.as_str()),
+                        Arc::clone(child),
+                        (
+                            node.selected_partitions as usize,
+                            node.total_partitions as usize,
                         ),
-                    ));
-                };
-                let logical = DefaultLogicalExtensionCodec {};
-                let carrier = DistributedScanExec::from_parts(
-                    Arc::from(node.table.as_str()),
-                    Arc::clone(child),
-                    (
-                        node.selected_partitions as usize,
-                        node.total_partitions as usize,
-                    ),
-                    parse_exprs(&node.partition_filters, ctx, &logical)?,
-                    parse_exprs(&node.row_group_filters, ctx, &logical)?,
-                    node.cached,
-                    node.retry.clone().map(RetryConfig::from),
-                );
-                let config = carrier.file_scan_config()?;
-                self.allowed_roots.check(&node.table, config)?;
-                ensure_store(
-                    ctx.runtime_env().as_ref(),
-                    &config.object_store_url,
-                    self.object_stores.as_ref(),
-                )?;
-                executor_node(&carrier, self.cache.as_ref())
+                        parse_exprs(&node.partition_filters, ctx, &logical)?,
+                        parse_exprs(&node.row_group_filters, ctx, &logical)?,
+                        node.cached,
+                        node.retry.clone().map(RetryConfig::from),
+                    );
+                    let config = carrier.file_scan_config()?;
+                    self.allowed_roots.check(&node.table, config)?;
+                    ensure_store(
+                        ctx.runtime_env().as_ref(),
+                        &config.object_store_url,
+                        self.object_stores.as_ref(),
+                    )?;
+                    executor_node(&carrier, self.cache.as_ref())
+                }
+                None => Err(DataFusionError::Plan(format!(
+                    "{}: plan node without a node type",
+                    Self::NAME
+                ))),
             }
-            None => Err(DataFusionError::Plan(format!(
-                "{}: plan node without a node type",
-                Self::NAME
-            ))),
-        }
+        })
     }
 
     fn try_encode(

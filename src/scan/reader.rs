@@ -15,6 +15,8 @@ use datafusion_datasource::PartitionedFile;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
+
+use crate::error::panic_message;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
@@ -134,15 +136,9 @@ pub(crate) async fn footer_without_panics<T, E>(
 ) -> std::result::Result<T, E> {
     match AssertUnwindSafe(read).catch_unwind().await {
         Ok(result) => result,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("no message");
-            Err(to_error(format!(
-                "corrupt footer: the Parquet decoder gave up on it ({message})"
-            )))
-        }
+        Err(panic) => Err(to_error(format!(
+            "corrupt footer: the Parquet decoder gave up on it ({})",
+            panic_message(panic.as_ref())
+        ))),
     }
 }

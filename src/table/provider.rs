@@ -30,7 +30,7 @@ use super::builder::{index_from, object_store_for, PartitionedTableBuilder};
 use super::index::{IndexedFile, Partition, PartitionIndex};
 use super::layout::{Bucketing, SortKey, TableSort};
 use super::listing::list_partitions;
-use super::pushdown::{classify, FilterKind};
+use super::pushdown::{classify, classify_for_scan, FilterKind};
 use super::spec::PartitionSpec;
 use crate::error::Result;
 use crate::scan::schema::StrictSchemaAdapterFactory;
@@ -527,7 +527,7 @@ impl TableProvider for PartitionedTable {
         let index = self.index();
         let (mut partition_filters, mut row_group_filters) = (Vec::new(), Vec::new());
         for filter in args.filters().unwrap_or(&[]) {
-            match classify(filter, &definition.spec, &definition.table_schema) {
+            match classify_for_scan(filter, &definition.spec, &definition.table_schema) {
                 FilterKind::Partition => partition_filters.push(filter.clone()),
                 FilterKind::RowGroup => row_group_filters.push(filter.clone()),
                 FilterKind::Unsupported => {}
@@ -565,7 +565,10 @@ impl TableProvider for PartitionedTable {
             let in_order = ordering
                 .and_then(|o| Some((group_in_order(&all, schema, &o, target_partitions)?, o)));
             match in_order {
-                _ if all.is_empty() => (vec![], None, None),
+                // One empty partition, as `ListingTable`'s `EmptyExec` has:
+                // with none, an ORDER BY above finds no single partition to
+                // sort and fails the plan's sanity check.
+                _ if all.is_empty() => (vec![FileGroup::default()], None, None),
                 Some((groups, o)) => (groups, None, Some(o)),
                 None => (all.split_files(target_partitions), None, None),
             }

@@ -65,6 +65,33 @@ pub(crate) fn classify(
     }
 }
 
+/// How the scan itself treats `filter`: as [`classify`], except that every
+/// filter over partition columns alone — or over no column at all — is
+/// applied to the partition index, whatever its shape.
+///
+/// DataFusion simplifies the filters a table accepted as `Exact` before
+/// handing them to `scan`: `NOT n IN (-1, NULL)`, accepted whole, arrives as
+/// `n != -1` and a bare `NULL`. Dropping the `NULL` (no columns, so not a
+/// partition predicate) would return rows the query excludes; nothing above
+/// the scan re-applies an `Exact` filter.
+pub(crate) fn classify_for_scan(
+    filter: &Expr,
+    spec: &PartitionSpec,
+    table_schema: &SchemaRef,
+) -> FilterKind {
+    match classify(filter, spec, table_schema) {
+        FilterKind::Unsupported
+            if unnormalize_col(filter.clone())
+                .column_refs()
+                .iter()
+                .all(|c| spec.index_of(&c.name).is_some()) =>
+        {
+            FilterKind::Partition
+        }
+        kind => kind,
+    }
+}
+
 /// The shapes answered exactly from partition values: comparisons, `IN`,
 /// `BETWEEN`, `IS [NOT] NULL`, and `AND`/`OR`/`NOT` of those, over columns,
 /// literals and casts (the planner casts literals to the column's type).

@@ -315,3 +315,20 @@ pub fn scan_line(plan: &str) -> &str {
         .find(|l| l.contains("PartitionedScanExec"))
         .expect("a PartitionedScanExec")
 }
+
+/// CRC-32 (IEEE), written out so codec tests do not share the crate's code.
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= byte as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

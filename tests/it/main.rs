@@ -17,6 +17,7 @@ mod explain;
 mod faults;
 mod no_io;
 mod parity;
+mod properties;
 mod session;
 mod sorted;
 mod table;

@@ -259,3 +259,27 @@ async fn refresh_swaps_in_a_new_listing() {
         vec!["| 11       |"]
     );
 }
+
+#[tokio::test]
+async fn filters_simplified_after_pushdown_still_apply() {
+    // Found by the pruning property: DataFusion accepts `NOT region IN ('eu',
+    // NULL)` as an exact partition filter, then simplifies it and hands the
+    // scan `region != 'eu'` and a bare `NULL`. The NULL must still exclude
+    // every row (x NOT IN (.., NULL) is never true).
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let ctx = SessionContext::new();
+    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
+        .unwrap();
+    for sql in [
+        "SELECT count(*) FROM events WHERE NOT region IN ('eu', NULL)",
+        "SELECT count(*) FROM events WHERE region NOT IN ('eu', NULL)",
+        "SELECT count(*) FROM events WHERE region = 'us' AND NULL",
+    ] {
+        assert_eq!(count(&ctx, sql).await, 0, "{sql}");
+    }
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM events WHERE region = 'us' OR NULL").await,
+        (DATES.len() * FILES_PER_PARTITION * ROWS_PER_FILE) as i64
+    );
+}

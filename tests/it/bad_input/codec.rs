@@ -110,22 +110,6 @@ async fn one_flipped_bit_in_the_payload() {
     }
 }
 
-/// CRC-32 (IEEE), written out so the test does not share the crate's code.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 #[tokio::test]
 async fn a_payload_cut_short_inside_a_valid_envelope() {
     let dir = tempfile::tempdir().unwrap();

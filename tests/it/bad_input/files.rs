@@ -186,6 +186,30 @@ async fn empty_root_is_an_empty_table() {
 }
 
 #[tokio::test]
+async fn every_partition_pruned_still_sorts_and_joins() {
+    // Found by the pruning property: a scan left with no file had no output
+    // partition, and an ORDER BY above it failed the plan's sanity check.
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let ctx = SessionContext::new();
+    ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
+        .unwrap();
+    for sql in [
+        "SELECT id FROM events WHERE region = 'mars' ORDER BY id",
+        "SELECT id FROM events WHERE region = 'mars' ORDER BY id LIMIT 3",
+        "SELECT a.id FROM events a JOIN events b ON a.id = b.id WHERE a.region = 'mars'",
+        "SELECT region, count(*) FROM events WHERE region = 'mars' GROUP BY region",
+    ] {
+        assert!(rows(&ctx, sql).await.unwrap().is_empty(), "{sql}");
+    }
+    let plan = physical_plan_text(&ctx, "SELECT id FROM events WHERE region = 'mars'").await;
+    assert!(
+        scan_line(&plan).contains("partitions=0/15, files=0"),
+        "{plan}"
+    );
+}
+
+#[tokio::test]
 async fn missing_root_names_the_root() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no/such/table");
