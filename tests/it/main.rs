@@ -4,6 +4,7 @@ mod bad_input;
 #[cfg(feature = "ballista")]
 mod ballista;
 mod cache;
+mod cancel;
 #[cfg(feature = "ballista")]
 mod cluster;
 #[cfg(feature = "ballista")]

@@ -279,7 +279,11 @@ async fn filters_simplified_after_pushdown_still_apply() {
         assert_eq!(count(&ctx, sql).await, 0, "{sql}");
     }
     assert_eq!(
-        count(&ctx, "SELECT count(*) FROM events WHERE region = 'us' OR NULL").await,
+        count(
+            &ctx,
+            "SELECT count(*) FROM events WHERE region = 'us' OR NULL"
+        )
+        .await,
         (DATES.len() * FILES_PER_PARTITION * ROWS_PER_FILE) as i64
     );
 }
