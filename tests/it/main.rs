@@ -16,6 +16,7 @@ mod dynamic_filters;
 mod explain;
 #[cfg(feature = "test-utils")]
 mod faults;
+mod load;
 mod no_io;
 mod parity;
 mod properties;
