@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --features ballista --example ballista_executor -- \
-//!     [--scheduler-port 50050] [--port 50051] [--grpc-port 50052]
+//!     [--scheduler-port 50050] [--port 50051] [--grpc-port 50052] [--heartbeat-seconds 60]
 //! ```
 
 use std::sync::Arc;
@@ -22,6 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         port: flag("--port").unwrap_or(50051),
         grpc_port: flag("--grpc-port").unwrap_or(50052),
         scheduler_connect_timeout_seconds: 30,
+        executor_heartbeat_interval_seconds: flag("--heartbeat-seconds").unwrap_or(60),
         ..Default::default()
     });
     println!(

@@ -2,7 +2,8 @@
 //! session builder.
 //!
 //! ```text
-//! cargo run --features ballista --example ballista_scheduler -- [--port 50050]
+//! cargo run --features ballista --example ballista_scheduler -- [--port 50050] \
+//!     [--executor-timeout-seconds 180] [--expire-interval-seconds 15]
 //! ```
 
 use std::net::SocketAddr;
@@ -21,6 +22,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bind_host: "127.0.0.1".into(),
         external_host: "localhost".into(),
         bind_port: port,
+        // How soon a silent executor is declared lost (Ballista's default
+        // is 180 s; tests of executor loss use less).
+        executor_timeout_seconds: flag("--executor-timeout-seconds").unwrap_or(180),
+        expire_dead_executor_interval_seconds: flag("--expire-interval-seconds").unwrap_or(15),
         ..Default::default()
     });
     let address: SocketAddr = format!("{}:{}", config.bind_host, config.bind_port).parse()?;
