@@ -113,6 +113,10 @@
 //! * [`table`]: [`PartitionedTable`], its builder, partition spec, index,
 //!   discovery and filter pushdown;
 //! * [`scan`]: [`PartitionedScanExec`], [`LazyScanStream`] and [`ScanMetrics`];
+//! * [`write`]: `INSERT INTO` as new Hive-partitioned files
+//!   ([`write::PartitionedSink`]), and partition values as directory names;
+//! * [`store`]: [`store::RetryConfig`] and [`store::ResilientStore`] (retries,
+//!   timeouts, short reads), and with `test-utils` a fault-injecting store;
 //! * [`context`]: [`QueryContext`], the per-query config extension;
 //! * [`session`]: [`SessionBuilder`], which wires everything into a session;
 //! * [`cache`]: [`TableCache`], [`CachedScanExec`] and [`SmallTableCacheRule`];
