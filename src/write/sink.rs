@@ -54,13 +54,17 @@ use crate::table::{IndexedFile, Partition, PartitionIndex, TableDefinition};
 ///    and splitting keeps each file's rows in that order.
 /// 3. Only when every input row has been written are the files closed and
 ///    renamed to their final names, which carry a unique write id: a write
-///    never overwrites a file.
+///    never overwrites a file. The renames (and step 4) run in a task of
+///    their own that finishes even if the `INSERT` is cancelled meanwhile, so
+///    a cancelled write is either not visible at all or visible whole.
 /// 4. The new files (with footer statistics if the table collects them) are
 ///    added to the partition index, so the next query sees them.
 ///
 /// On any failure before step 4 the temporary files are aborted or deleted,
 /// and files already renamed are deleted again: nothing of a failed write
-/// stays visible.
+/// stays visible. A write cancelled before step 3 cannot run that clean-up:
+/// its hidden temporary files stay (never listed, never read).
+#[derive(Clone)]
 pub struct PartitionedSink {
     table: Arc<TableDefinition>,
     index: Arc<RwLock<Arc<PartitionIndex>>>,
@@ -139,8 +143,18 @@ impl DataSink for PartitionedSink {
             return Err(e);
         }
         let rows = write.rows;
-        let written = write.commit().await?;
-        self.publish(written)?;
+        let (store, closed) = write.close().await?;
+        // From the first rename on, the write runs to its end in a task of
+        // its own, even if this INSERT is cancelled meanwhile: a cancelled
+        // commit would leave part of the write visible to the next listing.
+        let sink = self.clone();
+        let committing = tokio::spawn(async move {
+            let written = make_all_visible(&sink.table, &store, closed).await?;
+            sink.publish(written)
+        });
+        committing
+            .await
+            .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
         Ok(rows)
     }
 }
@@ -486,10 +500,9 @@ impl<'a> Write<'a> {
     }
 
     /// Closes every file (its encoder finishes it; statistics computed if
-    /// the table keeps them), then makes them visible. If any step fails,
-    /// the files in progress are aborted, temporary files deleted, and what
-    /// was already made visible deleted again.
-    async fn commit(self) -> DFResult<Vec<Written>> {
+    /// the table keeps them). If one fails, the files in progress are
+    /// aborted and the temporary files deleted. Nothing is visible yet.
+    async fn close(self) -> DFResult<(Arc<dyn ObjectStore>, Vec<ClosedFile>)> {
         let table = self.table;
         let failed = |path: &Path, source: DataFusionError| -> DataFusionError {
             Error::WriteFile {
@@ -516,10 +529,16 @@ impl<'a> Write<'a> {
                     .map(|s| Some(Arc::new(s)))
             });
             match closing {
-                Ok(statistics) => closed.push((values, bucket, temp, target, statistics)),
+                Ok(statistics) => closed.push(ClosedFile {
+                    values,
+                    bucket,
+                    temp,
+                    target,
+                    statistics,
+                }),
                 Err(e) => {
                     self.aborted.store(true, Ordering::Release);
-                    let mut temps: Vec<Path> = closed.into_iter().map(|c| c.2).collect();
+                    let mut temps: Vec<Path> = closed.into_iter().map(|c| c.temp).collect();
                     temps.push(temp.clone());
                     for (_, _, rest, _, encoder) in files {
                         let _ = finish(encoder).await;
@@ -530,31 +549,55 @@ impl<'a> Write<'a> {
                 }
             }
         }
-        let mut written: Vec<Written> = Vec::with_capacity(closed.len());
-        for (i, (values, bucket, temp, target, statistics)) in closed.iter().enumerate() {
-            match make_visible(&self.store, temp, target).await {
-                Ok(meta) => written.push(Written {
-                    values: values.clone(),
-                    file: IndexedFile {
-                        meta,
-                        statistics: statistics.clone(),
-                        bucket: *bucket,
-                        // The input was sorted in the table's order (the
-                        // sink's required ordering), and this file says so.
-                        sorted: table.sort.is_some(),
-                    },
-                }),
-                Err(e) => {
-                    let visible = written.iter().map(|w| &w.file.meta.location);
-                    // The target too: a rename may have succeeded before `head` failed.
-                    let rest = closed[i..].iter().flat_map(|c| [&c.2, &c.3]);
-                    delete_all(&self.store, visible.chain(rest)).await;
-                    return Err(failed(target, e.into()));
+        Ok((self.store, closed))
+    }
+}
+
+/// A closed temporary file, ready to be renamed to its final name.
+struct ClosedFile {
+    values: Vec<ScalarValue>,
+    bucket: Option<u32>,
+    temp: Path,
+    target: Path,
+    statistics: Option<Arc<datafusion::common::Statistics>>,
+}
+
+/// Makes every closed file visible; if one rename fails, deletes what was
+/// made visible and the rest, so nothing of the write stays.
+async fn make_all_visible(
+    table: &TableDefinition,
+    store: &Arc<dyn ObjectStore>,
+    closed: Vec<ClosedFile>,
+) -> DFResult<Vec<Written>> {
+    let mut written: Vec<Written> = Vec::with_capacity(closed.len());
+    for (i, file) in closed.iter().enumerate() {
+        match make_visible(store, &file.temp, &file.target).await {
+            Ok(meta) => written.push(Written {
+                values: file.values.clone(),
+                file: IndexedFile {
+                    meta,
+                    statistics: file.statistics.clone(),
+                    bucket: file.bucket,
+                    // The input was sorted in the table's order (the
+                    // sink's required ordering), and this file says so.
+                    sorted: table.sort.is_some(),
+                },
+            }),
+            Err(e) => {
+                let visible = written.iter().map(|w| &w.file.meta.location);
+                // The target too: a rename may have succeeded before `head` failed.
+                let rest = closed[i..].iter().flat_map(|c| [&c.temp, &c.target]);
+                delete_all(store, visible.chain(rest)).await;
+                return Err(Error::WriteFile {
+                    table: table.name.to_string(),
+                    path: file.target.to_string(),
+                    source: Box::new(e.into()),
                 }
+                .into());
             }
         }
-        Ok(written)
     }
+    Ok(written)
 }
 
 /// Renames a closed temporary file to its final name and returns what the
