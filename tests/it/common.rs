@@ -332,3 +332,17 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// The codec envelope's wire layout, written independently of the crate.
+#[cfg(feature = "ballista")]
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Envelope {
+    #[prost(string, tag = "1")]
+    pub codec: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub payload: Vec<u8>,
+    #[prost(uint32, tag = "3")]
+    pub format_version: u32,
+    #[prost(uint32, tag = "4")]
+    pub checksum: u32,
+}

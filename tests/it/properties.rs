@@ -364,20 +364,6 @@ fn find_scan(
 // ---------------------------------------------------------------------------
 // Codec bytes
 
-/// The envelope's wire layout, written independently of the crate.
-#[cfg(feature = "ballista")]
-#[derive(Clone, PartialEq, prost::Message)]
-struct Envelope {
-    #[prost(string, tag = "1")]
-    codec: String,
-    #[prost(bytes = "vec", tag = "2")]
-    payload: Vec<u8>,
-    #[prost(uint32, tag = "3")]
-    format_version: u32,
-    #[prost(uint32, tag = "4")]
-    checksum: u32,
-}
-
 /// Damage to a payload: bytes overwritten, then a cut. The checksum is
 /// recomputed, so the damage reaches the decoder behind it.
 #[cfg(feature = "ballista")]
@@ -429,7 +415,7 @@ fn decoding_arbitrary_or_damaged_bytes_never_panics() {
         );
     };
     let damaged = |good: &[u8], (writes, cut): &(Vec<(usize, u8)>, Option<usize>)| {
-        let mut envelope: Envelope = prost::Message::decode(good).unwrap();
+        let mut envelope: crate::common::Envelope = prost::Message::decode(good).unwrap();
         let len = envelope.payload.len();
         for (at, byte) in writes {
             envelope.payload[at % len] = *byte;

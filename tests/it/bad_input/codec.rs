@@ -14,19 +14,6 @@ use lakefusion::codec::FORMAT_VERSION;
 use crate::codec::{decode, events_scan};
 use crate::common::*;
 
-/// The envelope's wire layout, written independently of the crate.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Envelope {
-    #[prost(string, tag = "1")]
-    codec: String,
-    #[prost(bytes = "vec", tag = "2")]
-    payload: Vec<u8>,
-    #[prost(uint32, tag = "3")]
-    format_version: u32,
-    #[prost(uint32, tag = "4")]
-    checksum: u32,
-}
-
 fn reencode(bytes: &[u8], change: impl FnOnce(&mut Envelope)) -> Vec<u8> {
     let mut envelope: Envelope = prost::Message::decode(bytes).unwrap();
     change(&mut envelope);
