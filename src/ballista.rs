@@ -36,7 +36,7 @@
 //!   task would read the whole table (measured: every row 2× on a 3-partition
 //!   scan, 13× on a 15-partition one). So the scheduler's sessions end
 //!   planning with [`DistributedScanRule`]: each scan travels as a
-//!   [`DistributedScanExec`] whose child is the `DataSourceExec` of the
+//!   [`DistributedScanExec`](crate::distributed::DistributedScanExec) whose child is the `DataSourceExec` of the
 //!   planned file scan. Ballista narrows that child; the executor's codec
 //!   rebuilds a `PartitionedScanExec` — or a `CachedScanExec` over the
 //!   executor's own cache — over the narrowed files, so file-named errors, the
@@ -58,72 +58,26 @@ use ballista_core::serde::{
 use ballista_core::{ConfigProducer, RuntimeProducer};
 use ballista_executor::executor_process::ExecutorProcessConfig;
 use ballista_scheduler::config::SchedulerConfig;
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::config::ConfigOptions;
-use datafusion::error::Result;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::SessionState;
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 use object_store::ObjectStore;
 use url::Url;
 
-use crate::cache::{CacheConfig, CachedScanExec, TableCache};
+use crate::cache::{CacheConfig, TableCache};
 use crate::codec::{
-    AllowedRoots, CompositePhysicalCodec, DistributedScanExec, LakefusionLogicalCodec,
-    LakefusionPhysicalCodec, ObjectStoreFactory,
+    AllowedRoots, CompositePhysicalCodec, LakefusionLogicalCodec, LakefusionPhysicalCodec,
+    ObjectStoreFactory,
 };
 use crate::context::QueryContext;
-use crate::scan::PartitionedScanExec;
+use crate::distributed::DistributedScanRule;
 use crate::session::SessionBuilder;
 
 /// The name Ballista's own physical codec is registered under in the
 /// [`CompositePhysicalCodec`].
 pub const BALLISTA_CODEC: &str = "ballista";
-
-/// Wraps each [`PartitionedScanExec`] (or [`CachedScanExec`]) in a
-/// [`DistributedScanExec`], whose `DataSourceExec` child Ballista narrows to
-/// the partitions of each task (see the module docs). Runs on the scheduler,
-/// after [`SmallTableCacheRule`](crate::SmallTableCacheRule) has decided what
-/// is cached.
-#[derive(Debug, Default)]
-pub struct DistributedScanRule;
-
-impl DistributedScanRule {
-    /// The rule's name.
-    pub const NAME: &'static str = "lakefusion.DistributedScanRule";
-}
-
-impl PhysicalOptimizerRule for DistributedScanRule {
-    fn optimize(
-        &self,
-        plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let carrier = if let Some(cached) = node.downcast_ref::<CachedScanExec>() {
-                DistributedScanExec::new(cached.inner(), true)
-            } else if let Some(scan) = node.downcast_ref::<PartitionedScanExec>() {
-                DistributedScanExec::new(scan, false)
-            } else {
-                return Ok(Transformed::no(node));
-            };
-            Ok(Transformed::yes(Arc::new(carrier) as Arc<dyn ExecutionPlan>))
-        })
-        .map(|t| t.data)
-    }
-
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn schema_check(&self) -> bool {
-        true
-    }
-}
 
 /// lakefusion's configuration for one Ballista deployment: build one per process
 /// (client, scheduler, executor) from the same settings.
@@ -197,7 +151,8 @@ impl BallistaSetup {
                 BALLISTA_CODEC,
                 Arc::new(BallistaPhysicalExtensionCodec::default()),
             )
-            .with_codec(LakefusionPhysicalCodec::NAME, Arc::new(scans)),
+            .with_codec(LakefusionPhysicalCodec::NAME, Arc::new(scans))
+            .with_allowed_roots(self.allowed_roots.clone()),
         )
     }
 

@@ -83,7 +83,7 @@ pub enum Error {
     },
 
     /// The table definition itself is inconsistent (e.g. a partition column that
-    /// is also a column inside the files).
+    /// is also in the schema given with `.schema()`).
     #[error("table '{root}': {reason}")]
     InvalidTable {
         /// The table root URL.
@@ -114,6 +114,20 @@ pub enum Error {
         value: String,
         /// Why it cannot be a directory.
         reason: String,
+    },
+
+    /// Finding or deleting the temporary files unfinished writes left failed.
+    #[error(
+        "table root '{root}': removing the abandoned temporary file '{path}' failed: {source}"
+    )]
+    Cleanup {
+        /// The table root URL.
+        root: String,
+        /// The temporary file (or the directory being searched).
+        path: String,
+        /// The store's or the file system's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// Writing a file (or making it visible) failed; nothing of the write is

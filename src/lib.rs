@@ -48,14 +48,16 @@
 //! Dynamic filters (TopK, hash-join build sides) reach the scan while the
 //! query runs and skip files and row groups that can no longer match.
 //! `INSERT INTO` goes through [`write::PartitionedSink`]: new files only,
-//! visible whole, added to the index at once; a table declared with
+//! added to the index at once (whole to queries through the same table, file
+//! by file to other processes: see [`write`]); a table declared with
 //! [`bucket_by`](PartitionedTableBuilder::bucket_by) is written with
-//! DataFusion's own hash partitioner, so its scans may declare `Hash`
-//! partitioning that DataFusion can trust; one declared with
+//! DataFusion's own hash partitioner and records the Arrow type it hashed,
+//! so its scans declare `Hash` partitioning only where DataFusion can trust
+//! it (each file's bucket proven with today's hash); one declared with
 //! [`sort_order`](PartitionedTableBuilder::sort_order) is written sorted, and
 //! its scans declare the order wherever footer min/max prove it, so ordered
 //! queries need no `SortExec`. A table given a
-//! [`RetryConfig`](store::RetryConfig) reads through a
+//! [`RetryPolicy`](store::RetryPolicy) reads through a
 //! [`ResilientStore`](store::ResilientStore): transient failures retried with
 //! bounded backoff, every request under a timeout, short reads caught.
 //!
@@ -110,19 +112,35 @@
 //!
 //! ## Modules
 //!
-//! * [`table`]: [`PartitionedTable`], its builder, partition spec, index,
-//!   discovery and filter pushdown;
-//! * [`scan`]: [`PartitionedScanExec`], [`LazyScanStream`] and [`ScanMetrics`];
+//! This map is the guide to the code as it is (it supersedes the first plan
+//! in the design notes).
+//!
+//! * [`table`]: [`PartitionedTable`] by job — `builder`/`definition` (what a
+//!   table is), `discovery` (listing, schema, footers: `build()`/`refresh()`
+//!   only), `index` (the partition index and `SharedIndex`, the one home of
+//!   a table's current snapshot), `planner`/`pushdown` (filters and a
+//!   snapshot into a scan, no I/O), `hive` (every Hive path rule), `layout`
+//!   (bucketing, sort order), `provider` (the thin `TableProvider`),
+//!   `factory` (SQL DDL);
+//! * [`scan`]: [`PartitionedScanExec`] and its one [`ScanDescription`],
+//!   [`LazyScanStream`], the per-file type check (`schema`), the wrappers
+//!   that name the file in every error (`naming`) and [`ScanMetrics`];
 //! * [`write`]: `INSERT INTO` as new Hive-partitioned files
-//!   ([`write::PartitionedSink`]), and partition values as directory names;
-//! * [`store`]: [`store::RetryConfig`] and [`store::ResilientStore`] (retries,
+//!   ([`write::PartitionedSink`]), and removing what unfinished writes left;
+//! * [`store`]: [`store::RetryPolicy`] and [`store::ResilientStore`] (retries,
 //!   timeouts, short reads), and with `test-utils` a fault-injecting store;
 //! * [`context`]: [`QueryContext`], the per-query config extension;
 //! * [`session`]: [`SessionBuilder`], which wires everything into a session;
 //! * [`cache`]: [`TableCache`], [`CachedScanExec`] and [`SmallTableCacheRule`];
-//! * `codec` and `ballista` (feature `ballista`): metadata-only codecs and the
-//!   per-role Ballista configuration;
+//! * `distributed` (feature `ballista`): the carrier a scan travels in to
+//!   Ballista executors, and the rule that puts it in place;
+//! * `codec` (feature `ballista`): wire formats only — scans, tables and
+//!   file lists as metadata, the named composite codec, and what a decoding
+//!   executor checks (`AllowedRoots`) and injects;
+//! * `ballista` (feature `ballista`): the per-role Ballista configuration;
 //! * [`error`]: the crate's [`Error`] and its conversion to and from DataFusion's.
+//!
+//! [`ScanDescription`]: scan::ScanDescription
 
 #[cfg(feature = "ballista")]
 pub mod ballista;
@@ -130,6 +148,8 @@ pub mod cache;
 #[cfg(feature = "ballista")]
 pub mod codec;
 pub mod context;
+#[cfg(feature = "ballista")]
+pub mod distributed;
 pub mod error;
 pub mod scan;
 pub mod session;

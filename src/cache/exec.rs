@@ -5,22 +5,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::arrow::array::RecordBatch;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, Statistics};
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::metrics::{
-    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricCategory, MetricType, MetricsSet, Time,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    collect_partitioned, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
 
-use super::table_cache::{CacheKey, TableCache};
+use super::table_cache::{CacheFill, CacheKey, TableCache};
 use crate::scan::PartitionedScanExec;
 
 /// A [`PartitionedScanExec`] whose rows come from the shared [`TableCache`].
@@ -39,7 +40,7 @@ use crate::scan::PartitionedScanExec;
 ///    no object-store request at all.
 ///
 /// `EXPLAIN` prints the key and the inner scan; `EXPLAIN ANALYZE` adds
-/// `cache_hits`, `cache_misses` (per output partition), `scan_time` (wall time
+/// `cache_hits`, `cache_misses` (per output partition), `cache_serve_time` (wall time
 /// until the last batch was served) and, after a miss, the inner scan's metrics.
 pub struct CachedScanExec {
     inner: Arc<PartitionedScanExec>,
@@ -56,9 +57,10 @@ impl CachedScanExec {
         Self::with_key(inner, cache, key)
     }
 
-    /// Serves `inner` through `cache` under a key computed where the plan was
-    /// made (a decoded plan keeps its planner's key: the wire form of a file
-    /// does not carry everything the key was computed from, such as ETags).
+    /// Serves `inner` through `cache` under `key`, which the caller vouches
+    /// describes `inner`'s rows ([`cache_key`] computes one). Decoded plans
+    /// never use this: an executor recomputes the key from the scan it
+    /// decoded.
     pub fn with_key(inner: Arc<PartitionedScanExec>, cache: TableCache, key: CacheKey) -> Self {
         // Each output partition is served from a fill; fills must split the
         // rows across partitions identically, so no work stealing inside.
@@ -197,9 +199,14 @@ impl ExecutionPlan for CachedScanExec {
                 "CachedScanExec has {partitions} partitions, partition {partition} requested"
             );
         }
-        let hits: Count = MetricBuilder::new(&self.metrics).counter("cache_hits", partition);
-        let misses: Count = MetricBuilder::new(&self.metrics).counter("cache_misses", partition);
-        let scan_time: Time = MetricBuilder::new(&self.metrics).subset_time("scan_time", partition);
+        let summary = || MetricBuilder::new(&self.metrics).with_type(MetricType::Summary);
+        let hits: Count = summary().counter("cache_hits", partition);
+        let misses: Count = summary().counter("cache_misses", partition);
+        // Not `scan_time`: the inner scan reports its own under that name, and
+        // `EXPLAIN ANALYZE` would add the two.
+        let serve_time: Time = summary()
+            .with_category(MetricCategory::Timing)
+            .subset_time("cache_serve_time", partition);
         let (inner, key, cache) = (
             Arc::clone(&self.inner),
             self.key.clone(),
@@ -211,9 +218,9 @@ impl ExecutionPlan for CachedScanExec {
             let pool = Arc::clone(&context.runtime_env().memory_pool);
             let filled = AtomicBool::new(false);
             let cached = cache
-                .get_or_fill(&key, &pool, || {
+                .get_or_fill(&key, &pool, |reservation| {
                     filled.store(true, Ordering::Relaxed);
-                    collect_partitioned(inner as Arc<dyn ExecutionPlan>, context)
+                    collect_reserved(inner, context, reservation)
                 })
                 .await?;
             if filled.load(Ordering::Relaxed) {
@@ -225,7 +232,7 @@ impl ExecutionPlan for CachedScanExec {
             // Served from memory: the scan's wall time ends once the last batch
             // has been handed out.
             let done = futures::stream::once(async move {
-                scan_time.add_duration(started.elapsed());
+                serve_time.add_duration(started.elapsed());
                 None
             })
             .filter_map(futures::future::ready);
@@ -235,7 +242,11 @@ impl ExecutionPlan for CachedScanExec {
         })
         .try_flatten()
         .boxed();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+        // Batches served from memory are always ready: without the task
+        // budget a hit would never yield to the runtime.
+        Ok(make_cooperative(Box::pin(RecordBatchStreamAdapter::new(
+            schema, batches,
+        ))))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -252,4 +263,38 @@ impl ExecutionPlan for CachedScanExec {
     fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
         self.inner.partition_statistics(partition)
     }
+}
+
+/// Runs every partition of `scan`, each in its own task, and collects its
+/// batches, reserving each batch's memory in `fill` as it arrives. Dropping
+/// the future aborts the tasks.
+async fn collect_reserved(
+    scan: Arc<PartitionedScanExec>,
+    context: Arc<TaskContext>,
+    fill: CacheFill,
+) -> Result<Vec<Vec<RecordBatch>>> {
+    let tasks = (0..scan.properties().output_partitioning().partition_count())
+        .map(|partition| {
+            let mut stream = scan.execute(partition, Arc::clone(&context))?;
+            let fill = fill.clone();
+            Ok(SpawnedTask::spawn(async move {
+                let mut batches = Vec::new();
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    fill.grow(batch.get_array_memory_size());
+                    batches.push(batch);
+                }
+                Ok::<_, DataFusionError>(batches)
+            }))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut partitions = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        partitions.push(
+            task.join_unwind()
+                .await
+                .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??,
+        );
+    }
+    Ok(partitions)
 }

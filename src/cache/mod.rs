@@ -8,4 +8,6 @@ mod table_cache;
 
 pub use exec::{cache_key, CachedScanExec};
 pub use rule::SmallTableCacheRule;
-pub use table_cache::{CacheConfig, CacheKey, CacheMetrics, CachedPartitions, TableCache};
+pub use table_cache::{
+    CacheConfig, CacheFill, CacheKey, CacheMetrics, CachedPartitions, TableCache,
+};

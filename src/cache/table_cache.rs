@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use datafusion::arrow::array::RecordBatch;
@@ -129,7 +129,7 @@ pub struct CacheMetrics {
     /// Entries evicted to make room.
     pub evictions: u64,
     /// Fills not cached because the entry was larger than the capacity or the
-    /// memory pool refused the reservation.
+    /// memory pool refused its bytes (after evicting every other entry).
     pub rejected: u64,
     /// Bytes held now.
     pub bytes: usize,
@@ -143,8 +143,10 @@ pub struct CacheMetrics {
 /// * Entries are evicted least recently used, by bytes, to stay within
 ///   [`CacheConfig::capacity_bytes`].
 /// * Every entry's bytes are reserved from the memory pool of the session that
-///   filled it. If the pool refuses, the rows are returned but not cached: the
-///   cache never pushes a memory-limited runtime over its limit.
+///   filled it, batch by batch while the fill collects them. If the pool
+///   refuses, least recently used entries are evicted first; if it still
+///   refuses, the rows are returned to that query but not cached. The cache
+///   never pushes a memory-limited runtime over its limit.
 /// * Concurrent lookups that miss on the same key run the scan once; the others
 ///   wait for it and are served from memory ("single flight").
 /// * Hits and misses are counted per lookup; `CachedScanExec` looks up once per
@@ -178,7 +180,7 @@ struct Entry {
     last_used: u64,
     /// Held for as long as the entry lives; dropping it returns the bytes to
     /// the pool.
-    _reservation: MemoryReservation,
+    _reservation: Arc<MemoryReservation>,
 }
 
 impl fmt::Debug for TableCache {
@@ -254,7 +256,18 @@ impl TableCache {
     }
 
     /// Returns the cached partitions for `key`, or runs `fill`, caches its
-    /// result (if it fits and `pool` grants the memory) and returns it.
+    /// result (if it fits the capacity) and returns it.
+    ///
+    /// `fill` must [`grow`](CacheFill::grow) the [`CacheFill`] it is given by
+    /// every batch it holds: the rows are reserved from `pool` while they are
+    /// collected, not after. When the pool refuses, least recently used
+    /// entries are evicted to make room; if it still refuses, the fill gives
+    /// its reservation back and its rows are returned to this query only,
+    /// not cached.
+    ///
+    /// Single flight: concurrent misses on one key run `fill` once; the
+    /// others wait and are served the entry. The fill's marker is removed
+    /// only after its entry is in place (or it failed, or was cancelled).
     pub async fn get_or_fill<F, Fut>(
         &self,
         key: &CacheKey,
@@ -262,7 +275,7 @@ impl TableCache {
         fill: F,
     ) -> Result<CachedPartitions>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(CacheFill) -> Fut,
         Fut: Future<Output = Result<Vec<Vec<RecordBatch>>>>,
     {
         if let Some(hit) = self.lookup(key) {
@@ -273,17 +286,33 @@ impl TableCache {
             Arc::clone(state.in_flight.entry(key.clone()).or_default())
         };
         let _turn = flight.lock().await;
-        // Whoever held the lock before us may have filled the entry.
+        // Whoever held the turn before us may have filled the entry.
         if let Some(hit) = self.lookup(key) {
             return Ok(hit);
         }
+        // Removes the marker when this turn ends: after the entry is
+        // inserted, when the fill fails, or when this future is dropped.
+        let _marker = FlightMarker {
+            cache: self,
+            key,
+            flight: &flight,
+        };
         self.inner.misses.fetch_add(1, Ordering::Relaxed);
-        let filled = fill().await;
-        // Waiters keep their clone of the lock; new arrivals after this point
-        // find the entry (or, if the fill failed, start a flight of their own).
-        self.state().in_flight.remove(key);
-        let partitions = Arc::new(filled?);
-        self.insert(key, Arc::clone(&partitions), pool);
+        let reservation =
+            Arc::new(MemoryConsumer::new(format!("lakefusion TableCache[{key}]")).register(pool));
+        let refused = Arc::new(AtomicBool::new(false));
+        let filled = fill(CacheFill {
+            cache: self.clone(),
+            reservation: Arc::clone(&reservation),
+            refused: Arc::clone(&refused),
+        })
+        .await?;
+        let partitions = Arc::new(filled);
+        if refused.load(Ordering::Relaxed) {
+            self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.insert(key, Arc::clone(&partitions), reservation);
+        }
         Ok(partitions)
     }
 
@@ -297,7 +326,32 @@ impl TableCache {
         Some(Arc::clone(&entry.partitions))
     }
 
-    fn insert(&self, key: &CacheKey, partitions: CachedPartitions, pool: &Arc<dyn MemoryPool>) {
+    /// Evicts the least recently used entry, returning its bytes to its pool;
+    /// `false` if there was none.
+    fn evict_oldest(&self, state: &mut State) -> bool {
+        let Some(oldest) = state
+            .entries
+            .iter()
+            .min_by_key(|(_, e)| e.last_used)
+            .map(|(k, _)| k.clone())
+        else {
+            return false;
+        };
+        if let Some(evicted) = state.entries.remove(&oldest) {
+            state.bytes -= evicted.bytes;
+            self.inner.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Caches `partitions`, whose bytes `reservation` holds, evicting least
+    /// recently used entries to stay within the capacity.
+    fn insert(
+        &self,
+        key: &CacheKey,
+        partitions: CachedPartitions,
+        reservation: Arc<MemoryReservation>,
+    ) {
         let bytes: usize = partitions
             .iter()
             .flatten()
@@ -308,31 +362,13 @@ impl TableCache {
             self.inner.rejected.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        // Reserve first: a refused reservation must not have evicted anything.
-        let reservation =
-            MemoryConsumer::new(format!("lakefusion TableCache[{key}]")).register(pool);
-        if reservation.try_grow(bytes).is_err() {
-            self.inner.rejected.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+        // Batches sharing buffers count them once in the entry, as in the pool.
+        reservation.resize(bytes);
         let mut state = self.state();
         if state.entries.contains_key(key) {
             return;
         }
-        while state.bytes + bytes > capacity {
-            let Some(oldest) = state
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            if let Some(evicted) = state.entries.remove(&oldest) {
-                state.bytes -= evicted.bytes;
-                self.inner.evictions.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        while state.bytes + bytes > capacity && self.evict_oldest(&mut state) {}
         state.clock += 1;
         let last_used = state.clock;
         state.bytes += bytes;
@@ -351,5 +387,63 @@ impl TableCache {
         // The state is consistent between statements; a panic elsewhere while
         // holding the lock cannot leave it half-updated in a harmful way.
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The memory a cache fill holds, reserved batch by batch from the pool of
+/// the session that fills it (see [`TableCache::get_or_fill`]).
+#[derive(Clone)]
+pub struct CacheFill {
+    cache: TableCache,
+    reservation: Arc<MemoryReservation>,
+    /// Set once the pool refused: the fill is then not cached.
+    refused: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for CacheFill {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheFill")
+            .field("reserved", &self.reservation.size())
+            .finish()
+    }
+}
+
+impl CacheFill {
+    /// Reserves `bytes` more for the rows being collected. When the pool
+    /// refuses, the cache's least recently used entries are evicted
+    /// (returning their bytes) until it grants them; if none is left, the
+    /// fill gives back what it reserved and will not be cached.
+    pub fn grow(&self, bytes: usize) {
+        while !self.refused.load(Ordering::Relaxed) {
+            if self.reservation.try_grow(bytes).is_ok() {
+                return;
+            }
+            let mut state = self.cache.state();
+            if !self.cache.evict_oldest(&mut state) {
+                self.refused.store(true, Ordering::Relaxed);
+                self.reservation.free();
+            }
+        }
+    }
+}
+
+/// Removes a key's in-flight marker when the turn that filled it ends, however
+/// it ends, unless a newer flight replaced it.
+struct FlightMarker<'a> {
+    cache: &'a TableCache,
+    key: &'a CacheKey,
+    flight: &'a Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for FlightMarker<'_> {
+    fn drop(&mut self) {
+        let mut state = self.cache.state();
+        if state
+            .in_flight
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, self.flight))
+        {
+            state.in_flight.remove(self.key);
+        }
     }
 }

@@ -10,13 +10,20 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use prost::Message;
 
+use super::roots::AllowedRoots;
 use crate::context::QueryContext;
 
-/// The version of lakefusion's wire format this build writes, and the newest
-/// it reads. Raised when bytes change in a way an older reader would
+/// The version of lakefusion's wire format this build writes, and the only
+/// one it reads. Raised when bytes change in a way another version would
 /// misread (a new field an older reader merely ignores does not raise it).
-/// Bytes without a version were written before it existed and are version 1.
-pub const FORMAT_VERSION: u32 = 1;
+/// Plans are made and run by the processes of one deployment, so bytes of
+/// another version — older, newer, or unversioned (written before versions
+/// existed, without a checksum) — are refused with an error saying which.
+///
+/// Version 2: a scan's description is one message, shared by every form a
+/// scan travels in; cached scans no longer carry a key; file lists carry
+/// ETags and object versions.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The bytes a named codec writes: the codec's name, then its payload.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -27,7 +34,7 @@ pub(crate) struct Envelope {
     /// The codec's own bytes.
     #[prost(bytes = "vec", tag = "2")]
     pub payload: Vec<u8>,
-    /// The [`FORMAT_VERSION`] of the writer (0: written before versions).
+    /// The [`FORMAT_VERSION`] of the writer (0: written before versions, refused).
     #[prost(uint32, tag = "3")]
     pub format_version: u32,
     /// CRC-32 of `payload`. Protobuf cannot tell a message cut at a field
@@ -53,6 +60,11 @@ pub(crate) fn decode_without_panics<T>(
             crate::error::panic_message(panic.as_ref())
         )))
     })
+}
+
+/// Whether an encoding error only says the codec does not handle the node.
+fn is_not_mine(error: &DataFusionError) -> bool {
+    matches!(error.find_root(), DataFusionError::NotImplemented(_))
 }
 
 impl Envelope {
@@ -90,8 +102,25 @@ impl Envelope {
                 envelope.codec, envelope.format_version
             )));
         }
-        // Unversioned bytes predate the checksum.
-        if envelope.format_version > 0 && crc32fast::hash(&envelope.payload) != envelope.checksum {
+        // Unversioned bytes predate the checksum, so a cut or damaged payload
+        // could not be told from a whole one: they are refused, not trusted.
+        if envelope.format_version == 0 {
+            return Err(DataFusionError::Plan(format!(
+                "{what}: codec '{}' wrote {} payload bytes with no format version (a lakefusion older than \
+                 format version 1, or damaged bytes): they carry no checksum and are refused; plan the query \
+                 again with this build",
+                envelope.codec,
+                envelope.payload.len()
+            )));
+        }
+        if envelope.format_version < FORMAT_VERSION {
+            return Err(DataFusionError::Plan(format!(
+                "{what}: codec '{}' wrote wire format version {}, but this build reads version {FORMAT_VERSION}: \
+                 run the same lakefusion version on every process of the deployment",
+                envelope.codec, envelope.format_version
+            )));
+        }
+        if crc32fast::hash(&envelope.payload) != envelope.checksum {
             return Err(DataFusionError::Plan(format!(
                 "{what}: the {} byte payload of codec '{}' fails its checksum (corrupt or cut short)",
                 envelope.payload.len(),
@@ -119,6 +148,7 @@ impl Envelope {
 pub struct CompositePhysicalCodec {
     codecs: Vec<(String, Arc<dyn PhysicalExtensionCodec>)>,
     fallback: (String, Arc<dyn PhysicalExtensionCodec>),
+    allowed_roots: AllowedRoots,
 }
 
 impl fmt::Debug for CompositePhysicalCodec {
@@ -137,7 +167,19 @@ impl CompositePhysicalCodec {
         Self {
             codecs: Vec::new(),
             fallback: (name.into(), fallback),
+            allowed_roots: AllowedRoots::any(),
         }
+    }
+
+    /// Every node this composite decodes, with all the nodes beneath it, is
+    /// checked against `roots` ([`AllowedRoots::check_plan`]): DataFusion's
+    /// own file scans and sinks included, which datafusion-proto decodes
+    /// without asking any codec. Ballista roots every task plan in a shuffle
+    /// writer, which this composite decodes, so a task's whole plan is
+    /// checked before it runs.
+    pub fn with_allowed_roots(mut self, roots: AllowedRoots) -> Self {
+        self.allowed_roots = roots;
+        self
     }
 
     /// Adds a codec under a stable `name` (tried before the fallback, after
@@ -196,10 +238,12 @@ impl PhysicalExtensionCodec for CompositePhysicalCodec {
             ))
         })?;
         let what = format!("decoding with codec '{}'", envelope.codec);
-        decode_without_panics(&what, || {
+        let decoded = decode_without_panics(&what, || {
             codec.try_decode(&envelope.payload, inputs, ctx, proto_converter)
         })
-        .map_err(|e| e.context(what))
+        .map_err(|e| e.context(what))?;
+        self.allowed_roots.check_plan(&decoded)?;
+        Ok(decoded)
     }
 
     fn try_encode(
@@ -208,13 +252,14 @@ impl PhysicalExtensionCodec for CompositePhysicalCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        // A codec says "not mine" with `NotImplemented`; any other error is
+        // the real reason the node cannot be sent, and is what the caller sees.
         for (name, codec) in self.codecs.iter().chain(std::iter::once(&self.fallback)) {
             let mut payload = Vec::new();
-            if codec
-                .try_encode(Arc::clone(&node), &mut payload, proto_converter)
-                .is_ok()
-            {
-                return Envelope::encode_into(name, payload, buf);
+            match codec.try_encode(Arc::clone(&node), &mut payload, proto_converter) {
+                Ok(()) => return Envelope::encode_into(name, payload, buf),
+                Err(e) if is_not_mine(&e) => continue,
+                Err(e) => return Err(e.context(format!("codec '{name}' encoding {}", node.name()))),
             }
         }
         Err(DataFusionError::NotImplemented(format!(

@@ -54,6 +54,13 @@ pub(crate) struct FileGroupsNode {
     /// Statistics of the groups that have them.
     #[prost(message, repeated, tag = "10")]
     pub group_statistics: Vec<GroupStatistics>,
+    /// Each file's ETag ("" for none), or empty when no file has one. The
+    /// executor's cache keys name them, as the planner's do.
+    #[prost(string, repeated, tag = "11")]
+    pub e_tags: Vec<String>,
+    /// Each file's object version ("" for none), or empty when no file has one.
+    #[prost(string, repeated, tag = "12")]
+    pub versions: Vec<String>,
 }
 
 /// The optional parts of one file.
@@ -102,6 +109,17 @@ impl FileGroupsNode {
                     statistics: Some(stats.into()),
                 });
             }
+        }
+        // Dense columns, present only when some file has a value.
+        if files().any(|f| f.object_meta.e_tag.is_some()) {
+            node.e_tags = files()
+                .map(|f| f.object_meta.e_tag.clone().unwrap_or_default())
+                .collect();
+        }
+        if files().any(|f| f.object_meta.version.is_some()) {
+            node.versions = files()
+                .map(|f| f.object_meta.version.clone().unwrap_or_default())
+                .collect();
         }
         for (i, file) in files().enumerate() {
             let meta = &file.object_meta;
@@ -162,6 +180,20 @@ impl FileGroupsNode {
         {
             return Err(malformed(table, "its file columns differ in length"));
         }
+        let optional_column = |column: &[String], what: &str| {
+            if column.is_empty() || column.len() == count {
+                Ok(())
+            } else {
+                Err(malformed(
+                    table,
+                    &format!("it lists {} {what} for {count} files", column.len()),
+                ))
+            }
+        };
+        optional_column(&self.e_tags, "ETags")?;
+        optional_column(&self.versions, "versions")?;
+        let optional =
+            |column: &[String], i: usize| column.get(i).filter(|v| !v.is_empty()).cloned();
         let width = self.partition_columns as usize;
         let tuples = if width == 0 {
             0
@@ -199,8 +231,8 @@ impl FileGroupsNode {
                     location,
                     last_modified: Utc.timestamp_nanos(self.last_modified_ns[i]),
                     size: self.sizes[i],
-                    e_tag: None,
-                    version: None,
+                    e_tag: optional(&self.e_tags, i),
+                    version: optional(&self.versions, i),
                 })
                 .with_partition_values(values[tuple * width..(tuple + 1) * width].to_vec()),
             );

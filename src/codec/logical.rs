@@ -18,7 +18,7 @@ use prost::Message;
 
 use super::composite::{decode_without_panics, Envelope};
 use super::physical::RetryNode;
-use crate::store::RetryConfig;
+use crate::store::RetryPolicy;
 use crate::table::layout::TableSort;
 use crate::table::{
     Bucketing, IndexedFile, Partition, PartitionIndex, PartitionSpec, PartitionedTable, SortKey,
@@ -217,9 +217,14 @@ impl LakefusionLogicalCodec {
                                     .map_err(|e| bad(format!("statistics of {}: {e}", f.location)))
                             })
                             .transpose()?;
+                        // The location is an object path already (percent-
+                        // encoded where the store needs it): parse it as one.
+                        // `Path::from` would encode its `%` a second time.
+                        let location = Path::parse(&f.location)
+                            .map_err(|e| bad(format!("file path '{}': {e}", f.location)))?;
                         Ok(IndexedFile {
                             meta: ObjectMeta {
-                                location: Path::from(f.location.as_str()),
+                                location,
                                 last_modified: chrono_from_nanos(f.last_modified_nanos),
                                 size: f.size,
                                 e_tag: f.e_tag.clone(),
@@ -257,7 +262,7 @@ impl LakefusionLogicalCodec {
             keys,
             declared: node.sort_declared,
         }))
-        .with_retry(node.retry.clone().map(RetryConfig::from)))
+        .with_retry(node.retry.clone().map(RetryPolicy::from)))
     }
 }
 

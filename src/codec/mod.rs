@@ -4,8 +4,8 @@
 //! * [`LakefusionLogicalCodec`] — `PartitionedTable`;
 //! * [`CompositePhysicalCodec`] — named codecs with a fallback, so bytes stay
 //!   decodable when codecs are added;
-//! * [`DistributedScanExec`] — the form a scan travels in to Ballista
-//!   executors, so that Ballista can narrow it to each task's partitions;
+//! * the wire form of [`DistributedScanExec`](crate::distributed::DistributedScanExec),
+//!   the form a scan travels in to Ballista executors;
 //! * [`ObjectStoreFactory`] and [`AllowedRoots`]: what a decoding executor
 //!   injects — how to reach storage, and where it may read.
 //!
@@ -14,16 +14,14 @@
 //! refused with an error saying so, rather than misread.
 
 mod composite;
-mod distributed;
 mod files;
 mod logical;
-mod object_store;
 mod physical;
 mod roots;
+mod store_factory;
 
 pub use composite::{CompositePhysicalCodec, FORMAT_VERSION};
-pub use distributed::DistributedScanExec;
 pub use logical::LakefusionLogicalCodec;
-pub use object_store::ObjectStoreFactory;
 pub use physical::LakefusionPhysicalCodec;
 pub use roots::AllowedRoots;
+pub use store_factory::ObjectStoreFactory;

@@ -20,42 +20,77 @@ use datafusion_proto::protobuf::{LogicalExprNode, PhysicalPlanNode};
 use prost::Message;
 
 use super::composite::decode_without_panics;
-use super::distributed::{executor_node, DistributedScanExec};
 use super::files::FileGroupsNode;
-use super::object_store::{ensure_store, ObjectStoreFactory};
 use super::roots::AllowedRoots;
-use crate::cache::{CacheKey, CachedScanExec, TableCache};
-use crate::scan::schema::StrictSchemaAdapterFactory;
+use super::store_factory::{ensure_store, ObjectStoreFactory};
+use crate::cache::{CachedScanExec, TableCache};
+use crate::distributed::{executor_node, DistributedScanExec};
 use crate::scan::{PartitionedScanExec, ScanDescription};
-use crate::store::RetryConfig;
+use crate::store::RetryPolicy;
 
-/// The wire form of a [`PartitionedScanExec`].
+/// The wire form of a [`ScanDescription`]: one message for every form a
+/// scan travels in. (Its bucketing note is for `EXPLAIN` where the scan was
+/// planned, and is not sent.)
 #[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ScanNode {
+pub(crate) struct ScanDescriptionNode {
     #[prost(string, tag = "1")]
     pub table: String,
-    /// The file scan (schema, partition columns, projection, row-group
-    /// predicate, Parquet options, limit, statistics) as datafusion-proto
-    /// writes a Parquet `DataSourceExec`, without its files: those are in
-    /// `files`. (Bytes without `files` carry them here, and still decode.)
-    #[prost(message, optional, tag = "2")]
-    pub file_scan: Option<PhysicalPlanNode>,
-    #[prost(uint64, tag = "3")]
+    #[prost(uint64, tag = "2")]
     pub selected_partitions: u64,
-    #[prost(uint64, tag = "4")]
+    #[prost(uint64, tag = "3")]
     pub total_partitions: u64,
-    #[prost(message, repeated, tag = "5")]
+    #[prost(message, repeated, tag = "4")]
     pub partition_filters: Vec<LogicalExprNode>,
-    #[prost(message, repeated, tag = "6")]
+    #[prost(message, repeated, tag = "5")]
     pub row_group_filters: Vec<LogicalExprNode>,
-    /// The file groups, in a compact columnar form.
-    #[prost(message, optional, tag = "7")]
-    pub files: Option<FileGroupsNode>,
-    #[prost(message, optional, tag = "8")]
+    #[prost(message, optional, tag = "6")]
     pub retry: Option<RetryNode>,
 }
 
-/// The wire form of a [`RetryConfig`] (durations in milliseconds).
+impl ScanDescriptionNode {
+    fn encode(description: &ScanDescription) -> Result<Self> {
+        let logical = DefaultLogicalExtensionCodec {};
+        Ok(Self {
+            table: description.table.to_string(),
+            selected_partitions: description.selected_partitions as u64,
+            total_partitions: description.total_partitions as u64,
+            partition_filters: serialize_exprs(&description.partition_filters, &logical)?,
+            row_group_filters: serialize_exprs(&description.row_group_filters, &logical)?,
+            retry: description.retry.map(RetryNode::from),
+        })
+    }
+
+    fn decode(self, ctx: &TaskContext) -> Result<ScanDescription> {
+        let logical = DefaultLogicalExtensionCodec {};
+        Ok(ScanDescription {
+            partition_filters: parse_exprs(&self.partition_filters, ctx, &logical)?,
+            row_group_filters: parse_exprs(&self.row_group_filters, ctx, &logical)?,
+            table: Arc::from(self.table),
+            selected_partitions: self.selected_partitions as usize,
+            total_partitions: self.total_partitions as usize,
+            retry: self.retry.map(RetryPolicy::from),
+            bucketing_note: None,
+        })
+    }
+}
+
+/// The wire form of a [`PartitionedScanExec`]: its description and its files.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ScanNode {
+    #[prost(message, optional, tag = "1")]
+    pub description: Option<ScanDescriptionNode>,
+    /// The file scan (schema, partition columns, projection, row-group
+    /// predicate, Parquet options, limit, statistics) as datafusion-proto
+    /// writes a Parquet `DataSourceExec`, without its files: those are in
+    /// `files`.
+    #[prost(message, optional, tag = "2")]
+    pub file_scan: Option<PhysicalPlanNode>,
+    /// The file groups, in a compact columnar form.
+    #[prost(message, optional, tag = "3")]
+    pub files: Option<FileGroupsNode>,
+}
+
+/// The wire form of a [`RetryPolicy`] (durations in milliseconds).
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct RetryNode {
     #[prost(uint32, tag = "1")]
@@ -68,8 +103,8 @@ pub(crate) struct RetryNode {
     pub request_timeout_ms: u64,
 }
 
-impl From<RetryConfig> for RetryNode {
-    fn from(config: RetryConfig) -> Self {
+impl From<RetryPolicy> for RetryNode {
+    fn from(config: RetryPolicy) -> Self {
         Self {
             max_retries: config.max_retries,
             initial_backoff_ms: config.initial_backoff.as_millis() as u64,
@@ -79,7 +114,7 @@ impl From<RetryConfig> for RetryNode {
     }
 }
 
-impl From<RetryNode> for RetryConfig {
+impl From<RetryNode> for RetryPolicy {
     fn from(node: RetryNode) -> Self {
         Self {
             max_retries: node.max_retries,
@@ -90,34 +125,24 @@ impl From<RetryNode> for RetryConfig {
     }
 }
 
-/// The wire form of a [`CachedScanExec`]: its scan and the full description of
-/// the key it had where it was planned, which the executor's cache uses as is.
+/// The wire form of a [`CachedScanExec`]: its scan. The cache key is not on
+/// the wire: an executor computes it from the scan it decoded, so a plan
+/// cannot name another entry's key and be served that entry's rows. (Tag 2
+/// carried the planner's key before; it is ignored.)
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct CachedScanNode {
     #[prost(message, optional, tag = "1")]
     pub scan: Option<ScanNode>,
-    #[prost(string, tag = "2")]
-    pub key: String,
 }
 
-/// The wire form of a [`DistributedScanExec`]: its scan's metadata; the file
-/// scan itself is the node's input, which datafusion-proto encodes.
+/// The wire form of a [`DistributedScanExec`]: its scan's description; the
+/// file scan itself is the node's input, which datafusion-proto encodes.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct DistributedScanNode {
-    #[prost(string, tag = "1")]
-    pub table: String,
-    #[prost(uint64, tag = "2")]
-    pub selected_partitions: u64,
-    #[prost(uint64, tag = "3")]
-    pub total_partitions: u64,
-    #[prost(message, repeated, tag = "4")]
-    pub partition_filters: Vec<LogicalExprNode>,
-    #[prost(message, repeated, tag = "5")]
-    pub row_group_filters: Vec<LogicalExprNode>,
-    #[prost(bool, tag = "6")]
+    #[prost(message, optional, tag = "1")]
+    pub description: Option<ScanDescriptionNode>,
+    #[prost(bool, tag = "2")]
     pub cached: bool,
-    #[prost(message, optional, tag = "7")]
-    pub retry: Option<RetryNode>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -141,8 +166,9 @@ pub(crate) mod plan_node {
 /// Encodes [`PartitionedScanExec`] and [`CachedScanExec`] as metadata only:
 /// the table root, schema and partition columns, the file groups (paths,
 /// sizes, byte ranges, partition values), the projection, the filters (with
-/// datafusion-proto's expression serialization), the limit, the statistics,
-/// and for a cached scan its cache key.
+/// datafusion-proto's expression serialization), the limit and the
+/// statistics. A cached scan's key is not sent: the executor computes it from
+/// the decoded scan (files with their ETags included).
 ///
 /// No connection, object store or cache is ever encoded. On decode they come
 /// from what was injected here: the executor's [`TableCache`] for cached
@@ -207,27 +233,25 @@ impl LakefusionPhysicalCodec {
             data_source,
             &DefaultPhysicalExtensionCodec {},
         )?;
-        let logical = DefaultLogicalExtensionCodec {};
-        let (selected, total) = scan.partitions();
         Ok(ScanNode {
-            table: scan.table().to_string(),
+            description: Some(ScanDescriptionNode::encode(scan.description())?),
             file_scan: Some(file_scan),
-            selected_partitions: selected as u64,
-            total_partitions: total as u64,
-            partition_filters: serialize_exprs(scan.partition_filters(), &logical)?,
-            row_group_filters: serialize_exprs(scan.row_group_filters(), &logical)?,
             files: Some(FileGroupsNode::encode(scan.table(), &config.file_groups)?),
-            retry: scan.retry().map(RetryNode::from),
         })
     }
 
-    fn decode_scan(&self, mut node: ScanNode, ctx: &TaskContext) -> Result<PartitionedScanExec> {
+    fn decode_scan(&self, node: ScanNode, ctx: &TaskContext) -> Result<PartitionedScanExec> {
+        let description = node
+            .description
+            .ok_or_else(|| malformed("?", "a scan without its description"))?
+            .decode(ctx)?;
+        let table = &description.table;
         let file_scan = node
             .file_scan
             .as_ref()
-            .ok_or_else(|| malformed(&node.table, "it has no file scan"))?;
+            .ok_or_else(|| malformed(table, "it has no file scan"))?;
         let plan = file_scan.try_into_physical_plan(ctx, &DefaultPhysicalExtensionCodec {})?;
-        let not_parquet = || malformed(&node.table, "its file scan is not a Parquet file scan");
+        let not_parquet = || malformed(table, "its file scan is not a Parquet file scan");
         let source: Arc<dyn Any + Send + Sync> = plan
             .downcast_ref::<DataSourceExec>()
             .map(|exec| Arc::clone(exec.data_source()))
@@ -239,32 +263,29 @@ impl LakefusionPhysicalCodec {
                 .downcast::<FileScanConfig>()
                 .map_err(|_| not_parquet())?,
         );
-        if let Some(files) = node.files.take() {
-            config.file_groups = files.decode(&node.table)?;
+        if let Some(files) = node.files {
+            config.file_groups = files.decode(table)?;
         }
-        self.allowed_roots.check(&node.table, &config)?;
+        self.check_and_reach(table, &config, ctx)?;
+        // A task runs one partition of its own copy of the plan: sharing a
+        // work queue between copies would read every file in every task.
+        Ok(PartitionedScanExec::new(description, config).with_work_stealing(false))
+    }
+
+    /// Refuses files outside the allowed roots, and makes sure this
+    /// executor can reach the scan's store.
+    fn check_and_reach(
+        &self,
+        table: &str,
+        config: &FileScanConfig,
+        ctx: &TaskContext,
+    ) -> Result<()> {
+        self.allowed_roots.check(table, config)?;
         ensure_store(
             ctx.runtime_env().as_ref(),
             &config.object_store_url,
             self.object_stores.as_ref(),
-        )?;
-        // The per-file type check is behaviour, not data: it is not on the wire.
-        let config = FileScanConfigBuilder::from(config)
-            .with_expr_adapter(Some(Arc::new(StrictSchemaAdapterFactory)))
-            .build();
-        let logical = DefaultLogicalExtensionCodec {};
-        // A task runs one partition of its own copy of the plan: sharing a
-        // work queue between copies would read every file in every task.
-        Ok(PartitionedScanExec::new(ScanDescription {
-            table: Arc::from(node.table.as_str()),
-            config,
-            selected_partitions: node.selected_partitions as usize,
-            total_partitions: node.total_partitions as usize,
-            partition_filters: parse_exprs(&node.partition_filters, ctx, &logical)?,
-            row_group_filters: parse_exprs(&node.row_group_filters, ctx, &logical)?,
-            retry: node.retry.map(RetryConfig::from),
-        })
-        .with_work_stealing(false))
+        )
     }
 }
 
@@ -297,51 +318,40 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
                     let scan_node = cached
                         .scan
                         .ok_or_else(|| malformed("?", "a cached scan without its scan"))?;
-                    let table = scan_node.table.clone();
                     let scan = self.decode_scan(scan_node, ctx)?;
-                    let Some(cache) = &self.cache else {
+                    Ok(match &self.cache {
+                        // The key is computed here, from what this executor
+                        // will read, never taken from the bytes.
+                        Some(cache) => Arc::new(CachedScanExec::new(Arc::new(scan), cache.clone())),
                         // No cache on this executor: run the scan itself.
-                        return Ok(Arc::new(scan));
-                    };
-                    if cached.key.is_empty() {
-                        return Err(malformed(&table, "a cached scan without its cache key"));
-                    }
-                    let key = CacheKey::new(cached.key);
-                    Ok(Arc::new(CachedScanExec::with_key(
-                        Arc::new(scan),
-                        cache.clone(),
-                        key,
-                    )))
+                        None => Arc::new(scan),
+                    })
                 }
                 Some(plan_node::Node::DistributedScan(node)) => {
+                    let description = node
+                        .description
+                        .ok_or_else(|| {
+                            malformed("?", "a distributed scan without its description")
+                        })?
+                        .decode(ctx)?;
                     let [child] = inputs else {
                         return Err(malformed(
-                            &node.table,
+                            &description.table,
                             &format!(
                                 "a distributed scan with {} inputs, expected 1",
                                 inputs.len()
                             ),
                         ));
                     };
-                    let logical = DefaultLogicalExtensionCodec {};
                     let carrier = DistributedScanExec::from_parts(
-                        Arc::from(node.table.as_str()),
+                        description,
                         Arc::clone(child),
-                        (
-                            node.selected_partitions as usize,
-                            node.total_partitions as usize,
-                        ),
-                        parse_exprs(&node.partition_filters, ctx, &logical)?,
-                        parse_exprs(&node.row_group_filters, ctx, &logical)?,
                         node.cached,
-                        node.retry.clone().map(RetryConfig::from),
                     );
-                    let config = carrier.file_scan_config()?;
-                    self.allowed_roots.check(&node.table, config)?;
-                    ensure_store(
-                        ctx.runtime_env().as_ref(),
-                        &config.object_store_url,
-                        self.object_stores.as_ref(),
+                    self.check_and_reach(
+                        &carrier.description().table,
+                        carrier.file_scan_config()?,
+                        ctx,
                     )?;
                     executor_node(&carrier, self.cache.as_ref())
                 }
@@ -362,21 +372,13 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
         let node = if let Some(scan) = node.downcast_ref::<PartitionedScanExec>() {
             plan_node::Node::Scan(Self::encode_scan(scan)?)
         } else if let Some(carrier) = node.downcast_ref::<DistributedScanExec>() {
-            let logical = DefaultLogicalExtensionCodec {};
-            let (selected, total) = carrier.partitions();
             plan_node::Node::DistributedScan(DistributedScanNode {
-                table: carrier.table().to_string(),
-                selected_partitions: selected as u64,
-                total_partitions: total as u64,
-                partition_filters: serialize_exprs(carrier.partition_filters(), &logical)?,
-                row_group_filters: serialize_exprs(carrier.row_group_filters(), &logical)?,
+                description: Some(ScanDescriptionNode::encode(carrier.description())?),
                 cached: carrier.cached(),
-                retry: carrier.retry().map(RetryNode::from),
             })
         } else if let Some(cached) = node.downcast_ref::<CachedScanExec>() {
             plan_node::Node::CachedScan(CachedScanNode {
                 scan: Some(Self::encode_scan(cached.inner())?),
-                key: cached.key().description().to_string(),
             })
         } else {
             return Err(DataFusionError::NotImplemented(format!(

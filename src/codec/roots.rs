@@ -1,7 +1,19 @@
 //! [`AllowedRoots`]: which table roots a decoding executor may read.
 
+use std::sync::Arc;
+
+use datafusion::datasource::file_format::csv::CsvSink;
+use datafusion::datasource::file_format::json::JsonSink;
+use datafusion::datasource::file_format::parquet::ParquetSink;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion_datasource::file_scan_config::FileScanConfig;
+use datafusion_datasource::file_sink_config::FileSink;
+use datafusion_datasource::sink::DataSinkExec;
+
+use crate::cache::CachedScanExec;
+use crate::scan::PartitionedScanExec;
 
 /// The table roots an executor may open files under.
 ///
@@ -38,35 +50,134 @@ impl AllowedRoots {
 
     /// Refuses `config` unless every file is under an allowed root.
     pub(crate) fn check(&self, table: &str, config: &FileScanConfig) -> Result<()> {
-        let Some(roots) = &self.roots else {
+        if self.roots.is_none() {
             return Ok(());
-        };
+        }
         // `file:///`, `s3://bucket/`: the store URL ends with the slash the
         // object path lacks.
         let store = config.object_store_url.as_str();
         for file in config.file_groups.iter().flat_map(|g| g.iter()) {
             let url = format!("{store}{}", file.object_meta.location);
-            // `..`, also percent-encoded: a store that builds URLs from the
-            // path (HTTP, a URL-joining local store) would resolve `%2E%2E`.
-            let clean = !file.object_meta.location.as_ref().split('/').any(|p| {
-                let decoded = percent_encoding::percent_decode_str(p).decode_utf8_lossy();
-                decoded == ".." || decoded == "." || decoded.contains('/')
-            });
-            if !clean || !roots.iter().any(|root| url.starts_with(root.as_str())) {
-                return Err(DataFusionError::Plan(format!(
-                    "table {table}: file '{url}' is outside the roots this executor allows ({})",
-                    roots.join(", ")
-                )));
-            }
+            self.check_url(&format!("table {table}"), &url)?;
         }
         Ok(())
+    }
+
+    /// Refuses `plan` unless every file any of its nodes reads or writes is
+    /// under an allowed root: lakefusion's scans, DataFusion's own file scans
+    /// (Parquet, CSV, JSON, Arrow, Avro: every `DataSourceExec` over a
+    /// `FileScanConfig`) and file sinks (`DataSinkExec` writing Parquet, CSV
+    /// or JSON files). A sink of another kind is refused: where it writes
+    /// cannot be checked.
+    ///
+    /// Ballista roots every task plan in a shuffle writer, an extension node,
+    /// so [`CompositePhysicalCodec`](super::CompositePhysicalCodec) runs this
+    /// on every plan an executor decodes. A plan decoded some other way must
+    /// be checked with this after decoding.
+    pub fn check_plan(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
+        if self.roots.is_none() {
+            return Ok(());
+        }
+        if let Some(exec) = plan.downcast_ref::<DataSourceExec>() {
+            if let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() {
+                self.check(&format!("{} scan", config.file_source.file_type()), config)?;
+            }
+        } else if let Some(scan) = plan.downcast_ref::<PartitionedScanExec>() {
+            self.check(scan.table(), scan.file_scan_config())?;
+        } else if let Some(cached) = plan.downcast_ref::<CachedScanExec>() {
+            self.check(cached.inner().table(), cached.inner().file_scan_config())?;
+        } else if let Some(exec) = plan.downcast_ref::<DataSinkExec>() {
+            let sink = exec.sink();
+            let config = if let Some(s) = sink.downcast_ref::<ParquetSink>() {
+                s.config()
+            } else if let Some(s) = sink.downcast_ref::<CsvSink>() {
+                s.config()
+            } else if let Some(s) = sink.downcast_ref::<JsonSink>() {
+                s.config()
+            } else {
+                return Err(DataFusionError::Plan(format!(
+                    "a plan writes through a sink whose destination cannot be checked ({sink:?}); \
+                     this executor only allows files under {}",
+                    self.describe()
+                )));
+            };
+            // `table_paths` are the destination as URLs (the user's
+            // `original_url` may be a bare local path).
+            let what = "file sink";
+            for path in &config.table_paths {
+                self.check_url(what, path.as_str())?;
+            }
+            let store = config.object_store_url.as_str();
+            for file in config.file_group.iter() {
+                self.check_url(what, &format!("{store}{}", file.object_meta.location))?;
+            }
+        }
+        for child in plan.children() {
+            self.check_plan(child)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses `url` unless it is under an allowed root, has no `..` or `.`
+    /// component (also percent-encoded), and, on the local file system, does
+    /// not lead out of its root through a symbolic link.
+    fn check_url(&self, what: &str, url: &str) -> Result<()> {
+        let Some(roots) = &self.roots else {
+            return Ok(());
+        };
+        let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+        // `..`, also percent-encoded: a store that builds URLs from the
+        // path (HTTP, a URL-joining local store) would resolve `%2E%2E`.
+        let clean = !path.split('/').skip(1).any(|p| {
+            let decoded = percent_encoding::percent_decode_str(p).decode_utf8_lossy();
+            decoded == ".." || decoded == "." || decoded.contains('/')
+        });
+        let root = roots.iter().find(|root| url.starts_with(root.as_str()));
+        match root {
+            Some(root) if clean => match local_escape(root, url) {
+                None => Ok(()),
+                Some(target) => Err(DataFusionError::Plan(format!(
+                    "{what}: file '{url}' leads through a symbolic link to '{target}', outside the root \
+                     '{root}' this executor allows"
+                ))),
+            },
+            _ => Err(DataFusionError::Plan(format!(
+                "{what}: file '{url}' is outside the roots this executor allows ({})",
+                self.describe()
+            ))),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.roots
+            .as_ref()
+            .map_or_else(|| "any root".to_string(), |r| r.join(", "))
+    }
+}
+
+/// Where a `file://` URL under a `file://` root really leads, when a symbolic
+/// link takes it outside that root (checked on the executor, which opens it).
+/// A path that does not exist yet (a sink's target) is judged by its deepest
+/// existing ancestor. `None` when it stays inside, or is not local.
+fn local_escape(root: &str, url: &str) -> Option<String> {
+    let to_path = |u: &str| url::Url::parse(u).ok()?.to_file_path().ok();
+    if !root.starts_with("file://") {
+        return None;
+    }
+    let real_root = std::fs::canonicalize(to_path(root)?).ok()?;
+    let mut path = to_path(url)?;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&path) {
+            return (!real.starts_with(&real_root)).then(|| real.display().to_string());
+        }
+        if !path.pop() {
+            return None;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use datafusion::arrow::datatypes::Schema;
     use datafusion::datasource::physical_plan::ParquetSource;
     use datafusion::execution::object_store::ObjectStoreUrl;

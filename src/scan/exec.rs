@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use datafusion::common::internal_err;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::Statistics;
 use datafusion::config::ConfigOptions;
@@ -25,8 +26,9 @@ use datafusion_datasource::file::FileSource;
 use datafusion_datasource::file_scan_config::FileScanConfig;
 use datafusion_datasource::source::DataSource;
 
+use super::schema::StrictExprAdapterFactory;
 use super::stream::LazyScanStream;
-use crate::store::RetryConfig;
+use crate::store::RetryPolicy;
 
 /// Scans the selected partitions of a [`PartitionedTable`](crate::PartitionedTable).
 ///
@@ -69,18 +71,13 @@ use crate::store::RetryConfig;
 /// the partition.
 #[derive(Clone)]
 pub struct PartitionedScanExec {
-    table: Arc<str>,
+    description: ScanDescription,
     config: Arc<FileScanConfig>,
-    selected_partitions: usize,
-    total_partitions: usize,
-    partition_filters: Vec<Expr>,
-    row_group_filters: Vec<Expr>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
     sibling_state: Arc<SiblingState>,
     work_stealing: bool,
     runtime: RuntimeFilters,
-    retry: Option<RetryConfig>,
 }
 
 /// Filters DataFusion pushed into the scan while optimizing (the dynamic
@@ -122,15 +119,17 @@ impl SiblingState {
     }
 }
 
-/// What a scan reads: everything [`PartitionedScanExec`] needs besides its
-/// runtime state. Built by the table, or rebuilt by a codec.
-#[derive(Clone)]
+/// What a scan is, besides the files it reads: the one description every
+/// form of a lakefusion scan holds — [`PartitionedScanExec`], the carrier
+/// that takes it to Ballista executors, and their one wire message.
+///
+/// The files, projection, predicate, limit and statistics are DataFusion's
+/// [`FileScanConfig`], which travels beside it (in a carrier, as the child
+/// Ballista narrows).
+#[derive(Debug, Clone)]
 pub struct ScanDescription {
     /// The table's name for display (its root URL unless named).
     pub table: Arc<str>,
-    /// DataFusion's description of the file scan: file groups, schema with
-    /// partition columns, projection, row-group predicate, limit, statistics.
-    pub config: FileScanConfig,
     /// Partitions left after pruning.
     pub selected_partitions: usize,
     /// Partitions in the table's index.
@@ -140,21 +139,23 @@ pub struct ScanDescription {
     /// Filters used to prune row groups (still applied above the scan).
     pub row_group_filters: Vec<Expr>,
     /// Retries and timeouts for the scan's reads (the table's).
-    pub retry: Option<RetryConfig>,
+    pub retry: Option<RetryPolicy>,
+    /// Why a bucketed table's scan declares no `Hash` partitioning, shown in
+    /// `EXPLAIN` (planning side only: not sent to executors).
+    pub bucketing_note: Option<Arc<str>>,
 }
 
 impl PartitionedScanExec {
     /// A scan of what `description` describes.
-    pub fn new(description: ScanDescription) -> Self {
-        let ScanDescription {
-            table,
-            config,
-            selected_partitions,
-            total_partitions,
-            partition_filters,
-            row_group_filters,
-            retry,
-        } = description;
+    ///
+    /// This is the one constructor every scan goes through — planned by a
+    /// table, decoded by a codec, rebuilt on a Ballista executor — so the
+    /// behaviour that is not data, such as the per-file type check
+    /// (`scan::schema`), is attached here and cannot be lost
+    /// on the way.
+    pub fn new(description: ScanDescription, mut config: FileScanConfig) -> Self {
+        // The check is behaviour, not data: it is never on the wire.
+        config.expr_adapter_factory = Some(Arc::new(StrictExprAdapterFactory));
         // The stream is wrapped in `cooperative()` (as DataSourceExec's is), so
         // DataFusion need not add a CooperativeExec that would spend the task
         // budget a second time per batch.
@@ -168,19 +169,19 @@ impl PartitionedScanExec {
             .with_scheduling_type(SchedulingType::Cooperative),
         );
         Self {
-            table,
+            description,
             config: Arc::new(config),
-            selected_partitions,
-            total_partitions,
-            partition_filters,
-            row_group_filters,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
             sibling_state: Arc::default(),
             work_stealing: true,
             runtime: RuntimeFilters::default(),
-            retry,
         }
+    }
+
+    /// What this scan is, besides its files.
+    pub fn description(&self) -> &ScanDescription {
+        &self.description
     }
 
     /// The dynamic filters DataFusion pushed into this scan (empty before the
@@ -223,7 +224,7 @@ impl PartitionedScanExec {
 
     /// The table's display name.
     pub fn table(&self) -> &str {
-        &self.table
+        &self.description.table
     }
 
     /// DataFusion's file-scan description this node executes.
@@ -233,7 +234,10 @@ impl PartitionedScanExec {
 
     /// `(selected, total)` partitions.
     pub fn partitions(&self) -> (usize, usize) {
-        (self.selected_partitions, self.total_partitions)
+        (
+            self.description.selected_partitions,
+            self.description.total_partitions,
+        )
     }
 
     /// The number of files this scan reads.
@@ -243,17 +247,17 @@ impl PartitionedScanExec {
 
     /// Filters answered exactly by partition pruning.
     pub fn partition_filters(&self) -> &[Expr] {
-        &self.partition_filters
+        &self.description.partition_filters
     }
 
     /// Filters used to prune row groups.
     pub fn row_group_filters(&self) -> &[Expr] {
-        &self.row_group_filters
+        &self.description.row_group_filters
     }
 
     /// The retries and timeouts of the scan's reads.
-    pub fn retry(&self) -> Option<RetryConfig> {
-        self.retry
+    pub fn retry(&self) -> Option<RetryPolicy> {
+        self.description.retry
     }
 
     /// The row limit, if one was pushed into the scan.
@@ -262,15 +266,7 @@ impl PartitionedScanExec {
     }
 
     fn with_config(&self, config: FileScanConfig) -> Self {
-        let scan = Self::new(ScanDescription {
-            table: Arc::clone(&self.table),
-            config,
-            selected_partitions: self.selected_partitions,
-            total_partitions: self.total_partitions,
-            partition_filters: self.partition_filters.clone(),
-            row_group_filters: self.row_group_filters.clone(),
-            retry: self.retry,
-        });
+        let scan = Self::new(self.description.clone(), config);
         let mut scan = scan.with_work_stealing(self.work_stealing);
         scan.runtime = self.runtime.clone();
         scan
@@ -284,11 +280,8 @@ impl PartitionedScanExec {
 impl fmt::Debug for PartitionedScanExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PartitionedScanExec")
-            .field("table", &self.table)
-            .field(
-                "partitions",
-                &(self.selected_partitions, self.total_partitions),
-            )
+            .field("table", &self.description.table)
+            .field("partitions", &self.partitions())
             .field("files", &self.file_count())
             .field("limit", &self.config.limit)
             .finish()
@@ -315,9 +308,9 @@ impl DisplayAs for PartitionedScanExec {
         write!(
             f,
             "table={}, partitions={}/{}, files={}",
-            self.table,
-            self.selected_partitions,
-            self.total_partitions,
+            self.description.table,
+            self.description.selected_partitions,
+            self.description.total_partitions,
             self.file_count()
         )?;
         if matches!(t, DisplayFormatType::TreeRender) {
@@ -359,23 +352,26 @@ impl DisplayAs for PartitionedScanExec {
             let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             write!(f, ", projection=[{}]", names.join(", "))?;
         }
-        if !self.partition_filters.is_empty() {
+        if !self.description.partition_filters.is_empty() {
             write!(
                 f,
                 ", partition_filters=[{}]",
-                join_exprs(&self.partition_filters)
+                join_exprs(&self.description.partition_filters)
             )?;
         }
-        if !self.row_group_filters.is_empty() {
+        if !self.description.row_group_filters.is_empty() {
             write!(
                 f,
                 ", row_group_filters=[{}]",
-                join_exprs(&self.row_group_filters)
+                join_exprs(&self.description.row_group_filters)
             )?;
         }
         if let Partitioning::Hash(exprs, n) = self.properties.output_partitioning() {
             let exprs: Vec<_> = exprs.iter().map(|e| e.to_string()).collect();
             write!(f, ", partitioning=Hash([{}], {n})", exprs.join(", "))?;
+        }
+        if let Some(note) = &self.description.bucketing_note {
+            write!(f, ", bucketing=not declared ({note})")?;
         }
         if let Some(ordering) = self.properties.output_ordering() {
             write!(f, ", output_ordering=[{ordering}]")?;
@@ -454,7 +450,7 @@ impl ExecutionPlan for PartitionedScanExec {
         if partition >= groups.max(1) {
             return internal_err!(
                 "PartitionedScanExec of table {} has {groups} partitions, partition {partition} requested",
-                self.table
+                self.description.table
             );
         }
         let sibling_state = if self.work_stealing {
@@ -468,7 +464,7 @@ impl ExecutionPlan for PartitionedScanExec {
         };
         Ok(Box::pin(
             LazyScanStream::new(
-                &self.table,
+                &self.description.table,
                 Arc::clone(&self.config),
                 self.schema(),
                 partition,
@@ -476,7 +472,7 @@ impl ExecutionPlan for PartitionedScanExec {
                 &self.metrics,
                 sibling_state,
             )
-            .with_retry(self.retry),
+            .with_retry(self.description.retry),
         ))
     }
 
@@ -492,17 +488,23 @@ impl ExecutionPlan for PartitionedScanExec {
         Some(metrics)
     }
 
+    /// The file scan's statistics, cut by the pushed limit. Every output
+    /// partition applies the limit on its own, so over the whole scan a limit
+    /// `L` with `K` groups yields between `L` and `K × L` rows: the row count
+    /// stays `Exact` only when the whole scan has no more than `L` rows.
     #[allow(deprecated)]
     fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
         let stats = self.config.partition_statistics(partition)?;
-        match (partition, self.config.limit) {
-            (None, Some(limit)) => Ok(Arc::new(Arc::unwrap_or_clone(stats).with_fetch(
-                Some(limit),
-                0,
-                1,
-            )?)),
-            _ => Ok(stats),
+        let Some(limit) = self.config.limit else {
+            return Ok(stats);
+        };
+        let within_limit = matches!(stats.num_rows, Precision::Exact(n) if n <= limit);
+        let mut limited = Arc::unwrap_or_clone(stats).with_fetch(Some(limit), 0, 1)?;
+        if partition.is_none() && self.config.file_groups.len() > 1 && !within_limit {
+            limited.num_rows = limited.num_rows.to_inexact();
+            limited.total_byte_size = limited.total_byte_size.to_inexact();
         }
+        Ok(Arc::new(limited))
     }
 
     /// Takes DataFusion's dynamic filters (offered in the post-optimization

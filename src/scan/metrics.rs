@@ -9,8 +9,13 @@
 //! * DataFusion's Parquet metrics: `row_groups_pruned_statistics` (pruned and
 //!   matched, i.e. read, row groups), `bytes_scanned`, `page_index_rows_pruned`,
 //!   `metadata_load_time`, ….
+//!
+//! `scan_time` and `time_to_first_batch` are `Summary` metrics (shown under
+//! `datafusion.explain.analyze_level = summary`), `open_readers` is `Dev`.
 
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, Gauge, MetricBuilder, Time};
+use datafusion::physical_plan::metrics::{
+    ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricCategory, MetricType, Time,
+};
 
 /// The scan metrics lakefusion records itself, for one output partition.
 #[derive(Debug, Clone)]
@@ -32,11 +37,18 @@ pub struct ScanMetrics {
 impl ScanMetrics {
     /// Registers the metrics of output partition `partition` in `metrics`.
     pub fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let timing = || {
+            MetricBuilder::new(metrics)
+                .with_type(MetricType::Summary)
+                .with_category(MetricCategory::Timing)
+        };
         Self {
-            time_to_first_batch: MetricBuilder::new(metrics)
-                .subset_time("time_to_first_batch", partition),
-            scan_time: MetricBuilder::new(metrics).subset_time("scan_time", partition),
-            open_readers: MetricBuilder::new(metrics).gauge("open_readers", partition),
+            time_to_first_batch: timing().subset_time("time_to_first_batch", partition),
+            scan_time: timing().subset_time("scan_time", partition),
+            open_readers: MetricBuilder::new(metrics)
+                .with_type(MetricType::Dev)
+                .with_category(MetricCategory::Uncategorized)
+                .gauge("open_readers", partition),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 mod exec;
 mod metrics;
-mod opener;
+mod naming;
 pub(crate) mod reader;
 pub(crate) mod schema;
 mod stream;

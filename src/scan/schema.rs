@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr_adapter::{
     DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
@@ -21,9 +21,9 @@ use crate::error::Error;
 /// Int64 and fail (or not) row by row; here such a file is rejected up front.
 /// The error carries no path: the morselizer wrapper adds it.
 #[derive(Debug, Default)]
-pub(crate) struct StrictSchemaAdapterFactory;
+pub(crate) struct StrictExprAdapterFactory;
 
-impl PhysicalExprAdapterFactory for StrictSchemaAdapterFactory {
+impl PhysicalExprAdapterFactory for StrictExprAdapterFactory {
     fn create(
         &self,
         logical_file_schema: SchemaRef,
@@ -61,6 +61,50 @@ fn conflict(column: &str, expected: &DataType, found: &DataType) -> DataFusionEr
     }))
 }
 
+/// Merges the schemas of `files` (path, schema) for a table that reads all
+/// of them under the rules above: a column some files lack becomes nullable,
+/// a column whose types are compatible one way takes the wider type, and a
+/// conflict is an error naming the first file that conflicts.
+pub(crate) fn merge_schemas(files: &[(String, SchemaRef)]) -> crate::error::Result<SchemaRef> {
+    let Some((_, first)) = files.first() else {
+        return Ok(Arc::new(Schema::empty()));
+    };
+    let mut fields: Vec<Field> = first.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (path, schema) in &files[1..] {
+        for field in fields.iter_mut() {
+            if schema.field_with_name(field.name()).is_err() {
+                field.set_nullable(true);
+            }
+        }
+        for found in schema.fields() {
+            match fields.iter_mut().find(|f| f.name() == found.name()) {
+                None => fields.push(found.as_ref().clone().with_nullable(true)),
+                Some(field) => {
+                    if compatible(found.data_type(), field.data_type()) {
+                        // Ours is already the wider: keep it.
+                    } else if compatible(field.data_type(), found.data_type()) {
+                        field.set_data_type(found.data_type().clone());
+                    } else {
+                        return Err(Error::SchemaConflict {
+                            path: path.clone(),
+                            column: found.name().clone(),
+                            expected: field.data_type().clone(),
+                            found: found.data_type().clone(),
+                        });
+                    }
+                    if found.is_nullable() {
+                        field.set_nullable(true);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Arc::new(Schema::new_with_metadata(
+        fields,
+        first.metadata().clone(),
+    )))
+}
+
 /// Whether a file column of type `found` can be read as the table's `expected`
 /// without losing or reinterpreting values.
 fn compatible(found: &DataType, expected: &DataType) -> bool {
@@ -89,9 +133,10 @@ fn compatible(found: &DataType, expected: &DataType) -> bool {
             family_f == family_e && width_f <= width_e
         }
         _ => match (found, expected) {
-            (Dictionary(_, value), other) | (other, Dictionary(_, value)) => {
-                compatible(value, other)
-            }
+            // A dictionary's values are what is read: the file's values must
+            // fit the table's, whichever side is dictionary-encoded.
+            (Dictionary(_, found), expected) => compatible(found, expected),
+            (found, Dictionary(_, expected)) => compatible(found, expected),
             (Timestamp(unit_f, tz_f), Timestamp(unit_e, tz_e)) => {
                 unit_f == unit_e && tz_f.is_some() == tz_e.is_some()
             }
@@ -131,5 +176,16 @@ mod tests {
         assert!(!compatible(&DataType::Int64, &DataType::Int32));
         assert!(!compatible(&DataType::Int64, &DataType::Float64));
         assert!(!compatible(&DataType::Boolean, &DataType::Utf8));
+    }
+
+    #[test]
+    fn dictionaries_are_checked_in_the_direction_of_the_read() {
+        let dict = |v: DataType| DataType::Dictionary(Box::new(DataType::Int8), Box::new(v));
+        // Widening into or out of a dictionary: fine.
+        assert!(compatible(&DataType::Int32, &dict(DataType::Int64)));
+        assert!(compatible(&dict(DataType::Int32), &DataType::Int64));
+        // Narrowing, either way: refused.
+        assert!(!compatible(&DataType::Int64, &dict(DataType::Int32)));
+        assert!(!compatible(&dict(DataType::Int64), &DataType::Int32));
     }
 }

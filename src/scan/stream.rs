@@ -18,10 +18,10 @@ use datafusion_datasource::source::{DataSource, OpenArgs};
 use futures::{ready, Stream, StreamExt};
 
 use super::metrics::ScanMetrics;
-use super::opener::NamingSource;
+use super::naming::NamingSource;
 use super::reader::PageIndexCachingReaderFactory;
 use crate::context::QueryContext;
-use crate::store::{ResilientStore, RetryConfig};
+use crate::store::{ResilientStore, RetryPolicy};
 
 /// The record batches of one output partition of a
 /// [`PartitionedScanExec`](super::PartitionedScanExec).
@@ -56,7 +56,7 @@ pub struct LazyScanStream {
     /// this execution (see [`SiblingState`](super::exec)), if any.
     sibling_state: Option<Arc<dyn Any + Send + Sync>>,
     /// Retries and timeouts around the store the files are read from.
-    retry: Option<RetryConfig>,
+    retry: Option<RetryPolicy>,
     scan_metrics: ScanMetrics,
 }
 
@@ -105,7 +105,7 @@ impl LazyScanStream {
 
     /// Reads the files through a [`ResilientStore`] with `retry`'s
     /// retries and timeouts (none: the runtime's store as it is).
-    pub fn with_retry(mut self, retry: Option<RetryConfig>) -> Self {
+    pub fn with_retry(mut self, retry: Option<RetryPolicy>) -> Self {
         self.retry = retry;
         self
     }

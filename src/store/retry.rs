@@ -1,4 +1,4 @@
-//! [`RetryConfig`] and [`ResilientStore`]: bounded retries and timeouts for
+//! [`RetryPolicy`] and [`ResilientStore`]: bounded retries and timeouts for
 //! the reads a table makes.
 
 use std::fmt;
@@ -30,9 +30,21 @@ use object_store::{
 /// `request_timeout` each end the query with an error naming the file, in
 /// at most `(max_retries + 1) × request_timeout` plus the backoff waits.
 /// Timeouts and backoff use Tokio's timer: the runtime needs it enabled
-/// (`enable_time`/`enable_all`, as `#[tokio::main]` does).
+/// (`enable_time`/`enable_all`, as `#[tokio::main]` does). Waits are
+/// jittered (a random point in the upper half of the doubling bound).
+///
+/// # With object_store's own retries
+///
+/// object_store's HTTP stores (S3, GCS, Azure, HTTP) retry on their own
+/// (`ClientOptions` / `object_store::RetryConfig`: by default up to 10
+/// retries within 3 minutes). A request they give up on reaches this layer
+/// as a `Generic` error and is retried here again, so the attempts multiply:
+/// up to `(max_retries + 1) × (client retries + 1)`. Use one layer for
+/// retries: on HTTP stores keep the client's and set `max_retries: 0` here
+/// (keeping `request_timeout` and the short-read check); on stores without
+/// their own (the local disk, a custom store), use this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryConfig {
+pub struct RetryPolicy {
     /// Retries after the first attempt (0: fail at the first error).
     pub max_retries: u32,
     /// Wait before the first retry; doubled for each further one.
@@ -43,7 +55,7 @@ pub struct RetryConfig {
     pub request_timeout: Duration,
 }
 
-impl Default for RetryConfig {
+impl Default for RetryPolicy {
     /// 3 retries, 100 ms doubling up to 2 s, 30 s per request.
     fn default() -> Self {
         Self {
@@ -55,25 +67,74 @@ impl Default for RetryConfig {
     }
 }
 
-impl RetryConfig {
-    /// The wait before retry number `retry` (0-based).
+impl RetryPolicy {
+    /// The longest wait before retry number `retry` (0-based): doubling from
+    /// `initial_backoff`, bounded by `max_backoff`.
     fn backoff(&self, retry: u32) -> Duration {
         let factor = 2u32.saturating_pow(retry.min(16));
         self.initial_backoff
             .saturating_mul(factor)
             .min(self.max_backoff)
     }
+
+    /// The wait before retry number `retry`: a random point in the upper half
+    /// of [`backoff`](Self::backoff), so that the scans of many partitions
+    /// that failed together do not retry together.
+    fn jittered_backoff(&self, retry: u32) -> Duration {
+        use std::hash::{BuildHasher, Hasher};
+        let bound = self.backoff(retry);
+        // A fresh `RandomState` is randomly keyed: a cheap random number
+        // without a dependency.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let fraction = 0.5 + (random % 1_000) as f64 / 2_000.0;
+        bound.mul_f64(fraction)
+    }
 }
 
 /// Whether an error may go away if the request is simply made again.
+///
 /// Everything the store reports as a definite answer — the object is not
-/// there, not allowed, not valid, not supported — is permanent; transport
-/// and server failures (reported as `Generic`) and timeouts are not.
+/// there, not allowed, not valid, not supported — is permanent. object_store
+/// reports everything else as `Generic`: a dropped connection, a 503, but
+/// also a local file that is a directory or unreadable. A `Generic` error is
+/// transient unless an I/O error in its cause says otherwise (only
+/// connection, timeout and interruption kinds are transient), or it is one
+/// of this store's own final failures (a retry layer above must not retry
+/// what this one gave up on).
 fn is_transient(error: &object_store::Error) -> bool {
-    matches!(
-        error,
-        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
-    )
+    match error {
+        object_store::Error::JoinError { .. } => true,
+        object_store::Error::Generic { source, .. } => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            while let Some(e) = cause {
+                if let Some(failure) = e.downcast_ref::<ReadFailure>() {
+                    // A short read or a timed-out attempt may go better next
+                    // time; what a store already gave up on is final.
+                    return !matches!(failure, ReadFailure::GaveUp { .. });
+                }
+                if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                    use std::io::ErrorKind::*;
+                    return matches!(
+                        io.kind(),
+                        ConnectionReset
+                            | ConnectionAborted
+                            | ConnectionRefused
+                            | NotConnected
+                            | BrokenPipe
+                            | TimedOut
+                            | Interrupted
+                            | UnexpectedEof
+                            | WouldBlock
+                    );
+                }
+                cause = e.source();
+            }
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Why a read through a [`ResilientStore`] failed for good.
@@ -123,17 +184,17 @@ fn failure(error: ReadFailure) -> object_store::Error {
 #[derive(Debug)]
 pub struct ResilientStore {
     inner: Arc<dyn ObjectStore>,
-    config: RetryConfig,
+    config: RetryPolicy,
 }
 
 impl ResilientStore {
     /// `inner` with `config`'s retries and timeouts on its reads.
-    pub fn new(inner: Arc<dyn ObjectStore>, config: RetryConfig) -> Self {
+    pub fn new(inner: Arc<dyn ObjectStore>, config: RetryPolicy) -> Self {
         Self { inner, config }
     }
 
     /// `inner` wrapped if `config` is given, unchanged otherwise.
-    pub fn wrap(inner: Arc<dyn ObjectStore>, config: Option<RetryConfig>) -> Arc<dyn ObjectStore> {
+    pub fn wrap(inner: Arc<dyn ObjectStore>, config: Option<RetryPolicy>) -> Arc<dyn ObjectStore> {
         match config {
             Some(config) => Arc::new(Self::new(inner, config)),
             None => inner,
@@ -172,7 +233,7 @@ impl ResilientStore {
                 }));
             }
             tracing::debug!(operation, path, attempt = number, error = %error, "retrying a read");
-            tokio::time::sleep(self.config.backoff(number - 1)).await;
+            tokio::time::sleep(self.config.jittered_backoff(number - 1)).await;
         }
     }
 }
@@ -316,14 +377,63 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_bound() {
-        let config = RetryConfig {
+        let config = RetryPolicy {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(500),
-            ..RetryConfig::default()
+            ..RetryPolicy::default()
         };
         let waits: Vec<_> = (0..5).map(|r| config.backoff(r).as_millis()).collect();
         assert_eq!(waits, [100, 200, 400, 500, 500]);
         assert_eq!(config.backoff(u32::MAX), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn jitter_stays_in_the_upper_half_of_the_backoff() {
+        let config = RetryPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(400),
+            ..RetryPolicy::default()
+        };
+        let waits: Vec<Duration> = (0..50).map(|_| config.jittered_backoff(1)).collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w >= Duration::from_millis(100) && *w <= Duration::from_millis(200)));
+        // Not all the same: the point of jitter.
+        assert!(waits.iter().any(|w| *w != waits[0]), "{waits:?}");
+    }
+
+    #[test]
+    fn generic_errors_are_transient_unless_their_cause_says_otherwise() {
+        let generic =
+            |source: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
+                store: "test",
+                source,
+            };
+        let io = |kind| Box::new(std::io::Error::new(kind, "x")) as Box<_>;
+        assert!(is_transient(&generic("503 Slow Down".into())));
+        assert!(is_transient(&generic(io(
+            std::io::ErrorKind::ConnectionReset
+        ))));
+        assert!(is_transient(&generic(io(std::io::ErrorKind::TimedOut))));
+        assert!(!is_transient(&generic(io(
+            std::io::ErrorKind::PermissionDenied
+        ))));
+        assert!(!is_transient(&generic(io(std::io::ErrorKind::InvalidData))));
+        assert!(!is_transient(&generic(io(
+            std::io::ErrorKind::IsADirectory
+        ))));
+        // What a ResilientStore gave up on is final for a layer above.
+        let gave_up = failure(ReadFailure::GaveUp {
+            operation: "get",
+            path: "p".into(),
+            attempts: 4,
+            source: generic("503".into()),
+        });
+        assert!(!is_transient(&gave_up));
+        assert!(!is_transient(&object_store::Error::NotFound {
+            path: "p".into(),
+            source: "gone".into()
+        }));
     }
 
     #[test]

@@ -2,28 +2,19 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::Session;
-use datafusion::common::Statistics;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
-use datafusion::error::DataFusionError;
-use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectMeta, ObjectStore};
 
-use super::index::{Partition, PartitionIndex};
-use super::layout::{Bucketing, SortKey, TableSort, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
-use super::listing::list_partitions;
-use super::provider::{PartitionedTable, TableDefinition};
+use super::definition::TableDefinition;
+use super::discovery::{
+    index_from, infer_schema, list_partitions, object_store_for, without_partition_columns,
+};
+use super::layout::{Bucketing, SortKey, TableSort};
+use super::provider::PartitionedTable;
 use super::spec::PartitionSpec;
 use crate::error::{Error, Result};
-use crate::scan::reader::footer_without_panics;
-use crate::store::{ResilientStore, RetryConfig};
-
-/// How many footers `collect_statistics(true)` reads concurrently.
-const FOOTER_READ_CONCURRENCY: usize = 16;
+use crate::store::RetryPolicy;
 
 /// Declares a [`PartitionedTable`]; [`build`](Self::build) discovers it.
 ///
@@ -52,7 +43,8 @@ pub struct PartitionedTableBuilder {
     file_extension: String,
     bucketing: Option<Bucketing>,
     sort_order: Vec<SortKey>,
-    retry: Option<RetryConfig>,
+    retry: Option<RetryPolicy>,
+    merge_schema: bool,
 }
 
 impl PartitionedTableBuilder {
@@ -67,6 +59,7 @@ impl PartitionedTableBuilder {
             bucketing: None,
             sort_order: Vec::new(),
             retry: None,
+            merge_schema: false,
         }
     }
 
@@ -79,9 +72,26 @@ impl PartitionedTableBuilder {
     }
 
     /// The schema of the data inside the files (without partition columns).
-    /// Without it, the schema is read from one file's footer.
+    /// Without it, the schema is read from one file's footer (or, with
+    /// [`merge_schema`](Self::merge_schema), from all of them).
     pub fn schema(mut self, schema: SchemaRef) -> Self {
         self.schema = Some(schema);
+        self
+    }
+
+    /// Reads every file's footer at `build()` and merges their schemas, like
+    /// Spark's `mergeSchema` (default: off — the schema is the first file's,
+    /// and a column only later files have is not part of the table).
+    ///
+    /// Merging follows the per-file rules scans apply: a column some files
+    /// lack is nullable (they read as NULL), a column stored in a narrower
+    /// or another lossless variant of a type in some files takes the wider
+    /// type (`Int32` and `Int64` give `Int64`), and a real conflict (`Utf8`
+    /// in one file, `Int64` in another) is an error naming the file. Columns
+    /// appear in the order files introduce them. Ignored when
+    /// [`schema`](Self::schema) is given.
+    pub fn merge_schema(mut self, merge: bool) -> Self {
+        self.merge_schema = merge;
         self
     }
 
@@ -145,10 +155,10 @@ impl PartitionedTableBuilder {
     }
 
     /// Retries transient read failures with bounded backoff and bounds every
-    /// request with a timeout (see [`RetryConfig`]), for discovery and for
+    /// request with a timeout (see [`RetryPolicy`]), for discovery and for
     /// every scan of the table (default: none — the store's own client
     /// behaviour, and no timeout).
-    pub fn retry(mut self, config: RetryConfig) -> Self {
+    pub fn retry(mut self, config: RetryPolicy) -> Self {
         self.retry = Some(config);
         self
     }
@@ -186,20 +196,30 @@ impl PartitionedTableBuilder {
             list_partitions(&store, &root, declared.as_ref(), &self.file_extension).await?;
         let spec = listing.spec;
         let file_schema = match &self.schema {
-            Some(schema) => Arc::clone(schema),
-            None => infer_schema(state, &store, &listing.partitions).await?,
-        };
-        for column in spec.columns() {
-            if file_schema.field_with_name(&column.name).is_ok() {
-                return Err(Error::InvalidTable {
-                    root: root.to_string(),
-                    reason: format!(
-                        "'{}' is declared as a partition column but is also a column inside the files",
-                        column.name
-                    ),
-                });
+            Some(schema) => {
+                if let Some(column) = spec
+                    .columns()
+                    .iter()
+                    .find(|c| schema.field_with_name(&c.name).is_ok())
+                {
+                    return Err(Error::InvalidTable {
+                        root: root.to_string(),
+                        reason: format!(
+                            "'{}' is a partition column and also in the schema given with .schema(): \
+                             leave it out of the schema, the directories supply it",
+                            column.name
+                        ),
+                    });
+                }
+                Arc::clone(schema)
             }
-        }
+            // Writers such as polars keep the partition columns inside every
+            // file as well; like DuckDB, the directory's value is the one read.
+            None => without_partition_columns(
+                infer_schema(state, &store, &listing.partitions, self.merge_schema).await?,
+                &spec,
+            ),
+        };
         if let Some(b) = &self.bucketing {
             let known = file_schema.field_with_name(&b.column).is_ok();
             if !known || b.buckets == 0 {
@@ -264,176 +284,4 @@ impl PartitionedTableBuilder {
         }
         Ok(PartitionedTable::new(definition, discovered.index))
     }
-}
-
-/// The store a table's discovery reads through: the runtime's, with the
-/// table's retries and timeouts.
-pub(super) fn object_store_for(
-    state: &dyn Session,
-    root: &ListingTableUrl,
-    retry: Option<RetryConfig>,
-) -> Result<Arc<dyn ObjectStore>> {
-    let store = state
-        .runtime_env()
-        .object_store(root.object_store())
-        .map_err(|e| Error::InvalidUrl {
-            url: root.to_string(),
-            reason: e.to_string(),
-        })?;
-    Ok(ResilientStore::wrap(store, retry))
-}
-
-/// Reads one footer, with the session's Parquet options, so the inferred types
-/// (e.g. string views) are the ones DataFusion's own Parquet tables would use.
-async fn infer_schema(
-    state: &dyn Session,
-    store: &Arc<dyn ObjectStore>,
-    partitions: &[Partition],
-) -> Result<SchemaRef> {
-    let Some(first) = partitions.iter().flat_map(|p| &p.files).next() else {
-        return Ok(Arc::new(Schema::empty()));
-    };
-    let format = parquet_format(state);
-    let read = format.infer_schema(state, store, std::slice::from_ref(&first.meta));
-    footer_without_panics(read, DataFusionError::Execution)
-        .await
-        .map_err(|e| Error::ReadFile {
-            path: first.meta.location.to_string(),
-            source: Box::new(e),
-        })
-}
-
-fn parquet_format(state: &dyn Session) -> ParquetFormat {
-    ParquetFormat::default().with_options(state.table_options().parquet.clone())
-}
-
-/// What discovery found: the index, and the sort order every file records
-/// (when they all record the same non-empty one), which a table that
-/// declared none adopts.
-pub(super) struct Discovered {
-    pub index: PartitionIndex,
-    pub common_sort_order: Option<Vec<SortKey>>,
-}
-
-/// What our writer recorded in one file's key-value metadata.
-struct RecordedLayout {
-    bucketing: Option<String>,
-    bucket: Option<String>,
-    sort_order: Option<String>,
-}
-
-/// Builds the index from a listing: reads every footer's statistics if the
-/// table collects them, and every footer's layout metadata if the table is
-/// bucketed, sorted, or collects statistics (to adopt a recorded order).
-pub(super) async fn index_from(
-    state: &dyn Session,
-    store: &Arc<dyn ObjectStore>,
-    definition: &TableDefinition,
-    mut partitions: Vec<Partition>,
-) -> Result<Discovered> {
-    let metas: Vec<ObjectMeta> = partitions
-        .iter()
-        .flat_map(|p| p.files.iter().map(|f| f.meta.clone()))
-        .collect();
-    if definition.collect_statistics {
-        let format = &parquet_format(state);
-        let file_schema = &definition.file_schema;
-        // `buffered` keeps the listing order, so results zip back onto the files.
-        let stats: Vec<Statistics> = futures::stream::iter(metas.clone())
-            .map(|meta| async move {
-                let read = format.infer_stats(state, store, Arc::clone(file_schema), &meta);
-                footer_without_panics(read, DataFusionError::Execution)
-                    .await
-                    .map_err(|e| Error::ReadFile {
-                        path: meta.location.to_string(),
-                        source: Box::new(e),
-                    })
-            })
-            .buffered(FOOTER_READ_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let files = partitions.iter_mut().flat_map(|p| p.files.iter_mut());
-        for (file, stats) in files.zip(stats) {
-            file.statistics = Some(Arc::new(stats));
-        }
-    }
-    let reads_layout = definition.bucketing.is_some()
-        || definition.sort.is_some()
-        || definition.collect_statistics;
-    let mut common_sort_order = None;
-    if reads_layout && !metas.is_empty() {
-        let layouts = read_layouts(state, store, metas).await?;
-        let expected = definition.bucketing.as_ref().map(Bucketing::metadata_value);
-        let files = partitions.iter_mut().flat_map(|p| p.files.iter_mut());
-        for (file, layout) in files.zip(&layouts) {
-            // A file written another way (another tool, another count) has
-            // no bucket: the scan then declares nothing.
-            file.bucket = match (&definition.bucketing, &expected, &layout.bucketing) {
-                (Some(bucketing), Some(expected), Some(spec)) if spec == expected => layout
-                    .bucket
-                    .as_deref()
-                    .and_then(|b| b.parse::<u32>().ok())
-                    .filter(|b| (*b as usize) < bucketing.buckets),
-                _ => None,
-            };
-            file.sorted = definition
-                .sort
-                .as_ref()
-                .is_some_and(|sort| sort.trusts(layout.sort_order.as_deref()));
-        }
-        let first = layouts[0].sort_order.as_deref();
-        if layouts.iter().all(|l| l.sort_order.as_deref() == first) {
-            common_sort_order = first
-                .and_then(SortKey::decode_all)
-                .filter(|keys| !keys.is_empty());
-        }
-    }
-    let index =
-        PartitionIndex::try_new(&definition.spec, partitions).map_err(|e| Error::InvalidTable {
-            root: definition.root.to_string(),
-            reason: e.to_string(),
-        })?;
-    Ok(Discovered {
-        index,
-        common_sort_order,
-    })
-}
-
-/// Reads the layout metadata of every file (in listing order).
-async fn read_layouts(
-    state: &dyn Session,
-    store: &Arc<dyn ObjectStore>,
-    metas: Vec<ObjectMeta>,
-) -> Result<Vec<RecordedLayout>> {
-    let size_hint = state.table_options().parquet.global.metadata_size_hint;
-    let footer_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-    let footer_cache = &footer_cache;
-    futures::stream::iter(metas)
-        .map(|meta| async move {
-            // Through the runtime's footer cache, like `infer_stats` and the
-            // scans: a table that also collects statistics, and the first
-            // query after `build()`, do not read the footer again.
-            let reader = DFParquetMetadata::new(store.as_ref(), &meta)
-                .with_metadata_size_hint(size_hint)
-                .with_file_metadata_cache(Some(Arc::clone(footer_cache)));
-            let footer = footer_without_panics(reader.fetch_metadata(), DataFusionError::Execution)
-                .await
-                .map_err(|e| Error::ReadFile {
-                    path: meta.location.to_string(),
-                    source: Box::new(e),
-                })?;
-            let kv = footer.file_metadata().key_value_metadata();
-            let get = |key: &str| {
-                kv.and_then(|kv| kv.iter().find(|e| e.key == key))
-                    .and_then(|e| e.value.clone())
-            };
-            Ok::<_, Error>(RecordedLayout {
-                bucketing: get(BUCKETING_KEY),
-                bucket: get(BUCKET_KEY),
-                sort_order: get(SORT_ORDER_KEY),
-            })
-        })
-        .buffered(FOOTER_READ_CONCURRENCY)
-        .try_collect()
-        .await
 }

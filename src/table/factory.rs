@@ -25,7 +25,8 @@ use super::provider::PartitionedTable;
 /// (`CREATE EXTERNAL TABLE events (amount DOUBLE, date DATE) … PARTITIONED BY (date)`),
 /// Utf8 otherwise. Other listed columns become the file schema; without any,
 /// it is read from one footer. `OPTIONS ('collect_statistics' 'true')` reads
-/// every footer at creation.
+/// every footer at creation; `OPTIONS ('merge_schema' 'true')` merges every
+/// footer's schema (see [`PartitionedTableBuilder::merge_schema`](super::PartitionedTableBuilder::merge_schema)).
 #[derive(Debug, Default)]
 pub struct PartitionedTableFactory;
 
@@ -73,18 +74,22 @@ impl TableProviderFactory for PartitionedTableFactory {
             // `format.collect_statistics`.
             let bare = key.strip_prefix("format.").unwrap_or(key);
             match bare {
-                "collect_statistics" => {
-                    let collect = value.parse::<bool>().map_err(|_| {
+                "collect_statistics" | "merge_schema" => {
+                    let on = value.parse::<bool>().map_err(|_| {
                         DataFusionError::Configuration(format!(
                             "table {}: option '{key}' must be true or false, got '{value}'",
                             cmd.name
                         ))
                     })?;
-                    builder = builder.collect_statistics(collect);
+                    builder = if bare == "collect_statistics" {
+                        builder.collect_statistics(on)
+                    } else {
+                        builder.merge_schema(on)
+                    };
                 }
                 _ => {
                     return Err(DataFusionError::Configuration(format!(
-                    "table {}: unknown option '{key}' for STORED AS {} (known: collect_statistics)",
+                    "table {}: unknown option '{key}' for STORED AS {} (known: collect_statistics, merge_schema)",
                     cmd.name,
                     Self::FORMAT
                 )))

@@ -1,11 +1,13 @@
 //! The partition index: the one listing of a table that every scan plans from.
 //!
-//! It is built once by [`discover`](super::listing::discover) (at `build()` or
-//! `refresh()`) and then only read, so planning never touches the object store.
-//! A table swaps whole indexes, never edits one, which is why a table can never
-//! mix two listings.
+//! It is built by discovery (at `build()` or `refresh()`) and then only read,
+//! so planning never touches the object store. A table swaps whole indexes,
+//! never edits one, which is why a scan never sees a mix of two listings.
+//! [`SharedIndex`] owns the swapping: what scans read, what `INSERT INTO`
+//! publishes, and what a refresh installs.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::Schema;
@@ -14,6 +16,13 @@ use datafusion::error::Result as DFResult;
 use object_store::ObjectMeta;
 
 use super::spec::PartitionSpec;
+
+/// A file an `INSERT` wrote, with the partition values of its directory.
+#[derive(Debug, Clone)]
+pub(crate) struct PublishedFile {
+    pub values: Vec<ScalarValue>,
+    pub file: IndexedFile,
+}
 
 /// One data file of the table, as the listing saw it.
 #[derive(Debug, Clone)]
@@ -50,6 +59,9 @@ pub struct PartitionIndex {
     /// One row per partition, one column per partition column: the pruning
     /// predicate is evaluated against this batch in a single vectorised pass.
     values: RecordBatch,
+    /// Why some file of a bucketed table has no trusted bucket (the first
+    /// reason found at discovery), for `EXPLAIN`.
+    bucket_note: Option<Arc<str>>,
 }
 
 impl PartitionIndex {
@@ -82,7 +94,23 @@ impl PartitionIndex {
         } else {
             RecordBatch::try_new(schema, columns)?
         };
-        Ok(Self { partitions, values })
+        Ok(Self {
+            partitions,
+            values,
+            bucket_note: None,
+        })
+    }
+
+    /// The same index, noting why some file of a bucketed table has no
+    /// trusted bucket.
+    pub(crate) fn with_bucket_note(mut self, note: Option<Arc<str>>) -> Self {
+        self.bucket_note = note;
+        self
+    }
+
+    /// Why some file of a bucketed table has no trusted bucket, if one has none.
+    pub fn bucket_note(&self) -> Option<&str> {
+        self.bucket_note.as_deref()
     }
 
     /// All partitions, sorted by path.
@@ -121,5 +149,154 @@ impl PartitionIndex {
     /// The first file of the table, if it has one (used for schema inference).
     pub fn first_file(&self) -> Option<&IndexedFile> {
         self.partitions.iter().flat_map(|p| &p.files).next()
+    }
+}
+
+impl PartitionIndex {
+    /// This index with `published` added to their partitions (new partitions
+    /// created as needed); a file already listed under the same path is kept
+    /// once.
+    pub(crate) fn with_files(
+        &self,
+        spec: &PartitionSpec,
+        published: impl IntoIterator<Item = PublishedFile>,
+    ) -> DFResult<Self> {
+        let mut partitions: Vec<Partition> = self.partitions.clone();
+        let mut position: HashMap<Vec<ScalarValue>, usize> = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.values.clone(), i))
+            .collect();
+        let mut known: HashSet<object_store::path::Path> = partitions
+            .iter()
+            .flat_map(|p| p.files.iter().map(|f| f.meta.location.clone()))
+            .collect();
+        for PublishedFile { values, file } in published {
+            if !known.insert(file.meta.location.clone()) {
+                continue;
+            }
+            let i = *position.entry(values.clone()).or_insert_with(|| {
+                partitions.push(Partition {
+                    values,
+                    files: Vec::new(),
+                });
+                partitions.len() - 1
+            });
+            partitions[i].files.push(file);
+        }
+        for partition in &mut partitions {
+            partition
+                .files
+                .sort_by(|a, b| a.meta.location.cmp(&b.meta.location));
+        }
+        Ok(Self::try_new(spec, partitions)?.with_bucket_note(self.bucket_note.clone()))
+    }
+}
+
+/// The one home of a table's current [`PartitionIndex`]: scans take
+/// snapshots, `INSERT INTO` appends what it published, a refresh installs a
+/// new listing.
+///
+/// A refresh lists while INSERTs may publish; a listing that looked before
+/// an INSERT's files existed would drop them. So while any refresh is under
+/// way, every append is also logged, and a refresh installs its listing
+/// together with what was appended since it began.
+#[derive(Debug)]
+pub(crate) struct SharedIndex {
+    state: RwLock<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    current: Arc<PartitionIndex>,
+    /// Refreshes begun and not yet finished or dropped.
+    refreshes: usize,
+    /// What was appended since the oldest running refresh began (empty when
+    /// none runs).
+    appended: Vec<PublishedFile>,
+}
+
+/// A refresh under way: [`SharedIndex::finish_refresh`] installs its listing;
+/// dropping it (a cancelled refresh) installs nothing.
+#[derive(Debug)]
+pub(crate) struct RefreshTicket<'a> {
+    index: &'a SharedIndex,
+    /// The length of the append log when the refresh began.
+    start: usize,
+}
+
+impl Drop for RefreshTicket<'_> {
+    fn drop(&mut self) {
+        let mut state = self.index.write();
+        state.refreshes = state.refreshes.saturating_sub(1);
+        if state.refreshes == 0 {
+            state.appended = Vec::new();
+        }
+    }
+}
+
+impl SharedIndex {
+    pub(crate) fn new(index: PartitionIndex) -> Self {
+        Self {
+            state: RwLock::new(Shared {
+                current: Arc::new(index),
+                refreshes: 0,
+                appended: Vec::new(),
+            }),
+        }
+    }
+
+    /// The current index (a later append or refresh does not change it).
+    pub(crate) fn snapshot(&self) -> Arc<PartitionIndex> {
+        Arc::clone(&self.read().current)
+    }
+
+    /// Adds files an INSERT published, in one swap: concurrent INSERTs never
+    /// lose each other's files, and a scan sees all of them or none.
+    pub(crate) fn append(&self, spec: &PartitionSpec, files: Vec<PublishedFile>) -> DFResult<()> {
+        let mut state = self.write();
+        state.current = Arc::new(state.current.with_files(spec, files.iter().cloned())?);
+        if state.refreshes > 0 {
+            state.appended.extend(files);
+        }
+        Ok(())
+    }
+
+    /// Marks the start of a refresh: call before listing.
+    pub(crate) fn begin_refresh(&self) -> RefreshTicket<'_> {
+        let mut state = self.write();
+        state.refreshes += 1;
+        RefreshTicket {
+            index: self,
+            start: state.appended.len(),
+        }
+    }
+
+    /// Installs `listed`, with every file appended since `ticket` began that
+    /// the listing did not see.
+    pub(crate) fn finish_refresh(
+        &self,
+        ticket: RefreshTicket<'_>,
+        spec: &PartitionSpec,
+        listed: PartitionIndex,
+    ) -> DFResult<()> {
+        {
+            let mut state = self.write();
+            let since = state.appended.get(ticket.start..).unwrap_or_default();
+            let merged = listed.with_files(spec, since.iter().cloned())?;
+            state.current = Arc::new(merged);
+        }
+        drop(ticket);
+        Ok(())
+    }
+
+    // A poisoned lock only means a panic elsewhere while swapping an Arc or
+    // extending the log; both are whole at every step.
+    fn read(&self) -> RwLockReadGuard<'_, Shared> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Shared> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -1,6 +1,19 @@
 //! Declared data layout: bucketing and sort order, and how our writer records it in each
 //! file's Parquet key-value metadata so that a later `build()` can trust it.
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::compute::kernels::boolean::is_not_null;
+use datafusion::arrow::compute::{cast, concat, filter};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::metrics::Time;
+use datafusion::physical_plan::repartition::BatchPartitioner;
+use datafusion::physical_plan::Partitioning;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::parquet_to_arrow_schema;
+use parquet::file::metadata::ParquetMetaData;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 /// Key-value metadata key: the bucketing spec a file was written with.
@@ -25,11 +38,107 @@ pub struct Bucketing {
 }
 
 impl Bucketing {
-    /// The value recorded under [`BUCKETING_KEY`]: column, count and hash, so
-    /// that files bucketed another way (another count, another tool's hash)
-    /// never match.
-    pub fn metadata_value(&self) -> String {
-        format!("{}/{}/{BUCKET_HASH}", self.column, self.buckets)
+    /// The value our writer records under [`BUCKETING_KEY`]: column, count,
+    /// hash, the exact Arrow type it hashed and the DataFusion version that
+    /// hashed it. DataFusion's hash differs between `Utf8`, `LargeUtf8` and
+    /// `Utf8View`, between `Int32` and `Int64`, and between dictionaries and
+    /// plain columns: a declared `Hash` is true only for the type hashed.
+    pub fn metadata_value(&self, hashed: &DataType) -> String {
+        format!(
+            "{}/{}/{BUCKET_HASH}/{hashed}/datafusion-{}",
+            self.column,
+            self.buckets,
+            datafusion::DATAFUSION_VERSION
+        )
+    }
+
+    /// Whether a file whose metadata records `recorded` may back this
+    /// table's `Hash` declaration when its scans produce `scanned` (the
+    /// table's type of the column); otherwise why not.
+    pub(crate) fn accepts(&self, recorded: &str, scanned: &DataType) -> Result<(), String> {
+        let same_bucketing = format!("{}/{}/{BUCKET_HASH}/", self.column, self.buckets);
+        let Some(rest) = recorded.strip_prefix(&same_bucketing) else {
+            return Err(format!(
+                "written with another bucketing ('{recorded}', this table: '{same_bucketing}…')"
+            ));
+        };
+        match rest.rsplit_once("/datafusion-") {
+            Some((hashed, _)) if hashed == scanned.to_string() => Ok(()),
+            Some((hashed, _)) => Err(format!(
+                "hashed as {hashed}, but the scan produces {scanned}, which hashes differently"
+            )),
+            None => Err(format!(
+                "its bucket metadata ('{recorded}') does not record the Arrow type it hashed"
+            )),
+        }
+    }
+
+    /// Proves, with today's hash, that the file's rows are in `bucket`: the
+    /// footer's min and max of the bucket column in every row group, read as
+    /// `scanned`, must hash to it. A hash that changed since the file was
+    /// written (another DataFusion) fails this for almost every file.
+    pub(crate) fn prove(
+        &self,
+        footer: &ParquetMetaData,
+        scanned: &DataType,
+        bucket: u32,
+    ) -> Result<(), String> {
+        let file_schema = parquet_to_arrow_schema(
+            footer.file_metadata().schema_descr(),
+            footer.file_metadata().key_value_metadata(),
+        )
+        .map_err(|e| format!("its schema: {e}"))?;
+        let converter = StatisticsConverter::try_new(
+            &self.column,
+            &file_schema,
+            footer.file_metadata().schema_descr(),
+        )
+        .map_err(|e| format!("its statistics of '{}': {e}", self.column))?;
+        let bounds = [
+            converter.row_group_mins(footer.row_groups()),
+            converter.row_group_maxes(footer.row_groups()),
+        ]
+        .into_iter()
+        .map(|a| {
+            let a = a.map_err(|e| format!("its min/max of '{}': {e}", self.column))?;
+            cast(&a, scanned).map_err(|e| format!("its min/max of '{}': {e}", self.column))
+        })
+        .collect::<Result<Vec<ArrayRef>, String>>()?;
+        let values = concat(&[bounds[0].as_ref(), bounds[1].as_ref()])
+            .and_then(|a| filter(&a, &is_not_null(&a)?))
+            .map_err(|e| format!("its min/max of '{}': {e}", self.column))?;
+        if values.is_empty() {
+            return Err(format!(
+                "it has no min/max of '{}' to prove its bucket with",
+                self.column
+            ));
+        }
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            &self.column,
+            scanned.clone(),
+            true,
+        )]));
+        let batch = RecordBatch::try_new(schema, vec![values]).map_err(|e| e.to_string())?;
+        let mut partitioner = BatchPartitioner::try_new(
+            Partitioning::Hash(vec![Arc::new(Column::new(&self.column, 0))], self.buckets),
+            Time::new(),
+            0,
+            1,
+        )
+        .map_err(|e| e.to_string())?;
+        for part in partitioner
+            .partition_iter(batch)
+            .map_err(|e| e.to_string())?
+        {
+            let (hashed_to, rows) = part.map_err(|e| e.to_string())?;
+            if rows.num_rows() > 0 && hashed_to != bucket as usize {
+                return Err(format!(
+                    "its min/max of '{}' hash to bucket {hashed_to} with this DataFusion's hash, not to its bucket {bucket}",
+                    self.column
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

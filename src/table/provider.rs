@@ -1,104 +1,33 @@
-//! [`PartitionedTable`]: the `TableProvider`.
+//! [`PartitionedTable`]: the `TableProvider` — a thin layer over the
+//! definition, the shared index, the planner and the sink.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{ScanArgs, ScanResult, Session};
 use datafusion::common::not_impl_err;
-use datafusion::common::stats::Precision;
-use datafusion::common::{ColumnStatistics, DFSchema, ScalarValue, Statistics};
+use datafusion::common::Statistics;
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::datasource::physical_plan::{
-    FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource,
-};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{LexOrdering, LexRequirement, PhysicalSortExpr};
-use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion::physical_expr::LexRequirement;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion_datasource::sink::DataSinkExec;
-use datafusion_datasource::PartitionedFile;
-use datafusion_datasource::TableSchema;
 
-use super::builder::{index_from, object_store_for, PartitionedTableBuilder};
-use super::index::{IndexedFile, Partition, PartitionIndex};
+use super::builder::PartitionedTableBuilder;
+use super::definition::TableDefinition;
+use super::discovery::{index_from, list_partitions, object_store_for};
+use super::index::{PartitionIndex, SharedIndex};
 use super::layout::{Bucketing, SortKey, TableSort};
-use super::listing::list_partitions;
-use super::pushdown::{classify, classify_for_scan, FilterKind};
+use super::planner::{plan_scan, statistics_of};
+use super::pushdown::classify;
 use super::spec::PartitionSpec;
 use crate::error::Result;
-use crate::scan::schema::StrictSchemaAdapterFactory;
-use crate::scan::{PartitionedScanExec, ScanDescription};
-use crate::store::RetryConfig;
+use crate::store::RetryPolicy;
 use crate::write::PartitionedSink;
-
-/// What a table is, independent of which files it currently has.
-#[derive(Debug)]
-pub(crate) struct TableDefinition {
-    pub name: Arc<str>,
-    pub root: ListingTableUrl,
-    pub spec: PartitionSpec,
-    pub file_schema: SchemaRef,
-    /// File columns, then partition columns.
-    pub table_schema: SchemaRef,
-    pub collect_statistics: bool,
-    pub file_extension: String,
-    pub bucketing: Option<Bucketing>,
-    pub sort: Option<TableSort>,
-    pub retry: Option<RetryConfig>,
-}
-
-impl TableDefinition {
-    pub(crate) fn new(
-        name: String,
-        root: ListingTableUrl,
-        spec: PartitionSpec,
-        file_schema: SchemaRef,
-        collect_statistics: bool,
-        file_extension: String,
-    ) -> Self {
-        let mut fields: Vec<_> = file_schema.fields().iter().cloned().collect();
-        fields.extend(spec.fields());
-        let table_schema = Arc::new(Schema::new_with_metadata(
-            fields,
-            file_schema.metadata().clone(),
-        ));
-        Self {
-            name: name.into(),
-            root,
-            spec,
-            file_schema,
-            table_schema,
-            collect_statistics,
-            file_extension,
-            bucketing: None,
-            sort: None,
-            retry: None,
-        }
-    }
-
-    /// The table's sort order as DataFusion's ordering over the table schema.
-    fn lex_ordering(&self) -> Option<LexOrdering> {
-        let sort = self.sort.as_ref()?;
-        let keys = sort.keys.iter().map(|key| {
-            let index = self.table_schema.index_of(&key.column).ok()?;
-            Some(PhysicalSortExpr::new(
-                Arc::new(Column::new(&key.column, index)),
-                SortOptions {
-                    descending: key.descending,
-                    nulls_first: key.nulls_first,
-                },
-            ))
-        });
-        LexOrdering::new(keys.collect::<Option<Vec<_>>>()?)
-    }
-}
 
 /// A Hive-partitioned Parquet table on any object store.
 ///
@@ -113,7 +42,7 @@ impl TableDefinition {
 pub struct PartitionedTable {
     definition: Arc<TableDefinition>,
     /// Shared with the sinks of `INSERT INTO`, which add their files.
-    index: Arc<RwLock<Arc<PartitionIndex>>>,
+    index: Arc<SharedIndex>,
 }
 
 impl PartitionedTable {
@@ -127,7 +56,7 @@ impl PartitionedTable {
     pub(crate) fn new(definition: TableDefinition, index: PartitionIndex) -> Self {
         Self {
             definition: Arc::new(definition),
-            index: Arc::new(RwLock::new(Arc::new(index))),
+            index: Arc::new(SharedIndex::new(index)),
         }
     }
 
@@ -190,13 +119,13 @@ impl PartitionedTable {
 
     /// Sets the table's retries and timeouts (for a table being assembled).
     #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-    pub(crate) fn with_retry(self, retry: Option<RetryConfig>) -> Self {
+    pub(crate) fn with_retry(self, retry: Option<RetryPolicy>) -> Self {
         self.assembling(|d| d.retry = retry)
     }
 
     /// The retries and timeouts of the table's reads, if set with
     /// [`PartitionedTableBuilder::retry`].
-    pub fn retry_config(&self) -> Option<RetryConfig> {
+    pub fn retry_config(&self) -> Option<RetryPolicy> {
         self.definition.retry
     }
 
@@ -239,16 +168,16 @@ impl PartitionedTable {
     /// The current partition index (a snapshot: a later `refresh` does not
     /// change the returned value).
     pub fn index(&self) -> Arc<PartitionIndex> {
-        // A poisoned lock only means a panic elsewhere while swapping an Arc;
-        // the Arc inside is still whole.
-        Arc::clone(&self.index.read().unwrap_or_else(|e| e.into_inner()))
+        self.index.snapshot()
     }
 
     /// Lists the table root again (and re-reads footers if the table collects
     /// statistics), then swaps in the new index. The schema and partition spec
-    /// stay those of `build()`.
+    /// stay those of `build()`. Files an `INSERT INTO` on this table published
+    /// while the refresh listed are kept, whether the listing saw them or not.
     pub async fn refresh(&self, state: &dyn Session) -> Result<()> {
         let definition = &self.definition;
+        let ticket = self.index.begin_refresh();
         let store = object_store_for(state, &definition.root, definition.retry)?;
         let listing = list_partitions(
             &store,
@@ -260,218 +189,29 @@ impl PartitionedTable {
         let index = index_from(state, &store, definition, listing.partitions)
             .await?
             .index;
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
-        Ok(())
-    }
-
-    /// Indices of the partitions that satisfy every partition filter.
-    fn prune(
-        &self,
-        index: &PartitionIndex,
-        filters: &[Expr],
-        state: &dyn Session,
-    ) -> DFResult<Vec<usize>> {
-        let all = index.partitions().len();
-        let Some(predicate) = conjunction(filters.iter().cloned()) else {
-            return Ok((0..all).collect());
-        };
-        let batch = index.values();
-        let df_schema = DFSchema::try_from(batch.schema())?;
-        let physical = state.create_physical_expr(predicate, &df_schema)?;
-        let result = physical.evaluate(batch)?.into_array(batch.num_rows())?;
-        let mask = result.as_boolean_opt().ok_or_else(|| {
-            datafusion::error::DataFusionError::Plan(format!(
-                "partition filter on table {} did not evaluate to a boolean",
-                self.definition.name
-            ))
-        })?;
-        // NULL (unknown) is not a match: `shop = 1` must not return the NULL partition.
-        Ok((0..all)
-            .filter(|&i| mask.is_valid(i) && mask.value(i))
-            .collect())
-    }
-
-    /// One file group per bucket, and the `Hash` partitioning they make true,
-    /// when the table is bucketed, every selected file says (in its metadata)
-    /// which bucket it holds, and there are as many target partitions as
-    /// buckets. The bucket column must exist in the table schema; whether
-    /// the scan projects it is DataFusion's to check (it falls back to
-    /// unknown partitioning when the column is projected away).
-    fn bucket_groups(
-        &self,
-        index: &PartitionIndex,
-        selected: &[usize],
-        target_partitions: usize,
-    ) -> Option<(Vec<FileGroup>, Partitioning)> {
-        let bucketing = self.definition.bucketing.as_ref()?;
-        if bucketing.buckets != target_partitions {
-            return None;
-        }
-        let column = self
-            .definition
-            .table_schema
-            .index_of(&bucketing.column)
-            .ok()?;
-        let mut groups = vec![Vec::new(); bucketing.buckets];
-        for &i in selected {
-            let partition = &index.partitions()[i];
-            for file in &partition.files {
-                let bucket = file.bucket? as usize;
-                groups
-                    .get_mut(bucket)?
-                    .push(partitioned_file(partition, file));
-            }
-        }
-        let partitioning = Partitioning::Hash(
-            vec![Arc::new(Column::new(&bucketing.column, column))],
-            bucketing.buckets,
-        );
-        Some((
-            groups.into_iter().map(FileGroup::new).collect(),
-            partitioning,
-        ))
-    }
-
-    /// Statistics of a set of partitions, over the table schema, with honest
-    /// precision: row counts and file-column min/max only from footers,
-    /// byte size from the listing otherwise (inexact: files are compressed).
-    fn statistics_of(&self, index: &PartitionIndex, selected: &[usize]) -> Statistics {
-        let definition = &self.definition;
-        let files: Vec<_> = selected
-            .iter()
-            .flat_map(|&i| &index.partitions()[i].files)
-            .collect();
-        let file_stats: Option<Vec<&Statistics>> =
-            files.iter().map(|f| f.statistics.as_deref()).collect();
-        let mut stats = match file_stats.as_ref().and_then(|s| {
-            Statistics::try_merge_iter(s.iter().copied(), &definition.file_schema).ok()
-        }) {
-            Some(merged) if !files.is_empty() => merged,
-            _ => {
-                let mut s = Statistics::new_unknown(&definition.file_schema);
-                s.total_byte_size =
-                    Precision::Inexact(files.iter().map(|f| f.meta.size as usize).sum());
-                if files.is_empty() {
-                    s.num_rows = Precision::Exact(0);
-                    s.total_byte_size = Precision::Exact(0);
-                }
-                s
-            }
-        };
-        for c in 0..definition.spec.len() {
-            let mut col = ColumnStatistics::new_unknown();
-            let values = selected
-                .iter()
-                .map(|&i| &index.partitions()[i].values[c])
-                .filter(|v| !v.is_null());
-            let (min, max) = values.fold(
-                (None::<&ScalarValue>, None::<&ScalarValue>),
-                |(lo, hi), v| {
-                    (
-                        Some(lo.map_or(v, |lo| if v < lo { v } else { lo })),
-                        Some(hi.map_or(v, |hi| if v > hi { v } else { hi })),
-                    )
-                },
-            );
-            // Inexact: a partition directory may hold files with no rows.
-            col.min_value = min.map_or(Precision::Absent, |v| Precision::Inexact(v.clone()));
-            col.max_value = max.map_or(Precision::Absent, |v| Precision::Inexact(v.clone()));
-            if file_stats.is_some() {
-                let nulls: usize = selected
-                    .iter()
-                    .filter(|&&i| index.partitions()[i].values[c].is_null())
-                    .flat_map(|&i| &index.partitions()[i].files)
-                    .filter_map(|f| {
-                        f.statistics
-                            .as_ref()
-                            .and_then(|s| s.num_rows.get_value().copied())
-                    })
-                    .sum();
-                col.null_count = Precision::Exact(nulls);
-            }
-            stats.column_statistics.push(col);
-        }
-        stats
-    }
-}
-
-/// A file of the index as DataFusion's file scan takes it.
-fn partitioned_file(partition: &Partition, file: &IndexedFile) -> PartitionedFile {
-    let pf = PartitionedFile::new_from_meta(file.meta.clone())
-        .with_partition_values(partition.values.clone());
-    match &file.statistics {
-        Some(stats) => pf.with_statistics(Arc::clone(stats)),
-        None => pf,
-    }
-}
-
-/// Groups files so that each group reads its rows in `ordering`: files in
-/// one group follow each other by footer min/max without overlapping
-/// (DataFusion's own grouping by statistics, which aims for
-/// `target_partitions` groups and makes more when overlaps demand it).
-/// `None` when some file lacks min/max for a sort column, or NULLs could
-/// break the order (see [`nulls_keep_order`]).
-fn group_in_order(
-    files: &FileGroup,
-    schema: &SchemaRef,
-    ordering: &LexOrdering,
-    target_partitions: usize,
-) -> Option<Vec<FileGroup>> {
-    let groups = FileScanConfig::split_groups_by_statistics_with_target_partitions(
-        schema,
-        std::slice::from_ref(files),
-        ordering,
-        target_partitions,
-    )
-    .ok()?;
-    groups
-        .iter()
-        .all(|g| nulls_keep_order(g, ordering))
-        .then_some(groups)
-}
-
-/// Puts the files of each (bucket) group in `ordering`, or `None` if the
-/// files of some group overlap: groups are fixed by the bucketing, so they
-/// cannot be split further.
-fn order_each_group(
-    groups: &[FileGroup],
-    schema: &SchemaRef,
-    ordering: &LexOrdering,
-) -> Option<Vec<FileGroup>> {
-    groups
-        .iter()
-        .map(|group| {
-            if group.len() <= 1 {
-                return Some(group.clone());
-            }
-            let mut split = FileScanConfig::split_groups_by_statistics(
-                schema,
-                std::slice::from_ref(group),
-                ordering,
-            )
-            .ok()?;
-            let ordered = split.pop().filter(|_| split.is_empty())?;
-            nulls_keep_order(&ordered, ordering).then_some(ordered)
-        })
-        .collect()
-}
-
-/// Footer min/max say nothing of NULLs, which sort before or after every
-/// value: a file with NULLs in a sort column cannot be followed (or, NULLs
-/// first, preceded) by another file in the same group. Only groups of one
-/// file, or files with no NULL in any sort column, keep the order.
-fn nulls_keep_order(group: &FileGroup, ordering: &LexOrdering) -> bool {
-    group.len() <= 1
-        || group.iter().all(|file| {
-            file.statistics.as_ref().is_some_and(|stats| {
-                ordering.iter().all(|key| {
-                    key.expr
-                        .downcast_ref::<Column>()
-                        .and_then(|c| stats.column_statistics.get(c.index()))
-                        .is_some_and(|c| c.null_count == Precision::Exact(0))
-                })
+        self.index
+            .finish_refresh(ticket, &definition.spec, index)
+            .map_err(|e| crate::error::Error::InvalidTable {
+                root: definition.root.to_string(),
+                reason: e.to_string(),
             })
-        })
+    }
+
+    /// Deletes the hidden temporary files that writes which never finished
+    /// left under the table root (a cancelled `INSERT`, a writer process
+    /// that died), if last modified more than `older_than` ago; returns
+    /// their paths. Pick a bound longer than any write takes: a running
+    /// write's temporary files look the same. They are never read, so this
+    /// only frees space. One listing of the root, one delete per file.
+    pub async fn remove_abandoned_writes(
+        &self,
+        state: &dyn Session,
+        older_than: std::time::Duration,
+    ) -> Result<Vec<object_store::path::Path>> {
+        let definition = &self.definition;
+        let store = object_store_for(state, &definition.root, definition.retry)?;
+        crate::write::cleanup::remove_abandoned(&store, &definition.root, older_than).await
+    }
 }
 
 fn describe(schema: &Schema) -> String {
@@ -517,96 +257,15 @@ impl TableProvider for PartitionedTable {
         Ok(self.scan_with_args(state, args).await?.into_inner())
     }
 
-    /// Plans a scan from the partition index alone: no I/O.
+    /// Plans a scan from the partition index alone: no I/O (see
+    /// [`planner`](super::planner)).
     async fn scan_with_args<'a>(
         &self,
         state: &dyn Session,
         args: ScanArgs<'a>,
     ) -> DFResult<ScanResult> {
-        let definition = &self.definition;
-        let index = self.index();
-        let (mut partition_filters, mut row_group_filters) = (Vec::new(), Vec::new());
-        for filter in args.filters().unwrap_or(&[]) {
-            match classify_for_scan(filter, &definition.spec, &definition.table_schema) {
-                FilterKind::Partition => partition_filters.push(filter.clone()),
-                FilterKind::RowGroup => row_group_filters.push(filter.clone()),
-                FilterKind::Unsupported => {}
-            }
-        }
-        let selected = self.prune(&index, &partition_filters, state)?;
-
-        let target_partitions = state.config_options().execution.target_partitions.max(1);
-        // The table's order holds for the scan only if every file is sorted in it.
-        let ordering = definition.lex_ordering().filter(|_| {
-            selected
-                .iter()
-                .flat_map(|&i| &index.partitions()[i].files)
-                .all(|f| f.sorted)
-        });
-        let schema = &definition.table_schema;
-        let (groups, partitioning, ordering) = if let Some((groups, partitioning)) =
-            self.bucket_groups(&index, &selected, target_partitions)
-        {
-            match ordering.and_then(|o| Some((order_each_group(&groups, schema, &o)?, o))) {
-                Some((ordered, o)) => (ordered, Some(partitioning), Some(o)),
-                None => (groups, Some(partitioning), None),
-            }
-        } else {
-            let all: FileGroup = selected
-                .iter()
-                .flat_map(|&i| {
-                    let partition = &index.partitions()[i];
-                    partition
-                        .files
-                        .iter()
-                        .map(move |file| partitioned_file(partition, file))
-                })
-                .collect();
-            let in_order = ordering
-                .and_then(|o| Some((group_in_order(&all, schema, &o, target_partitions)?, o)));
-            match in_order {
-                // One empty partition, as `ListingTable`'s `EmptyExec` has:
-                // with none, an ORDER BY above finds no single partition to
-                // sort and fails the plan's sanity check.
-                _ if all.is_empty() => (vec![FileGroup::default()], None, None),
-                Some((groups, o)) => (groups, None, Some(o)),
-                None => (all.split_files(target_partitions), None, None),
-            }
-        };
-
-        let options = state.table_options().parquet.clone();
-        let metadata_size_hint = options.global.metadata_size_hint;
-        let table_schema = TableSchema::builder(Arc::clone(&definition.file_schema))
-            .with_table_partition_cols(definition.spec.fields())
-            .build();
-        let mut source = ParquetSource::new(table_schema).with_table_parquet_options(options);
-        if let Some(hint) = metadata_size_hint {
-            source = source.with_metadata_size_hint(hint);
-        }
-        if let Some(predicate) = conjunction(row_group_filters.iter().cloned()) {
-            let df_schema = DFSchema::try_from(definition.table_schema.as_ref().clone())?;
-            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-        }
-        let object_store_url = definition.root.object_store();
-        let config = FileScanConfigBuilder::new(object_store_url, Arc::new(source))
-            .with_file_groups(groups)
-            .with_projection_indices(args.projection().map(|p| p.to_vec()))?
-            .with_limit(args.limit())
-            .with_statistics(self.statistics_of(&index, &selected))
-            .with_output_partitioning(partitioning)
-            .with_output_ordering(ordering.into_iter().collect())
-            .with_expr_adapter(Some(Arc::new(StrictSchemaAdapterFactory)))
-            .build();
-        let exec = PartitionedScanExec::new(ScanDescription {
-            table: Arc::clone(&definition.name),
-            config,
-            selected_partitions: selected.len(),
-            total_partitions: index.partitions().len(),
-            partition_filters,
-            row_group_filters,
-            retry: definition.retry,
-        });
-        Ok(ScanResult::new(Arc::new(exec)))
+        let scan = plan_scan(&self.definition, &self.index(), state, &args)?;
+        Ok(ScanResult::new(Arc::new(scan)))
     }
 
     /// `INSERT INTO` / `DataFrame::write_table`: appends the input as new
@@ -652,6 +311,6 @@ impl TableProvider for PartitionedTable {
     fn statistics(&self) -> Option<Statistics> {
         let index = self.index();
         let all: Vec<usize> = (0..index.partitions().len()).collect();
-        Some(self.statistics_of(&index, &all))
+        Some(statistics_of(&self.definition, &index, &all))
     }
 }

@@ -1,16 +1,14 @@
 //! The partition spec: which `key=value` directory levels a table has, their
-//! types, and how one object path turns into typed partition values.
+//! types, and how one object path turns into typed partition values (with
+//! the Hive path rules of `hive`).
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::ScalarValue;
-use percent_encoding::percent_decode_str;
 
+use super::hive::{parse_value, split_key_value};
 use crate::error::{Error, Result};
-
-/// The directory value Hive and Spark write for a NULL partition value.
-pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 
 /// One declared partition column: a directory level `name=value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,48 +106,6 @@ impl PartitionSpec {
                 parse_value(path, column, raw)
             })
             .collect()
-    }
-}
-
-/// Splits a `key=value` directory name, percent-decoding the key.
-pub(crate) fn split_key_value<'a>(path: &str, dir: &'a str) -> Result<(String, &'a str)> {
-    match dir.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((decode(path, key)?, value)),
-        _ => Err(Error::PartitionPath {
-            path: path.to_string(),
-            reason: format!("directory '{dir}' is not of the form key=value"),
-        }),
-    }
-}
-
-fn decode(path: &str, raw: &str) -> Result<String> {
-    percent_decode_str(raw)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|e| Error::PartitionPath {
-            path: path.to_string(),
-            reason: format!("'{raw}' is not valid percent-encoded UTF-8: {e}"),
-        })
-}
-
-/// Parses one raw (still percent-encoded) directory value as the column's type.
-///
-/// [`HIVE_NULL`] is NULL. Anything that does not parse is an error naming the
-/// path: a silent NULL would make rows disappear from equality filters.
-fn parse_value(path: &str, column: &PartitionColumn, raw: &str) -> Result<ScalarValue> {
-    let invalid = |value: String| Error::PartitionValue {
-        path: path.to_string(),
-        column: column.name.clone(),
-        value,
-        data_type: column.data_type.clone(),
-    };
-    if raw == HIVE_NULL {
-        return ScalarValue::try_from(&column.data_type).map_err(|_| invalid(raw.to_string()));
-    }
-    let value = decode(path, raw)?;
-    match ScalarValue::try_from_string(value.clone(), &column.data_type) {
-        Ok(scalar) if !scalar.is_null() => Ok(scalar),
-        _ => Err(invalid(value)),
     }
 }
 

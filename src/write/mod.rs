@@ -4,9 +4,27 @@
 //! directories encoded so the reader parses them back to the same values,
 //! bucket files assigned with DataFusion's own hash partitioner and recorded
 //! in their metadata, and files that become visible only whole.
+//!
+//! # What a reader sees of a write
+//!
+//! * **In this process**, through the table the `INSERT` went through: all
+//!   of a write or none of it. Its files join the table's index in one swap
+//!   after every file is in place, and a refresh running meanwhile keeps them.
+//! * **In other processes** (another table object, another session's
+//!   `build()`/`refresh()`, another engine listing the root): file by file.
+//!   Files are renamed to their final names one after another, so a listing
+//!   that runs during the commit can see some of a write's files, and a
+//!   process that dies during the commit leaves the files renamed so far
+//!   visible. Each file is whole; there is no cross-process atomicity.
+//! * **A write cancelled before its commit, or whose process died**, leaves
+//!   hidden temporary files (`.<name>.inprogress`, and the store's staging
+//!   files for them). They are never listed or read;
+//!   [`PartitionedTable::remove_abandoned_writes`](crate::PartitionedTable::remove_abandoned_writes)
+//!   deletes those older than a bound.
 
-mod path;
+pub(crate) mod cleanup;
 mod sink;
 
-pub use path::{partition_dir, MAX_DIR_NAME_BYTES};
+/// The writer's half of the Hive path rules (they live in `table::hive`).
+pub use crate::table::hive::{partition_dir, MAX_DIR_NAME_BYTES};
 pub use sink::PartitionedSink;

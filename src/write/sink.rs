@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -32,10 +32,11 @@ use parquet::file::metadata::{KeyValue, ParquetMetaData};
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use tokio::sync::mpsc;
 
-use super::path::{child, partition_dir};
+use super::cleanup::temp_name;
 use crate::error::Error;
+use crate::table::hive::{child, partition_dir};
 use crate::table::layout::{SortKey, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
-use crate::table::{IndexedFile, Partition, PartitionIndex, TableDefinition};
+use crate::table::{IndexedFile, PublishedFile, SharedIndex, TableDefinition};
 
 /// Writes the rows of an `INSERT INTO` as new Hive-partitioned Parquet files
 /// under the table root, and adds them to the table's partition index.
@@ -63,48 +64,24 @@ use crate::table::{IndexedFile, Partition, PartitionIndex, TableDefinition};
 /// On any failure before step 4 the temporary files are aborted or deleted,
 /// and files already renamed are deleted again: nothing of a failed write
 /// stays visible. A write cancelled before step 3 cannot run that clean-up:
-/// its hidden temporary files stay (never listed, never read).
+/// its hidden temporary files stay (never listed, never read) until
+/// [`PartitionedTable::remove_abandoned_writes`](crate::PartitionedTable::remove_abandoned_writes).
+/// What other processes see of a write is described in the
+/// [module docs](super): file by file, not whole.
 #[derive(Clone)]
 pub struct PartitionedSink {
     table: Arc<TableDefinition>,
-    index: Arc<RwLock<Arc<PartitionIndex>>>,
+    index: Arc<SharedIndex>,
 }
 
 impl PartitionedSink {
-    pub(crate) fn new(
-        table: Arc<TableDefinition>,
-        index: Arc<RwLock<Arc<PartitionIndex>>>,
-    ) -> Self {
+    pub(crate) fn new(table: Arc<TableDefinition>, index: Arc<SharedIndex>) -> Self {
         Self { table, index }
     }
 
-    /// Adds written files to the index (one swap, under the write lock, so
-    /// concurrent writes never lose each other's files).
-    fn publish(&self, written: Vec<Written>) -> DFResult<()> {
-        let mut guard = self.index.write().unwrap_or_else(|e| e.into_inner());
-        let mut partitions: Vec<Partition> = guard.partitions().to_vec();
-        let mut position: HashMap<Vec<ScalarValue>, usize> = partitions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.values.clone(), i))
-            .collect();
-        for file in written {
-            let i = *position.entry(file.values.clone()).or_insert_with(|| {
-                partitions.push(Partition {
-                    values: file.values.clone(),
-                    files: Vec::new(),
-                });
-                partitions.len() - 1
-            });
-            partitions[i].files.push(file.file);
-        }
-        for partition in &mut partitions {
-            partition
-                .files
-                .sort_by(|a, b| a.meta.location.cmp(&b.meta.location));
-        }
-        *guard = Arc::new(PartitionIndex::try_new(&self.table.spec, partitions)?);
-        Ok(())
+    /// Adds written files to the index (see [`SharedIndex::append`]).
+    fn publish(&self, written: Vec<PublishedFile>) -> DFResult<()> {
+        self.index.append(&self.table.spec, written)
     }
 }
 
@@ -157,12 +134,6 @@ impl DataSink for PartitionedSink {
             .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
         Ok(rows)
     }
-}
-
-/// A file made visible by a write.
-struct Written {
-    values: Vec<ScalarValue>,
-    file: IndexedFile,
 }
 
 /// One file being written.
@@ -445,7 +416,7 @@ impl<'a> Write<'a> {
         };
         let root = table.root.prefix();
         let target = child(root, &dirs, &name)?;
-        let temp = child(root, &dirs, &format!(".{name}.inprogress"))?;
+        let temp = child(root, &dirs, &temp_name(&name))?;
         let mut writer = AsyncArrowWriter::try_new_with_options(
             BufWriter::new(Arc::clone(&self.store), temp.clone()),
             Arc::clone(&self.storage_schema),
@@ -455,9 +426,12 @@ impl<'a> Write<'a> {
         )
         .map_err(|e| self.write_error(temp.as_ref(), e.into()))?;
         if let (Some(b), Some(bucketing)) = (bucket, &table.bucketing) {
+            // The partitioner hashed the table's type of the column (the
+            // INSERT's rows are checked to have exactly the table's types).
+            let hashed = table.table_schema.field_with_name(&bucketing.column)?;
             writer.append_key_value_metadata(KeyValue::new(
                 BUCKETING_KEY.to_string(),
-                bucketing.metadata_value(),
+                bucketing.metadata_value(hashed.data_type()),
             ));
             writer.append_key_value_metadata(KeyValue::new(BUCKET_KEY.to_string(), b.to_string()));
         }
@@ -568,11 +542,11 @@ async fn make_all_visible(
     table: &TableDefinition,
     store: &Arc<dyn ObjectStore>,
     closed: Vec<ClosedFile>,
-) -> DFResult<Vec<Written>> {
-    let mut written: Vec<Written> = Vec::with_capacity(closed.len());
+) -> DFResult<Vec<PublishedFile>> {
+    let mut written: Vec<PublishedFile> = Vec::with_capacity(closed.len());
     for (i, file) in closed.iter().enumerate() {
         match make_visible(store, &file.temp, &file.target).await {
-            Ok(meta) => written.push(Written {
+            Ok(meta) => written.push(PublishedFile {
                 values: file.values.clone(),
                 file: IndexedFile {
                     meta,

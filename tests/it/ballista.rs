@@ -87,10 +87,19 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
         "no executor task saw the query id:\n{log}"
     );
     // Decoded inside executor tasks: the task context names its task.
+    let task_id = |line: &str| -> String {
+        let value = line.split("task_id=").nth(1).unwrap_or("");
+        value
+            .split(' ')
+            .next()
+            .unwrap_or("")
+            .trim_matches('"')
+            .to_string()
+    };
     assert!(
         decoded
             .iter()
-            .all(|l| l.contains("tenant_id=umbrella") && !l.contains("task_id= ")),
+            .all(|l| l.contains("tenant_id=umbrella") && !task_id(l).is_empty()),
         "{decoded:?}"
     );
     let scans: Vec<&str> = log

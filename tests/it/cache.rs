@@ -298,3 +298,86 @@ async fn concurrent_misses_fill_once() {
     assert_eq!(m.misses, 1, "{m:?}");
     assert_eq!(m.hits, 8 * 2 - 1, "{m:?}");
 }
+
+/// Issue 12, defect 12: when the pool refuses a fill, least recently used
+/// entries are evicted first, so a new entry that fits the pool alone is
+/// cached instead of rejected.
+#[tokio::test]
+async fn a_pool_refusal_evicts_least_recently_used_entries_first() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let first = "SELECT id FROM events WHERE date = DATE '2026-03-01' AND region = 'eu'";
+    let second = "SELECT id, user FROM events WHERE date = DATE '2026-03-02' AND region = 'us'";
+    let (a, b) = (
+        entry_bytes(dir.path(), first).await,
+        entry_bytes(dir.path(), second).await,
+    );
+    // Room for the larger entry, not for both.
+    let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(a.max(b) + a.min(b) / 2));
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(pool.clone())
+        .build_arc()
+        .unwrap();
+    let builder = SessionBuilder::new()
+        .with_runtime(runtime)
+        .with_cache(CacheConfig::default());
+    let ctx = builder.build_context();
+    ctx.register_table("events", table(&ctx, dir.path(), false).await)
+        .unwrap();
+    let cache = builder.table_cache().unwrap().clone();
+    rows(&ctx, first).await.unwrap();
+    assert_eq!(cache.metrics().entries, 1);
+    rows(&ctx, second).await.unwrap();
+    let m = cache.metrics();
+    assert_eq!((m.entries, m.evictions, m.rejected), (1, 1, 0), "{m:?}");
+    assert_eq!(m.bytes, b, "{m:?}");
+    assert_eq!(pool.reserved(), b);
+    // The second is the one held: asking again hits.
+    let hits = m.hits;
+    rows(&ctx, second).await.unwrap();
+    assert!(cache.metrics().hits > hits);
+}
+
+/// Batches served from the cache are always ready; the stream still yields
+/// to the runtime once the task's budget is spent (DataFusion's `cooperative`).
+#[tokio::test(flavor = "current_thread")]
+async fn cache_hits_yield_to_the_runtime() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let builder = SessionBuilder::new()
+        .with_config(
+            SessionConfig::new()
+                .with_batch_size(8)
+                .with_target_partitions(1),
+        )
+        .with_cache(CacheConfig::default());
+    let ctx = builder.build_context();
+    ctx.register_table("events", table(&ctx, dir.path(), false).await)
+        .unwrap();
+    let sql = "SELECT id FROM events";
+    rows(&ctx, sql).await.unwrap();
+    let plan = physical_plan(&ctx, sql).await;
+    let text = displayable(plan.as_ref()).indent(true).to_string();
+    assert!(text.contains("CachedScanExec"), "{text}");
+    let mut stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx()).unwrap();
+    let (mut batches, mut pending) = (0, 0);
+    loop {
+        match futures::poll!(stream.next()) {
+            std::task::Poll::Ready(Some(batch)) => {
+                batch.unwrap();
+                batches += 1;
+            }
+            std::task::Poll::Ready(None) => break,
+            std::task::Poll::Pending => {
+                pending += 1;
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    assert!(batches > 256, "{batches} batches");
+    assert!(
+        pending > 0,
+        "{batches} batches served without yielding once"
+    );
+}

@@ -266,8 +266,7 @@ async fn bad_bytes_are_clear_errors() {
     };
 
     // Truncated at every length: an error, never a panic and never another
-    // plan. (Cutting exactly the trailing format-version field leaves a valid
-    // envelope of an unversioned writer, which decodes to the same plan.)
+    // plan.
     let expected = text(&decode(codec.as_ref(), &good, &ctx).unwrap());
     for len in 0..good.len() {
         match decode(codec.as_ref(), &good[..len], &ctx) {
@@ -287,9 +286,11 @@ async fn bad_bytes_are_clear_errors() {
     // A well-formed envelope naming a codec nobody registered.
     let mut unknown = Vec::new();
     prost::Message::encode(
-        &UnknownEnvelope {
+        &Envelope {
             codec: "vendor.v9".into(),
             payload: vec![1, 2, 3],
+            format_version: lakefusion::codec::FORMAT_VERSION,
+            checksum: crc32(&[1, 2, 3]),
         },
         &mut unknown,
     )
@@ -299,15 +300,6 @@ async fn bad_bytes_are_clear_errors() {
         err.contains("unknown codec 'vendor.v9'") && err.contains(LakefusionPhysicalCodec::NAME),
         "{err}"
     );
-}
-
-/// The envelope's wire layout, written independently of the crate.
-#[derive(Clone, PartialEq, prost::Message)]
-struct UnknownEnvelope {
-    #[prost(string, tag = "1")]
-    codec: String,
-    #[prost(bytes = "vec", tag = "2")]
-    payload: Vec<u8>,
 }
 
 #[tokio::test]
@@ -417,7 +409,7 @@ async fn distributed_scan_decodes_into_the_executor_scan() {
     let codec = setup.physical_codec();
     for cached in [false, true] {
         let carrier: Arc<dyn ExecutionPlan> = Arc::new(
-            lakefusion::codec::DistributedScanExec::new(original, cached),
+            lakefusion::distributed::DistributedScanExec::new(original, cached),
         );
         assert_eq!(
             sorted_rows(Arc::clone(&carrier), ctx.task_ctx()).await,

@@ -4,16 +4,18 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
+use tokio::sync::Notify;
 
 /// Counts every request made through it, by kind.
 #[derive(Debug)]
@@ -22,6 +24,19 @@ pub struct CountingStore {
     pub gets: AtomicUsize,
     pub lists: AtomicUsize,
     pub others: AtomicUsize,
+    /// While set, every listing is read whole, then held until released:
+    /// how a test stages a race with a listing that has already looked.
+    pub hold: Mutex<Option<ListHold>>,
+}
+
+/// The two signals of a held listing.
+#[derive(Debug, Clone, Default)]
+#[allow(dead_code)] // the benchmark that includes this file holds no listing
+pub struct ListHold {
+    /// Notified once a held listing has read everything it will return.
+    pub listed: Arc<Notify>,
+    /// Notify to let the held listing return.
+    pub release: Arc<Notify>,
 }
 
 impl CountingStore {
@@ -31,6 +46,7 @@ impl CountingStore {
             gets: AtomicUsize::new(0),
             lists: AtomicUsize::new(0),
             others: AtomicUsize::new(0),
+            hold: Mutex::new(None),
         })
     }
 
@@ -95,7 +111,18 @@ impl ObjectStore for CountingStore {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
-        self.inner.list(prefix)
+        let listing = self.inner.list(prefix);
+        let Some(hold) = self.hold.lock().unwrap().clone() else {
+            return listing;
+        };
+        futures::stream::once(async move {
+            let items: Vec<_> = listing.collect().await;
+            hold.listed.notify_one();
+            hold.release.notified().await;
+            futures::stream::iter(items)
+        })
+        .flatten()
+        .boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {

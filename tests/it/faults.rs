@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use lakefusion::store::faults::{Fault, FaultRule, FaultyStore, RequestKind};
-use lakefusion::store::RetryConfig;
+use lakefusion::store::RetryPolicy;
 use lakefusion::PartitionedTable;
 use object_store::local::LocalFileSystem;
 use url::Url;
@@ -20,8 +20,8 @@ const QUERY: &str = "SELECT date, region, id, user, amount, qty FROM events ORDE
 /// One file of the events table.
 const FILE: &str = "date=2026-03-02/region=eu/part-00001.parquet";
 
-fn fast_retries(max_retries: u32) -> RetryConfig {
-    RetryConfig {
+fn fast_retries(max_retries: u32) -> RetryPolicy {
+    RetryPolicy {
         max_retries,
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(10),
@@ -40,7 +40,7 @@ fn faulty_session() -> (SessionContext, Arc<FaultyStore>) {
 async fn build(
     ctx: &SessionContext,
     root: &Path,
-    retry: Option<RetryConfig>,
+    retry: Option<RetryPolicy>,
 ) -> lakefusion::Result<PartitionedTable> {
     let mut builder = PartitionedTable::builder(file_url(root))
         .partition_column("date", DataType::Date32)
@@ -55,7 +55,7 @@ async fn build(
 /// rows the query returns without faults.
 async fn setup(
     root: &Path,
-    retry: Option<RetryConfig>,
+    retry: Option<RetryPolicy>,
 ) -> (SessionContext, Arc<FaultyStore>, Vec<String>) {
     let clean = SessionContext::new();
     clean
@@ -140,7 +140,7 @@ async fn a_permanent_error_fails_at_once_naming_the_file() {
 async fn a_hanging_read_times_out_within_the_bound() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
-    let retry = RetryConfig {
+    let retry = RetryPolicy {
         max_retries: 1,
         request_timeout: Duration::from_millis(200),
         ..fast_retries(1)

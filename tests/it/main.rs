@@ -23,4 +23,7 @@ mod properties;
 mod session;
 mod sorted;
 mod table;
+mod trust;
+#[cfg(feature = "ballista")]
+mod trust_wire;
 mod write;

@@ -486,16 +486,25 @@ async fn file_missing_a_not_null_column() {
     );
 }
 
+/// Files that also hold the partition column are read (polars' layout, see
+/// `trust::polars_layout_with_partition_columns_inside_the_files`); a schema
+/// given by hand that repeats a partition column is the mistake.
 #[tokio::test]
-async fn partition_column_also_inside_the_files() {
+async fn partition_column_also_in_the_given_schema() {
     let dir = tempfile::tempdir().unwrap();
     let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true)]));
     write_parquet(
         &dir.path().join("k=1/part.parquet"),
-        &RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["1"]))]).unwrap(),
+        &RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(StringArray::from(vec!["1"]))],
+        )
+        .unwrap(),
     );
     let ctx = SessionContext::new();
     let err = PartitionedTable::builder(file_url(dir.path()))
+        .schema(schema)
+        .partition_column("k", DataType::Utf8)
         .build(&ctx.state())
         .await
         .unwrap_err();

@@ -13,9 +13,10 @@ use futures::TryStreamExt;
 use object_store::{ObjectMeta, ObjectStore};
 use percent_encoding::percent_decode_str;
 
-use super::index::{IndexedFile, Partition};
-use super::spec::{split_key_value, PartitionSpec};
 use crate::error::{Error, Result};
+use crate::table::hive::{is_hidden, split_key_value};
+use crate::table::index::{IndexedFile, Partition};
+use crate::table::spec::PartitionSpec;
 
 /// What one listing found: the (declared or inferred) spec and the partitions.
 pub(crate) struct Listing {
@@ -25,9 +26,10 @@ pub(crate) struct Listing {
 
 /// Lists everything under `root` and groups the data files into partitions.
 ///
-/// Names starting with `.` or `_` (at any level: `_SUCCESS`, `_temporary/`,
-/// `.part-0.crc`) are the bookkeeping of writers and are skipped, as are files
-/// without `extension`. Without a `declared` spec, the partition columns are
+/// Writers' bookkeeping is skipped at any level (see [`is_hidden`]:
+/// `_SUCCESS`, `_temporary/`, `.part-0.crc`; but `_src=a/` is a partition
+/// directory), as are files whose names start with `_` and files without
+/// `extension`. Without a `declared` spec, the partition columns are
 /// inferred from the first file's `key=value` directories, as Utf8; every other
 /// file must then have the same keys.
 ///
@@ -51,45 +53,67 @@ pub(crate) async fn list_partitions(
                 root: root.to_string(),
                 source,
             })?;
-    if objects.is_empty() {
-        check_local_root_exists(root)?;
-    }
     objects.sort_by(|a, b| a.location.cmp(&b.location));
-    let mut links = LocalLinks::new(root);
+    // The data files, with their path parts under the root.
+    let files: Vec<(ObjectMeta, Vec<String>)> = objects
+        .into_iter()
+        .filter_map(|meta| {
+            // Not under the root: never read.
+            let parts: Vec<String> = meta
+                .location
+                .prefix_match(prefix)?
+                .map(|p| p.as_ref().to_string())
+                .collect();
+            let file_name = parts.last()?;
+            let data = !parts.iter().any(|p| is_hidden(p))
+                && !file_name.starts_with('_')
+                && file_name.ends_with(extension);
+            data.then_some((meta, parts))
+        })
+        .collect();
+    // The file system checks block: off the async runtime.
+    let files = if LocalLinks::applies(root) {
+        let owned = root.clone();
+        tokio::task::spawn_blocking(move || {
+            if files.is_empty() {
+                check_local_root_exists(&owned)?;
+            }
+            if let Some(mut links) = LocalLinks::new(&owned) {
+                for (meta, parts) in &files {
+                    links.check(meta.location.as_ref(), parts)?;
+                }
+            }
+            Ok::<_, Error>(files)
+        })
+        .await
+        .map_err(|e| Error::InvalidTable {
+            root: root.to_string(),
+            reason: format!("the symbolic-link check of the listing failed: {e}"),
+        })??
+    } else {
+        files
+    };
 
     let mut spec = declared.cloned();
     let mut by_dir: BTreeMap<String, Partition> = BTreeMap::new();
-    for meta in objects {
-        let Some(parts) = meta.location.prefix_match(prefix) else {
-            continue; // not under the root: never read
-        };
-        let parts: Vec<String> = parts.map(|p| p.as_ref().to_string()).collect();
-        let Some((file_name, dirs)) = parts.split_last() else {
+    for (meta, parts) in files {
+        let Some((_, dirs)) = parts.split_last() else {
             continue;
         };
-        if parts
-            .iter()
-            .any(|p| p.starts_with('.') || p.starts_with('_'))
-            || !file_name.ends_with(extension)
-        {
-            continue;
-        }
-        if let Some(links) = links.as_mut() {
-            links.check(meta.location.as_ref(), &parts)?;
-        }
         let dirs: Vec<&str> = dirs.iter().map(String::as_str).collect();
         let key = dirs.join("/");
+        let file = IndexedFile {
+            meta,
+            statistics: None,
+            bucket: None,
+            sorted: false,
+        };
         // Files share their directory's values: parse them once per directory.
         if let Some(partition) = by_dir.get_mut(&key) {
-            partition.files.push(IndexedFile {
-                meta,
-                statistics: None,
-                bucket: None,
-                sorted: false,
-            });
+            partition.files.push(file);
             continue;
         }
-        let path = meta.location.to_string();
+        let path = file.meta.location.to_string();
         let spec = match &spec {
             Some(spec) => spec,
             None => spec.insert(infer_spec(&path, &dirs)?),
@@ -99,12 +123,7 @@ pub(crate) async fn list_partitions(
             key,
             Partition {
                 values,
-                files: vec![IndexedFile {
-                    meta,
-                    statistics: None,
-                    bucket: None,
-                    sorted: false,
-                }],
+                files: vec![file],
             },
         );
     }
@@ -140,6 +159,12 @@ struct LocalLinks {
 }
 
 impl LocalLinks {
+    /// Whether `root` is on the local file system.
+    fn applies(root: &ListingTableUrl) -> bool {
+        let url: &url::Url = root.as_ref();
+        url.scheme() == "file"
+    }
+
     /// `None` for roots that are not on the local file system.
     fn new(root: &ListingTableUrl) -> Option<Self> {
         let url: &url::Url = root.as_ref();

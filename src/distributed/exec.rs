@@ -9,7 +9,6 @@ use datafusion::common::{internal_err, Statistics};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
@@ -17,7 +16,6 @@ use datafusion_datasource::file_scan_config::FileScanConfig;
 
 use crate::cache::CachedScanExec;
 use crate::scan::{PartitionedScanExec, ScanDescription};
-use crate::store::RetryConfig;
 
 /// A planned lakefusion scan in transit to Ballista executors.
 ///
@@ -34,76 +32,36 @@ use crate::store::RetryConfig;
 /// returns the right rows.
 #[derive(Clone)]
 pub struct DistributedScanExec {
-    table: Arc<str>,
+    description: ScanDescription,
     child: Arc<dyn ExecutionPlan>,
-    selected_partitions: usize,
-    total_partitions: usize,
-    partition_filters: Vec<Expr>,
-    row_group_filters: Vec<Expr>,
     cached: bool,
-    retry: Option<RetryConfig>,
 }
 
 impl DistributedScanExec {
     /// The carrier of `scan`; `cached` if the scheduler chose to cache it.
     pub fn new(scan: &PartitionedScanExec, cached: bool) -> Self {
-        let (selected_partitions, total_partitions) = scan.partitions();
-        Self {
-            table: Arc::from(scan.table()),
-            child: DataSourceExec::from_data_source(scan.file_scan_config().clone()),
-            selected_partitions,
-            total_partitions,
-            partition_filters: scan.partition_filters().to_vec(),
-            row_group_filters: scan.row_group_filters().to_vec(),
+        Self::from_parts(
+            scan.description().clone(),
+            DataSourceExec::from_data_source(scan.file_scan_config().clone()),
             cached,
-            retry: scan.retry(),
-        }
+        )
     }
 
     pub(crate) fn from_parts(
-        table: Arc<str>,
+        description: ScanDescription,
         child: Arc<dyn ExecutionPlan>,
-        (selected_partitions, total_partitions): (usize, usize),
-        partition_filters: Vec<Expr>,
-        row_group_filters: Vec<Expr>,
         cached: bool,
-        retry: Option<RetryConfig>,
     ) -> Self {
         Self {
-            table,
+            description,
             child,
-            selected_partitions,
-            total_partitions,
-            partition_filters,
-            row_group_filters,
             cached,
-            retry,
         }
     }
 
-    /// The retries and timeouts of the carried scan's reads.
-    pub fn retry(&self) -> Option<RetryConfig> {
-        self.retry
-    }
-
-    /// The table's display name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    /// `(selected, total)` partitions of the planned scan.
-    pub fn partitions(&self) -> (usize, usize) {
-        (self.selected_partitions, self.total_partitions)
-    }
-
-    /// Filters answered exactly by partition pruning.
-    pub fn partition_filters(&self) -> &[Expr] {
-        &self.partition_filters
-    }
-
-    /// Filters used to prune row groups.
-    pub fn row_group_filters(&self) -> &[Expr] {
-        &self.row_group_filters
+    /// The carried scan's description.
+    pub fn description(&self) -> &ScanDescription {
+        &self.description
     }
 
     /// Whether the scheduler chose to serve this scan from the small-table cache.
@@ -121,7 +79,7 @@ impl DistributedScanExec {
             Some(config) => Ok(config),
             None => internal_err!(
                 "DistributedScanExec of table {} lost its file scan (child is {})",
-                self.table,
+                self.description.table,
                 self.child.name()
             ),
         }
@@ -129,22 +87,17 @@ impl DistributedScanExec {
 
     /// The scan this node carries, over the file scan of its child.
     pub fn to_scan(&self) -> Result<PartitionedScanExec> {
-        Ok(PartitionedScanExec::new(ScanDescription {
-            table: Arc::clone(&self.table),
-            config: self.file_scan_config()?.clone(),
-            selected_partitions: self.selected_partitions,
-            total_partitions: self.total_partitions,
-            partition_filters: self.partition_filters.clone(),
-            row_group_filters: self.row_group_filters.clone(),
-            retry: self.retry,
-        }))
+        Ok(PartitionedScanExec::new(
+            self.description.clone(),
+            self.file_scan_config()?.clone(),
+        ))
     }
 }
 
 impl fmt::Debug for DistributedScanExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DistributedScanExec")
-            .field("table", &self.table)
+            .field("table", &self.description.table)
             .field("cached", &self.cached)
             .finish()
     }
@@ -155,7 +108,10 @@ impl DisplayAs for DistributedScanExec {
         write!(
             f,
             "DistributedScanExec: table={}, partitions={}/{}, cached={}",
-            self.table, self.selected_partitions, self.total_partitions, self.cached
+            self.description.table,
+            self.description.selected_partitions,
+            self.description.total_partitions,
+            self.cached
         )
     }
 }
@@ -212,7 +168,7 @@ impl ExecutionPlan for DistributedScanExec {
             }
             _ => internal_err!(
                 "DistributedScanExec of table {} cannot carry {} (expected a file scan)",
-                self.table,
+                self.description.table,
                 child.name()
             ),
         }

@@ -1,11 +1,71 @@
-//! Partition values to directory names: the inverse of
-//! [`PartitionSpec::parse_dirs`](crate::PartitionSpec::parse_dirs).
+//! The Hive path rules, in one place: what a `key=value` directory means,
+//! how values are percent-encoded and decoded, what NULL looks like, which
+//! names are a writer's bookkeeping rather than data, and how the writer
+//! turns partition values back into directories. The reader
+//! ([`PartitionSpec::parse_dirs`](super::PartitionSpec::parse_dirs)) and the
+//! writer ([`partition_dir`]) are each other's inverse, tested below.
 
 use datafusion::common::ScalarValue;
 use object_store::path::{Path, PathPart};
+use percent_encoding::percent_decode_str;
 
+use super::spec::PartitionColumn;
 use crate::error::{Error, Result};
-use crate::table::{PartitionColumn, HIVE_NULL};
+
+/// The directory value Hive and Spark write for a NULL partition value.
+pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// Whether a path segment is a writer's bookkeeping rather than data: names
+/// starting with `.` (`.part-0.crc`, `.inprogress-…`), and names starting
+/// with `_` that are not `key=value` partition directories (`_SUCCESS`,
+/// `_temporary/`, `_delta_log/`). This is Spark's rule
+/// (`InMemoryFileIndex.shouldFilterOutPathName`): a partition column may
+/// itself start with `_` (`_src=a/`).
+pub(crate) fn is_hidden(segment: &str) -> bool {
+    segment.starts_with('.') || (segment.starts_with('_') && !segment.contains('='))
+}
+
+/// Splits a `key=value` directory name, percent-decoding the key.
+pub(crate) fn split_key_value<'a>(path: &str, dir: &'a str) -> Result<(String, &'a str)> {
+    match dir.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((decode(path, key)?, value)),
+        _ => Err(Error::PartitionPath {
+            path: path.to_string(),
+            reason: format!("directory '{dir}' is not of the form key=value"),
+        }),
+    }
+}
+
+fn decode(path: &str, raw: &str) -> Result<String> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|e| Error::PartitionPath {
+            path: path.to_string(),
+            reason: format!("'{raw}' is not valid percent-encoded UTF-8: {e}"),
+        })
+}
+
+/// Parses one raw (still percent-encoded) directory value as the column's type.
+///
+/// [`HIVE_NULL`] is NULL. Anything that does not parse is an error naming the
+/// path: a silent NULL would make rows disappear from equality filters.
+pub(crate) fn parse_value(path: &str, column: &PartitionColumn, raw: &str) -> Result<ScalarValue> {
+    let invalid = |value: String| Error::PartitionValue {
+        path: path.to_string(),
+        column: column.name.clone(),
+        value,
+        data_type: column.data_type.clone(),
+    };
+    if raw == HIVE_NULL {
+        return ScalarValue::try_from(&column.data_type).map_err(|_| invalid(raw.to_string()));
+    }
+    let value = decode(path, raw)?;
+    match ScalarValue::try_from_string(value.clone(), &column.data_type) {
+        Ok(scalar) if !scalar.is_null() => Ok(scalar),
+        _ => Err(invalid(value)),
+    }
+}
 
 /// The longest `key=value` directory name written: 255 bytes is the name
 /// limit of common file systems (ext4, XFS, APFS, NTFS).
@@ -85,6 +145,22 @@ mod tests {
     use super::*;
     use crate::table::PartitionSpec;
     use datafusion::arrow::datatypes::DataType;
+
+    #[test]
+    fn bookkeeping_is_hidden_but_underscore_partitions_are_not() {
+        for hidden in [
+            "_SUCCESS",
+            "_temporary",
+            "_delta_log",
+            ".part-0.crc",
+            ".inprogress-x",
+        ] {
+            assert!(is_hidden(hidden), "{hidden}");
+        }
+        for shown in ["_src=a", "date=2026-03-01", "part-0.parquet", "a_b"] {
+            assert!(!is_hidden(shown), "{shown}");
+        }
+    }
 
     fn column(data_type: DataType) -> PartitionColumn {
         PartitionColumn {

@@ -1,0 +1,351 @@
+//! The planner: a table's definition, a snapshot of its index and the
+//! filters DataFusion pushed, turned into a [`PartitionedScanExec`] — pure
+//! computation, no I/O, so every planning rule is testable without storage.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{ScanArgs, Session};
+use datafusion::common::stats::Precision;
+use datafusion::common::{ColumnStatistics, DFSchema, ScalarValue, Statistics};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource,
+};
+use datafusion::error::Result as DFResult;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::LexOrdering;
+use datafusion::physical_plan::Partitioning;
+use datafusion_datasource::PartitionedFile;
+use datafusion_datasource::TableSchema;
+
+use super::definition::TableDefinition;
+use super::index::{IndexedFile, Partition, PartitionIndex};
+use super::pushdown::{classify_for_scan, FilterKind};
+use crate::scan::{PartitionedScanExec, ScanDescription};
+
+/// Plans the scan `args` asks for: the partitions that survive the
+/// partition filters, their files grouped into output partitions (by bucket,
+/// in sort order, or evenly), the declared partitioning and ordering where
+/// they are proven true, statistics of the selected files, and the Parquet
+/// source with the row-group predicate. No I/O: everything comes from
+/// `definition` and `index`; `state` gives the session's options and turns
+/// filters into physical expressions.
+pub(super) fn plan_scan(
+    definition: &TableDefinition,
+    index: &PartitionIndex,
+    state: &dyn Session,
+    args: &ScanArgs<'_>,
+) -> DFResult<PartitionedScanExec> {
+    let (mut partition_filters, mut row_group_filters) = (Vec::new(), Vec::new());
+    for filter in args.filters().unwrap_or(&[]) {
+        match classify_for_scan(filter, &definition.spec, &definition.table_schema) {
+            FilterKind::Partition => partition_filters.push(filter.clone()),
+            FilterKind::RowGroup => row_group_filters.push(filter.clone()),
+            FilterKind::Unsupported => {}
+        }
+    }
+    let selected = prune(definition, index, &partition_filters, state)?;
+
+    let target_partitions = state.config_options().execution.target_partitions.max(1);
+    // The table's order holds for the scan only if every file is sorted in it.
+    let ordering = definition.lex_ordering().filter(|_| {
+        selected
+            .iter()
+            .flat_map(|&i| &index.partitions()[i].files)
+            .all(|f| f.sorted)
+    });
+    let schema = &definition.table_schema;
+    let (groups, partitioning, ordering) = if let Some((groups, partitioning)) =
+        bucket_groups(definition, index, &selected, target_partitions)
+    {
+        match ordering.and_then(|o| Some((order_each_group(&groups, schema, &o)?, o))) {
+            Some((ordered, o)) => (ordered, Some(partitioning), Some(o)),
+            None => (groups, Some(partitioning), None),
+        }
+    } else {
+        let all: FileGroup = selected
+            .iter()
+            .flat_map(|&i| {
+                let partition = &index.partitions()[i];
+                partition
+                    .files
+                    .iter()
+                    .map(move |file| partitioned_file(partition, file))
+            })
+            .collect();
+        let in_order =
+            ordering.and_then(|o| Some((group_in_order(&all, schema, &o, target_partitions)?, o)));
+        match in_order {
+            // One empty partition, as `ListingTable`'s `EmptyExec` has:
+            // with none, an ORDER BY above finds no single partition to
+            // sort and fails the plan's sanity check.
+            _ if all.is_empty() => (vec![FileGroup::default()], None, None),
+            Some((groups, o)) => (groups, None, Some(o)),
+            None => (all.split_files(target_partitions), None, None),
+        }
+    };
+
+    let options = state.table_options().parquet.clone();
+    let metadata_size_hint = options.global.metadata_size_hint;
+    let table_schema = TableSchema::builder(Arc::clone(&definition.file_schema))
+        .with_table_partition_cols(definition.spec.fields())
+        .build();
+    let mut source = ParquetSource::new(table_schema).with_table_parquet_options(options);
+    if let Some(hint) = metadata_size_hint {
+        source = source.with_metadata_size_hint(hint);
+    }
+    if let Some(predicate) = conjunction(row_group_filters.iter().cloned()) {
+        let df_schema = DFSchema::try_from(definition.table_schema.as_ref().clone())?;
+        source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+    }
+    let object_store_url = definition.root.object_store();
+    let config = FileScanConfigBuilder::new(object_store_url, Arc::new(source))
+        .with_file_groups(groups)
+        .with_projection_indices(args.projection().map(|p| p.to_vec()))?
+        .with_limit(args.limit())
+        .with_statistics(statistics_of(definition, index, &selected))
+        .with_output_partitioning(partitioning.clone())
+        .with_output_ordering(ordering.into_iter().collect())
+        .build();
+    let bucketing_note = match &definition.bucketing {
+        Some(b) if partitioning.is_none() && !selected.is_empty() => {
+            Some(Arc::from(if b.buckets != target_partitions {
+                format!(
+                    "{} buckets, {target_partitions} target partitions",
+                    b.buckets
+                )
+            } else {
+                index
+                    .bucket_note()
+                    .unwrap_or("a selected file has no bucket")
+                    .to_string()
+            }))
+        }
+        _ => None,
+    };
+    let exec = PartitionedScanExec::new(
+        ScanDescription {
+            table: Arc::clone(&definition.name),
+            selected_partitions: selected.len(),
+            total_partitions: index.partitions().len(),
+            partition_filters,
+            row_group_filters,
+            retry: definition.retry,
+            bucketing_note,
+        },
+        config,
+    );
+    Ok(exec)
+}
+
+/// Indices of the partitions that satisfy every partition filter.
+fn prune(
+    definition: &TableDefinition,
+    index: &PartitionIndex,
+    filters: &[Expr],
+    state: &dyn Session,
+) -> DFResult<Vec<usize>> {
+    let all = index.partitions().len();
+    let Some(predicate) = conjunction(filters.iter().cloned()) else {
+        return Ok((0..all).collect());
+    };
+    let batch = index.values();
+    let df_schema = DFSchema::try_from(batch.schema())?;
+    let physical = state.create_physical_expr(predicate, &df_schema)?;
+    let result = physical.evaluate(batch)?.into_array(batch.num_rows())?;
+    let mask = result.as_boolean_opt().ok_or_else(|| {
+        datafusion::error::DataFusionError::Plan(format!(
+            "partition filter on table {} did not evaluate to a boolean",
+            definition.name
+        ))
+    })?;
+    // NULL (unknown) is not a match: `shop = 1` must not return the NULL partition.
+    Ok((0..all)
+        .filter(|&i| mask.is_valid(i) && mask.value(i))
+        .collect())
+}
+
+/// One file group per bucket, and the `Hash` partitioning they make true,
+/// when the table is bucketed, every selected file says (in its metadata)
+/// which bucket it holds, and there are as many target partitions as
+/// buckets. The bucket column must exist in the table schema; whether
+/// the scan projects it is DataFusion's to check (it falls back to
+/// unknown partitioning when the column is projected away).
+fn bucket_groups(
+    definition: &TableDefinition,
+    index: &PartitionIndex,
+    selected: &[usize],
+    target_partitions: usize,
+) -> Option<(Vec<FileGroup>, Partitioning)> {
+    let bucketing = definition.bucketing.as_ref()?;
+    if bucketing.buckets != target_partitions {
+        return None;
+    }
+    let column = definition.table_schema.index_of(&bucketing.column).ok()?;
+    let mut groups = vec![Vec::new(); bucketing.buckets];
+    for &i in selected {
+        let partition = &index.partitions()[i];
+        for file in &partition.files {
+            let bucket = file.bucket? as usize;
+            groups
+                .get_mut(bucket)?
+                .push(partitioned_file(partition, file));
+        }
+    }
+    let partitioning = Partitioning::Hash(
+        vec![Arc::new(Column::new(&bucketing.column, column))],
+        bucketing.buckets,
+    );
+    Some((
+        groups.into_iter().map(FileGroup::new).collect(),
+        partitioning,
+    ))
+}
+
+/// Statistics of a set of partitions, over the table schema, with honest
+/// precision: row counts and file-column min/max only from footers,
+/// byte size from the listing otherwise (inexact: files are compressed).
+pub(super) fn statistics_of(
+    definition: &TableDefinition,
+    index: &PartitionIndex,
+    selected: &[usize],
+) -> Statistics {
+    let files: Vec<_> = selected
+        .iter()
+        .flat_map(|&i| &index.partitions()[i].files)
+        .collect();
+    let file_stats: Option<Vec<&Statistics>> =
+        files.iter().map(|f| f.statistics.as_deref()).collect();
+    let mut stats = match file_stats
+        .as_ref()
+        .and_then(|s| Statistics::try_merge_iter(s.iter().copied(), &definition.file_schema).ok())
+    {
+        Some(merged) if !files.is_empty() => merged,
+        _ => {
+            let mut s = Statistics::new_unknown(&definition.file_schema);
+            s.total_byte_size =
+                Precision::Inexact(files.iter().map(|f| f.meta.size as usize).sum());
+            if files.is_empty() {
+                s.num_rows = Precision::Exact(0);
+                s.total_byte_size = Precision::Exact(0);
+            }
+            s
+        }
+    };
+    for c in 0..definition.spec.len() {
+        let mut col = ColumnStatistics::new_unknown();
+        let values = selected
+            .iter()
+            .map(|&i| &index.partitions()[i].values[c])
+            .filter(|v| !v.is_null());
+        let (min, max) = values.fold(
+            (None::<&ScalarValue>, None::<&ScalarValue>),
+            |(lo, hi), v| {
+                (
+                    Some(lo.map_or(v, |lo| if v < lo { v } else { lo })),
+                    Some(hi.map_or(v, |hi| if v > hi { v } else { hi })),
+                )
+            },
+        );
+        // Inexact: a partition directory may hold files with no rows.
+        col.min_value = min.map_or(Precision::Absent, |v| Precision::Inexact(v.clone()));
+        col.max_value = max.map_or(Precision::Absent, |v| Precision::Inexact(v.clone()));
+        if file_stats.is_some() {
+            let nulls: usize = selected
+                .iter()
+                .filter(|&&i| index.partitions()[i].values[c].is_null())
+                .flat_map(|&i| &index.partitions()[i].files)
+                .filter_map(|f| {
+                    f.statistics
+                        .as_ref()
+                        .and_then(|s| s.num_rows.get_value().copied())
+                })
+                .sum();
+            col.null_count = Precision::Exact(nulls);
+        }
+        stats.column_statistics.push(col);
+    }
+    stats
+}
+
+/// A file of the index as DataFusion's file scan takes it.
+fn partitioned_file(partition: &Partition, file: &IndexedFile) -> PartitionedFile {
+    let pf = PartitionedFile::new_from_meta(file.meta.clone())
+        .with_partition_values(partition.values.clone());
+    match &file.statistics {
+        Some(stats) => pf.with_statistics(Arc::clone(stats)),
+        None => pf,
+    }
+}
+
+/// Groups files so that each group reads its rows in `ordering`: files in
+/// one group follow each other by footer min/max without overlapping
+/// (DataFusion's own grouping by statistics, which aims for
+/// `target_partitions` groups and makes more when overlaps demand it).
+/// `None` when some file lacks min/max for a sort column, or NULLs could
+/// break the order (see [`nulls_keep_order`]).
+fn group_in_order(
+    files: &FileGroup,
+    schema: &SchemaRef,
+    ordering: &LexOrdering,
+    target_partitions: usize,
+) -> Option<Vec<FileGroup>> {
+    let groups = FileScanConfig::split_groups_by_statistics_with_target_partitions(
+        schema,
+        std::slice::from_ref(files),
+        ordering,
+        target_partitions,
+    )
+    .ok()?;
+    groups
+        .iter()
+        .all(|g| nulls_keep_order(g, ordering))
+        .then_some(groups)
+}
+
+/// Puts the files of each (bucket) group in `ordering`, or `None` if the
+/// files of some group overlap: groups are fixed by the bucketing, so they
+/// cannot be split further.
+fn order_each_group(
+    groups: &[FileGroup],
+    schema: &SchemaRef,
+    ordering: &LexOrdering,
+) -> Option<Vec<FileGroup>> {
+    groups
+        .iter()
+        .map(|group| {
+            if group.len() <= 1 {
+                return Some(group.clone());
+            }
+            let mut split = FileScanConfig::split_groups_by_statistics(
+                schema,
+                std::slice::from_ref(group),
+                ordering,
+            )
+            .ok()?;
+            let ordered = split.pop().filter(|_| split.is_empty())?;
+            nulls_keep_order(&ordered, ordering).then_some(ordered)
+        })
+        .collect()
+}
+
+/// Footer min/max say nothing of NULLs, which sort before or after every
+/// value: a file with NULLs in a sort column cannot be followed (or, NULLs
+/// first, preceded) by another file in the same group. Only groups of one
+/// file, or files with no NULL in any sort column, keep the order.
+fn nulls_keep_order(group: &FileGroup, ordering: &LexOrdering) -> bool {
+    group.len() <= 1
+        || group.iter().all(|file| {
+            file.statistics.as_ref().is_some_and(|stats| {
+                ordering.iter().all(|key| {
+                    key.expr
+                        .downcast_ref::<Column>()
+                        .and_then(|c| stats.column_statistics.get(c.index()))
+                        .is_some_and(|c| c.null_count == Precision::Exact(0))
+                })
+            })
+        })
+}
