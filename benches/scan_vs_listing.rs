@@ -13,15 +13,11 @@
 //!
 //! Every line prints `ours / listing` (below 1.0 means lakefusion is faster).
 
-#[path = "../tests/it/counting_store.rs"]
-mod counting_store;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use counting_store::CountingStore;
 use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema};
@@ -32,6 +28,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::Result;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use lakefusion::store::faults::FaultyStore;
 use lakefusion::PartitionedTable;
 use object_store::local::LocalFileSystem;
 use object_store::throttle::{ThrottleConfig, ThrottledStore};
@@ -269,7 +266,7 @@ async fn planning_bench(
             )),
             None => local,
         };
-        let store = CountingStore::new(inner);
+        let store = FaultyStore::new(inner);
         let ctx = SessionContext::new_with_config(config());
         ctx.register_object_store(&Url::parse("file://").expect("url"), store.clone());
         (ctx, store)
@@ -312,7 +309,7 @@ async fn planning_bench(
         format!("{registered_l}/{plan_requests_l}")
     );
 
-    store_o.reset();
+    store_o.reset_counts();
     let (t_o, t_l) = time_pair(
         runs * 3,
         || async {

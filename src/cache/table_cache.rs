@@ -135,6 +135,9 @@ pub struct CacheMetrics {
     pub bytes: usize,
     /// Entries held now.
     pub entries: usize,
+    /// Keys being filled now (0 when no fill runs: a failed or cancelled
+    /// fill leaves no marker behind).
+    pub in_flight: usize,
 }
 
 /// A cache of small scans' record batches, shared by every session built from
@@ -222,6 +225,7 @@ impl TableCache {
             rejected: self.inner.rejected.load(Ordering::Relaxed),
             bytes: state.bytes,
             entries: state.entries.len(),
+            in_flight: state.in_flight.len(),
         }
     }
 

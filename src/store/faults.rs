@@ -1,5 +1,6 @@
-//! [`FaultyStore`]: wraps any object store and injects faults by request
-//! kind and path, so tests can show what a table does when storage fails.
+//! [`FaultyStore`]: wraps any object store, counts its requests by kind, and
+//! injects faults by request kind and path, so tests can show what a table
+//! does when storage fails — and prove that planning makes no request at all.
 //! Behind the `test-utils` feature.
 
 use std::fmt;
@@ -18,7 +19,7 @@ use object_store::{
     ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
-/// The kinds of request a fault can target.
+/// The kinds of request a fault can target, and requests are counted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
     /// `get_opts` with a range, and `get_ranges`: reading file contents.
@@ -29,6 +30,23 @@ pub enum RequestKind {
     List,
     /// `put`, multipart uploads, `copy`, `rename`, `delete`.
     Write,
+}
+
+impl RequestKind {
+    const ALL: [RequestKind; 4] = [Self::Read, Self::Head, Self::List, Self::Write];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The two signals of a held listing (see [`FaultyStore::hold_listings`]).
+#[derive(Debug, Clone, Default)]
+pub struct ListHold {
+    /// Notified once a held listing has read everything it will return.
+    pub listed: Arc<tokio::sync::Notify>,
+    /// Notify to let the held listing return.
+    pub release: Arc<tokio::sync::Notify>,
 }
 
 /// What happens to a matching request.
@@ -99,14 +117,17 @@ struct ActiveRule {
     seen: usize,
 }
 
-/// An object store that injects [`Fault`]s into the requests that match its
-/// [`FaultRule`]s (the first matching rule wins) and counts what it injected.
+/// An object store that counts its requests by [`RequestKind`], injects
+/// [`Fault`]s into the requests that match its [`FaultRule`]s (the first
+/// matching rule wins), counts what it injected, and can hold listings to
+/// stage a race.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     rules: Mutex<Vec<ActiveRule>>,
     injected: AtomicUsize,
-    requests: AtomicUsize,
+    requests: [AtomicUsize; 4],
+    hold: Mutex<Option<ListHold>>,
 }
 
 impl FaultyStore {
@@ -116,7 +137,8 @@ impl FaultyStore {
             inner,
             rules: Mutex::new(Vec::new()),
             injected: AtomicUsize::new(0),
-            requests: AtomicUsize::new(0),
+            requests: Default::default(),
+            hold: Mutex::new(None),
         })
     }
 
@@ -137,7 +159,26 @@ impl FaultyStore {
 
     /// Requests seen so far, faulty or not.
     pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        RequestKind::ALL.iter().map(|&k| self.requests_of(k)).sum()
+    }
+
+    /// Requests of `kind` seen so far.
+    pub fn requests_of(&self, kind: RequestKind) -> usize {
+        self.requests[kind.index()].load(Ordering::SeqCst)
+    }
+
+    /// Starts counting requests from zero again.
+    pub fn reset_counts(&self) {
+        for count in &self.requests {
+            count.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// While `hold` is set, every listing is read whole, then held until
+    /// `hold.release` is notified: how a test stages a race with a listing
+    /// that has already looked.
+    pub fn hold_listings(&self, hold: Option<ListHold>) {
+        *self.hold.lock().unwrap_or_else(|e| e.into_inner()) = hold;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ActiveRule>> {
@@ -146,7 +187,7 @@ impl FaultyStore {
 
     /// The fault for this request, if any rule fires.
     fn fault_for(&self, kind: RequestKind, path: &str) -> Option<Fault> {
-        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.requests[kind.index()].fetch_add(1, Ordering::SeqCst);
         let mut rules = self.lock();
         for active in rules.iter_mut() {
             let rule = &active.rule;
@@ -265,12 +306,26 @@ impl ObjectStore for FaultyStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
+        self.requests[RequestKind::Write.index()].fetch_add(1, Ordering::SeqCst);
         self.inner.delete_stream(locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         let path = prefix.map_or("", |p| p.as_ref()).to_string();
+        let hold = self.hold.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match self.fault_for(RequestKind::List, &path) {
+            None | Some(Fault::ShortRead) if hold.is_some() => {
+                let listing = self.inner.list(prefix);
+                let hold = hold.unwrap_or_default();
+                stream::once(async move {
+                    let items: Vec<_> = listing.collect().await;
+                    hold.listed.notify_one();
+                    hold.release.notified().await;
+                    stream::iter(items)
+                })
+                .flatten()
+                .boxed()
+            }
             None | Some(Fault::ShortRead) => self.inner.list(prefix),
             Some(Fault::Latency(delay)) => {
                 let listing = self.inner.list(prefix);

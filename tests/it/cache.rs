@@ -15,7 +15,7 @@ use object_store::local::LocalFileSystem;
 use url::Url;
 
 use crate::common::*;
-use crate::counting_store::CountingStore;
+use lakefusion::store::faults::FaultyStore;
 
 async fn table(
     ctx: &SessionContext,
@@ -33,8 +33,8 @@ async fn table(
     )
 }
 
-fn counting_builder(cache: CacheConfig) -> (SessionBuilder, Arc<CountingStore>) {
-    let store = CountingStore::new(Arc::new(LocalFileSystem::new()));
+fn counting_builder(cache: CacheConfig) -> (SessionBuilder, Arc<FaultyStore>) {
+    let store = FaultyStore::new(Arc::new(LocalFileSystem::new()));
     let builder = SessionBuilder::new()
         .with_config(SessionConfig::new().with_target_partitions(2))
         .with_cache(cache)
@@ -58,7 +58,7 @@ async fn second_execution_is_served_from_memory_with_zero_requests() {
     assert!(plan.contains("CachedScanExec: key="), "{plan}");
     assert!(plan.contains("PartitionedScanExec: table="), "{plan}");
 
-    store.reset();
+    store.reset_counts();
     let first = rows(&ctx, QUERY).await.unwrap();
     assert!(store.requests() > 0);
     let after_fill = cache.metrics();
@@ -66,7 +66,7 @@ async fn second_execution_is_served_from_memory_with_zero_requests() {
     assert_eq!(after_fill.entries, 1);
     assert!(after_fill.bytes > 0);
 
-    store.reset();
+    store.reset_counts();
     let second = rows(&ctx, QUERY).await.unwrap();
     assert_eq!(store.requests(), 0, "a cache hit must not touch the store");
     assert_eq!(first, second);
@@ -84,7 +84,7 @@ async fn second_execution_is_served_from_memory_with_zero_requests() {
     other
         .register_table("events", table(&other, dir.path(), false).await)
         .unwrap();
-    store.reset();
+    store.reset_counts();
     assert_eq!(rows(&other, QUERY).await.unwrap(), first);
     assert_eq!(store.requests(), 0);
 
@@ -380,4 +380,61 @@ async fn cache_hits_yield_to_the_runtime() {
         pending > 0,
         "{batches} batches served without yielding once"
     );
+}
+
+/// Single flight (issue 12, defect 12): a fill that fails or is cancelled
+/// leaves no in-flight marker, and the next lookup fills the entry.
+#[tokio::test]
+async fn failed_and_cancelled_fills_leave_no_marker() {
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::error::DataFusionError;
+    use datafusion::execution::memory_pool::UnboundedMemoryPool;
+    use lakefusion::cache::CacheKey;
+
+    let cache = TableCache::new(CacheConfig::default());
+    let pool: Arc<dyn MemoryPool> = Arc::new(UnboundedMemoryPool::default());
+    let key = CacheKey::new("t|one file");
+    let err = cache
+        .get_or_fill(&key, &pool, |_| async {
+            Err(DataFusionError::Execution("storage went away".into()))
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("storage went away"));
+    assert_eq!(cache.metrics().in_flight, 0);
+
+    let started = Arc::new(tokio::sync::Notify::new());
+    let fill = tokio::spawn({
+        let (cache, pool, key, started) =
+            (cache.clone(), pool.clone(), key.clone(), started.clone());
+        async move {
+            cache
+                .get_or_fill(&key, &pool, |_| async move {
+                    started.notify_one();
+                    futures::future::pending::<()>().await;
+                    Ok(vec![])
+                })
+                .await
+        }
+    });
+    started.notified().await;
+    assert_eq!(cache.metrics().in_flight, 1);
+    fill.abort();
+    assert!(fill.await.unwrap_err().is_cancelled());
+    assert_eq!(cache.metrics().in_flight, 0, "the cancelled fill's marker");
+
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap();
+    let filled = cache
+        .get_or_fill(&key, &pool, |reserve| async move {
+            reserve.grow(batch.get_array_memory_size());
+            Ok(vec![vec![batch]])
+        })
+        .await
+        .unwrap();
+    assert_eq!(filled[0][0].num_rows(), 2);
+    let m = cache.metrics();
+    assert_eq!((m.entries, m.in_flight), (1, 0), "{m:?}");
+    assert_eq!(pool.reserved(), m.bytes);
 }

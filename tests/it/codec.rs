@@ -26,7 +26,7 @@ use object_store::local::LocalFileSystem;
 use url::Url;
 
 use crate::common::*;
-use crate::counting_store::CountingStore;
+use lakefusion::store::faults::FaultyStore;
 
 fn text(plan: &Arc<dyn ExecutionPlan>) -> String {
     displayable(plan.as_ref()).indent(true).to_string()
@@ -346,7 +346,7 @@ async fn partitioned_table_round_trips_without_io() {
         .unwrap();
 
     // Decoding on the "scheduler" makes no object-store request.
-    let store = CountingStore::new(Arc::new(LocalFileSystem::new()));
+    let store = FaultyStore::new(Arc::new(LocalFileSystem::new()));
     let remote = SessionContext::new();
     remote.register_object_store(&Url::parse("file://").unwrap(), store.clone());
     let decoded = codec

@@ -11,10 +11,8 @@ mod cluster;
 mod codec;
 mod common;
 mod context;
-mod counting_store;
 mod dynamic_filters;
 mod explain;
-#[cfg(feature = "test-utils")]
 mod faults;
 mod load;
 mod no_io;
@@ -22,6 +20,7 @@ mod parity;
 mod properties;
 mod session;
 mod sorted;
+mod store_conformance;
 mod table;
 mod trust;
 #[cfg(feature = "ballista")]

@@ -10,7 +10,7 @@ use object_store::local::LocalFileSystem;
 use url::Url;
 
 use crate::common::*;
-use crate::counting_store::CountingStore;
+use lakefusion::store::faults::FaultyStore;
 
 fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
     if plan.is::<PartitionedScanExec>() {
@@ -23,7 +23,7 @@ fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
 async fn no_io_until_first_poll() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
-    let store = CountingStore::new(Arc::new(LocalFileSystem::new()));
+    let store = FaultyStore::new(Arc::new(LocalFileSystem::new()));
     let ctx = SessionContext::new();
     ctx.register_object_store(&Url::parse("file://").unwrap(), store.clone());
 
@@ -33,7 +33,7 @@ async fn no_io_until_first_poll() {
         "build() lists the root and reads one footer"
     );
     ctx.register_table("events", Arc::new(table)).unwrap();
-    store.reset();
+    store.reset_counts();
 
     let sql =
         "SELECT id, amount, region FROM events WHERE date = DATE '2026-03-02' AND amount > 50";
@@ -67,12 +67,12 @@ async fn no_io_until_first_poll() {
 async fn planning_many_queries_makes_no_requests() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
-    let store = CountingStore::new(Arc::new(LocalFileSystem::new()));
+    let store = FaultyStore::new(Arc::new(LocalFileSystem::new()));
     let ctx = SessionContext::new();
     ctx.register_object_store(&Url::parse("file://").unwrap(), store.clone());
     ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
         .unwrap();
-    store.reset();
+    store.reset_counts();
     for sql in [
         "SELECT * FROM events",
         "SELECT count(*) FROM events WHERE region = 'eu'",
@@ -88,7 +88,7 @@ async fn planning_many_queries_makes_no_requests() {
 async fn dropping_a_stream_stops_its_io() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
-    let store = CountingStore::new(Arc::new(LocalFileSystem::new()));
+    let store = FaultyStore::new(Arc::new(LocalFileSystem::new()));
     let ctx = SessionContext::new_with_config(
         datafusion::prelude::SessionConfig::new().with_batch_size(50),
     );
@@ -98,7 +98,7 @@ async fn dropping_a_stream_stops_its_io() {
     let plan = physical_plan(&ctx, "SELECT * FROM events").await;
     let scan = find_scan(&plan).unwrap();
     let mut stream = scan.execute(0, ctx.task_ctx()).unwrap();
-    store.reset();
+    store.reset_counts();
     stream.next().await.unwrap().unwrap();
     let after_first = store.requests();
     assert!(after_first > 0);

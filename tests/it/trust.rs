@@ -13,7 +13,7 @@ use object_store::local::LocalFileSystem;
 use url::Url;
 
 use crate::common::*;
-use crate::counting_store::{CountingStore, ListHold};
+use lakefusion::store::faults::{FaultyStore, ListHold};
 
 /// The first node of type `T` in `plan`, depth first.
 pub fn find<T: ExecutionPlan + 'static>(
@@ -171,20 +171,20 @@ async fn dictionary_columns_refuse_narrowing_files() {
 async fn a_refresh_racing_an_insert_keeps_the_inserts_files() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
-    let store = CountingStore::new(Arc::new(LocalFileSystem::new()));
+    let store = FaultyStore::new(Arc::new(LocalFileSystem::new()));
     let ctx = SessionContext::new();
     ctx.register_object_store(&Url::parse("file://").unwrap(), store.clone());
     let table = Arc::new(events_table(&ctx, dir.path()).await);
     ctx.register_table("events", table.clone()).unwrap();
 
     let hold = ListHold::default();
-    *store.hold.lock().unwrap() = Some(hold.clone());
+    store.hold_listings(Some(hold.clone()));
     let refresh = tokio::spawn({
         let (table, state) = (Arc::clone(&table), ctx.state());
         async move { table.refresh(&state).await }
     });
     hold.listed.notified().await;
-    *store.hold.lock().unwrap() = None;
+    store.hold_listings(None);
     exec(
         &ctx,
         "INSERT INTO events SELECT id + 100000, user, amount, qty, date, region FROM events WHERE region = 'eu'",

@@ -15,7 +15,7 @@ use object_store::local::LocalFileSystem;
 use url::Url;
 
 use crate::common::*;
-use crate::counting_store::CountingStore;
+use lakefusion::store::faults::FaultyStore;
 
 #[tokio::test]
 async fn insert_appends_files_the_next_query_and_a_fresh_listing_see() {
@@ -360,7 +360,7 @@ async fn bucket_metadata_and_statistics_read_each_footer_once() {
     let requests = |bucketed: bool| {
         let root = dir.path().to_path_buf();
         async move {
-            let store = CountingStore::new(Arc::new(LocalFileSystem::new()));
+            let store = FaultyStore::new(Arc::new(LocalFileSystem::new()));
             let ctx = SessionContext::new();
             ctx.register_object_store(&Url::parse("file://").unwrap(), store.clone());
             let mut builder = PartitionedTable::builder(file_url(&root))
