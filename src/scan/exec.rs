@@ -19,9 +19,7 @@ use datafusion::physical_plan::filter_pushdown::{
     ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
 };
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion_datasource::file::FileSource;
 use datafusion_datasource::file_scan_config::FileScanConfig;
 use datafusion_datasource::source::DataSource;
@@ -40,8 +38,12 @@ use crate::store::RetryPolicy;
 ///
 /// ```text
 /// PartitionedScanExec: table=events, partitions=1/50, files=4, file_groups={2 groups: [[…], […]]},
-///   projection=[region, amount], partition_filters=[date = …], row_group_filters=[amount > 5], limit=10
+///   projection=[region, amount], limit=10, file_type=parquet, predicate=amount@1 > 5,
+///   pruning_predicate=…, partition_filters=[date = …], row_group_filters=[amount > 5]
 /// ```
+///
+/// Everything from `file_groups` to `pruning_predicate` is DataFusion's own
+/// description of the file scan, as a `DataSourceExec` prints it.
 ///
 /// # Runtime steps
 ///
@@ -288,9 +290,6 @@ impl fmt::Debug for PartitionedScanExec {
     }
 }
 
-/// How many files of each group `EXPLAIN` names before eliding (all in VERBOSE).
-const FILES_SHOWN_PER_GROUP: usize = 5;
-
 fn join_exprs(exprs: &[Expr]) -> String {
     exprs
         .iter()
@@ -299,89 +298,53 @@ fn join_exprs(exprs: &[Expr]) -> String {
         .join(", ")
 }
 
+/// `table=…, partitions=K/N, files=F`, then DataFusion's own description of
+/// the file scan (`FileScanConfig`'s: file groups capped as DataFusion caps
+/// them, projection, limit, ordering, declared partitioning, the Parquet
+/// predicate and pruning predicate), then what only a lakefusion scan has:
+/// the filters partition pruning answered, the row-group filters, why a
+/// bucketed table declares no partitioning, and the dynamic filters.
 impl DisplayAs for PartitionedScanExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let verbose = matches!(t, DisplayFormatType::Verbose);
-        if !matches!(t, DisplayFormatType::TreeRender) {
-            write!(f, "PartitionedScanExec: ")?;
+        let description = &self.description;
+        if matches!(t, DisplayFormatType::TreeRender) {
+            writeln!(f, "table={}", description.table)?;
+            writeln!(
+                f,
+                "partitions={}/{}",
+                description.selected_partitions, description.total_partitions
+            )?;
+            return DataSource::fmt_as(self.config.as_ref(), t, f);
         }
         write!(
             f,
-            "table={}, partitions={}/{}, files={}",
-            self.description.table,
-            self.description.selected_partitions,
-            self.description.total_partitions,
+            "PartitionedScanExec: table={}, partitions={}/{}, files={}, ",
+            description.table,
+            description.selected_partitions,
+            description.total_partitions,
             self.file_count()
         )?;
-        if matches!(t, DisplayFormatType::TreeRender) {
-            return Ok(());
-        }
-        let groups = &self.config.file_groups;
-        write!(
-            f,
-            ", file_groups={{{} group{}: [",
-            groups.len(),
-            if groups.len() == 1 { "" } else { "s" }
-        )?;
-        for (i, group) in groups.iter().enumerate() {
-            if i > 0 {
-                write!(f, ", ")?;
-            }
-            write!(f, "[")?;
-            let shown = if verbose {
-                group.len()
-            } else {
-                group.len().min(FILES_SHOWN_PER_GROUP)
-            };
-            for (j, file) in group.iter().take(shown).enumerate() {
-                if j > 0 {
-                    write!(f, ", ")?;
-                }
-                write!(f, "{}", file.object_meta.location)?;
-                if let Some(range) = &file.range {
-                    write!(f, ":{}..{}", range.start, range.end)?;
-                }
-            }
-            if shown < group.len() {
-                write!(f, ", ...{} more", group.len() - shown)?;
-            }
-            write!(f, "]")?;
-        }
-        write!(f, "]}}")?;
-        if let Ok(schema) = self.config.projected_schema() {
-            let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            write!(f, ", projection=[{}]", names.join(", "))?;
-        }
-        if !self.description.partition_filters.is_empty() {
+        DataSource::fmt_as(self.config.as_ref(), t, f)?;
+        if !description.partition_filters.is_empty() {
             write!(
                 f,
                 ", partition_filters=[{}]",
-                join_exprs(&self.description.partition_filters)
+                join_exprs(&description.partition_filters)
             )?;
         }
-        if !self.description.row_group_filters.is_empty() {
+        if !description.row_group_filters.is_empty() {
             write!(
                 f,
                 ", row_group_filters=[{}]",
-                join_exprs(&self.description.row_group_filters)
+                join_exprs(&description.row_group_filters)
             )?;
         }
-        if let Partitioning::Hash(exprs, n) = self.properties.output_partitioning() {
-            let exprs: Vec<_> = exprs.iter().map(|e| e.to_string()).collect();
-            write!(f, ", partitioning=Hash([{}], {n})", exprs.join(", "))?;
-        }
-        if let Some(note) = &self.description.bucketing_note {
+        if let Some(note) = &description.bucketing_note {
             write!(f, ", bucketing=not declared ({note})")?;
-        }
-        if let Some(ordering) = self.properties.output_ordering() {
-            write!(f, ", output_ordering=[{ordering}]")?;
         }
         if !self.runtime.filters.is_empty() {
             let filters: Vec<_> = self.runtime.filters.iter().map(|e| e.to_string()).collect();
             write!(f, ", runtime_filters=[{}]", filters.join(", "))?;
-        }
-        if let Some(limit) = self.config.limit {
-            write!(f, ", limit={limit}")?;
         }
         Ok(())
     }

@@ -204,7 +204,16 @@ pub async fn physical_plan(ctx: &SessionContext, sql: &str) -> Arc<dyn Execution
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-/// The physical plan of `sql` as `EXPLAIN` prints it.
+/// The physical plan of `sql` as `EXPLAIN` prints it (file lists capped).
+pub async fn explain_text(ctx: &SessionContext, sql: &str) -> String {
+    let plan = physical_plan(ctx, sql).await;
+    let text = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(false)
+        .to_string();
+    text
+}
+
+/// The physical plan of `sql` as `EXPLAIN VERBOSE` prints it (every file).
 pub async fn physical_plan_text(ctx: &SessionContext, sql: &str) -> String {
     let plan = physical_plan(ctx, sql).await;
     let text = datafusion::physical_plan::displayable(plan.as_ref())
@@ -345,4 +354,13 @@ pub struct Envelope {
     pub format_version: u32,
     #[prost(uint32, tag = "4")]
     pub checksum: u32,
+}
+
+/// `text` with the temporary directory `root` written as `ROOT`, so plans
+/// can be compared as snapshots (`file:///tmp/.tmpX/` and the object path
+/// `tmp/.tmpX/...` both become `…ROOT…`).
+pub fn redacted(text: &str, root: &Path) -> String {
+    let absolute = root.display().to_string();
+    let relative = absolute.trim_start_matches('/');
+    text.replace(&absolute, "/ROOT").replace(relative, "ROOT")
 }
