@@ -4,9 +4,11 @@
 use std::any::Any;
 
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::prelude::SessionConfig;
+
+use crate::error::Error;
 
 /// Per-query context: the query id, the tenant, and whether the small-table
 /// cache may be used.
@@ -140,17 +142,23 @@ impl ExtensionOptions for QueryContext {
             TENANT_ID => self.tenant_id = value.to_string(),
             CACHE_ENABLED => {
                 self.cache_enabled = value.trim().to_ascii_lowercase().parse().map_err(|_| {
-                    DataFusionError::Configuration(format!(
-                        "invalid value '{value}' for {}.{CACHE_ENABLED}: expected true or false",
-                        Self::PREFIX
-                    ))
+                    Error::InvalidSetting {
+                        scope: Self::PREFIX.to_string(),
+                        key: format!("{}.{CACHE_ENABLED}", Self::PREFIX),
+                        value: value.to_string(),
+                        expected: "true or false",
+                    }
                 })?
             }
             _ => {
-                return Err(DataFusionError::Configuration(format!(
-                    "unknown config key '{}.{key}': expected one of {0}.{QUERY_ID}, {0}.{TENANT_ID}, {0}.{CACHE_ENABLED}",
-                    Self::PREFIX
-                )))
+                return Err(Error::UnknownSetting {
+                    scope: Self::PREFIX.to_string(),
+                    key: format!("{}.{key}", Self::PREFIX),
+                    known: [QUERY_ID, TENANT_ID, CACHE_ENABLED]
+                        .map(|k| format!("{}.{k}", Self::PREFIX))
+                        .join(", "),
+                }
+                .into())
             }
         }
         Ok(())

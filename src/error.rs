@@ -130,6 +130,136 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A setting (`SET query_context.…`, a `CREATE EXTERNAL TABLE` option)
+    /// was given a value it cannot take.
+    #[error("{scope}: invalid value '{value}' for '{key}': expected {expected}")]
+    InvalidSetting {
+        /// What the setting configures (`query_context`, `table events`).
+        scope: String,
+        /// The setting's full key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What it accepts.
+        expected: &'static str,
+    },
+
+    /// A setting that does not exist.
+    #[error("{scope}: unknown option '{key}' (known: {known})")]
+    UnknownSetting {
+        /// What the setting would configure.
+        scope: String,
+        /// The key given.
+        key: String,
+        /// The keys that exist, comma-separated.
+        known: String,
+    },
+
+    /// Bytes from another process are not what the codec writes: not an
+    /// envelope, not a plan node, or DataFusion's own decoder failed on them.
+    #[error("codec '{codec}': {bytes} bytes are not a {what}: {source}")]
+    CodecBytes {
+        /// The codec that read them.
+        codec: String,
+        /// What they should have been (an envelope, a plan node, a table).
+        what: &'static str,
+        /// How many bytes.
+        bytes: usize,
+        /// The decoder's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// Bytes of another wire format version than this build's.
+    #[error(
+        "codec '{codec}' wrote wire format version {found}, but this build reads version {expected}: {kind}"
+    )]
+    WireFormatVersion {
+        /// The codec that wrote the bytes.
+        codec: String,
+        /// The version the bytes carry (0: none).
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+        /// Which way they differ, and what to do.
+        kind: WireVersion,
+    },
+
+    /// A payload whose checksum does not match: corrupt or cut short.
+    #[error("codec '{codec}': the {bytes} byte payload fails its checksum (corrupt or cut short)")]
+    WireChecksum {
+        /// The codec that wrote the payload.
+        codec: String,
+        /// The payload's length.
+        bytes: usize,
+    },
+
+    /// An envelope names a codec this process does not have.
+    #[error("unknown codec '{codec}' (known: {known})")]
+    UnknownCodec {
+        /// The codec the bytes name.
+        codec: String,
+        /// The codecs this process has, comma-separated.
+        known: String,
+    },
+
+    /// A decoded plan node or table is inconsistent (a missing part, counts
+    /// that disagree, an index out of range).
+    #[error("codec '{codec}': cannot decode {what} of table {table}: {detail}")]
+    MalformedPlan {
+        /// The codec that decoded it.
+        codec: &'static str,
+        /// The table it describes ("?" when the bytes do not say).
+        table: String,
+        /// The part that is malformed (the scan, its files, the table).
+        what: &'static str,
+        /// Which field is wrong, and how.
+        detail: String,
+    },
+
+    /// A decoded plan names a file outside the roots the executor allows.
+    #[error("{node}: file '{url}' is outside the roots this executor allows ({allowed})")]
+    OutsideAllowedRoots {
+        /// The node that names it (a table, or DataFusion's node kind).
+        node: String,
+        /// The file's URL.
+        url: String,
+        /// The allowed roots, comma-separated.
+        allowed: String,
+    },
+
+    /// A decoded plan names a local file under an allowed root that a
+    /// symbolic link leads out of it.
+    #[error("{node}: file '{url}' leads through a symbolic link to '{target}', outside the root '{root}' this executor allows")]
+    LinkOutsideRoot {
+        /// The node that names it.
+        node: String,
+        /// The file's URL.
+        url: String,
+        /// Where the link leads.
+        target: String,
+        /// The allowed root the URL is under.
+        root: String,
+    },
+
+    /// A decoded plan writes through a sink whose destination cannot be
+    /// checked against the allowed roots.
+    #[error("a plan writes through a sink whose destination cannot be checked ({sink}); this executor only allows files under {allowed}")]
+    UncheckableSink {
+        /// The sink, as it prints itself.
+        sink: String,
+        /// The allowed roots, comma-separated.
+        allowed: String,
+    },
+
+    /// A decoded plan needs an object store this executor neither has nor can
+    /// create.
+    #[error("no object store registered for '{url}' on this executor, and no ObjectStoreFactory to create one")]
+    NoObjectStore {
+        /// The store's URL.
+        url: String,
+    },
+
     /// Writing a file (or making it visible) failed; nothing of the write is
     /// visible.
     #[error("table '{table}': writing '{path}' failed: {source}")]
@@ -142,6 +272,33 @@ pub enum Error {
         #[source]
         source: Box<DataFusionError>,
     },
+}
+
+/// What went wrong with bytes another process sent (see the `Wire*`,
+/// `Codec*` and `*Roots` variants of [`Error`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireVersion {
+    /// Written before format versions existed: no checksum to check them by.
+    Unversioned,
+    /// Written by an older lakefusion.
+    Older,
+    /// Written by a newer lakefusion.
+    Newer,
+}
+
+impl std::fmt::Display for WireVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WireVersion::Unversioned => {
+                "unversioned bytes carry no checksum and are refused; plan the query again with this build"
+            }
+            WireVersion::Older => {
+                "run the same lakefusion version on every process of the deployment"
+            }
+            WireVersion::Newer => "upgrade lakefusion here to the version the planner runs",
+        })
+    }
 }
 
 impl Error {

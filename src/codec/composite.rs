@@ -12,6 +12,7 @@ use prost::Message;
 
 use super::roots::AllowedRoots;
 use crate::context::QueryContext;
+use crate::error::{Error, WireVersion};
 
 /// The version of lakefusion's wire format this build writes, and the only
 /// one it reads. Raised when bytes change in a way another version would
@@ -51,14 +52,18 @@ pub(crate) struct Envelope {
 /// the checksum but were forged or written by a buggy encoder could panic
 /// the decoding executor. `what` names the decoder in the error.
 pub(crate) fn decode_without_panics<T>(
-    what: &str,
+    codec: &str,
+    bytes: usize,
     decode: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
-        Err(DataFusionError::Plan(format!(
-            "{what}: the bytes made DataFusion's decoder fail ({}): a corrupt or forged plan",
-            crate::error::panic_message(panic.as_ref())
-        )))
+        Err(Error::CodecBytes {
+            codec: codec.to_string(),
+            what: "plan (they made DataFusion's decoder fail: corrupt or forged)",
+            bytes,
+            source: crate::error::panic_message(panic.as_ref()).into(),
+        }
+        .into())
     })
 }
 
@@ -81,51 +86,43 @@ impl Envelope {
         })
     }
 
-    /// Decodes an envelope; `what` names the decoder in errors.
-    pub(crate) fn decode_from(buf: &[u8], what: &str) -> Result<Self> {
-        let envelope = Envelope::decode(buf).map_err(|e| {
-            DataFusionError::Plan(format!(
-                "{what}: {} bytes are not a lakefusion codec envelope (truncated, corrupt, or written by another codec): {e}",
-                buf.len()
-            ))
-        })?;
-        if envelope.codec.is_empty() {
-            return Err(DataFusionError::Plan(format!(
-                "{what}: {} bytes decode to an envelope without a codec name",
-                buf.len()
-            )));
+    fn version_error(&self, kind: WireVersion) -> DataFusionError {
+        Error::WireFormatVersion {
+            codec: self.codec.clone(),
+            found: self.format_version,
+            expected: FORMAT_VERSION,
+            kind,
         }
-        if envelope.format_version > FORMAT_VERSION {
-            return Err(DataFusionError::Plan(format!(
-                "{what}: codec '{}' wrote wire format version {}, but this build reads versions up to {FORMAT_VERSION}: \
-                 upgrade lakefusion here to the version the planner runs",
-                envelope.codec, envelope.format_version
-            )));
+        .into()
+    }
+
+    /// Decodes an envelope; `decoder` names the decoder in errors.
+    pub(crate) fn decode_from(buf: &[u8], decoder: &str) -> Result<Self> {
+        let not_an_envelope =
+            |source: Box<dyn std::error::Error + Send + Sync>| Error::CodecBytes {
+                codec: decoder.to_string(),
+                what: "lakefusion codec envelope (truncated, corrupt, or written by another codec)",
+                bytes: buf.len(),
+                source,
+            };
+        let envelope = Envelope::decode(buf).map_err(|e| not_an_envelope(Box::new(e)))?;
+        if envelope.codec.is_empty() {
+            return Err(not_an_envelope("it names no codec".into()).into());
         }
         // Unversioned bytes predate the checksum, so a cut or damaged payload
         // could not be told from a whole one: they are refused, not trusted.
-        if envelope.format_version == 0 {
-            return Err(DataFusionError::Plan(format!(
-                "{what}: codec '{}' wrote {} payload bytes with no format version (a lakefusion older than \
-                 format version 1, or damaged bytes): they carry no checksum and are refused; plan the query \
-                 again with this build",
-                envelope.codec,
-                envelope.payload.len()
-            )));
-        }
-        if envelope.format_version < FORMAT_VERSION {
-            return Err(DataFusionError::Plan(format!(
-                "{what}: codec '{}' wrote wire format version {}, but this build reads version {FORMAT_VERSION}: \
-                 run the same lakefusion version on every process of the deployment",
-                envelope.codec, envelope.format_version
-            )));
+        match envelope.format_version {
+            0 => return Err(envelope.version_error(WireVersion::Unversioned)),
+            v if v < FORMAT_VERSION => return Err(envelope.version_error(WireVersion::Older)),
+            v if v > FORMAT_VERSION => return Err(envelope.version_error(WireVersion::Newer)),
+            _ => {}
         }
         if crc32fast::hash(&envelope.payload) != envelope.checksum {
-            return Err(DataFusionError::Plan(format!(
-                "{what}: the {} byte payload of codec '{}' fails its checksum (corrupt or cut short)",
-                envelope.payload.len(),
-                envelope.codec
-            )));
+            return Err(Error::WireChecksum {
+                codec: envelope.codec,
+                bytes: envelope.payload.len(),
+            }
+            .into());
         }
         Ok(envelope)
     }
@@ -230,18 +227,16 @@ impl PhysicalExtensionCodec for CompositePhysicalCodec {
             task_id = ctx.task_id().as_deref().unwrap_or(""),
             "decoding plan node"
         );
-        let codec = self.by_name(&envelope.codec).ok_or_else(|| {
-            DataFusionError::Plan(format!(
-                "CompositePhysicalCodec: unknown codec '{}' (known: {})",
-                envelope.codec,
-                self.names().join(", ")
-            ))
-        })?;
-        let what = format!("decoding with codec '{}'", envelope.codec);
-        let decoded = decode_without_panics(&what, || {
+        let codec = self
+            .by_name(&envelope.codec)
+            .ok_or_else(|| Error::UnknownCodec {
+                codec: envelope.codec.clone(),
+                known: self.names().join(", "),
+            })?;
+        let decoded = decode_without_panics(&envelope.codec, envelope.payload.len(), || {
             codec.try_decode(&envelope.payload, inputs, ctx, proto_converter)
         })
-        .map_err(|e| e.context(what))?;
+        .map_err(|e| e.context(format!("decoding with codec '{}'", envelope.codec)))?;
         self.allowed_roots.check_plan(&decoded)?;
         Ok(decoded)
     }

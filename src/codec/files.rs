@@ -306,10 +306,13 @@ fn common_prefix<'a>(mut paths: impl Iterator<Item = &'a str>) -> &'a str {
 }
 
 fn malformed(table: &str, why: &str) -> DataFusionError {
-    DataFusionError::Plan(format!(
-        "{}: cannot decode the files of table {table}: {why}",
-        super::LakefusionPhysicalCodec::NAME
-    ))
+    crate::error::Error::MalformedPlan {
+        codec: super::LakefusionPhysicalCodec::NAME,
+        table: table.to_string(),
+        what: "the files",
+        detail: why.to_string(),
+    }
+    .into()
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use prost::Message;
 
 use super::composite::{decode_without_panics, Envelope};
 use super::physical::RetryNode;
+use crate::error::Error;
 use crate::store::RetryPolicy;
 use crate::table::layout::TableSort;
 use crate::table::{
@@ -168,8 +169,14 @@ impl LakefusionLogicalCodec {
     }
 
     fn decode_table(node: TableNode) -> Result<PartitionedTable> {
-        let bad = |why: String| {
-            DataFusionError::Plan(format!("{TABLE}: cannot decode table {}: {why}", node.name))
+        let bad = |detail: String| -> DataFusionError {
+            Error::MalformedPlan {
+                codec: TABLE,
+                table: node.name.clone(),
+                what: "the definition",
+                detail,
+            }
+            .into()
         };
         let schema = |s: &Option<protobuf::Schema>, what: &str| -> Result<SchemaRef> {
             let s = s.as_ref().ok_or_else(|| bad(format!("no {what}")))?;
@@ -291,15 +298,18 @@ impl LogicalExtensionCodec for LakefusionLogicalCodec {
         schema: SchemaRef,
         ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
-        decode_without_panics::<Arc<dyn TableProvider>>("LakefusionLogicalCodec", || {
-            let envelope = Envelope::decode_from(buf, "LakefusionLogicalCodec")?;
+        const CODEC: &str = "LakefusionLogicalCodec";
+        decode_without_panics::<Arc<dyn TableProvider>>(CODEC, buf.len(), || {
+            let envelope = Envelope::decode_from(buf, CODEC)?;
             match envelope.codec.as_str() {
                 TABLE => {
                     let node = TableNode::decode(envelope.payload.as_slice()).map_err(|e| {
-                        DataFusionError::Plan(format!(
-                            "{TABLE}: table {table_ref}: {} bytes do not decode: {e}",
-                            envelope.payload.len()
-                        ))
+                        Error::CodecBytes {
+                            codec: TABLE.to_string(),
+                            what: "table",
+                            bytes: envelope.payload.len(),
+                            source: Box::new(e),
+                        }
                     })?;
                     Ok(Arc::new(Self::decode_table(node)?))
                 }
@@ -307,9 +317,11 @@ impl LogicalExtensionCodec for LakefusionLogicalCodec {
                     self.inner
                         .try_decode_table_provider(&envelope.payload, table_ref, schema, ctx)
                 }
-                other => Err(DataFusionError::Plan(format!(
-                    "LakefusionLogicalCodec: table {table_ref} was encoded by unknown codec '{other}'"
-                ))),
+                other => Err(Error::UnknownCodec {
+                    codec: other.to_string(),
+                    known: [TABLE, INNER].join(", "),
+                }
+                .into()),
             }
         })
     }

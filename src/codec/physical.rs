@@ -25,6 +25,7 @@ use super::roots::AllowedRoots;
 use super::store_factory::{ensure_store, ObjectStoreFactory};
 use crate::cache::{CachedScanExec, TableCache};
 use crate::distributed::{executor_node, DistributedScanExec};
+use crate::error::Error;
 use crate::scan::{PartitionedScanExec, ScanDescription};
 use crate::store::RetryPolicy;
 
@@ -290,10 +291,13 @@ impl LakefusionPhysicalCodec {
 }
 
 fn malformed(table: &str, why: &str) -> DataFusionError {
-    DataFusionError::Plan(format!(
-        "{}: cannot decode the scan of table {table}: {why}",
-        LakefusionPhysicalCodec::NAME
-    ))
+    Error::MalformedPlan {
+        codec: LakefusionPhysicalCodec::NAME,
+        table: table.to_string(),
+        what: "the scan",
+        detail: why.to_string(),
+    }
+    .into()
 }
 
 impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
@@ -304,13 +308,12 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
         ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        decode_without_panics::<Arc<dyn ExecutionPlan>>(Self::NAME, || {
-            let node = PlanNode::decode(buf).map_err(|e| {
-                DataFusionError::Plan(format!(
-                    "{}: {} bytes are not a lakefusion plan node: {e}",
-                    Self::NAME,
-                    buf.len()
-                ))
+        decode_without_panics::<Arc<dyn ExecutionPlan>>(Self::NAME, buf.len(), || {
+            let node = PlanNode::decode(buf).map_err(|e| Error::CodecBytes {
+                codec: Self::NAME.to_string(),
+                what: "lakefusion plan node",
+                bytes: buf.len(),
+                source: Box::new(e),
             })?;
             match node.node {
                 Some(plan_node::Node::Scan(scan)) => Ok(Arc::new(self.decode_scan(scan, ctx)?)),
@@ -355,10 +358,7 @@ impl PhysicalExtensionCodec for LakefusionPhysicalCodec {
                     )?;
                     executor_node(&carrier, self.cache.as_ref())
                 }
-                None => Err(DataFusionError::Plan(format!(
-                    "{}: plan node without a node type",
-                    Self::NAME
-                ))),
+                None => Err(malformed("?", "a plan node without a node type")),
             }
         })
     }

@@ -6,13 +6,14 @@ use datafusion::datasource::file_format::csv::CsvSink;
 use datafusion::datasource::file_format::json::JsonSink;
 use datafusion::datasource::file_format::parquet::ParquetSink;
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_datasource::file_scan_config::FileScanConfig;
 use datafusion_datasource::file_sink_config::FileSink;
 use datafusion_datasource::sink::DataSinkExec;
 
 use crate::cache::CachedScanExec;
+use crate::error::Error;
 use crate::scan::PartitionedScanExec;
 
 /// The table roots an executor may open files under.
@@ -95,11 +96,11 @@ impl AllowedRoots {
             } else if let Some(s) = sink.downcast_ref::<JsonSink>() {
                 s.config()
             } else {
-                return Err(DataFusionError::Plan(format!(
-                    "a plan writes through a sink whose destination cannot be checked ({sink:?}); \
-                     this executor only allows files under {}",
-                    self.describe()
-                )));
+                return Err(Error::UncheckableSink {
+                    sink: format!("{sink:?}"),
+                    allowed: self.describe(),
+                }
+                .into());
             };
             // `table_paths` are the destination as URLs (the user's
             // `original_url` may be a bare local path).
@@ -136,15 +137,20 @@ impl AllowedRoots {
         match root {
             Some(root) if clean => match local_escape(root, url) {
                 None => Ok(()),
-                Some(target) => Err(DataFusionError::Plan(format!(
-                    "{what}: file '{url}' leads through a symbolic link to '{target}', outside the root \
-                     '{root}' this executor allows"
-                ))),
+                Some(target) => Err(Error::LinkOutsideRoot {
+                    node: what.to_string(),
+                    url: url.to_string(),
+                    target,
+                    root: root.clone(),
+                }
+                .into()),
             },
-            _ => Err(DataFusionError::Plan(format!(
-                "{what}: file '{url}' is outside the roots this executor allows ({})",
-                self.describe()
-            ))),
+            _ => Err(Error::OutsideAllowedRoots {
+                node: what.to_string(),
+                url: url.to_string(),
+                allowed: self.describe(),
+            }
+            .into()),
         }
     }
 

@@ -4,7 +4,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use object_store::ObjectStore;
@@ -30,10 +30,10 @@ pub(crate) fn ensure_store(
         return Ok(());
     }
     let Some(factory) = factory else {
-        return Err(DataFusionError::Configuration(format!(
-            "no object store registered for '{}' on this executor, and no ObjectStoreFactory to create one",
-            url.as_str()
-        )));
+        return Err(crate::error::Error::NoObjectStore {
+            url: url.as_str().to_string(),
+        }
+        .into());
     };
     let store = factory.create(url)?;
     runtime.register_object_store(url.as_ref(), store);

@@ -7,10 +7,11 @@ use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::catalog::{Session, TableProviderFactory};
 use datafusion::common::plan_err;
 use datafusion::datasource::TableProvider;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::logical_expr::CreateExternalTable;
 
 use super::provider::PartitionedTable;
+use crate::error::Error;
 
 /// Creates [`PartitionedTable`]s from SQL DDL:
 ///
@@ -75,11 +76,11 @@ impl TableProviderFactory for PartitionedTableFactory {
             let bare = key.strip_prefix("format.").unwrap_or(key);
             match bare {
                 "collect_statistics" | "merge_schema" => {
-                    let on = value.parse::<bool>().map_err(|_| {
-                        DataFusionError::Configuration(format!(
-                            "table {}: option '{key}' must be true or false, got '{value}'",
-                            cmd.name
-                        ))
+                    let on = value.parse::<bool>().map_err(|_| Error::InvalidSetting {
+                        scope: format!("table {}", cmd.name),
+                        key: key.clone(),
+                        value: value.clone(),
+                        expected: "true or false",
                     })?;
                     builder = if bare == "collect_statistics" {
                         builder.collect_statistics(on)
@@ -88,11 +89,12 @@ impl TableProviderFactory for PartitionedTableFactory {
                     };
                 }
                 _ => {
-                    return Err(DataFusionError::Configuration(format!(
-                    "table {}: unknown option '{key}' for STORED AS {} (known: collect_statistics, merge_schema)",
-                    cmd.name,
-                    Self::FORMAT
-                )))
+                    return Err(Error::UnknownSetting {
+                        scope: format!("table {} (STORED AS {})", cmd.name, Self::FORMAT),
+                        key: key.clone(),
+                        known: "collect_statistics, merge_schema".to_string(),
+                    }
+                    .into())
                 }
             }
         }

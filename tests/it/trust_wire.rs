@@ -378,8 +378,16 @@ async fn allowed_roots_check_datafusions_own_file_scans_and_sinks() {
         let err = task_round_trip(&setup, &ctx, &sql)
             .await
             .map(|_| ())
-            .expect_err(&sql)
-            .to_string();
+            .expect_err(&sql);
+        // Named by kind, with the file as a field.
+        assert!(
+            matches!(
+                lakefusion::Error::from_datafusion_ref(&err),
+                Some(lakefusion::Error::OutsideAllowedRoots { url, .. }) if url.contains(&path)
+            ),
+            "{sql}: {err:?}"
+        );
+        let err = err.to_string();
         assert!(
             err.contains("outside the roots") && err.contains(&path),
             "{sql}: {err}"

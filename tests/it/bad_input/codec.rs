@@ -57,7 +57,9 @@ async fn plan_bytes_from_a_newer_version() {
     let unversioned = reencode(&bytes, |e| e.format_version = 0);
     let err = physical_error(&ctx, &unversioned);
     assert!(
-        err.contains("'lakefusion.scan'") && err.contains("no format version"),
+        err.contains("'lakefusion.scan'")
+            && err.contains("version 0")
+            && err.contains("unversioned bytes carry no checksum"),
         "{err}"
     );
 }
@@ -147,7 +149,7 @@ async fn table_bytes_from_a_newer_version() {
     let newer = reencode(&bytes, |e| e.format_version = 7);
     let err = logical_error(&ctx, &newer);
     assert!(
-        err.contains("LakefusionLogicalCodec") && err.contains("version 7"),
+        err.contains("'lakefusion.partitioned_table'") && err.contains("version 7"),
         "{err}"
     );
 }
