@@ -349,3 +349,85 @@ fn nulls_keep_order(group: &FileGroup, ordering: &LexOrdering) -> bool {
             })
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::listing::ListingTableUrl;
+    use datafusion::logical_expr::{col, lit};
+    use datafusion::physical_plan::ExecutionPlan;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+    use object_store::path::Path;
+    use object_store::ObjectMeta;
+
+    use super::*;
+    use crate::table::spec::PartitionSpec;
+
+    /// A definition and an index of 3 days × 2 files, built in memory: the
+    /// planner needs nothing else (no store is even registered).
+    fn table() -> (TableDefinition, PartitionIndex) {
+        let spec = PartitionSpec::new([("day".to_string(), DataType::Int32)]);
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let root = ListingTableUrl::parse("memory:///t/").unwrap();
+        let definition = TableDefinition::new(
+            "t".into(),
+            root,
+            spec.clone(),
+            schema,
+            false,
+            ".parquet".into(),
+        );
+        let partitions = (1..=3)
+            .map(|day| Partition {
+                values: vec![ScalarValue::Int32(Some(day))],
+                files: (0..2)
+                    .map(|f| IndexedFile {
+                        meta: ObjectMeta {
+                            location: Path::from(format!("t/day={day}/part-{f}.parquet")),
+                            last_modified: Default::default(),
+                            size: 1_000,
+                            e_tag: None,
+                            version: None,
+                        },
+                        statistics: None,
+                        bucket: None,
+                        sorted: false,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let index = PartitionIndex::try_new(&spec, partitions).unwrap();
+        (definition, index)
+    }
+
+    #[test]
+    fn partition_filters_prune_without_io() {
+        let (definition, index) = table();
+        let state =
+            SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2)).state();
+        let filters = [col("day").gt_eq(lit(2)), col("id").gt(lit(7_i64))];
+        let args = ScanArgs::default().with_filters(Some(&filters));
+        let scan = plan_scan(&definition, &index, &state, &args).unwrap();
+        assert_eq!(scan.partitions(), (2, 3));
+        assert_eq!(scan.file_count(), 4);
+        assert_eq!(scan.partition_filters(), &filters[..1]);
+        assert_eq!(scan.row_group_filters(), &filters[1..]);
+        assert_eq!(scan.properties().output_partitioning().partition_count(), 2);
+        // Unknown row counts stay unknown, never 0.
+        let stats = statistics_of(&definition, &index, &[0, 1]);
+        assert_eq!(stats.num_rows, Precision::Absent);
+        assert_eq!(stats.total_byte_size, Precision::Inexact(4_000));
+    }
+
+    #[test]
+    fn a_fully_pruned_scan_keeps_one_empty_partition() {
+        let (definition, index) = table();
+        let state = SessionContext::new().state();
+        let filters = [col("day").eq(lit(9))];
+        let args = ScanArgs::default().with_filters(Some(&filters));
+        let scan = plan_scan(&definition, &index, &state, &args).unwrap();
+        assert_eq!(scan.partitions(), (0, 3));
+        assert_eq!(scan.file_count(), 0);
+        assert_eq!(scan.properties().output_partitioning().partition_count(), 1);
+    }
+}
