@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ballista::prelude::SessionContextExt;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
 use datafusion::physical_plan::ExecutionPlan;
@@ -98,14 +97,9 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 async fn run(lineitem: &Path, planning: &Path, work: &Path, runs: usize) -> Result<()> {
     let setup = BallistaSetup::default();
-    let port = cluster::start_cluster(&setup, 2, 1)
+    let remote = cluster::start_cluster(&setup, 2, 1, QueryContext::new("bench"))
         .await
         .map_err(|e| datafusion::error::DataFusionError::External(e.to_string().into()))?;
-    let remote = SessionContext::remote_with_state(
-        &format!("df://localhost:{port}"),
-        setup.client_state(QueryContext::new("bench")),
-    )
-    .await?;
     register(&remote, lineitem).await?;
     let local = SessionContext::new();
     register(&local, lineitem).await?;

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use ballista::prelude::SessionContextExt;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use lakefusion::ballista::BallistaSetup;
@@ -44,13 +43,9 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
     write_refunds(&dir.path().join("refunds"));
 
     let setup = BallistaSetup::new(CacheConfig::default());
-    let port = start_cluster(&setup, 2, 2).await.expect("cluster starts");
-    let remote = SessionContext::remote_with_state(
-        &format!("df://localhost:{port}"),
-        setup.client_state(QueryContext::default()),
-    )
-    .await
-    .expect("client connects");
+    let remote = start_cluster(&setup, 2, 2, QueryContext::default())
+        .await
+        .expect("cluster starts");
     register(&remote, dir.path()).await;
     let local = SessionContext::new();
     register(&local, dir.path()).await;

@@ -1,6 +1,7 @@
 //! The small-table cache: the rule's decisions, hits with zero requests,
 //! freshness after refresh, LRU by bytes, memory limits, single flight.
 
+use lakefusion::store::faults::FaultyStore;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
@@ -15,7 +16,6 @@ use object_store::local::LocalFileSystem;
 use url::Url;
 
 use crate::common::*;
-use lakefusion::store::faults::FaultyStore;
 
 async fn table(
     ctx: &SessionContext,
@@ -235,6 +235,20 @@ async fn least_recently_used_entries_are_evicted_by_bytes() {
     assert_eq!(cache.metrics().misses, misses + 1);
 }
 
+/// A builder with the default cache whose sessions share a memory pool of
+/// `bytes`.
+fn pool_limited_builder(bytes: usize) -> (SessionBuilder, Arc<dyn MemoryPool>) {
+    let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(bytes));
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(pool.clone())
+        .build_arc()
+        .unwrap();
+    let builder = SessionBuilder::new()
+        .with_runtime(runtime)
+        .with_cache(CacheConfig::default());
+    (builder, pool)
+}
+
 /// The bytes one query's cache entry takes.
 async fn entry_bytes(root: &std::path::Path, sql: &str) -> usize {
     let builder = SessionBuilder::new().with_cache(CacheConfig::default());
@@ -249,14 +263,7 @@ async fn entry_bytes(root: &std::path::Path, sql: &str) -> usize {
 async fn a_memory_limited_pool_is_never_exceeded() {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
-    let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(64 * 1024));
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(pool.clone())
-        .build_arc()
-        .unwrap();
-    let builder = SessionBuilder::new()
-        .with_runtime(runtime)
-        .with_cache(CacheConfig::default());
+    let (builder, pool) = pool_limited_builder(64 * 1024);
     let ctx = builder.build_context();
     ctx.register_table("events", table(&ctx, dir.path(), false).await)
         .unwrap();
@@ -313,14 +320,7 @@ async fn a_pool_refusal_evicts_least_recently_used_entries_first() {
         entry_bytes(dir.path(), second).await,
     );
     // Room for the larger entry, not for both.
-    let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(a.max(b) + a.min(b) / 2));
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(pool.clone())
-        .build_arc()
-        .unwrap();
-    let builder = SessionBuilder::new()
-        .with_runtime(runtime)
-        .with_cache(CacheConfig::default());
+    let (builder, pool) = pool_limited_builder(a.max(b) + a.min(b) / 2);
     let ctx = builder.build_context();
     ctx.register_table("events", table(&ctx, dir.path(), false).await)
         .unwrap();

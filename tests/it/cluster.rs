@@ -3,16 +3,21 @@
 
 use std::time::Duration;
 
+use ballista::prelude::SessionContextExt;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+use datafusion::prelude::SessionContext;
 use lakefusion::ballista::BallistaSetup;
+use lakefusion::QueryContext;
 
 /// Starts a scheduler and `executors` executors with `slots` task slots each,
-/// all wired by `setup`, on random loopback ports; returns the scheduler's port.
+/// all wired by `setup`, on random loopback ports; returns a client session
+/// connected to the scheduler with `query_context`.
 pub async fn start_cluster(
     setup: &BallistaSetup,
     executors: usize,
     slots: usize,
-) -> Result<u16, Box<dyn std::error::Error>> {
+    query_context: QueryContext,
+) -> Result<SessionContext, Box<dyn std::error::Error>> {
     let addr = ballista_scheduler::standalone::new_standalone_scheduler_with_builder(
         setup.scheduler_session_builder(),
         setup.config_producer(),
@@ -42,5 +47,10 @@ pub async fn start_cluster(
         )
         .await?;
     }
-    Ok(addr.port())
+    let client = SessionContext::remote_with_state(
+        &format!("df://localhost:{}", addr.port()),
+        setup.client_state(query_context),
+    )
+    .await?;
+    Ok(client)
 }

@@ -1,13 +1,14 @@
 //! Codec round trips: every node we own encodes to metadata and decodes to a
 //! plan that prints and runs the same; bad bytes are clear errors.
 
+use lakefusion::store::faults::FaultyStore;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::{collect, displayable, ExecutionPlan};
+use datafusion::physical_plan::{displayable, ExecutionPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::logical_plan::{DefaultLogicalExtensionCodec, LogicalExtensionCodec};
 use datafusion_proto::physical_plan::{
@@ -26,7 +27,6 @@ use object_store::local::LocalFileSystem;
 use url::Url;
 
 use crate::common::*;
-use lakefusion::store::faults::FaultyStore;
 
 fn text(plan: &Arc<dyn ExecutionPlan>) -> String {
     displayable(plan.as_ref()).indent(true).to_string()
@@ -42,30 +42,6 @@ fn round_trip(
     let bytes = prost::Message::encode_to_vec(&proto);
     let decoded: PhysicalPlanNode = prost::Message::decode(bytes.as_slice()).unwrap();
     decoded.try_into_physical_plan(ctx, codec).unwrap()
-}
-
-async fn sorted_rows(plan: Arc<dyn ExecutionPlan>, ctx: Arc<TaskContext>) -> Vec<String> {
-    let batches = collect(plan, ctx).await.unwrap();
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string();
-    let mut lines: Vec<String> = text
-        .lines()
-        .skip(3)
-        .filter(|l| !l.starts_with('+'))
-        .map(String::from)
-        .collect();
-    lines.sort();
-    lines
-}
-
-fn find<T: ExecutionPlan + 'static>(
-    plan: &Arc<dyn ExecutionPlan>,
-) -> Option<Arc<dyn ExecutionPlan>> {
-    if plan.is::<T>() {
-        return Some(Arc::clone(plan));
-    }
-    plan.children().into_iter().find_map(find::<T>)
 }
 
 /// Decodes a node with `codec`, as an executor would (no inputs).

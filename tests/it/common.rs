@@ -364,3 +364,48 @@ pub fn redacted(text: &str, root: &Path) -> String {
     let relative = absolute.trim_start_matches('/');
     text.replace(&absolute, "/ROOT").replace(relative, "ROOT")
 }
+
+/// The first node of type `T` in `plan`, depth first.
+pub fn find<T: ExecutionPlan + 'static>(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    if plan.is::<T>() {
+        return Some(Arc::clone(plan));
+    }
+    plan.children().into_iter().find_map(find::<T>)
+}
+
+/// Runs `plan` and returns its rows as sorted pretty-printed lines.
+pub async fn sorted_rows(
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: Arc<datafusion::execution::TaskContext>,
+) -> Vec<String> {
+    let batches = datafusion::physical_plan::collect(plan, ctx).await.unwrap();
+    let text = pretty_format_batches(&batches).unwrap().to_string();
+    let mut lines: Vec<String> = text
+        .lines()
+        .skip(3)
+        .filter(|l| !l.starts_with('+'))
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A session with `target_partitions` partitions that never plans a
+/// single-partition (collect-left) join, so a declared `Hash` partitioning
+/// meets DataFusion's own repartitioning.
+pub fn partitioned_join_session(target_partitions: usize) -> SessionContext {
+    SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new()
+            .with_target_partitions(target_partitions)
+            .set_u64(
+                "datafusion.optimizer.hash_join_single_partition_threshold",
+                0,
+            )
+            .set_u64(
+                "datafusion.optimizer.hash_join_single_partition_threshold_rows",
+                0,
+            ),
+    )
+}

@@ -1,5 +1,6 @@
 //! Planning and `execute()` make no object-store request; the first poll does.
 
+use lakefusion::store::faults::FaultyStore;
 use std::sync::Arc;
 
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
@@ -10,7 +11,6 @@ use object_store::local::LocalFileSystem;
 use url::Url;
 
 use crate::common::*;
-use lakefusion::store::faults::FaultyStore;
 
 fn find_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
     if plan.is::<PartitionedScanExec>() {

@@ -1,29 +1,19 @@
 //! Defects of declarations, paths and listings that could return wrong rows
 //! or lose files (issue 12). Each test failed on the code before its fix.
 
+use lakefusion::store::faults::{FaultyStore, ListHold};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::stats::Precision;
-use datafusion::physical_plan::{collect, ExecutionPlan, ExecutionPlanProperties};
+use datafusion::physical_plan::{collect, ExecutionPlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use lakefusion::{PartitionedScanExec, PartitionedTable};
 use object_store::local::LocalFileSystem;
 use url::Url;
 
 use crate::common::*;
-use lakefusion::store::faults::{FaultyStore, ListHold};
-
-/// The first node of type `T` in `plan`, depth first.
-pub fn find<T: ExecutionPlan + 'static>(
-    plan: &Arc<dyn ExecutionPlan>,
-) -> Option<Arc<dyn ExecutionPlan>> {
-    if plan.is::<T>() {
-        return Some(Arc::clone(plan));
-    }
-    plan.children().into_iter().find_map(find::<T>)
-}
 
 fn row_count(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
@@ -263,21 +253,8 @@ async fn polars_layout_with_partition_columns_inside_the_files() {
     assert!(err.contains("'k'") && err.contains("leave it out"), "{err}");
 }
 
-/// A session with 4 target partitions that never plans a collect-left join,
-/// so a declared `Hash` meets DataFusion's own repartitioning.
 fn four_partitions() -> SessionContext {
-    SessionContext::new_with_config(
-        SessionConfig::new()
-            .with_target_partitions(4)
-            .set_u64(
-                "datafusion.optimizer.hash_join_single_partition_threshold",
-                0,
-            )
-            .set_u64(
-                "datafusion.optimizer.hash_join_single_partition_threshold_rows",
-                0,
-            ),
-    )
+    partitioned_join_session(4)
 }
 
 /// 3,000 rows `(id, v, k)` with `v` of type `v_type` (distinct values).

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use ballista::prelude::SessionContextExt;
 use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
@@ -27,22 +26,6 @@ use lakefusion::{
 use crate::cluster::start_cluster;
 use crate::codec::decode;
 use crate::common::*;
-use crate::trust::find;
-
-async fn sorted(plan: Arc<dyn ExecutionPlan>, ctx: Arc<TaskContext>) -> Vec<String> {
-    let batches = collect(plan, ctx).await.unwrap();
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string();
-    let mut lines: Vec<String> = text
-        .lines()
-        .skip(3)
-        .filter(|l| !l.starts_with('+'))
-        .map(String::from)
-        .collect();
-    lines.sort();
-    lines
-}
 
 /// Defect 5: paths holding `%` (our writer percent-encodes what object
 /// stores reserve: `a%b` is `a%25b`, `x[1]` is `x%5B1%5D`) reach the
@@ -138,13 +121,13 @@ async fn a_decoded_cached_scan_does_not_trust_the_key_it_carries() {
     };
     // The other tenant's entry: filled in the executor's cache.
     let us = cached("SELECT id FROM events WHERE region = 'us'").await;
-    let us_rows = sorted(Arc::clone(&us), ctx.task_ctx()).await;
+    let us_rows = sorted_rows(Arc::clone(&us), ctx.task_ctx()).await;
     let us_key = us.downcast_ref::<CachedScanExec>().unwrap().key().clone();
     assert!(setup.table_cache().contains(&us_key));
 
     let eu = cached("SELECT id FROM events WHERE region = 'eu'").await;
     let eu = eu.downcast_ref::<CachedScanExec>().unwrap();
-    let eu_rows = sorted(Arc::clone(eu.inner()) as _, ctx.task_ctx()).await;
+    let eu_rows = sorted_rows(Arc::clone(eu.inner()) as _, ctx.task_ctx()).await;
     assert_ne!(eu_rows, us_rows);
     let forged: Arc<dyn ExecutionPlan> = Arc::new(CachedScanExec::with_key(
         Arc::clone(eu.inner()),
@@ -163,7 +146,7 @@ async fn a_decoded_cached_scan_does_not_trust_the_key_it_carries() {
         .key()
         .clone();
     assert_eq!(decoded_key, *eu.key(), "the key of the scan it carries");
-    assert_eq!(sorted(decoded, ctx.task_ctx()).await, eu_rows);
+    assert_eq!(sorted_rows(decoded, ctx.task_ctx()).await, eu_rows);
 
     // The executor's key names every file's ETag, as the planner's does.
     let etag = eu.inner().file_scan_config().file_groups[0].files()[0]
@@ -267,13 +250,9 @@ async fn executors_refuse_conflicting_file_types_like_a_local_scan() {
     assert!(err.contains("k=9/part-0.parquet"), "{err}");
 
     let setup = BallistaSetup::new(CacheConfig::default());
-    let port = start_cluster(&setup, 2, 2).await.expect("cluster starts");
-    let remote = SessionContext::remote_with_state(
-        &format!("df://localhost:{port}"),
-        setup.client_state(QueryContext::default()),
-    )
-    .await
-    .expect("client connects");
+    let remote = start_cluster(&setup, 2, 2, QueryContext::default())
+        .await
+        .expect("cluster starts");
     exec(&remote, "SET query_context.cache_enabled = false").await;
     let remote = register(remote).await;
     let result = rows(&remote, sql).await;

@@ -9,13 +9,13 @@ use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use lakefusion::store::faults::FaultyStore;
 use lakefusion::PartitionedTable;
 
 use object_store::local::LocalFileSystem;
 use url::Url;
 
 use crate::common::*;
-use lakefusion::store::faults::FaultyStore;
 
 #[tokio::test]
 async fn insert_appends_files_the_next_query_and_a_fresh_listing_see() {
@@ -215,22 +215,8 @@ fn keyed_rows(n: i64) -> MemTable {
 
 const BUCKETS: usize = 4;
 
-/// The first scan's line of a plan.
-/// A session with `target_partitions` partitions that never plans a
-/// single-partition (collect-left) join, so partitioned joins are exercised.
 fn bucket_session(target_partitions: usize) -> SessionContext {
-    SessionContext::new_with_config(
-        SessionConfig::new()
-            .with_target_partitions(target_partitions)
-            .set_u64(
-                "datafusion.optimizer.hash_join_single_partition_threshold",
-                0,
-            )
-            .set_u64(
-                "datafusion.optimizer.hash_join_single_partition_threshold_rows",
-                0,
-            ),
-    )
+    partitioned_join_session(target_partitions)
 }
 
 /// Writes a bucketed table `name` of 3,000 rows under `root` through INSERT.
