@@ -376,6 +376,7 @@ pub fn find<T: ExecutionPlan + 'static>(
 }
 
 /// Runs `plan` and returns its rows as sorted pretty-printed lines.
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
 pub async fn sorted_rows(
     plan: Arc<dyn ExecutionPlan>,
     ctx: Arc<datafusion::execution::TaskContext>,
