@@ -438,3 +438,34 @@ async fn failed_and_cancelled_fills_leave_no_marker() {
     assert_eq!((m.entries, m.in_flight), (1, 0), "{m:?}");
     assert_eq!(pool.reserved(), m.bytes);
 }
+
+/// The cached scan reports its wall time as `cache_serve_time`, not under
+/// the inner scan's `scan_time` (which `EXPLAIN ANALYZE` would add to it):
+/// a hit, where the inner scan never runs, has no `scan_time` at all.
+#[tokio::test]
+async fn a_cache_hit_reports_its_own_time_not_the_scans() {
+    use datafusion::physical_plan::collect;
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let builder = SessionBuilder::new().with_cache(CacheConfig::default());
+    let ctx = builder.build_context();
+    ctx.register_table("events", table(&ctx, dir.path(), false).await)
+        .unwrap();
+    let sql = "SELECT id FROM events WHERE region = 'eu'";
+    let cached_node = |plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>| {
+        find::<lakefusion::CachedScanExec>(plan).expect("a cached scan")
+    };
+    // A miss: the inner scan ran and reports its own scan_time.
+    let miss = physical_plan(&ctx, sql).await;
+    collect(Arc::clone(&miss), ctx.task_ctx()).await.unwrap();
+    let metrics = cached_node(&miss).metrics().unwrap();
+    assert!(metrics.sum_by_name("cache_serve_time").is_some());
+    assert!(metrics.sum_by_name("scan_time").is_some());
+    // A hit: only the cache's own time.
+    let hit = physical_plan(&ctx, sql).await;
+    collect(Arc::clone(&hit), ctx.task_ctx()).await.unwrap();
+    let metrics = cached_node(&hit).metrics().unwrap();
+    assert!(metrics.sum_by_name("cache_hits").is_some_and(|v| v.as_usize() > 0));
+    assert!(metrics.sum_by_name("cache_serve_time").is_some());
+    assert!(metrics.sum_by_name("scan_time").is_none(), "{metrics}");
+}
