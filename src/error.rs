@@ -1,8 +1,12 @@
 //! The crate's error type, and its conversion to and from [`DataFusionError`].
 //!
-//! Every variant names the table root, file, path or key it is about, so that an
+//! Errors are named by kind, as `object_store` names its own: each variant
+//! says what failed and carries the table root, file, path, key or codec it
+//! is about as fields, with the underlying error as its `source` — so an
 //! operator reading a failed query's message knows which object to look at
-//! without re-running anything.
+//! without re-running anything, and code can match on what happened
+//! ([`PathProblem`], [`TableProblem`], [`ValueProblem`] and [`WireVersion`]
+//! say which kind of path, table, value or version problem it was).
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::DataFusionError;
@@ -19,12 +23,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The table URL could not be parsed, or names no object store the session knows.
-    #[error("invalid table URL '{url}': {reason}")]
+    #[error("invalid table URL '{url}': {source}")]
     InvalidUrl {
         /// The URL as given.
         url: String,
-        /// Why it was rejected.
-        reason: String,
+        /// DataFusion's error for it.
+        #[source]
+        source: Box<DataFusionError>,
     },
 
     /// The table root does not exist (only detectable for `file://` roots: object
@@ -45,13 +50,14 @@ pub enum Error {
         source: object_store::Error,
     },
 
-    /// A file lies under a directory that does not match the partition spec.
-    #[error("invalid partition path '{path}': {reason}")]
+    /// A file lies under a directory that does not match the partition spec,
+    /// or is reached through a symbolic link out of the table root.
+    #[error("invalid partition path '{path}': {problem}")]
     PartitionPath {
         /// The offending object's path.
         path: String,
         /// What is wrong with it.
-        reason: String,
+        problem: PathProblem,
     },
 
     /// A partition directory's value does not parse as the column's declared type.
@@ -83,13 +89,14 @@ pub enum Error {
     },
 
     /// The table definition itself is inconsistent (e.g. a partition column that
-    /// is also in the schema given with `.schema()`).
-    #[error("table '{root}': {reason}")]
+    /// is also in the schema given with `.schema()`), or its index could not
+    /// be assembled.
+    #[error("table '{root}': {problem}")]
     InvalidTable {
         /// The table root URL.
         root: String,
         /// What is inconsistent.
-        reason: String,
+        problem: TableProblem,
     },
 
     /// Reading (or reading the footer of) a Parquet file failed.
@@ -104,7 +111,7 @@ pub enum Error {
 
     /// A row's partition value cannot become a directory name, so the write
     /// was refused before any file became visible.
-    #[error("table '{table}': cannot write partition column '{column}' value '{value}' as a directory: {reason}")]
+    #[error("table '{table}': cannot write partition column '{column}' value '{value}' as a directory: {problem}")]
     InvalidPartitionValue {
         /// The table being written.
         table: String,
@@ -113,7 +120,7 @@ pub enum Error {
         /// The value, as text.
         value: String,
         /// Why it cannot be a directory.
-        reason: String,
+        problem: ValueProblem,
     },
 
     /// Finding or deleting the temporary files unfinished writes left failed.
@@ -271,6 +278,159 @@ pub enum Error {
         /// What went wrong.
         #[source]
         source: Box<DataFusionError>,
+    },
+}
+
+/// What is wrong with a partition path ([`Error::PartitionPath`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathProblem {
+    /// A directory level that is not `key=value`.
+    #[error("directory '{dir}' is not of the form key=value")]
+    NotKeyValue {
+        /// The directory name.
+        dir: String,
+    },
+    /// A directory level whose key is not the partition column of its level.
+    #[error(
+        "directory '{dir}' has key '{found}' where partition column '{expected}' was expected"
+    )]
+    UnexpectedKey {
+        /// The directory name.
+        dir: String,
+        /// Its key.
+        found: String,
+        /// The partition column of that level.
+        expected: String,
+    },
+    /// Another number of directory levels than partition columns.
+    #[error("expected {} partition directories ({}), found {found}", .expected.len(), .expected.iter().map(|c| format!("{c}=…")).collect::<Vec<_>>().join("/"))]
+    Depth {
+        /// The partition columns, outermost first.
+        expected: Vec<String>,
+        /// The directory levels found.
+        found: usize,
+    },
+    /// One partition key twice in a path.
+    #[error("partition key '{key}' appears twice")]
+    RepeatedKey {
+        /// The key.
+        key: String,
+    },
+    /// A value that is not valid percent-encoded UTF-8.
+    #[error("'{raw}' is not valid percent-encoded UTF-8: {source}")]
+    PercentEncoding {
+        /// The raw value.
+        raw: String,
+        /// The decoder's error.
+        #[source]
+        source: std::str::Utf8Error,
+    },
+    /// Directory names that do not make an object path.
+    #[error("not a valid object path: {source}")]
+    ObjectPath {
+        /// object_store's error.
+        #[source]
+        source: object_store::path::Error,
+    },
+    /// A symbolic link under a `file://` root leads out of it.
+    #[error("'{link}' is a symbolic link to '{target}', outside the table root '{root}'")]
+    LinkOutsideRoot {
+        /// The link.
+        link: String,
+        /// Where it leads.
+        target: String,
+        /// The table root.
+        root: String,
+    },
+    /// A symbolic link that does not resolve.
+    #[error("'{link}' is a symbolic link that does not resolve")]
+    BrokenLink {
+        /// The link.
+        link: String,
+    },
+}
+
+/// What is inconsistent about a table ([`Error::InvalidTable`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TableProblem {
+    /// A partition column declared twice.
+    #[error("partition column '{column}' is declared twice")]
+    DuplicatePartitionColumn {
+        /// The column.
+        column: String,
+    },
+    /// A partition column also in the schema given by hand.
+    #[error("'{column}' is a partition column and also in the schema given with .schema(): leave it out of the schema, the directories supply it")]
+    PartitionColumnInSchema {
+        /// The column.
+        column: String,
+    },
+    /// `bucket_by` that cannot be honoured.
+    #[error("bucket_by('{column}', {buckets}): {problem}")]
+    Bucketing {
+        /// The bucket column.
+        column: String,
+        /// The bucket count.
+        buckets: usize,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// `sort_order` that cannot be honoured.
+    #[error("sort_order [{order}]: '{column}': {problem}")]
+    SortOrder {
+        /// The whole order, as recorded in metadata.
+        order: String,
+        /// The key at fault.
+        column: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// The partition index could not be assembled from what was listed.
+    #[error("building its partition index: {source}")]
+    Index {
+        /// DataFusion's error.
+        #[source]
+        source: Box<DataFusionError>,
+    },
+    /// Blocking work for the table (file system checks) did not finish.
+    #[error("{what} did not finish: {source}")]
+    BlockingTask {
+        /// What the task did.
+        what: &'static str,
+        /// Tokio's error.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Why a partition value cannot be a directory ([`Error::InvalidPartitionValue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueProblem {
+    /// It contains `/`.
+    #[error("it contains '/'")]
+    ContainsSlash,
+    /// It is `.` or `..`.
+    #[error("it is a relative path component")]
+    RelativeComponent,
+    /// It is empty.
+    #[error("it is empty")]
+    Empty,
+    /// It is `__HIVE_DEFAULT_PARTITION__`, which reads back as NULL.
+    #[error("it would read back as NULL")]
+    ReadsAsNull,
+    /// Its text does not parse back as the same value of its type.
+    #[error("it does not read back as the same value")]
+    DoesNotRoundTrip,
+    /// The directory name would be longer than file systems allow.
+    #[error("the directory name would be {bytes} bytes, over the limit of {limit}")]
+    TooLong {
+        /// The name's length.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
     },
 }
 

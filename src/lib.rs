@@ -159,7 +159,7 @@ pub mod write;
 
 pub use cache::{CacheConfig, CacheMetrics, CachedScanExec, SmallTableCacheRule, TableCache};
 pub use context::QueryContext;
-pub use error::{Error, Result, WireVersion};
+pub use error::{Error, PathProblem, Result, TableProblem, ValueProblem, WireVersion};
 pub use scan::{LazyScanStream, PartitionedScanExec, ScanMetrics};
 pub use session::SessionBuilder;
 pub use table::{

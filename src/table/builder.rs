@@ -13,7 +13,7 @@ use super::discovery::{
 use super::layout::{Bucketing, SortKey, TableSort};
 use super::provider::PartitionedTable;
 use super::spec::PartitionSpec;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TableProblem};
 use crate::store::RetryPolicy;
 
 /// Declares a [`PartitionedTable`]; [`build`](Self::build) discovers it.
@@ -179,14 +179,17 @@ impl PartitionedTableBuilder {
         }
         let root = ListingTableUrl::parse(&root_str).map_err(|e| Error::InvalidUrl {
             url: self.root.clone(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
+        let invalid = |problem| Error::InvalidTable {
+            root: root.to_string(),
+            problem,
+        };
         for (i, (name, _)) in self.partition_columns.iter().enumerate() {
             if self.partition_columns[..i].iter().any(|(n, _)| n == name) {
-                return Err(Error::InvalidTable {
-                    root: root.to_string(),
-                    reason: format!("partition column '{name}' is declared twice"),
-                });
+                return Err(invalid(TableProblem::DuplicatePartitionColumn {
+                    column: name.clone(),
+                }));
             }
         }
         let store = object_store_for(state, &root, self.retry)?;
@@ -202,14 +205,9 @@ impl PartitionedTableBuilder {
                     .iter()
                     .find(|c| schema.field_with_name(&c.name).is_ok())
                 {
-                    return Err(Error::InvalidTable {
-                        root: root.to_string(),
-                        reason: format!(
-                            "'{}' is a partition column and also in the schema given with .schema(): \
-                             leave it out of the schema, the directories supply it",
-                            column.name
-                        ),
-                    });
+                    return Err(invalid(TableProblem::PartitionColumnInSchema {
+                        column: column.name.clone(),
+                    }));
                 }
                 Arc::clone(schema)
             }
@@ -223,19 +221,15 @@ impl PartitionedTableBuilder {
         if let Some(b) = &self.bucketing {
             let known = file_schema.field_with_name(&b.column).is_ok();
             if !known || b.buckets == 0 {
-                return Err(Error::InvalidTable {
-                    root: root.to_string(),
-                    reason: format!(
-                        "bucket_by('{}', {}): {}",
-                        b.column,
-                        b.buckets,
-                        if known {
-                            "the bucket count must be at least 1"
-                        } else {
-                            "no such column inside the files (partition columns cannot be bucket keys)"
-                        }
-                    ),
-                });
+                return Err(invalid(TableProblem::Bucketing {
+                    column: b.column.clone(),
+                    buckets: b.buckets,
+                    problem: if known {
+                        "the bucket count must be at least 1"
+                    } else {
+                        "no such column inside the files (partition columns cannot be bucket keys)"
+                    },
+                }));
             }
         }
         for (i, key) in self.sort_order.iter().enumerate() {
@@ -246,14 +240,11 @@ impl PartitionedTableBuilder {
             } else {
                 continue;
             };
-            return Err(Error::InvalidTable {
-                root: root.to_string(),
-                reason: format!(
-                    "sort_order [{}]: '{}': {problem}",
-                    SortKey::encode_all(&self.sort_order),
-                    key.column
-                ),
-            });
+            return Err(invalid(TableProblem::SortOrder {
+                order: SortKey::encode_all(&self.sort_order),
+                column: key.column.clone(),
+                problem,
+            }));
         }
         let declared_sort = !self.sort_order.is_empty();
         let mut definition = TableDefinition::new(

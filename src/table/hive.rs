@@ -10,7 +10,7 @@ use object_store::path::{Path, PathPart};
 use percent_encoding::percent_decode_str;
 
 use super::spec::PartitionColumn;
-use crate::error::{Error, Result};
+use crate::error::{Error, PathProblem, Result, ValueProblem};
 
 /// The directory value Hive and Spark write for a NULL partition value.
 pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -31,7 +31,9 @@ pub(crate) fn split_key_value<'a>(path: &str, dir: &'a str) -> Result<(String, &
         Some((key, value)) if !key.is_empty() => Ok((decode(path, key)?, value)),
         _ => Err(Error::PartitionPath {
             path: path.to_string(),
-            reason: format!("directory '{dir}' is not of the form key=value"),
+            problem: PathProblem::NotKeyValue {
+                dir: dir.to_string(),
+            },
         }),
     }
 }
@@ -40,9 +42,12 @@ fn decode(path: &str, raw: &str) -> Result<String> {
     percent_decode_str(raw)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|e| Error::PartitionPath {
+        .map_err(|source| Error::PartitionPath {
             path: path.to_string(),
-            reason: format!("'{raw}' is not valid percent-encoded UTF-8: {e}"),
+            problem: PathProblem::PercentEncoding {
+                raw: raw.to_string(),
+                source,
+            },
         })
 }
 
@@ -79,33 +84,33 @@ pub const MAX_DIR_NAME_BYTES: usize = 255;
 /// the characters object stores reserve percent-encoded (which the reader
 /// decodes).
 pub fn partition_dir(table: &str, column: &PartitionColumn, value: &ScalarValue) -> Result<String> {
-    let invalid = |value: String, reason: &str| Error::InvalidPartitionValue {
+    let invalid = |value: String, problem| Error::InvalidPartitionValue {
         table: table.to_string(),
         column: column.name.clone(),
         value,
-        reason: reason.to_string(),
+        problem,
     };
     let text = if value.is_null() {
         HIVE_NULL.to_string()
     } else {
         let text = value.to_string();
         if text.contains('/') {
-            return Err(invalid(text, "it contains '/'"));
+            return Err(invalid(text, ValueProblem::ContainsSlash));
         }
         if text == "." || text == ".." {
-            return Err(invalid(text, "it is a relative path component"));
+            return Err(invalid(text, ValueProblem::RelativeComponent));
         }
         if text.is_empty() {
-            return Err(invalid(text, "it is empty"));
+            return Err(invalid(text, ValueProblem::Empty));
         }
         if text == HIVE_NULL {
-            return Err(invalid(text, "it would read back as NULL"));
+            return Err(invalid(text, ValueProblem::ReadsAsNull));
         }
         // The reader parses what is written: a value that does not survive
         // (e.g. a float printed in a form its type does not parse) is refused.
         match ScalarValue::try_from_string(text.clone(), &column.data_type) {
             Ok(back) if back == *value => {}
-            _ => return Err(invalid(text, "it does not read back as the same value")),
+            _ => return Err(invalid(text, ValueProblem::DoesNotRoundTrip)),
         }
         text
     };
@@ -115,10 +120,10 @@ pub fn partition_dir(table: &str, column: &PartitionColumn, value: &ScalarValue)
     if name.len() > MAX_DIR_NAME_BYTES {
         return Err(invalid(
             text,
-            &format!(
-                "the directory name would be {} bytes, over the limit of {MAX_DIR_NAME_BYTES}",
-                name.len()
-            ),
+            ValueProblem::TooLong {
+                bytes: name.len(),
+                limit: MAX_DIR_NAME_BYTES,
+            },
         ));
     }
     Ok(name)
@@ -134,9 +139,9 @@ pub(crate) fn child(root: &Path, dirs: &[String], file: &str) -> Result<Path> {
         path.push_str(dir);
     }
     // `parse`, not `from`: the parts are encoded already.
-    Path::parse(&path).map_err(|e| Error::PartitionPath {
+    Path::parse(&path).map_err(|source| Error::PartitionPath {
         path: path.clone(),
-        reason: e.to_string(),
+        problem: PathProblem::ObjectPath { source },
     })
 }
 
@@ -192,13 +197,34 @@ mod tests {
     #[test]
     fn values_that_cannot_be_directories_are_refused() {
         let col = column(DataType::Utf8);
-        for bad in ["a/b", "..", ".", "", HIVE_NULL] {
+        let cases = [
+            ("a/b", ValueProblem::ContainsSlash),
+            ("..", ValueProblem::RelativeComponent),
+            (".", ValueProblem::RelativeComponent),
+            ("", ValueProblem::Empty),
+            (HIVE_NULL, ValueProblem::ReadsAsNull),
+        ];
+        for (bad, expected) in cases {
             let err = partition_dir("events", &col, &ScalarValue::from(bad)).unwrap_err();
             let text = err.to_string();
             assert!(text.contains("events") && text.contains("'k'"), "{text}");
+            assert!(
+                matches!(err, Error::InvalidPartitionValue { problem, .. } if problem == expected),
+                "{bad}"
+            );
         }
         let long = "x".repeat(300);
         let err = partition_dir("events", &col, &ScalarValue::from(long.as_str())).unwrap_err();
         assert!(err.to_string().contains("over the limit of 255"), "{err}");
+        assert!(matches!(
+            err,
+            Error::InvalidPartitionValue {
+                problem: ValueProblem::TooLong {
+                    bytes: 302,
+                    limit: 255
+                },
+                ..
+            }
+        ));
     }
 }

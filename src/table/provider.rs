@@ -193,7 +193,9 @@ impl PartitionedTable {
             .finish_refresh(ticket, &definition.spec, index)
             .map_err(|e| crate::error::Error::InvalidTable {
                 root: definition.root.to_string(),
-                reason: e.to_string(),
+                problem: crate::error::TableProblem::Index {
+                    source: Box::new(e),
+                },
             })
     }
 

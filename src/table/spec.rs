@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::ScalarValue;
 
 use super::hive::{parse_value, split_key_value};
-use crate::error::{Error, Result};
+use crate::error::{Error, PathProblem, Result};
 
 /// One declared partition column: a directory level `name=value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,19 +74,12 @@ impl PartitionSpec {
     /// `path` is the full object path, used only to name it in errors.
     pub fn parse_dirs(&self, path: &str, dirs: &[&str]) -> Result<Vec<ScalarValue>> {
         if dirs.len() != self.columns.len() {
-            let expected: Vec<_> = self
-                .columns
-                .iter()
-                .map(|c| format!("{}=…", c.name))
-                .collect();
             return Err(Error::PartitionPath {
                 path: path.to_string(),
-                reason: format!(
-                    "expected {} partition directories ({}), found {}",
-                    self.columns.len(),
-                    expected.join("/"),
-                    dirs.len()
-                ),
+                problem: PathProblem::Depth {
+                    expected: self.columns.iter().map(|c| c.name.clone()).collect(),
+                    found: dirs.len(),
+                },
             });
         }
         self.columns
@@ -97,10 +90,11 @@ impl PartitionSpec {
                 if key != column.name {
                     return Err(Error::PartitionPath {
                         path: path.to_string(),
-                        reason: format!(
-                            "directory '{dir}' has key '{key}' where partition column '{}' was expected",
-                            column.name
-                        ),
+                        problem: PathProblem::UnexpectedKey {
+                            dir: dir.to_string(),
+                            found: key,
+                            expected: column.name.clone(),
+                        },
                     });
                 }
                 parse_value(path, column, raw)

@@ -16,7 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TableProblem};
 
 /// The suffix of the hidden name a file is written under until its commit
 /// (`.<final name>.inprogress`); a store's own staging files for it add
@@ -56,9 +56,12 @@ pub(crate) async fn remove_abandoned(
             let owned = root.to_string();
             return tokio::task::spawn_blocking(move || remove_local(&owned, &dir, cutoff))
                 .await
-                .map_err(|e| Error::InvalidTable {
+                .map_err(|source| Error::InvalidTable {
                     root: root.to_string(),
-                    reason: format!("removing abandoned writes failed: {e}"),
+                    problem: TableProblem::BlockingTask {
+                        what: "removing abandoned writes",
+                        source,
+                    },
                 })?;
         }
     }

@@ -465,7 +465,9 @@ async fn a_cache_hit_reports_its_own_time_not_the_scans() {
     let hit = physical_plan(&ctx, sql).await;
     collect(Arc::clone(&hit), ctx.task_ctx()).await.unwrap();
     let metrics = cached_node(&hit).metrics().unwrap();
-    assert!(metrics.sum_by_name("cache_hits").is_some_and(|v| v.as_usize() > 0));
+    assert!(metrics
+        .sum_by_name("cache_hits")
+        .is_some_and(|v| v.as_usize() > 0));
     assert!(metrics.sum_by_name("cache_serve_time").is_some());
     assert!(metrics.sum_by_name("scan_time").is_none(), "{metrics}");
 }

@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectMeta, ObjectStore};
 use percent_encoding::percent_decode_str;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PathProblem, Result, TableProblem};
 use crate::table::hive::{is_hidden, split_key_value};
 use crate::table::index::{IndexedFile, Partition};
 use crate::table::spec::PartitionSpec;
@@ -86,9 +86,12 @@ pub(crate) async fn list_partitions(
             Ok::<_, Error>(files)
         })
         .await
-        .map_err(|e| Error::InvalidTable {
+        .map_err(|source| Error::InvalidTable {
             root: root.to_string(),
-            reason: format!("the symbolic-link check of the listing failed: {e}"),
+            problem: TableProblem::BlockingTask {
+                what: "the symbolic-link check of the listing",
+                source,
+            },
         })??
     } else {
         files
@@ -140,7 +143,7 @@ fn infer_spec(path: &str, dirs: &[&str]) -> Result<PartitionSpec> {
         if columns.iter().any(|(k, _)| *k == key) {
             return Err(Error::PartitionPath {
                 path: path.to_string(),
-                reason: format!("partition key '{key}' appears twice"),
+                problem: PathProblem::RepeatedKey { key },
             });
         }
         columns.push((key, DataType::Utf8));
@@ -204,21 +207,19 @@ impl LocalLinks {
                 Some((false, target)) => {
                     return Err(Error::PartitionPath {
                         path: path.to_string(),
-                        reason: format!(
-                            "'{}' is a symbolic link to '{}', outside the table root '{}'",
-                            local.display(),
-                            target.display(),
-                            self.root
-                        ),
+                        problem: PathProblem::LinkOutsideRoot {
+                            link: local.display().to_string(),
+                            target: target.display().to_string(),
+                            root: self.root.clone(),
+                        },
                     })
                 }
                 None => {
                     return Err(Error::PartitionPath {
                         path: path.to_string(),
-                        reason: format!(
-                            "'{}' is a symbolic link that does not resolve",
-                            local.display()
-                        ),
+                        problem: PathProblem::BrokenLink {
+                            link: local.display().to_string(),
+                        },
                     })
                 }
             }

@@ -25,7 +25,7 @@ use super::definition::TableDefinition;
 use super::index::{Partition, PartitionIndex};
 use super::layout::{SortKey, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
 use super::spec::PartitionSpec;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TableProblem};
 use crate::scan::reader::footer_without_panics;
 use crate::scan::schema::merge_schemas;
 use crate::store::{ResilientStore, RetryPolicy};
@@ -45,7 +45,7 @@ pub(in crate::table) fn object_store_for(
         .object_store(root.object_store())
         .map_err(|e| Error::InvalidUrl {
             url: root.to_string(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
     Ok(ResilientStore::wrap(store, retry))
 }
@@ -200,7 +200,9 @@ pub(in crate::table) async fn index_from(
     let index = PartitionIndex::try_new(&definition.spec, partitions)
         .map_err(|e| Error::InvalidTable {
             root: definition.root.to_string(),
-            reason: e.to_string(),
+            problem: TableProblem::Index {
+                source: Box::new(e),
+            },
         })?
         .with_bucket_note(bucket_note.map(Arc::from));
     Ok(Discovered {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
-use lakefusion::{Error, PartitionedTable, QueryContext, SessionBuilder};
+use lakefusion::{
+    Error, PartitionedTable, PathProblem, QueryContext, SessionBuilder, TableProblem,
+};
 
 use crate::common::*;
 
@@ -95,9 +97,11 @@ async fn create_table_with_a_bad_option_value() {
     );
 }
 
-/// The `InvalidTable` error of building the events table with `configure`.
+/// The `InvalidTable` error of building the events table with `configure`:
+/// its message, after `kind` has checked its problem.
 async fn invalid_table(
     configure: impl FnOnce(lakefusion::PartitionedTableBuilder) -> lakefusion::PartitionedTableBuilder,
+    kind: impl FnOnce(&lakefusion::TableProblem) -> bool,
 ) -> String {
     let dir = tempfile::tempdir().unwrap();
     write_events(dir.path());
@@ -106,7 +110,10 @@ async fn invalid_table(
         .build(&ctx.state())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidTable { .. }), "{err:?}");
+    assert!(
+        matches!(&err, Error::InvalidTable { problem, .. } if kind(problem)),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(msg.contains(&file_url(dir.path())), "{msg}");
     msg
@@ -114,10 +121,13 @@ async fn invalid_table(
 
 #[tokio::test]
 async fn a_partition_column_declared_twice() {
-    let msg = invalid_table(|b| {
-        b.partition_column("date", DataType::Date32)
-            .partition_column("date", DataType::Utf8)
-    })
+    let msg = invalid_table(
+        |b| {
+            b.partition_column("date", DataType::Date32)
+                .partition_column("date", DataType::Utf8)
+        },
+        |p| matches!(p, TableProblem::DuplicatePartitionColumn { column } if column == "date"),
+    )
     .await;
     assert!(msg.contains("'date' is declared twice"), "{msg}");
 }
@@ -131,7 +141,10 @@ async fn a_partition_key_twice_in_one_path() {
         .build(&ctx.state())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::PartitionPath { .. }), "{err:?}");
+    assert!(
+        matches!(&err, Error::PartitionPath { problem: PathProblem::RepeatedKey { key }, .. } if key == "k"),
+        "{err:?}"
+    );
     assert!(
         err.to_string().contains("k=1/k=2/a.parquet")
             && err.to_string().contains("'k' appears twice"),
@@ -141,13 +154,21 @@ async fn a_partition_key_twice_in_one_path() {
 
 #[tokio::test]
 async fn bucketing_on_an_unknown_column() {
-    let msg = invalid_table(|b| b.bucket_by("customer", 8)).await;
+    let msg = invalid_table(
+        |b| b.bucket_by("customer", 8),
+        |p| matches!(p, TableProblem::Bucketing { buckets: 8, .. }),
+    )
+    .await;
     assert!(msg.contains("bucket_by('customer', 8)"), "{msg}");
 }
 
 #[tokio::test]
 async fn bucketing_into_zero_buckets() {
-    let msg = invalid_table(|b| b.bucket_by("id", 0)).await;
+    let msg = invalid_table(
+        |b| b.bucket_by("id", 0),
+        |p| matches!(p, TableProblem::Bucketing { buckets: 0, .. }),
+    )
+    .await;
     assert!(msg.contains("at least 1"), "{msg}");
 }
 

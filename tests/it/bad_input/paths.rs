@@ -241,6 +241,16 @@ async fn a_directory_linked_from_outside_the_root_is_refused() {
     file_at(outside.path(), "secret.parquet");
     let root = root_with_link(outside.path(), "k=2");
     let err = build_error(root.path(), &[("k", DataType::Utf8)]).await;
+    assert!(
+        matches!(
+            &err,
+            lakefusion::Error::PartitionPath {
+                problem: lakefusion::PathProblem::LinkOutsideRoot { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(
         msg.contains("k=2/secret.parquet")
