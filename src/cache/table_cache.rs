@@ -294,6 +294,12 @@ impl TableCache {
         if let Some(hit) = self.lookup(key) {
             return Ok(hit);
         }
+        // A fill before ours failed or was cancelled and removed the marker:
+        // put ours back, so that later arrivals wait for this fill.
+        self.state()
+            .in_flight
+            .entry(key.clone())
+            .or_insert_with(|| Arc::clone(&flight));
         // Removes the marker when this turn ends: after the entry is
         // inserted, when the fill fails, or when this future is dropped.
         let _marker = FlightMarker {
