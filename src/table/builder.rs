@@ -273,6 +273,9 @@ impl PartitionedTableBuilder {
                 discovered.index = discovered.index.with_all_sorted();
             }
         }
-        Ok(PartitionedTable::new(definition, discovered.index))
+        let table = PartitionedTable::new(definition, discovered.index);
+        // Computed once, here, rather than by the first query to plan.
+        table.compute_statistics();
+        Ok(table)
     }
 }

@@ -7,7 +7,7 @@
 //! publishes, and what a refresh installs.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::Schema;
@@ -62,6 +62,9 @@ pub struct PartitionIndex {
     /// Why some file of a bucketed table has no trusted bucket (the first
     /// reason found at discovery), for `EXPLAIN`.
     bucket_note: Option<Arc<str>>,
+    /// The statistics of the whole table, computed once per index (they are
+    /// a pass over every file: at 10⁶ files, ~90 ms).
+    table_statistics: OnceLock<Arc<Statistics>>,
 }
 
 impl PartitionIndex {
@@ -98,6 +101,7 @@ impl PartitionIndex {
             partitions,
             values,
             bucket_note: None,
+            table_statistics: OnceLock::new(),
         })
     }
 
@@ -111,6 +115,12 @@ impl PartitionIndex {
     /// Why some file of a bucketed table has no trusted bucket, if one has none.
     pub fn bucket_note(&self) -> Option<&str> {
         self.bucket_note.as_deref()
+    }
+
+    /// The statistics of the whole table: `compute`d the first time, then
+    /// reused for as long as this index is the table's.
+    pub(crate) fn table_statistics(&self, compute: impl FnOnce() -> Statistics) -> Arc<Statistics> {
+        Arc::clone(self.table_statistics.get_or_init(|| Arc::new(compute())))
     }
 
     /// All partitions, sorted by path.

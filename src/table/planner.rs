@@ -106,7 +106,11 @@ pub(super) fn plan_scan(
         .with_file_groups(groups)
         .with_projection_indices(args.projection().map(|p| p.to_vec()))?
         .with_limit(args.limit())
-        .with_statistics(statistics_of(definition, index, &selected))
+        .with_statistics(if selected.len() == index.partitions().len() {
+            table_statistics(definition, index).as_ref().clone()
+        } else {
+            statistics_of(definition, index, &selected)
+        })
         .with_output_partitioning(partitioning.clone())
         .with_output_ordering(ordering.into_iter().collect())
         .build();
@@ -208,6 +212,17 @@ fn bucket_groups(
 /// Statistics of a set of partitions, over the table schema, with honest
 /// precision: row counts and file-column min/max only from footers,
 /// byte size from the listing otherwise (inexact: files are compressed).
+/// The statistics of the whole table, once per index snapshot.
+pub(super) fn table_statistics(
+    definition: &TableDefinition,
+    index: &PartitionIndex,
+) -> Arc<Statistics> {
+    index.table_statistics(|| {
+        let all: Vec<usize> = (0..index.partitions().len()).collect();
+        statistics_of(definition, index, &all)
+    })
+}
+
 pub(super) fn statistics_of(
     definition: &TableDefinition,
     index: &PartitionIndex,

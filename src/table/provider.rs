@@ -22,7 +22,7 @@ use super::definition::TableDefinition;
 use super::discovery::{index_from, list_partitions, object_store_for};
 use super::index::{PartitionIndex, SharedIndex};
 use super::layout::{Bucketing, SortKey, TableSort};
-use super::planner::{plan_scan, statistics_of};
+use super::planner::{plan_scan, table_statistics};
 use super::pushdown::classify;
 use super::spec::PartitionSpec;
 use crate::error::Result;
@@ -196,7 +196,15 @@ impl PartitionedTable {
                 problem: crate::error::TableProblem::Index {
                     source: Box::new(e),
                 },
-            })
+            })?;
+        self.compute_statistics();
+        Ok(())
+    }
+
+    /// Computes the whole table's statistics for the current index (a pass
+    /// over every file), so that no query planning pays for it.
+    pub(crate) fn compute_statistics(&self) {
+        table_statistics(&self.definition, &self.index());
     }
 
     /// Deletes the hidden temporary files that writes which never finished
@@ -310,9 +318,13 @@ impl TableProvider for PartitionedTable {
         )))
     }
 
+    /// The whole table's statistics, computed once per index snapshot (at
+    /// `build()`/`refresh()`, or after an `INSERT` at the first call).
     fn statistics(&self) -> Option<Statistics> {
-        let index = self.index();
-        let all: Vec<usize> = (0..index.partitions().len()).collect();
-        Some(statistics_of(&self.definition, &index, &all))
+        Some(
+            table_statistics(&self.definition, &self.index())
+                .as_ref()
+                .clone(),
+        )
     }
 }

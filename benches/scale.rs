@@ -1,0 +1,324 @@
+//! Lake scale: `PartitionedTable` over 10⁵ and 10⁶ files, and `ListingTable`
+//! over the 10⁵-file lake, in one run (issue 14's measurements).
+//!
+//! ```text
+//! cargo bench --bench scale -- [--files 1000000,100000] [--listing-files 100000] [--runs 5]
+//! ```
+//!
+//! Each lake is `p=0..N/10` partitions of 10 tiny Parquet files in an
+//! `InMemory` store. Printed per lake and side:
+//!
+//! * registration (`build()` / `ListingTable` inference and creation) on the
+//!   store as it is, and behind a *paged* store that answers listings as S3
+//!   does: 1,000 keys a page, 20 ms a page, pages one after another;
+//! * bytes the registered table holds per file (a counting global allocator:
+//!   what registration allocated and did not free);
+//! * planning (`create_physical_plan`) a one-partition query the first time
+//!   and again (median), and a query over every file (median).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::Result;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use lakefusion::PartitionedTable;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use url::Url;
+
+/// Counts the bytes allocated and not yet freed, process-wide.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const FILES_PER_PARTITION: usize = 10;
+const PAGE_KEYS: usize = 1_000;
+const PAGE_WAIT: Duration = Duration::from_millis(20);
+
+/// Answers listings as S3 does: `PAGE_KEYS` entries a page, `PAGE_WAIT` a
+/// page, one page after another. Everything else passes through at once.
+#[derive(Debug)]
+struct PagedStore {
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl fmt::Display for PagedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PagedStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for PagedStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner
+            .list(prefix)
+            .chunks(PAGE_KEYS)
+            .then(|page| async move {
+                tokio::time::sleep(PAGE_WAIT).await;
+                futures::stream::iter(page)
+            })
+            .flatten()
+            .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        let result = self.inner.list_with_delimiter(prefix).await?;
+        let entries = result.objects.len() + result.common_prefixes.len();
+        let pages = entries.div_ceil(PAGE_KEYS).max(1) as u32;
+        tokio::time::sleep(PAGE_WAIT * pages).await;
+        Ok(result)
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]))
+}
+
+/// One tiny Parquet file, shared by every object of the lake.
+fn tiny_parquet() -> Bytes {
+    let batch = RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))])
+        .expect("batch");
+    let mut out = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut out, schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    Bytes::from(out)
+}
+
+async fn lake(files: usize) -> Arc<dyn ObjectStore> {
+    let store = Arc::new(InMemory::new());
+    let bytes = tiny_parquet();
+    for i in 0..files {
+        let path = Path::from(format!(
+            "lake/p={}/part-{}.parquet",
+            i / FILES_PER_PARTITION,
+            i % FILES_PER_PARTITION
+        ));
+        store
+            .put(&path, PutPayload::from_bytes(bytes.clone()))
+            .await
+            .expect("put");
+    }
+    store
+}
+
+fn context(store: Arc<dyn ObjectStore>) -> SessionContext {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
+    ctx.register_object_store(&Url::parse("memory://").expect("url"), store);
+    ctx
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Ours,
+    Listing,
+}
+
+async fn register(side: Side, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
+    Ok(match side {
+        Side::Ours => Arc::new(
+            PartitionedTable::builder("memory:///lake/")
+                .schema(schema())
+                .partition_column("p", DataType::Int32)
+                .build(&ctx.state())
+                .await?,
+        ),
+        Side::Listing => {
+            let url = ListingTableUrl::parse("memory:///lake/")?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(vec![("p".to_string(), DataType::Int32)]);
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .infer_schema(&ctx.state())
+                .await?;
+            Arc::new(ListingTable::try_new(config)?)
+        }
+    })
+}
+
+async fn plan_time(ctx: &SessionContext, sql: &str) -> Result<Duration> {
+    let started = Instant::now();
+    ctx.sql(sql).await?.create_physical_plan().await?;
+    Ok(started.elapsed())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn measure(side: Side, files: usize, runs: usize) -> Result<()> {
+    let name = match side {
+        Side::Ours => "PartitionedTable",
+        Side::Listing => "ListingTable",
+    };
+    let store = lake(files).await;
+
+    // Paged registration first: nothing cached yet.
+    let paged = context(Arc::new(PagedStore {
+        inner: Arc::clone(&store),
+    }));
+    let started = Instant::now();
+    drop(register(side, &paged).await?);
+    let paged_registration = started.elapsed();
+
+    let ctx = context(Arc::clone(&store));
+    let before = LIVE.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let table = register(side, &ctx).await?;
+    let registration = started.elapsed();
+    let held = LIVE.load(Ordering::Relaxed) - before;
+    ctx.register_table("t", table)?;
+
+    let one = "SELECT sum(v) FROM t WHERE p = 4321";
+    let all = "SELECT sum(v) FROM t";
+    let first_one = plan_time(&ctx, one).await?;
+    let mut again = Vec::new();
+    for _ in 0..runs {
+        again.push(plan_time(&ctx, one).await?);
+    }
+    let mut every = Vec::new();
+    for _ in 0..runs {
+        every.push(plan_time(&ctx, all).await?);
+    }
+    println!(
+        "{name:<17} {files:>9} files: registration {registration:>9.2?} (paged 20 ms/1,000 keys: {paged_registration:>9.2?}), \
+         held {:>5} B/file, plan one partition first {first_one:>9.2?} / again {:>9.2?}, plan all files {:>9.2?}",
+        held / files as isize,
+        median(again),
+        median(every)
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let mut files = vec![1_000_000, 100_000];
+    let mut listing_files = vec![100_000];
+    let mut runs = 5;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let list = |v: Option<String>| -> Vec<usize> {
+            v.expect("a comma-separated list")
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().expect("a number of files"))
+                .collect()
+        };
+        match a.as_str() {
+            "--files" => files = list(args.next()),
+            "--listing-files" => listing_files = list(args.next()),
+            "--runs" => runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        println!(
+            "machine: {} cores; {FILES_PER_PARTITION} files per partition; medians of {runs}",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        for &n in &files {
+            measure(Side::Ours, n, runs).await?;
+        }
+        for &n in &listing_files {
+            measure(Side::Listing, n, runs).await?;
+        }
+        Ok(())
+    })
+}
