@@ -1,5 +1,6 @@
 //! [`AllowedRoots`]: which table roots a decoding executor may read.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::datasource::file_format::csv::CsvSink;
@@ -51,17 +52,10 @@ impl AllowedRoots {
 
     /// Refuses `config` unless every file is under an allowed root.
     pub(crate) fn check(&self, table: &str, config: &FileScanConfig) -> Result<()> {
-        if self.roots.is_none() {
-            return Ok(());
+        match self.checker() {
+            Some(checker) => checker.scan(&format!("table {table}"), config),
+            None => Ok(()),
         }
-        // `file:///`, `s3://bucket/`: the store URL ends with the slash the
-        // object path lacks.
-        let store = config.object_store_url.as_str();
-        for file in config.file_groups.iter().flat_map(|g| g.iter()) {
-            let url = format!("{store}{}", file.object_meta.location);
-            self.check_url(&format!("table {table}"), &url)?;
-        }
-        Ok(())
     }
 
     /// Refuses `plan` unless every file any of its nodes reads or writes is
@@ -76,17 +70,56 @@ impl AllowedRoots {
     /// on every plan an executor decodes. A plan decoded some other way must
     /// be checked with this after decoding.
     pub fn check_plan(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
-        if self.roots.is_none() {
-            return Ok(());
+        match self.checker() {
+            Some(checker) => checker.plan(plan),
+            None => Ok(()),
         }
+    }
+
+    /// A checker for one plan or scan, with each local root resolved once
+    /// (`None` when every root is allowed).
+    fn checker(&self) -> Option<Checker<'_>> {
+        let roots = self.roots.as_deref()?;
+        let real_roots = roots
+            .iter()
+            // `to_file_path` refuses every scheme but `file`.
+            .map(|root| {
+                std::fs::canonicalize(url::Url::parse(root).ok()?.to_file_path().ok()?).ok()
+            })
+            .collect();
+        Some(Checker { roots, real_roots })
+    }
+}
+
+/// The allowed roots, each local one with its real path resolved.
+struct Checker<'a> {
+    roots: &'a [String],
+    /// For each root: its real path on the local file system, if it is a
+    /// `file://` root that exists.
+    real_roots: Vec<Option<PathBuf>>,
+}
+
+impl Checker<'_> {
+    fn scan(&self, what: &str, config: &FileScanConfig) -> Result<()> {
+        // `file:///`, `s3://bucket/`: the store URL ends with the slash the
+        // object path lacks.
+        let store = config.object_store_url.as_str();
+        for file in config.file_groups.iter().flat_map(|g| g.iter()) {
+            self.url(what, &format!("{store}{}", file.object_meta.location))?;
+        }
+        Ok(())
+    }
+
+    fn plan(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
         if let Some(exec) = plan.downcast_ref::<DataSourceExec>() {
             if let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() {
-                self.check(&format!("{} scan", config.file_source.file_type()), config)?;
+                self.scan(&format!("{} scan", config.file_source.file_type()), config)?;
             }
         } else if let Some(scan) = plan.downcast_ref::<PartitionedScanExec>() {
-            self.check(scan.table(), scan.file_scan_config())?;
+            self.scan(&format!("table {}", scan.table()), scan.file_scan_config())?;
         } else if let Some(cached) = plan.downcast_ref::<CachedScanExec>() {
-            self.check(cached.inner().table(), cached.inner().file_scan_config())?;
+            let scan = cached.inner();
+            self.scan(&format!("table {}", scan.table()), scan.file_scan_config())?;
         } else if let Some(exec) = plan.downcast_ref::<DataSinkExec>() {
             let sink = exec.sink();
             let config = if let Some(s) = sink.downcast_ref::<ParquetSink>() {
@@ -106,15 +139,15 @@ impl AllowedRoots {
             // `original_url` may be a bare local path).
             let what = "file sink";
             for path in &config.table_paths {
-                self.check_url(what, path.as_str())?;
+                self.url(what, path.as_str())?;
             }
             let store = config.object_store_url.as_str();
             for file in config.file_group.iter() {
-                self.check_url(what, &format!("{store}{}", file.object_meta.location))?;
+                self.url(what, &format!("{store}{}", file.object_meta.location))?;
             }
         }
         for child in plan.children() {
-            self.check_plan(child)?;
+            self.plan(child)?;
         }
         Ok(())
     }
@@ -122,10 +155,7 @@ impl AllowedRoots {
     /// Refuses `url` unless it is under an allowed root, has no `..` or `.`
     /// component (also percent-encoded), and, on the local file system, does
     /// not lead out of its root through a symbolic link.
-    fn check_url(&self, what: &str, url: &str) -> Result<()> {
-        let Some(roots) = &self.roots else {
-            return Ok(());
-        };
+    fn url(&self, what: &str, url: &str) -> Result<()> {
         let path = url.split_once("://").map_or(url, |(_, rest)| rest);
         // `..`, also percent-encoded: a store that builds URLs from the
         // path (HTTP, a URL-joining local store) would resolve `%2E%2E`.
@@ -133,18 +163,26 @@ impl AllowedRoots {
             let decoded = percent_encoding::percent_decode_str(p).decode_utf8_lossy();
             decoded == ".." || decoded == "." || decoded.contains('/')
         });
-        let root = roots.iter().find(|root| url.starts_with(root.as_str()));
+        let root = self
+            .roots
+            .iter()
+            .position(|root| url.starts_with(root.as_str()));
         match root {
-            Some(root) if clean => match local_escape(root, url) {
-                None => Ok(()),
-                Some(target) => Err(Error::LinkOutsideRoot {
-                    node: what.to_string(),
-                    url: url.to_string(),
-                    target,
-                    root: root.clone(),
+            Some(i) if clean => {
+                let escape = self.real_roots[i]
+                    .as_deref()
+                    .and_then(|real_root| local_escape(real_root, url));
+                match escape {
+                    None => Ok(()),
+                    Some(target) => Err(Error::LinkOutsideRoot {
+                        node: what.to_string(),
+                        url: url.to_string(),
+                        target,
+                        root: self.roots[i].clone(),
+                    }
+                    .into()),
                 }
-                .into()),
-            },
+            }
             _ => Err(Error::OutsideAllowedRoots {
                 node: what.to_string(),
                 url: url.to_string(),
@@ -155,26 +193,19 @@ impl AllowedRoots {
     }
 
     fn describe(&self) -> String {
-        self.roots
-            .as_ref()
-            .map_or_else(|| "any root".to_string(), |r| r.join(", "))
+        self.roots.join(", ")
     }
 }
 
-/// Where a `file://` URL under a `file://` root really leads, when a symbolic
-/// link takes it outside that root (checked on the executor, which opens it).
-/// A path that does not exist yet (a sink's target) is judged by its deepest
-/// existing ancestor. `None` when it stays inside, or is not local.
-fn local_escape(root: &str, url: &str) -> Option<String> {
-    let to_path = |u: &str| url::Url::parse(u).ok()?.to_file_path().ok();
-    if !root.starts_with("file://") {
-        return None;
-    }
-    let real_root = std::fs::canonicalize(to_path(root)?).ok()?;
-    let mut path = to_path(url)?;
+/// Where a `file://` URL under the local root `real_root` really leads, when
+/// a symbolic link takes it outside that root (checked on the executor,
+/// which opens it). A path that does not exist yet (a sink's target) is
+/// judged by its deepest existing ancestor. `None` when it stays inside.
+fn local_escape(real_root: &Path, url: &str) -> Option<String> {
+    let mut path = url::Url::parse(url).ok()?.to_file_path().ok()?;
     loop {
         if let Ok(real) = std::fs::canonicalize(&path) {
-            return (!real.starts_with(&real_root)).then(|| real.display().to_string());
+            return (!real.starts_with(real_root)).then(|| real.display().to_string());
         }
         if !path.pop() {
             return None;

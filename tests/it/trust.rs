@@ -253,10 +253,6 @@ async fn polars_layout_with_partition_columns_inside_the_files() {
     assert!(err.contains("'k'") && err.contains("leave it out"), "{err}");
 }
 
-fn four_partitions() -> SessionContext {
-    partitioned_join_session(4)
-}
-
 /// 3,000 rows `(id, v, k)` with `v` of type `v_type` (distinct values).
 fn bucket_rows(v_type: &DataType, with_k: bool) -> datafusion::datasource::MemTable {
     use datafusion::arrow::array::StringArray;
@@ -320,7 +316,7 @@ async fn bucketing_is_declared_only_for_the_type_that_was_hashed() {
     ];
     for (written, read) in pairs {
         let dir = tempfile::tempdir().unwrap();
-        let writer = four_partitions();
+        let writer = partitioned_join_session(4);
         writer
             .register_table("w", Arc::new(bucketed(&writer, dir.path(), &written).await))
             .unwrap();
@@ -329,7 +325,7 @@ async fn bucketing_is_declared_only_for_the_type_that_was_hashed() {
             .unwrap();
         exec(&writer, "INSERT INTO w SELECT id, v, k FROM src").await;
 
-        let reader = four_partitions();
+        let reader = partitioned_join_session(4);
         reader
             .register_table("a", Arc::new(bucketed(&reader, dir.path(), &read).await))
             .unwrap();
@@ -399,7 +395,7 @@ fn write_conflicting_bucket_claims(root: &std::path::Path, recorded: &str) {
 async fn bucket_metadata_without_the_hashed_type_declares_nothing() {
     let dir = tempfile::tempdir().unwrap();
     write_conflicting_bucket_claims(dir.path(), "v/4/datafusion-repartition-hash-seed0");
-    let ctx = four_partitions();
+    let ctx = partitioned_join_session(4);
     ctx.register_table(
         "a",
         Arc::new(bucketed(&ctx, dir.path(), &DataType::Utf8).await),
@@ -422,7 +418,7 @@ async fn bucket_claims_are_proven_with_todays_hash() {
         datafusion::DATAFUSION_VERSION
     );
     write_conflicting_bucket_claims(dir.path(), &recorded);
-    let ctx = four_partitions();
+    let ctx = partitioned_join_session(4);
     ctx.register_table(
         "a",
         Arc::new(bucketed(&ctx, dir.path(), &DataType::Utf8).await),

@@ -215,13 +215,9 @@ fn keyed_rows(n: i64) -> MemTable {
 
 const BUCKETS: usize = 4;
 
-fn bucket_session(target_partitions: usize) -> SessionContext {
-    partitioned_join_session(target_partitions)
-}
-
 /// Writes a bucketed table `name` of 3,000 rows under `root` through INSERT.
 async fn write_bucketed(root: &Path) {
-    let ctx = bucket_session(BUCKETS);
+    let ctx = partitioned_join_session(BUCKETS);
     ctx.register_table("t", Arc::new(keyed_table(&ctx, root, Some(BUCKETS)).await))
         .unwrap();
     ctx.register_table("src", Arc::new(keyed_rows(3_000)))
@@ -240,7 +236,7 @@ async fn bucketed_tables_group_and_join_without_repartitioning() {
     assert_eq!(files.len(), 3 * BUCKETS, "{files:?}");
     assert!(files.iter().all(|f| f.contains("/bucket-")), "{files:?}");
 
-    let ctx = bucket_session(BUCKETS);
+    let ctx = partitioned_join_session(BUCKETS);
     ctx.register_table("a", Arc::new(keyed_table(&ctx, &a, Some(BUCKETS)).await))
         .unwrap();
     ctx.register_table("b", Arc::new(keyed_table(&ctx, &b, Some(BUCKETS)).await))
@@ -289,7 +285,7 @@ async fn bucketed_tables_group_and_join_without_repartitioning() {
     );
 
     // Another partition count: nothing is declared.
-    let other = bucket_session(3);
+    let other = partitioned_join_session(3);
     other
         .register_table("a", Arc::new(keyed_table(&other, &a, Some(BUCKETS)).await))
         .unwrap();
@@ -304,7 +300,7 @@ async fn files_bucketed_another_way_are_not_declared() {
     // Written with 4 buckets; read back declaring 4 buckets of another column,
     // and 8 buckets of the same one.
     write_bucketed(dir.path()).await;
-    let ctx = bucket_session(BUCKETS);
+    let ctx = partitioned_join_session(BUCKETS);
     let by_v = PartitionedTable::builder(file_url(dir.path()))
         .partition_column("k", DataType::Utf8)
         .bucket_by("v", BUCKETS)
@@ -326,7 +322,7 @@ async fn files_bucketed_another_way_are_not_declared() {
         )
         .unwrap(),
     );
-    let ctx = bucket_session(BUCKETS);
+    let ctx = partitioned_join_session(BUCKETS);
     ctx.register_table(
         "t",
         Arc::new(keyed_table(&ctx, dir.path(), Some(BUCKETS)).await),
