@@ -20,7 +20,17 @@ use crate::error::Error;
 /// SET query_context.query_id = 'q-42';
 /// SET query_context.tenant_id = 'acme';
 /// SET query_context.cache_enabled = false;
+/// SET query_context.read_ahead_requests = 32;
 /// ```
+///
+/// # Reading ahead
+///
+/// On an object store, a scan reads the files its partitions will open next
+/// before they ask (see `PartitionedScanExec`'s runtime steps):
+/// `read_ahead_requests` reads in flight at once per scan (0 turns reading
+/// ahead off), holding at most `read_ahead_bytes` (reserved from the
+/// session's memory pool), with files of at most `whole_file_bytes` read in
+/// one request. Scans of the local disk (`file://`) never read ahead.
 ///
 /// Operators read it back with [`QueryContext::from_task_context`].
 ///
@@ -50,6 +60,12 @@ pub struct QueryContext {
     pub tenant_id: String,
     /// Whether the small-table cache may serve or fill entries for this query.
     pub cache_enabled: bool,
+    /// Reads a scan keeps in flight ahead of its partitions (0: none).
+    pub read_ahead_requests: usize,
+    /// Bytes a scan may hold read ahead and not yet decoded.
+    pub read_ahead_bytes: usize,
+    /// Files up to this size are read ahead in one request, footer and data.
+    pub whole_file_bytes: u64,
 }
 
 impl Default for QueryContext {
@@ -58,6 +74,11 @@ impl Default for QueryContext {
             query_id: String::new(),
             tenant_id: String::new(),
             cache_enabled: true,
+            // About what one client keeps in flight against S3 before
+            // latency, not requests, bounds a scan of small files.
+            read_ahead_requests: 64,
+            read_ahead_bytes: 256 * 1024 * 1024,
+            whole_file_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -65,6 +86,17 @@ impl Default for QueryContext {
 const QUERY_ID: &str = "query_id";
 const TENANT_ID: &str = "tenant_id";
 const CACHE_ENABLED: &str = "cache_enabled";
+const READ_AHEAD_REQUESTS: &str = "read_ahead_requests";
+const READ_AHEAD_BYTES: &str = "read_ahead_bytes";
+const WHOLE_FILE_BYTES: &str = "whole_file_bytes";
+const KEYS: [&str; 6] = [
+    QUERY_ID,
+    TENANT_ID,
+    CACHE_ENABLED,
+    READ_AHEAD_REQUESTS,
+    READ_AHEAD_BYTES,
+    WHOLE_FILE_BYTES,
+];
 
 impl QueryContext {
     /// A context for the query `query_id`, with no tenant and the cache enabled.
@@ -137,26 +169,33 @@ impl ExtensionOptions for QueryContext {
             .strip_prefix(Self::PREFIX)
             .and_then(|k| k.strip_prefix('.'))
             .unwrap_or(key);
+        let invalid = |expected: &'static str| Error::InvalidSetting {
+            scope: Self::PREFIX.to_string(),
+            key: format!("{}.{key}", Self::PREFIX),
+            value: value.to_string(),
+            expected,
+        };
+        let count = |expected| value.trim().parse::<u64>().map_err(|_| invalid(expected));
         match key {
             QUERY_ID => self.query_id = value.to_string(),
             TENANT_ID => self.tenant_id = value.to_string(),
             CACHE_ENABLED => {
-                self.cache_enabled = value.trim().to_ascii_lowercase().parse().map_err(|_| {
-                    Error::InvalidSetting {
-                        scope: Self::PREFIX.to_string(),
-                        key: format!("{}.{CACHE_ENABLED}", Self::PREFIX),
-                        value: value.to_string(),
-                        expected: "true or false",
-                    }
-                })?
+                self.cache_enabled = value
+                    .trim()
+                    .to_ascii_lowercase()
+                    .parse()
+                    .map_err(|_| invalid("true or false"))?
             }
+            READ_AHEAD_REQUESTS => {
+                self.read_ahead_requests = count("a number of requests")? as usize
+            }
+            READ_AHEAD_BYTES => self.read_ahead_bytes = count("a number of bytes")? as usize,
+            WHOLE_FILE_BYTES => self.whole_file_bytes = count("a number of bytes")?,
             _ => {
                 return Err(Error::UnknownSetting {
                     scope: Self::PREFIX.to_string(),
                     key: format!("{}.{key}", Self::PREFIX),
-                    known: [QUERY_ID, TENANT_ID, CACHE_ENABLED]
-                        .map(|k| format!("{}.{k}", Self::PREFIX))
-                        .join(", "),
+                    known: KEYS.map(|k| format!("{}.{k}", Self::PREFIX)).join(", "),
                 }
                 .into())
             }
@@ -185,6 +224,21 @@ impl ExtensionOptions for QueryContext {
                 CACHE_ENABLED,
                 self.cache_enabled.to_string(),
                 "Whether the small-table cache may be used",
+            ),
+            entry(
+                READ_AHEAD_REQUESTS,
+                self.read_ahead_requests.to_string(),
+                "Reads a scan of an object store keeps in flight ahead of its partitions (0: none)",
+            ),
+            entry(
+                READ_AHEAD_BYTES,
+                self.read_ahead_bytes.to_string(),
+                "Bytes a scan may hold read ahead and not yet decoded",
+            ),
+            entry(
+                WHOLE_FILE_BYTES,
+                self.whole_file_bytes.to_string(),
+                "Files up to this size are read ahead in one request",
             ),
         ]
     }

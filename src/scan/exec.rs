@@ -24,6 +24,7 @@ use datafusion_datasource::file::FileSource;
 use datafusion_datasource::file_scan_config::FileScanConfig;
 use datafusion_datasource::source::DataSource;
 
+use super::read_ahead::SharedReadAhead;
 use super::schema::StrictExprAdapterFactory;
 use super::stream::LazyScanStream;
 use crate::store::RetryPolicy;
@@ -91,14 +92,24 @@ struct RuntimeFilters {
     static_source: Option<Arc<dyn FileSource>>,
 }
 
-/// Hands out DataFusion's sibling work-stealing state (one shared queue of the
-/// scan's files) per *round* of execution: the first `execute` of a round
-/// creates a full queue, and once every partition has started, the next
+/// Hands out what the partitions of one execution share, per *round* of
+/// execution: DataFusion's sibling work-stealing state (one shared queue of
+/// the scan's files) and the read-ahead over that queue. The first `execute`
+/// of a round creates them, and once every partition has started, the next
 /// `execute` starts a new round. A plan executed again — a re-run, a cache
 /// re-fill — therefore never finds the previous round's drained queue.
 #[derive(Debug, Default)]
 struct SiblingState {
-    round: Mutex<(usize, Option<Arc<dyn Any + Send + Sync>>)>,
+    round: Mutex<(usize, Option<Siblings>)>,
+}
+
+/// What the partitions of one round share.
+#[derive(Debug, Clone)]
+pub(crate) struct Siblings {
+    /// DataFusion's shared work queue.
+    pub(crate) queue: Arc<dyn Any + Send + Sync>,
+    /// The read-ahead over that queue.
+    pub(crate) read_ahead: Arc<SharedReadAhead>,
 }
 
 impl SiblingState {
@@ -107,10 +118,15 @@ impl SiblingState {
         config: &FileScanConfig,
         partitions: usize,
         options: &ConfigOptions,
-    ) -> Option<Arc<dyn Any + Send + Sync>> {
+    ) -> Option<Siblings> {
         let mut round = self.round.lock().unwrap_or_else(|e| e.into_inner());
         if round.0 == 0 {
-            round.1 = config.create_sibling_state(options);
+            round.1 = config
+                .create_sibling_state(options)
+                .map(|queue| Siblings {
+                    queue,
+                    read_ahead: Arc::default(),
+                });
         }
         round.0 += 1;
         let state = round.1.clone();
@@ -416,7 +432,7 @@ impl ExecutionPlan for PartitionedScanExec {
                 self.description.table
             );
         }
-        let sibling_state = if self.work_stealing {
+        let siblings = if self.work_stealing {
             self.sibling_state.for_partition(
                 &self.config,
                 groups,
@@ -433,7 +449,7 @@ impl ExecutionPlan for PartitionedScanExec {
                 partition,
                 context,
                 &self.metrics,
-                sibling_state,
+                siblings,
             )
             .with_retry(self.description.retry),
         ))

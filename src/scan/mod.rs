@@ -3,6 +3,7 @@
 mod exec;
 mod metrics;
 mod naming;
+mod read_ahead;
 pub(crate) mod reader;
 pub(crate) mod schema;
 mod stream;

@@ -16,6 +16,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 
+use super::read_ahead::Releaser;
 use crate::error::panic_message;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
@@ -33,13 +34,15 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 ///
 /// Every reader it creates counts itself in `open_readers` until it is
 /// dropped, which is how tests prove that a cancelled scan lets go of its
-/// files.
+/// files. A dropped reader also lets the scan's read-ahead release the bytes
+/// it held of the reader's file.
 #[derive(Debug)]
 pub(crate) struct PageIndexCachingReaderFactory {
     inner: CachedParquetFileReaderFactory,
     /// Whether to ask for the page index with the footer (the scan reads it).
     page_index: bool,
     open_readers: Gauge,
+    read_ahead: Option<Releaser>,
 }
 
 impl PageIndexCachingReaderFactory {
@@ -47,11 +50,13 @@ impl PageIndexCachingReaderFactory {
         inner: CachedParquetFileReaderFactory,
         page_index: bool,
         open_readers: Gauge,
+        read_ahead: Option<Releaser>,
     ) -> Self {
         Self {
             inner,
             page_index,
             open_readers,
+            read_ahead,
         }
     }
 }
@@ -64,6 +69,7 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
         metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
+        let path = partitioned_file.object_meta.location.clone();
         let inner = self.inner.create_reader(
             partition_index,
             partitioned_file,
@@ -75,6 +81,7 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
             inner,
             page_index: self.page_index,
             open_readers: self.open_readers.clone(),
+            read_ahead: self.read_ahead.clone().map(|r| (r, path)),
         }))
     }
 }
@@ -83,11 +90,15 @@ struct PageIndexCachingReader {
     inner: Box<dyn AsyncFileReader + Send>,
     page_index: bool,
     open_readers: Gauge,
+    read_ahead: Option<(Releaser, object_store::path::Path)>,
 }
 
 impl Drop for PageIndexCachingReader {
     fn drop(&mut self) {
         self.open_readers.sub(1);
+        if let Some((read_ahead, path)) = &self.read_ahead {
+            read_ahead.release(path);
+        }
     }
 }
 

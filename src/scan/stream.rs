@@ -1,6 +1,5 @@
 //! [`LazyScanStream`]: the stream of one output partition of a scan.
 
-use std::any::Any;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,9 +15,12 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion_datasource::file_scan_config::{FileScanConfig, FileScanConfigBuilder};
 use datafusion_datasource::source::{DataSource, OpenArgs};
 use futures::{ready, Stream, StreamExt};
+use object_store::ObjectStore;
 
+use super::exec::Siblings;
 use super::metrics::ScanMetrics;
 use super::naming::NamingSource;
+use super::read_ahead::{read_order, ReadAhead, ReadAheadMetrics, ReadAheadOptions};
 use super::reader::PageIndexCachingReaderFactory;
 use crate::context::QueryContext;
 use crate::store::{ResilientStore, RetryPolicy};
@@ -46,15 +48,20 @@ pub struct LazyScanStream {
     /// DataFusion's reader under it) logs carries the query, tenant, table and
     /// partition.
     span: tracing::Span,
+    /// The table's display name (names the read-ahead's memory reservation).
+    table: Arc<str>,
     rows: usize,
     first_poll: Option<Instant>,
     schema: SchemaRef,
     config: Arc<FileScanConfig>,
     partition: usize,
     context: Arc<TaskContext>,
-    /// DataFusion's work-stealing queue shared with the sibling partitions of
-    /// this execution (see [`SiblingState`](super::exec)), if any.
-    sibling_state: Option<Arc<dyn Any + Send + Sync>>,
+    /// DataFusion's work-stealing queue and the read-ahead shared with the
+    /// sibling partitions of this execution (see `SiblingState`), if any.
+    siblings: Option<Siblings>,
+    /// The read-ahead this stream reads through while it is open.
+    read_ahead: Option<Arc<ReadAhead>>,
+    metrics: ExecutionPlanMetricsSet,
     /// Retries and timeouts around the store the files are read from.
     retry: Option<RetryPolicy>,
     scan_metrics: ScanMetrics,
@@ -78,7 +85,7 @@ impl LazyScanStream {
         partition: usize,
         context: Arc<TaskContext>,
         metrics: &ExecutionPlanMetricsSet,
-        sibling_state: Option<Arc<dyn Any + Send + Sync>>,
+        siblings: Option<Siblings>,
     ) -> Self {
         let query = QueryContext::from_task_context(&context);
         let span = tracing::info_span!(
@@ -91,13 +98,16 @@ impl LazyScanStream {
         Self {
             state: State::Uninitialized,
             span,
+            table: Arc::from(table),
             rows: 0,
             first_poll: None,
             schema,
             config,
             partition,
             context,
-            sibling_state,
+            siblings,
+            read_ahead: None,
+            metrics: metrics.clone(),
             retry: None,
             scan_metrics: ScanMetrics::new(metrics, partition),
         }
@@ -125,6 +135,9 @@ impl LazyScanStream {
     /// flight), and records the scan's wall time.
     fn finish(&mut self) {
         self.state = State::Done;
+        // The last stream of an execution to let go cancels what is still
+        // being read ahead.
+        self.read_ahead = None;
         if let Some(started) = self.first_poll.take() {
             self.scan_metrics.scan_time.add_duration(started.elapsed());
         }
@@ -132,20 +145,24 @@ impl LazyScanStream {
 
     /// Builds DataFusion's file stream over this partition's file group. Pure
     /// construction: the first I/O happens when the file stream is polled.
-    fn open(&self) -> Result<SendableRecordBatchStream> {
-        let config = &self.config;
+    fn open(&mut self) -> Result<SendableRecordBatchStream> {
+        let config = Arc::clone(&self.config);
         let mut source = Arc::clone(&config.file_source);
         if let Some(parquet) = source.downcast_ref::<ParquetSource>() {
             // Footers go through the runtime's metadata cache, as in a
             // ListingTable scan: a repeated query does not re-read them. The
             // cache lives in the executing runtime, so it is attached here,
             // not at planning time.
-            let store = ResilientStore::wrap(
+            let mut store = ResilientStore::wrap(
                 self.context
                     .runtime_env()
                     .object_store(&config.object_store_url)?,
                 self.retry,
             );
+            self.read_ahead = self.start_read_ahead(&store);
+            if let Some(read_ahead) = &self.read_ahead {
+                store = read_ahead.store();
+            }
             let cache = self
                 .context
                 .runtime_env()
@@ -157,6 +174,7 @@ impl LazyScanStream {
                     cached,
                     parquet.table_parquet_options().global.enable_page_index,
                     self.scan_metrics.open_readers.clone(),
+                    self.read_ahead.as_ref().map(|r| r.releaser()),
                 ));
             source = Arc::new(parquet.clone().with_parquet_file_reader_factory(factory));
         }
@@ -169,8 +187,39 @@ impl LazyScanStream {
             .with_source(Arc::new(NamingSource::new(source)))
             .build();
         let args = OpenArgs::new(self.partition, Arc::clone(&self.context))
-            .with_shared_state(self.sibling_state.clone());
+            .with_shared_state(self.siblings.as_ref().map(|s| Arc::clone(&s.queue)));
         opening.open_with_args(args)
+    }
+
+    /// The read-ahead this partition reads through: the one its siblings
+    /// share (started here if this is the first of them to be polled), or
+    /// one over its own file group; `None` where the session's
+    /// [`QueryContext`] says not to read ahead.
+    fn start_read_ahead(&self, store: &Arc<dyn ObjectStore>) -> Option<Arc<ReadAhead>> {
+        let config = &self.config;
+        let shared = self.siblings.as_ref().map(|s| &s.read_ahead);
+        let options = ReadAheadOptions::for_scan(
+            &QueryContext::from_task_context(&self.context),
+            config.object_store_url.as_str().split(':').next().unwrap_or(""),
+            config.file_groups.len(),
+            config.limit,
+            shared.is_some(),
+        )?;
+        let start = || {
+            let files = read_order(config, shared.is_none().then_some(self.partition));
+            ReadAhead::start(
+                &self.table,
+                Arc::clone(store),
+                files,
+                options,
+                &self.context.runtime_env().memory_pool,
+                ReadAheadMetrics::new(&self.metrics),
+            )
+        };
+        Some(match shared {
+            Some(shared) => shared.get_or_start(start),
+            None => Arc::new(start()),
+        })
     }
 }
 

@@ -127,7 +127,26 @@ pub struct FaultyStore {
     rules: Mutex<Vec<ActiveRule>>,
     injected: AtomicUsize,
     requests: [AtomicUsize; 4],
+    /// Reads running now, and the most that ever ran at once.
+    reading: Arc<(AtomicUsize, AtomicUsize)>,
     hold: Mutex<Option<ListHold>>,
+}
+
+/// Counts one read as running until dropped (a cancelled read included).
+struct Reading(Arc<(AtomicUsize, AtomicUsize)>);
+
+impl Reading {
+    fn start(counts: &Arc<(AtomicUsize, AtomicUsize)>) -> Self {
+        let now = counts.0.fetch_add(1, Ordering::SeqCst) + 1;
+        counts.1.fetch_max(now, Ordering::SeqCst);
+        Self(Arc::clone(counts))
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl FaultyStore {
@@ -138,6 +157,7 @@ impl FaultyStore {
             rules: Mutex::new(Vec::new()),
             injected: AtomicUsize::new(0),
             requests: Default::default(),
+            reading: Arc::default(),
             hold: Mutex::new(None),
         })
     }
@@ -167,11 +187,25 @@ impl FaultyStore {
         self.requests[kind.index()].load(Ordering::SeqCst)
     }
 
-    /// Starts counting requests from zero again.
+    /// Reads (`get_opts`, `get_ranges`) running right now: started and
+    /// neither finished nor dropped.
+    pub fn reads_in_flight(&self) -> usize {
+        self.reading.0.load(Ordering::SeqCst)
+    }
+
+    /// The most reads that ran at once since the counts were last reset.
+    pub fn peak_reads_in_flight(&self) -> usize {
+        self.reading.1.load(Ordering::SeqCst)
+    }
+
+    /// Starts counting requests (and the peak of reads in flight) from zero again.
     pub fn reset_counts(&self) {
         for count in &self.requests {
             count.store(0, Ordering::SeqCst);
         }
+        self.reading
+            .1
+            .store(self.reading.0.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// While `hold` is set, every listing is read whole, then held until
@@ -273,6 +307,7 @@ impl ObjectStore for FaultyStore {
         } else {
             RequestKind::Head
         };
+        let _reading = Reading::start(&self.reading);
         let short = self.before(kind, location.as_ref()).await?;
         let result = self.inner.get_opts(location, options).await?;
         if !short {
@@ -293,6 +328,7 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let _reading = Reading::start(&self.reading);
         let short = self.before(RequestKind::Read, location.as_ref()).await?;
         let parts = self.inner.get_ranges(location, ranges).await?;
         Ok(if short {

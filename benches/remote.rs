@@ -1,0 +1,312 @@
+//! PartitionedTable vs ListingTable on a remote-like lake, in one run.
+//!
+//! ```text
+//! cargo bench --bench remote -- [--partitions 102] [--files-per-partition 10]
+//!     [--rows 1000] [--latency-ms 20] [--runs 3]
+//! ```
+//!
+//! The lake (by default 1,020 files of 1,000 rows in 102 partitions) lives
+//! in an in-memory store behind object_store's `ThrottledStore`, which waits
+//! `--latency-ms` before every request; requests are counted by the crate's
+//! `FaultyStore`. Every measurement starts from a fresh `SessionContext` and
+//! fresh store wrappers, so no cache is warm (target_partitions 4):
+//!
+//! * registration + first full scan (`count(*)`, `sum`);
+//! * a repeated full scan on the same context;
+//! * registration + a first one-partition query.
+//!
+//! Each line prints both times and `listing / ours` (above 1 means lakefusion
+//! is faster), then requests per file and the read-ahead's peak bytes held
+//! against its budget.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::Result;
+use datafusion::physical_plan::{collect, ExecutionPlan};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use lakefusion::store::faults::FaultyStore;
+use lakefusion::{PartitionedTable, QueryContext, SessionBuilder};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::throttle::{ThrottleConfig, ThrottledStore};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use url::Url;
+
+struct Args {
+    partitions: usize,
+    files_per_partition: usize,
+    rows: usize,
+    latency: Duration,
+    runs: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        partitions: 102,
+        files_per_partition: 10,
+        rows: 1000,
+        latency: Duration::from_millis(20),
+        runs: 3,
+    };
+    let mut it = std::env::args().skip(1);
+    let number = |v: Option<String>, flag: &str| -> usize {
+        v.and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{flag} N"))
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--partitions" => args.partitions = number(it.next(), "--partitions"),
+            "--files-per-partition" => {
+                args.files_per_partition = number(it.next(), "--files-per-partition")
+            }
+            "--rows" => args.rows = number(it.next(), "--rows"),
+            "--latency-ms" => {
+                args.latency = Duration::from_millis(number(it.next(), "--latency-ms") as u64)
+            }
+            "--runs" => args.runs = number(it.next(), "--runs"),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    args
+}
+
+const ROOT: &str = "memory:///lake/";
+const FULL_SCAN: &str = "SELECT count(*), sum(v), count(DISTINCT s) FROM t";
+const ONE_PARTITION: &str = "SELECT count(*), sum(v) FROM t WHERE p = 7";
+
+fn main() -> Result<()> {
+    let args = parse_args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+async fn write_lake(args: &Args) -> Result<Arc<InMemory>> {
+    let store = Arc::new(InMemory::new());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+        Field::new("s", DataType::Utf8, false),
+    ]));
+    let mut bytes = 0;
+    for p in 0..args.partitions {
+        for f in 0..args.files_per_partition {
+            let base = ((p * args.files_per_partition + f) * args.rows) as i64;
+            let ids: Vec<i64> = (base..base + args.rows as i64).collect();
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from(ids.clone())),
+                    Arc::new(Int64Array::from_iter_values(ids.iter().map(|i| i % 97))),
+                    Arc::new(StringArray::from_iter_values(
+                        ids.iter().map(|i| format!("s{}", i % 13)),
+                    )),
+                ],
+            )?;
+            let mut buffer = Vec::new();
+            let mut writer = ArrowWriter::try_new(&mut buffer, Arc::clone(&schema), None)?;
+            writer.write(&batch)?;
+            writer.close()?;
+            bytes += buffer.len();
+            let path = Path::from(format!("lake/p={p}/part-{f}.parquet"));
+            store.put(&path, PutPayload::from(buffer)).await?;
+        }
+    }
+    let files = args.partitions * args.files_per_partition;
+    println!(
+        "lake: {files} files, {} partitions, {} rows a file, {} KiB a file on average, {} ms a request",
+        args.partitions,
+        args.rows,
+        bytes / files / 1024,
+        args.latency.as_millis()
+    );
+    Ok(store)
+}
+
+/// A fresh context over a fresh throttled, counted view of `lake`.
+fn fresh(lake: &Arc<InMemory>, latency: Duration) -> (SessionContext, Arc<FaultyStore>) {
+    let throttled = ThrottledStore::new(
+        Arc::clone(lake) as Arc<dyn ObjectStore>,
+        ThrottleConfig {
+            wait_get_per_call: latency,
+            wait_list_per_call: latency,
+            wait_list_with_delimiter_per_call: latency,
+            wait_put_per_call: latency,
+            ..Default::default()
+        },
+    );
+    let store = FaultyStore::new(Arc::new(throttled));
+    let ctx = SessionBuilder::new()
+        .with_config(SessionConfig::new().with_target_partitions(4))
+        .with_object_store(
+            Url::parse("memory://").expect("url"),
+            store.clone() as Arc<dyn ObjectStore>,
+        )
+        .build_context();
+    (ctx, store)
+}
+
+async fn ours(ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
+    let table = PartitionedTable::builder(ROOT)
+        .partition_column("p", DataType::Int32)
+        .build(&ctx.state())
+        .await?;
+    Ok(Arc::new(table))
+}
+
+async fn listing(ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
+    let options = ListingOptions::new(Arc::new(
+        ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone()),
+    ))
+    .with_file_extension(".parquet")
+    .with_table_partition_cols(vec![("p".to_string(), DataType::Int32)]);
+    let config = ListingTableConfig::new(ListingTableUrl::parse(ROOT)?)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await?;
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// Runs `sql`, returning its rows as text and the largest
+/// `read_ahead_peak_bytes` any scan in the plan reported.
+async fn run_query(ctx: &SessionContext, sql: &str) -> Result<(String, usize)> {
+    let plan = ctx.sql(sql).await?.create_physical_plan().await?;
+    let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await?;
+    let rows = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+    Ok((rows, peak_read_ahead(&plan)))
+}
+
+fn peak_read_ahead(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.sum_by_name("read_ahead_peak_bytes"))
+        .map_or(0, |v| v.as_usize());
+    plan.children()
+        .into_iter()
+        .map(peak_read_ahead)
+        .fold(own, usize::max)
+}
+
+#[derive(Default)]
+struct Side {
+    first_full: Vec<Duration>,
+    repeated_full: Vec<Duration>,
+    first_partition: Vec<Duration>,
+    requests_first_full: usize,
+    requests_repeated: usize,
+    peak: usize,
+}
+
+async fn measure(
+    lake: &Arc<InMemory>,
+    args: &Args,
+    ours_side: bool,
+    side: &mut Side,
+) -> Result<String> {
+    let register = |ctx: SessionContext| async move {
+        let table = if ours_side {
+            ours(&ctx).await?
+        } else {
+            listing(&ctx).await?
+        };
+        ctx.register_table("t", table)?;
+        Result::<SessionContext>::Ok(ctx)
+    };
+    // Registration + first full scan, then the same scan again.
+    let (ctx, store) = fresh(lake, args.latency);
+    let started = Instant::now();
+    let ctx = register(ctx).await?;
+    let (rows, peak) = run_query(&ctx, FULL_SCAN).await?;
+    side.first_full.push(started.elapsed());
+    side.requests_first_full = store.requests();
+    side.peak = side.peak.max(peak);
+    store.reset_counts();
+    let started = Instant::now();
+    let (again, _) = run_query(&ctx, FULL_SCAN).await?;
+    side.repeated_full.push(started.elapsed());
+    side.requests_repeated = store.requests();
+    assert_eq!(rows, again, "a repeated scan changed its answer");
+
+    // Registration + a first one-partition query.
+    let (ctx, _) = fresh(lake, args.latency);
+    let started = Instant::now();
+    let ctx = register(ctx).await?;
+    run_query(&ctx, ONE_PARTITION).await?;
+    side.first_partition.push(started.elapsed());
+    Ok(rows)
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn print_row(name: &str, ours: &mut [Duration], listing: &mut [Duration]) -> f64 {
+    let (o, l) = (median(ours), median(listing));
+    let ratio = l.as_secs_f64() / o.as_secs_f64();
+    println!(
+        "{name:<44} {:>10.1} ms {:>10.1} ms {ratio:>8.2}x",
+        o.as_secs_f64() * 1e3,
+        l.as_secs_f64() * 1e3
+    );
+    ratio
+}
+
+async fn run(args: Args) -> Result<()> {
+    let lake = write_lake(&args).await?;
+    let files = args.partitions * args.files_per_partition;
+    let (mut ours_side, mut listing_side) = (Side::default(), Side::default());
+    for _ in 0..args.runs {
+        let a = measure(&lake, &args, true, &mut ours_side).await?;
+        let b = measure(&lake, &args, false, &mut listing_side).await?;
+        assert_eq!(a, b, "the two tables disagree");
+    }
+    println!(
+        "{:<44} {:>13} {:>13} {:>9}",
+        "median of runs", "ours", "ListingTable", "listing/ours"
+    );
+    print_row(
+        "registration + first full scan",
+        &mut ours_side.first_full,
+        &mut listing_side.first_full,
+    );
+    print_row(
+        "repeated full scan",
+        &mut ours_side.repeated_full,
+        &mut listing_side.repeated_full,
+    );
+    print_row(
+        "registration + first one-partition query",
+        &mut ours_side.first_partition,
+        &mut listing_side.first_partition,
+    );
+    let per_file = |n: usize| n as f64 / files as f64;
+    println!(
+        "requests per file, registration + first full scan: ours {:.2}, ListingTable {:.2}",
+        per_file(ours_side.requests_first_full),
+        per_file(listing_side.requests_first_full)
+    );
+    println!(
+        "requests per file, repeated full scan: ours {:.2}, ListingTable {:.2}",
+        per_file(ours_side.requests_repeated),
+        per_file(listing_side.requests_repeated)
+    );
+    let budget = QueryContext::default();
+    println!(
+        "read-ahead: peak {} KiB held, budget {} KiB, {} requests in flight at most",
+        ours_side.peak / 1024,
+        budget.read_ahead_bytes / 1024,
+        budget.read_ahead_requests
+    );
+    Ok(())
+}

@@ -1,0 +1,578 @@
+//! [`ReadAhead`]: a scan's reads issued ahead of its decoders, many at a time.
+//!
+//! DataFusion's `FileStream` keeps one request in flight per output
+//! partition: footer, then data, then the next file. On an object store
+//! every request costs tens of milliseconds, so a scan of many small files
+//! waits on latency, not bandwidth. A `ReadAhead` is shared by the output
+//! partitions of one execution of a scan and reads, in the order the
+//! partitions will open them, the files they will need next:
+//!
+//! * a file of at most `whole_file_bytes` in one request, footer and data
+//!   together;
+//! * of a larger file, its last `footer_bytes` (the footer the opener reads
+//!   first; its row groups are then read by the opener itself, coalesced).
+//!
+//! At most `requests` reads are in flight at once, and the bytes held are
+//! reserved from the session's `MemoryPool` (and at most `bytes`) before a
+//! read is issued; a file's bytes are released when its reader is dropped.
+//! The readers ask their store as usual: [`ReadAheadStore`] answers from
+//! what was read ahead (waiting for a read in flight rather than issuing a
+//! second one) and passes everything else — and any read that failed ahead —
+//! to the real store, whose error then names the file.
+//!
+//! Nothing is read before the first poll of a partition, and everything in
+//! flight is dropped (its request cancelled) when the last partition stream
+//! of the execution is dropped.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricCategory, MetricType,
+};
+use futures::future::{BoxFuture, Shared};
+use futures::stream::{self, BoxStream, FuturesUnordered};
+use futures::{FutureExt, StreamExt};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+use datafusion_datasource::file_scan_config::FileScanConfig;
+use tokio::sync::Notify;
+
+use crate::context::QueryContext;
+
+/// How far a scan reads ahead, from the session's [`QueryContext`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadAheadOptions {
+    /// Reads in flight at once, over all partitions of the scan.
+    pub requests: usize,
+    /// Bytes read ahead and not yet consumed, at most.
+    pub bytes: usize,
+    /// Files read ahead and not yet consumed, at most.
+    pub files: usize,
+    /// Files up to this size are read in one request.
+    pub whole_file_bytes: u64,
+    /// How much of the end of a larger file is read ahead for its footer.
+    pub footer_bytes: u64,
+}
+
+impl ReadAheadOptions {
+    /// The options of `context` for one read-ahead of a scan of `groups`
+    /// file groups with `limit`, shared by all partitions of an execution
+    /// (`shared`) or of one partition's own group (then each gets its share
+    /// of the requests and bytes); `None` when the scan must not read ahead:
+    /// turned off, or on the local disk (`file://`), which has no request
+    /// latency to hide.
+    pub(crate) fn for_scan(
+        context: &QueryContext,
+        scheme: &str,
+        groups: usize,
+        limit: Option<usize>,
+        shared: bool,
+    ) -> Option<Self> {
+        if context.read_ahead_requests == 0 || scheme == "file" {
+            return None;
+        }
+        let share = if shared { 1 } else { groups.max(1) };
+        let requests = (context.read_ahead_requests / share).max(1);
+        // A limited scan may stop after its first file: hold at most the
+        // next file of each partition, so that a LIMIT does not pay for
+        // requests it never needed.
+        let files = match limit {
+            Some(_) => (groups.max(1) / share).max(1),
+            None => usize::MAX,
+        };
+        Some(Self {
+            requests: requests.min(files),
+            bytes: context.read_ahead_bytes / share,
+            files,
+            whole_file_bytes: context.whole_file_bytes,
+            footer_bytes: FOOTER_BYTES,
+        })
+    }
+}
+
+/// The files a scan's reads will open, in the order they will open them:
+/// DataFusion's shared work queue (every group in turn, reordered by the
+/// file source) for the partitions of one execution, or one partition's own
+/// group.
+pub(crate) fn read_order(config: &FileScanConfig, partition: Option<usize>) -> Vec<ObjectMeta> {
+    let files: Vec<_> = match partition {
+        Some(p) => config
+            .file_groups
+            .get(p)
+            .map(|g| g.iter().cloned().collect())
+            .unwrap_or_default(),
+        None => config
+            .file_source
+            .reorder_files(config.file_groups.iter().flat_map(|g| g.iter().cloned()).collect()),
+    };
+    // A file split into byte ranges appears once per range: read it once.
+    let mut seen = HashSet::new();
+    files
+        .into_iter()
+        .map(|f| f.object_meta)
+        .filter(|m| seen.insert(m.location.clone()))
+        .collect()
+}
+
+/// The read-ahead the partitions of one execution share: started by the
+/// first of them to be polled, kept alive by the streams only (so that
+/// dropping them cancels it).
+#[derive(Debug, Default)]
+pub(crate) struct SharedReadAhead(Mutex<Weak<ReadAhead>>);
+
+impl SharedReadAhead {
+    /// The running read-ahead, or the one `start` starts.
+    pub(crate) fn get_or_start(&self, start: impl FnOnce() -> ReadAhead) -> Arc<ReadAhead> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = slot.upgrade() {
+            return running;
+        }
+        let started = Arc::new(start());
+        *slot = Arc::downgrade(&started);
+        started
+    }
+}
+
+/// Read ahead of a file too large to read whole: its footer, as a reader
+/// without a size hint would fetch it in two requests (length, then footer).
+const FOOTER_BYTES: u64 = 64 * 1024;
+
+/// Metrics of a scan's read-ahead (one per execution, not per partition).
+#[derive(Debug, Clone)]
+pub(crate) struct ReadAheadMetrics {
+    /// Reads issued ahead.
+    requests: Count,
+    /// Bytes those reads returned.
+    bytes: Count,
+    /// Reads of the decoders answered from what was read ahead.
+    hits: Count,
+    /// The most bytes held (reserved) at once.
+    peak_bytes: Gauge,
+}
+
+impl ReadAheadMetrics {
+    pub(crate) fn new(metrics: &ExecutionPlanMetricsSet) -> Self {
+        let builder = || {
+            MetricBuilder::new(metrics)
+                .with_type(MetricType::Dev)
+                .with_category(MetricCategory::Bytes)
+        };
+        Self {
+            requests: MetricBuilder::new(metrics)
+                .with_type(MetricType::Summary)
+                .with_category(MetricCategory::Uncategorized)
+                .global_counter("read_ahead_requests"),
+            bytes: builder().global_counter("read_ahead_bytes"),
+            hits: MetricBuilder::new(metrics)
+                .with_type(MetricType::Dev)
+                .with_category(MetricCategory::Uncategorized)
+                .global_counter("read_ahead_hits"),
+            peak_bytes: builder().global_gauge("read_ahead_peak_bytes"),
+        }
+    }
+}
+
+type Fetch = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<object_store::Error>>>>;
+
+/// What the read-ahead knows of one file.
+enum Entry {
+    /// Read (or being read) ahead: `len` bytes from `start`.
+    Ahead {
+        meta: ObjectMeta,
+        start: u64,
+        fetch: Fetch,
+        reserved: usize,
+    },
+    /// Its reader came first, or is done: nothing more is read ahead of it.
+    Passed,
+}
+
+/// The state a [`ReadAhead`] shares with its driver and its store.
+struct State {
+    store: Arc<dyn ObjectStore>,
+    entries: Mutex<HashMap<Path, Entry>>,
+    /// The bytes held, and how many files they are of.
+    reservation: Mutex<(MemoryReservation, usize)>,
+    /// Signalled when bytes are released.
+    released: Notify,
+    options: ReadAheadOptions,
+    metrics: ReadAheadMetrics,
+}
+
+impl State {
+    fn entries(&self) -> MutexGuard<'_, HashMap<Path, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reservation(&self) -> MutexGuard<'_, (MemoryReservation, usize)> {
+        self.reservation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves `len` bytes of one more file within the budgets and the
+    /// pool. `Err(true)` when nothing is held, so waiting would never
+    /// succeed.
+    fn try_reserve(&self, len: usize) -> std::result::Result<(), bool> {
+        let mut held = self.reservation();
+        let (reservation, files) = &mut *held;
+        let bytes = reservation.size();
+        if *files >= self.options.files
+            || bytes + len > self.options.bytes
+            || reservation.try_grow(len).is_err()
+        {
+            return Err(*files == 0);
+        }
+        *files += 1;
+        self.metrics.peak_bytes.set_max(reservation.size());
+        Ok(())
+    }
+
+    fn unreserve(&self, len: usize) {
+        let mut held = self.reservation();
+        held.0.shrink(len);
+        held.1 -= 1;
+    }
+
+    fn release(&self, path: &Path) {
+        let reserved = match self.entries().insert(path.clone(), Entry::Passed) {
+            Some(Entry::Ahead { reserved, .. }) => reserved,
+            _ => return,
+        };
+        self.unreserve(reserved);
+        self.released.notify_one();
+    }
+
+    /// The read ahead of `path` covering `range`, if there is one; marks the
+    /// file passed when its reader arrives before the read-ahead did.
+    async fn read(
+        &self,
+        path: &Path,
+        range: impl FnOnce(u64) -> Range<u64>,
+    ) -> Option<(ObjectMeta, Bytes)> {
+        let (meta, start, fetch) = {
+            let mut entries = self.entries();
+            match entries.get(path) {
+                Some(Entry::Ahead {
+                    meta, start, fetch, ..
+                }) => (meta.clone(), *start, fetch.clone()),
+                Some(Entry::Passed) => return None,
+                None => {
+                    entries.insert(path.clone(), Entry::Passed);
+                    return None;
+                }
+            }
+        };
+        let range = range(meta.size);
+        let bytes = fetch.await.ok()?;
+        let end = start + bytes.len() as u64;
+        if range.start < start || range.end > end || range.start > range.end {
+            return None;
+        }
+        self.metrics.hits.add(1);
+        let from = (range.start - start) as usize;
+        let to = (range.end - start) as usize;
+        Some((meta, bytes.slice(from..to)))
+    }
+}
+
+/// One execution's read-ahead (see the [module docs](self)). Dropping it
+/// cancels every read in flight.
+pub(crate) struct ReadAhead {
+    state: Arc<State>,
+    _driver: SpawnedTask<()>,
+}
+
+impl fmt::Debug for ReadAhead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadAhead")
+            .field("options", &self.state.options)
+            .finish()
+    }
+}
+
+impl ReadAhead {
+    /// Starts reading `files`, in this order, from `store`. Must be called
+    /// from a Tokio runtime (a stream's first poll).
+    pub(crate) fn start(
+        name: &str,
+        store: Arc<dyn ObjectStore>,
+        files: Vec<ObjectMeta>,
+        options: ReadAheadOptions,
+        pool: &Arc<dyn MemoryPool>,
+        metrics: ReadAheadMetrics,
+    ) -> Self {
+        let reservation = MemoryConsumer::new(format!("ReadAhead[{name}]")).register(pool);
+        let state = Arc::new(State {
+            store,
+            entries: Mutex::default(),
+            reservation: Mutex::new((reservation, 0)),
+            released: Notify::new(),
+            options,
+            metrics,
+        });
+        let driver = SpawnedTask::spawn(drive(Arc::clone(&state), files));
+        Self {
+            state,
+            _driver: driver,
+        }
+    }
+
+    /// `store`, answering reads from what this read-ahead holds.
+    pub(crate) fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::new(ReadAheadStore {
+            state: Arc::clone(&self.state),
+        })
+    }
+
+    /// What a reader calls when it is done with its file.
+    pub(crate) fn releaser(&self) -> Releaser {
+        Releaser(Arc::clone(&self.state))
+    }
+}
+
+/// Lets the bytes read ahead of a file go once its reader is done.
+#[derive(Clone)]
+pub(crate) struct Releaser(Arc<State>);
+
+impl Releaser {
+    /// The reader of `path` is done: its bytes can go.
+    pub(crate) fn release(&self, path: &Path) {
+        self.0.release(path);
+    }
+}
+
+impl fmt::Debug for Releaser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Releaser")
+    }
+}
+
+/// Issues the reads, in order, within the request and byte budgets.
+async fn drive(state: Arc<State>, files: Vec<ObjectMeta>) {
+    let options = state.options;
+    let mut in_flight = FuturesUnordered::new();
+    'files: for meta in files {
+        let (start, len) = if meta.size <= options.whole_file_bytes {
+            (0, meta.size)
+        } else {
+            let len = options.footer_bytes.min(meta.size);
+            (meta.size - len, len)
+        };
+        if len == 0 {
+            continue;
+        }
+        while in_flight.len() >= options.requests {
+            in_flight.next().await;
+        }
+        loop {
+            if matches!(state.entries().get(&meta.location), Some(Entry::Passed)) {
+                continue 'files;
+            }
+            let released = state.released.notified();
+            match state.try_reserve(len as usize) {
+                Ok(()) => break,
+                // Larger than the whole budget: its reader reads it itself.
+                Err(true) => continue 'files,
+                Err(false) => {
+                    // Wait for a reader to finish a file (in-flight reads
+                    // keep completing meanwhile).
+                    tokio::select! {
+                        _ = released => {}
+                        Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
+                    }
+                }
+            }
+        }
+        let store = Arc::clone(&state.store);
+        let location = meta.location.clone();
+        let metrics = state.metrics.clone();
+        let fetch: Fetch = async move {
+            metrics.requests.add(1);
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(start..start + len)),
+                ..Default::default()
+            };
+            let bytes = match store.get_opts(&location, options).await {
+                Ok(result) => result.bytes().await,
+                Err(e) => Err(e),
+            };
+            let bytes = bytes.map_err(Arc::new)?;
+            metrics.bytes.add(bytes.len());
+            Ok(bytes)
+        }
+        .boxed()
+        .shared();
+        let mut entries = state.entries();
+        if entries.contains_key(&meta.location) {
+            // Its reader arrived while the budget was awaited.
+            drop(entries);
+            state.unreserve(len as usize);
+            continue;
+        }
+        entries.insert(
+            meta.location.clone(),
+            Entry::Ahead {
+                meta,
+                start,
+                fetch: fetch.clone(),
+                reserved: len as usize,
+            },
+        );
+        drop(entries);
+        in_flight.push(fetch);
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// The store a scan's readers use while it reads ahead: ranged reads of a
+/// file read ahead are answered from memory; everything else goes to the
+/// real store.
+struct ReadAheadStore {
+    state: Arc<State>,
+}
+
+impl fmt::Debug for ReadAheadStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReadAheadStore({})", self.state.store)
+    }
+}
+
+impl fmt::Display for ReadAheadStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The bytes of `range` in an object of `size` bytes.
+fn absolute(range: &GetRange, size: u64) -> Range<u64> {
+    match range {
+        GetRange::Bounded(r) => r.start..r.end.min(size),
+        GetRange::Offset(offset) => *offset..size,
+        GetRange::Suffix(n) => size.saturating_sub(*n)..size,
+    }
+}
+
+#[async_trait]
+impl ObjectStore for ReadAheadStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.state.store.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.state.store.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        // Only plain ranged reads (how Parquet is read) are answered here.
+        let plain = options.if_match.is_none()
+            && options.if_none_match.is_none()
+            && options.if_modified_since.is_none()
+            && options.if_unmodified_since.is_none()
+            && options.version.is_none()
+            && !options.head;
+        if let (Some(range), true) = (&options.range, plain) {
+            let read = self.state.read(location, |size| absolute(range, size));
+            if let Some((meta, bytes)) = read.await {
+                let range = absolute(range, meta.size);
+                return Ok(GetResult {
+                    payload: GetResultPayload::Stream(stream::once(async { Ok(bytes) }).boxed()),
+                    meta,
+                    range,
+                    attributes: Default::default(),
+                });
+            }
+        }
+        self.state.store.get_opts(location, options).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let mut parts = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            match self.state.read(location, |_| range.clone()).await {
+                Some((_, bytes)) => parts.push(bytes),
+                None => return self.state.store.get_ranges(location, ranges).await,
+            }
+        }
+        Ok(parts)
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.state.store.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.state.store.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.state.store.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.state.store.copy_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_resolved_against_the_object_size() {
+        assert_eq!(absolute(&GetRange::Bounded(2..5), 10), 2..5);
+        assert_eq!(absolute(&GetRange::Bounded(8..50), 10), 8..10);
+        assert_eq!(absolute(&GetRange::Offset(4), 10), 4..10);
+        assert_eq!(absolute(&GetRange::Suffix(3), 10), 7..10);
+        assert_eq!(absolute(&GetRange::Suffix(30), 10), 0..10);
+    }
+
+    #[test]
+    fn no_read_ahead_on_the_local_disk_or_when_turned_off() {
+        let context = QueryContext::default();
+        assert!(ReadAheadOptions::for_scan(&context, "file", 4, None, true).is_none());
+        let on = ReadAheadOptions::for_scan(&context, "s3", 4, None, true);
+        assert_eq!(on.map(|o| o.requests), Some(context.read_ahead_requests));
+        // A partition reading ahead on its own gets its share.
+        let own = ReadAheadOptions::for_scan(&context, "s3", 4, None, false);
+        assert_eq!(own.map(|o| o.requests), Some(context.read_ahead_requests / 4));
+        assert_eq!(own.map(|o| o.bytes), Some(context.read_ahead_bytes / 4));
+        let off = QueryContext {
+            read_ahead_requests: 0,
+            ..QueryContext::default()
+        };
+        assert!(ReadAheadOptions::for_scan(&off, "s3", 4, None, true).is_none());
+    }
+
+    #[test]
+    fn a_limited_scan_reads_ahead_one_file_per_partition() {
+        let context = QueryContext::default();
+        let limited = ReadAheadOptions::for_scan(&context, "s3", 4, Some(10), true);
+        assert_eq!(limited.map(|o| (o.requests, o.files)), Some((4, 4)));
+        let own = ReadAheadOptions::for_scan(&context, "s3", 4, Some(10), false);
+        assert_eq!(own.map(|o| (o.requests, o.files)), Some((1, 1)));
+        let unlimited = ReadAheadOptions::for_scan(&context, "s3", 4, None, true);
+        assert_eq!(unlimited.map(|o| o.files), Some(usize::MAX));
+    }
+}
