@@ -187,20 +187,30 @@ type Fetch = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<object_sto
 
 /// What the read-ahead knows of one file.
 enum Entry {
-    /// Read (or being read) ahead: `len` bytes from `start`.
+    /// Read (or being read) ahead: `reserved` bytes (see [`State::extent`]).
     Ahead {
-        meta: ObjectMeta,
-        start: u64,
         fetch: Fetch,
         reserved: usize,
     },
-    /// Its reader came first, or is done: nothing more is read ahead of it.
+    /// Not read ahead (no budget left when its reader came), or done.
     Passed,
+}
+
+/// What [`State::claim`] found or started for a file.
+enum Claim {
+    /// A read of the file, started by this claim (`true`) or before it.
+    Read(Fetch, bool),
+    /// The file is not read ahead.
+    Passed,
+    /// No budget for it now; `true` if none will ever be (nothing is held).
+    NoBudget(bool),
 }
 
 /// The state a [`ReadAhead`] shares with its driver and its store.
 struct State {
     store: Arc<dyn ObjectStore>,
+    /// The files the scan will read, by path.
+    files: HashMap<Path, ObjectMeta>,
     entries: Mutex<HashMap<Path, Entry>>,
     /// The bytes held, and how many files they are of.
     reservation: Mutex<(MemoryReservation, usize)>,
@@ -217,6 +227,17 @@ impl State {
 
     fn reservation(&self) -> MutexGuard<'_, (MemoryReservation, usize)> {
         self.reservation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Which bytes of a file are read ahead: all of a small one, the footer
+    /// end of a larger one.
+    fn extent(&self, size: u64) -> (u64, u64) {
+        if size <= self.options.whole_file_bytes {
+            (0, size)
+        } else {
+            let len = self.options.footer_bytes.min(size);
+            (size - len, len)
+        }
     }
 
     /// Reserves `len` bytes of one more file within the budgets and the
@@ -237,10 +258,64 @@ impl State {
         Ok(())
     }
 
-    fn unreserve(&self, len: usize) {
-        let mut held = self.reservation();
-        held.0.shrink(len);
-        held.1 -= 1;
+    /// The read of `path`: the one in flight or done, or a new one if the
+    /// budgets allow. The driver claims files in order; a reader that gets
+    /// to its file first claims it itself (`by_reader`), so the file is
+    /// still read once — and without the budget, it is passed to the real
+    /// store instead.
+    fn claim(&self, path: &Path, by_reader: bool) -> Claim {
+        let mut entries = self.entries();
+        match entries.get(path) {
+            Some(Entry::Ahead { fetch, .. }) => return Claim::Read(fetch.clone(), false),
+            Some(Entry::Passed) => return Claim::Passed,
+            None => {}
+        }
+        let extent = self.files.get(path).map(|m| self.extent(m.size));
+        let (start, len) = match extent {
+            Some((start, len)) if len > 0 => (start, len),
+            _ => {
+                entries.insert(path.clone(), Entry::Passed);
+                return Claim::Passed;
+            }
+        };
+        if let Err(never) = self.try_reserve(len as usize) {
+            if by_reader || never {
+                entries.insert(path.clone(), Entry::Passed);
+                return Claim::Passed;
+            }
+            return Claim::NoBudget(never);
+        }
+        let fetch = self.fetch(path.clone(), start..start + len);
+        entries.insert(
+            path.clone(),
+            Entry::Ahead {
+                fetch: fetch.clone(),
+                reserved: len as usize,
+            },
+        );
+        Claim::Read(fetch, true)
+    }
+
+    /// One request for `range` of `location`, shared by whoever awaits it.
+    fn fetch(&self, location: Path, range: Range<u64>) -> Fetch {
+        let store = Arc::clone(&self.store);
+        let metrics = self.metrics.clone();
+        async move {
+            metrics.requests.add(1);
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(range)),
+                ..Default::default()
+            };
+            let bytes = match store.get_opts(&location, options).await {
+                Ok(result) => result.bytes().await,
+                Err(e) => Err(e),
+            };
+            let bytes = bytes.map_err(Arc::new)?;
+            metrics.bytes.add(bytes.len());
+            Ok(bytes)
+        }
+        .boxed()
+        .shared()
     }
 
     fn release(&self, path: &Path) {
@@ -248,31 +323,26 @@ impl State {
             Some(Entry::Ahead { reserved, .. }) => reserved,
             _ => return,
         };
-        self.unreserve(reserved);
+        let mut held = self.reservation();
+        held.0.shrink(reserved);
+        held.1 -= 1;
+        drop(held);
         self.released.notify_one();
     }
 
-    /// The read ahead of `path` covering `range`, if there is one; marks the
-    /// file passed when its reader arrives before the read-ahead did.
+    /// `range` (given the file's size) of `path`, from what is read ahead,
+    /// if it covers the range.
     async fn read(
         &self,
         path: &Path,
         range: impl FnOnce(u64) -> Range<u64>,
     ) -> Option<(ObjectMeta, Bytes)> {
-        let (meta, start, fetch) = {
-            let mut entries = self.entries();
-            match entries.get(path) {
-                Some(Entry::Ahead {
-                    meta, start, fetch, ..
-                }) => (meta.clone(), *start, fetch.clone()),
-                Some(Entry::Passed) => return None,
-                None => {
-                    entries.insert(path.clone(), Entry::Passed);
-                    return None;
-                }
-            }
+        let meta = self.files.get(path)?;
+        let Claim::Read(fetch, _) = self.claim(path, true) else {
+            return None;
         };
         let range = range(meta.size);
+        let (start, _) = self.extent(meta.size);
         let bytes = fetch.await.ok()?;
         let end = start + bytes.len() as u64;
         if range.start < start || range.end > end || range.start > range.end {
@@ -281,7 +351,7 @@ impl State {
         self.metrics.hits.add(1);
         let from = (range.start - start) as usize;
         let to = (range.end - start) as usize;
-        Some((meta, bytes.slice(from..to)))
+        Some((meta.clone(), bytes.slice(from..to)))
     }
 }
 
@@ -312,15 +382,17 @@ impl ReadAhead {
         metrics: ReadAheadMetrics,
     ) -> Self {
         let reservation = MemoryConsumer::new(format!("ReadAhead[{name}]")).register(pool);
+        let order: Vec<Path> = files.iter().map(|m| m.location.clone()).collect();
         let state = Arc::new(State {
             store,
+            files: files.into_iter().map(|m| (m.location.clone(), m)).collect(),
             entries: Mutex::default(),
             reservation: Mutex::new((reservation, 0)),
             released: Notify::new(),
             options,
             metrics,
         });
-        let driver = SpawnedTask::spawn(drive(Arc::clone(&state), files));
+        let driver = SpawnedTask::spawn(drive(Arc::clone(&state), order));
         Self {
             state,
             _driver: driver,
@@ -357,79 +429,33 @@ impl fmt::Debug for Releaser {
     }
 }
 
-/// Issues the reads, in order, within the request and byte budgets.
-async fn drive(state: Arc<State>, files: Vec<ObjectMeta>) {
-    let options = state.options;
+/// Claims the files in order, keeping at most `requests` of its reads in
+/// flight, and waiting for readers to release bytes when the budget is
+/// spent. Its reads are driven here, so they progress while the readers
+/// are busy decoding.
+async fn drive(state: Arc<State>, order: Vec<Path>) {
     let mut in_flight = FuturesUnordered::new();
-    'files: for meta in files {
-        let (start, len) = if meta.size <= options.whole_file_bytes {
-            (0, meta.size)
-        } else {
-            let len = options.footer_bytes.min(meta.size);
-            (meta.size - len, len)
-        };
-        if len == 0 {
-            continue;
-        }
-        while in_flight.len() >= options.requests {
+    for path in order {
+        while in_flight.len() >= state.options.requests {
             in_flight.next().await;
         }
         loop {
-            if matches!(state.entries().get(&meta.location), Some(Entry::Passed)) {
-                continue 'files;
-            }
             let released = state.released.notified();
-            match state.try_reserve(len as usize) {
-                Ok(()) => break,
-                // Larger than the whole budget: its reader reads it itself.
-                Err(true) => continue 'files,
-                Err(false) => {
-                    // Wait for a reader to finish a file (in-flight reads
-                    // keep completing meanwhile).
+            match state.claim(&path, false) {
+                Claim::Read(fetch, true) => in_flight.push(fetch),
+                Claim::Read(_, false) | Claim::Passed | Claim::NoBudget(true) => {}
+                Claim::NoBudget(false) => {
+                    // Wait for a reader to finish a file, driving the reads
+                    // in flight meanwhile.
                     tokio::select! {
                         _ = released => {}
                         Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
                     }
+                    continue;
                 }
             }
+            break;
         }
-        let store = Arc::clone(&state.store);
-        let location = meta.location.clone();
-        let metrics = state.metrics.clone();
-        let fetch: Fetch = async move {
-            metrics.requests.add(1);
-            let options = GetOptions {
-                range: Some(GetRange::Bounded(start..start + len)),
-                ..Default::default()
-            };
-            let bytes = match store.get_opts(&location, options).await {
-                Ok(result) => result.bytes().await,
-                Err(e) => Err(e),
-            };
-            let bytes = bytes.map_err(Arc::new)?;
-            metrics.bytes.add(bytes.len());
-            Ok(bytes)
-        }
-        .boxed()
-        .shared();
-        let mut entries = state.entries();
-        if entries.contains_key(&meta.location) {
-            // Its reader arrived while the budget was awaited.
-            drop(entries);
-            state.unreserve(len as usize);
-            continue;
-        }
-        entries.insert(
-            meta.location.clone(),
-            Entry::Ahead {
-                meta,
-                start,
-                fetch: fetch.clone(),
-                reserved: len as usize,
-            },
-        );
-        drop(entries);
-        in_flight.push(fetch);
     }
     while in_flight.next().await.is_some() {}
 }

@@ -10,9 +10,14 @@ use crate::common::*;
 
 #[test]
 fn key_value_round_trip_into_a_fresh_config() {
-    let original = QueryContext::new("q-17")
-        .with_tenant_id("acme")
-        .with_cache_enabled(false);
+    let original = QueryContext {
+        read_ahead_requests: 7,
+        read_ahead_bytes: 1 << 20,
+        whole_file_bytes: 4096,
+        ..QueryContext::new("q-17")
+            .with_tenant_id("acme")
+            .with_cache_enabled(false)
+    };
     let pairs = original.to_key_value_pairs();
     assert_eq!(
         pairs,
@@ -22,6 +27,18 @@ fn key_value_round_trip_into_a_fresh_config() {
             (
                 "query_context.cache_enabled".to_string(),
                 "false".to_string()
+            ),
+            (
+                "query_context.read_ahead_requests".to_string(),
+                "7".to_string()
+            ),
+            (
+                "query_context.read_ahead_bytes".to_string(),
+                "1048576".to_string()
+            ),
+            (
+                "query_context.whole_file_bytes".to_string(),
+                "4096".to_string()
             ),
         ]
     );
@@ -82,6 +99,15 @@ async fn bad_values_and_keys_name_the_key() {
         .to_string();
     assert!(
         err.contains("query_context.cache_enabled") && err.contains("maybe"),
+        "{err}"
+    );
+    let err = ctx
+        .sql("SET query_context.read_ahead_bytes = '-5'")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("query_context.read_ahead_bytes") && err.contains("a number of bytes"),
         "{err}"
     );
     let err = ctx

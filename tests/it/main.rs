@@ -18,6 +18,7 @@ mod load;
 mod no_io;
 mod parity;
 mod properties;
+mod read_ahead;
 mod session;
 mod sorted;
 mod store_conformance;

@@ -1,0 +1,231 @@
+//! Reading ahead on an object store (`QueryContext::read_ahead_requests`):
+//! one request per small file, many requests in flight, none before the
+//! first poll and none after the streams are dropped, few under a `LIMIT`,
+//! bytes within the budget — and still the right rows, and errors that name
+//! the file. Proven with `FaultyStore`'s request counters.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::physical_plan::{collect, ExecutionPlan};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+use lakefusion::store::faults::{Fault, FaultRule, FaultyStore, RequestKind};
+use lakefusion::{PartitionedScanExec, PartitionedTable, SessionBuilder};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use url::Url;
+
+use crate::common::*;
+
+const PARTITIONS: usize = 20;
+const FILES: usize = 5;
+const ROWS: usize = 100;
+const TOTAL: &str = "SELECT count(*), sum(amount), min(p), max(p) FROM t";
+
+/// `PARTITIONS × FILES` small files under `memory:///lake/p=…/`.
+async fn memory_lake() -> Arc<InMemory> {
+    let lake = Arc::new(InMemory::new());
+    let mut next = 0;
+    for p in 0..PARTITIONS {
+        for f in 0..FILES {
+            let batch = events_batch(next, ROWS);
+            next += ROWS as i64;
+            let mut bytes = Vec::new();
+            let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            let path = Path::from(format!("lake/p={p}/part-{f}.parquet"));
+            lake.put(&path, PutPayload::from(bytes)).await.unwrap();
+        }
+    }
+    lake
+}
+
+/// A session over `lake` seen through a counting `FaultyStore`, with the
+/// table registered as `t` and the counts reset.
+async fn session(lake: &Arc<InMemory>, partitions: usize) -> (SessionContext, Arc<FaultyStore>) {
+    let store = FaultyStore::new(Arc::clone(lake) as Arc<dyn ObjectStore>);
+    let ctx = SessionBuilder::new()
+        .with_config(SessionConfig::new().with_target_partitions(partitions))
+        .with_object_store(
+            Url::parse("memory://").unwrap(),
+            store.clone() as Arc<dyn ObjectStore>,
+        )
+        .build_context();
+    let table = PartitionedTable::builder("memory:///lake/")
+        .partition_column("p", DataType::Int32)
+        .build(&ctx.state())
+        .await
+        .unwrap();
+    ctx.register_table("t", Arc::new(table)).unwrap();
+    store.reset_counts();
+    (ctx, store)
+}
+
+fn reads(store: &FaultyStore) -> usize {
+    store.requests_of(RequestKind::Read) + store.requests_of(RequestKind::Head)
+}
+
+fn scan_of(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    fn walk(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+        if plan.is::<PartitionedScanExec>() {
+            return Some(Arc::clone(plan));
+        }
+        plan.children().into_iter().find_map(walk)
+    }
+    walk(plan).expect("a PartitionedScanExec in the plan")
+}
+
+fn metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
+    scan_of(plan)
+        .metrics()
+        .and_then(|m| m.sum_by_name(name))
+        .map_or(0, |v| v.as_usize())
+}
+
+#[tokio::test]
+async fn a_small_file_is_read_in_one_request() {
+    let lake = memory_lake().await;
+    let (ctx, store) = session(&lake, 4).await;
+    let ahead = rows(&ctx, TOTAL).await.unwrap();
+    assert_eq!(
+        reads(&store),
+        PARTITIONS * FILES,
+        "one request per file, footer and data together"
+    );
+
+    // Without reading ahead, DataFusion's reader makes a footer and a data
+    // request per file: the same rows for twice the requests.
+    exec(&ctx, "SET query_context.read_ahead_requests = 0").await;
+    ctx.runtime_env()
+        .cache_manager
+        .get_file_metadata_cache()
+        .clear();
+    store.reset_counts();
+    assert_eq!(rows(&ctx, TOTAL).await.unwrap(), ahead);
+    assert!(
+        reads(&store) >= 2 * PARTITIONS * FILES,
+        "{} reads",
+        reads(&store)
+    );
+    let total = PARTITIONS * FILES * ROWS;
+    let amount: f64 = (0..total).map(|i| (i % 1000) as f64 / 10.0).sum();
+    let fields: Vec<&str> = ahead[0]
+        .split('|')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect();
+    assert_eq!(fields[0], total.to_string());
+    assert!((fields[1].parse::<f64>().unwrap() - amount).abs() < 1e-6);
+    assert_eq!(fields[2..], ["0", &(PARTITIONS - 1).to_string()]);
+}
+
+#[tokio::test]
+async fn many_reads_are_in_flight_at_once_within_the_setting() {
+    let lake = memory_lake().await;
+    let (ctx, store) = session(&lake, 2).await;
+    store.inject(FaultRule::new(Fault::Latency(Duration::from_millis(20))).on(RequestKind::Read));
+    exec(&ctx, "SET query_context.read_ahead_requests = 16").await;
+    let ahead = rows(&ctx, TOTAL).await.unwrap();
+    let peak = store.peak_reads_in_flight();
+    // 16 ahead, plus at most one read of each partition's own (a file it
+    // reached before the read-ahead did).
+    assert!((12..=16 + 2).contains(&peak), "peak of {peak} reads in flight");
+
+    exec(&ctx, "SET query_context.read_ahead_requests = 0").await;
+    store.reset_counts();
+    assert_eq!(rows(&ctx, TOTAL).await.unwrap(), ahead);
+    let peak = store.peak_reads_in_flight();
+    assert!(peak <= 2, "without reading ahead, one read per partition: {peak}");
+}
+
+#[tokio::test]
+async fn nothing_is_read_before_the_first_poll_and_dropping_the_streams_cancels_every_read() {
+    let lake = memory_lake().await;
+    let (ctx, store) = session(&lake, 4).await;
+    store.inject(FaultRule::new(Fault::Latency(Duration::from_secs(30))).on(RequestKind::Read));
+    let plan = physical_plan(&ctx, "SELECT * FROM t").await;
+    let scan = scan_of(&plan);
+    let mut streams: Vec<_> = (0..4)
+        .map(|p| scan.execute(p, ctx.task_ctx()).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.requests(), 0, "executing is not reading");
+
+    let first = tokio::time::timeout(Duration::from_millis(200), streams[0].next()).await;
+    assert!(first.is_err(), "every read takes 30 s");
+    let in_flight = store.reads_in_flight();
+    assert!(in_flight > 4, "read ahead: {in_flight} reads in flight");
+
+    drop(streams);
+    let dropped = Instant::now();
+    while store.reads_in_flight() > 0 && dropped.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.reads_in_flight(), 0, "every read was cancelled");
+    let issued = store.requests();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.requests(), issued, "and nothing new was issued");
+}
+
+#[tokio::test]
+async fn a_limit_reads_ahead_one_file_per_partition() {
+    let lake = memory_lake().await;
+    let (ctx, store) = session(&lake, 4).await;
+    let rows = rows(&ctx, "SELECT id FROM t LIMIT 3").await.unwrap();
+    assert_eq!(rows.len(), 3);
+    let reads = reads(&store);
+    assert!(
+        reads <= 2 * 4,
+        "{reads} reads of {} files for 3 rows",
+        PARTITIONS * FILES
+    );
+}
+
+#[tokio::test]
+async fn the_bytes_held_stay_within_the_budget() {
+    let lake = memory_lake().await;
+    let (ctx, _store) = session(&lake, 4).await;
+    let meta = lake
+        .head(&Path::from("lake/p=0/part-0.parquet"))
+        .await
+        .unwrap();
+    let budget = 3 * meta.size as usize + meta.size as usize / 2;
+    let expected = rows(&ctx, TOTAL).await.unwrap();
+    exec(
+        &ctx,
+        &format!("SET query_context.read_ahead_bytes = {budget}"),
+    )
+    .await;
+    let plan = physical_plan(&ctx, TOTAL).await;
+    let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    let peak = metric(&plan, "read_ahead_peak_bytes");
+    assert!(
+        peak > 0 && peak <= budget,
+        "peak {peak} B, budget {budget} B"
+    );
+    assert!(metric(&plan, "read_ahead_hits") > 0);
+    assert_eq!(rows(&ctx, TOTAL).await.unwrap(), expected);
+}
+
+#[tokio::test]
+async fn a_file_that_fails_is_named_and_the_scan_does_not_hang() {
+    let lake = memory_lake().await;
+    let (ctx, store) = session(&lake, 4).await;
+    store.inject(
+        FaultRule::new(Fault::Permanent)
+            .on(RequestKind::Read)
+            .path_contains("p=7/part-3"),
+    );
+    let error = tokio::time::timeout(Duration::from_secs(10), rows(&ctx, TOTAL))
+        .await
+        .expect("the scan ends")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("lake/p=7/part-3.parquet"), "{error}");
+}
