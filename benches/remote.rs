@@ -18,6 +18,12 @@
 //! Each line prints both times and `listing / ours` (above 1 means lakefusion
 //! is faster), then requests per file and the read-ahead's peak bytes held
 //! against its budget.
+//!
+//! Then writing on S3: an S3-compatible server on loopback (s3s-fs,
+//! in-process, object_store's `AmazonS3` client on its defaults), the whole
+//! lake written with `INSERT INTO` a `PartitionedTable` (a multipart upload
+//! per file, completed when all are whole) and with DataFusion's
+//! `COPY … TO … PARTITIONED BY`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +46,9 @@ use object_store::throttle::{ThrottleConfig, ThrottledStore};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use url::Url;
+
+#[path = "../tests/it/s3_server.rs"]
+mod s3_server;
 
 struct Args {
     partitions: usize,
@@ -301,12 +310,62 @@ async fn run(args: Args) -> Result<()> {
         per_file(ours_side.requests_repeated),
         per_file(listing_side.requests_repeated)
     );
+    write_on_s3(&lake, &args).await?;
     let budget = QueryContext::default();
     println!(
         "read-ahead: peak {} KiB held, budget {} KiB, {} requests in flight at most",
         ours_side.peak / 1024,
         budget.read_ahead_bytes / 1024,
         budget.read_ahead_requests
+    );
+    Ok(())
+}
+
+/// `INSERT INTO` a `PartitionedTable` vs `COPY TO`, both writing the whole
+/// lake to the S3 server, `--runs` times each (fresh prefixes).
+async fn write_on_s3(lake: &Arc<InMemory>, args: &Args) -> Result<()> {
+    let server = s3_server::S3Server::start("warehouse").await;
+    let (ctx, _) = fresh(lake, Duration::ZERO);
+    ctx.register_table("t", ours(&ctx).await?)?;
+    ctx.register_object_store(&Url::parse(&server.url()).expect("url"), server.store());
+    let schema = ctx.table("t").await?.schema().as_arrow().clone();
+    let file_schema = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != "p")
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
+    let (mut insert, mut copy) = (Vec::new(), Vec::new());
+    for run in 0..args.runs {
+        let target = PartitionedTable::builder(format!("{}/insert-{run}/", server.url()))
+            .schema(Arc::clone(&file_schema))
+            .partition_column("p", DataType::Int32)
+            .build(&ctx.state())
+            .await?;
+        ctx.register_table(format!("insert_{run}"), Arc::new(target))?;
+        let started = Instant::now();
+        ctx.sql(&format!("INSERT INTO insert_{run} SELECT * FROM t"))
+            .await?
+            .collect()
+            .await?;
+        insert.push(started.elapsed());
+        let started = Instant::now();
+        ctx.sql(&format!(
+            "COPY (SELECT * FROM t) TO '{}/copy-{run}/' STORED AS PARQUET PARTITIONED BY (p)",
+            server.url()
+        ))
+        .await?
+        .collect()
+        .await?;
+        copy.push(started.elapsed());
+    }
+    println!("writing the lake to the S3 server (second column: DataFusion's COPY TO)");
+    print_row(
+        "INSERT INTO a PartitionedTable vs COPY TO",
+        &mut insert,
+        &mut copy,
     );
     Ok(())
 }

@@ -267,6 +267,17 @@ pub enum Error {
         url: String,
     },
 
+    /// No object store could be built for a URL (a backend not compiled in,
+    /// a bad option value, a URL of no known store).
+    #[error("cannot build an object store for '{url}': {source}")]
+    ObjectStoreUrl {
+        /// The URL as given.
+        url: String,
+        /// object_store's reason.
+        #[source]
+        source: object_store::Error,
+    },
+
     /// Writing a file (or making it visible) failed; nothing of the write is
     /// visible.
     #[error("table '{table}': writing '{path}' failed: {source}")]

@@ -35,6 +35,9 @@
 //!   ▼
 //! execute(partition) → LazyScanStream                       NO I/O until the first poll
 //!      Uninitialized → Opening (footers, pruning) → Streaming → Done
+//!      on object stores, the partitions of one execution share a read-ahead:
+//!      the files they will open next, many requests in flight, within a
+//!      byte budget reserved from the memory pool (small files: one request)
 //!   ▼
 //! RecordBatches (partition columns appended, projection + limit applied, metrics recorded)
 //! ```
@@ -124,10 +127,16 @@
 //!   `factory` (SQL DDL);
 //! * [`scan`]: [`PartitionedScanExec`] and its one [`ScanDescription`],
 //!   [`LazyScanStream`], the per-file type check (`schema`), the wrappers
-//!   that name the file in every error (`naming`) and [`ScanMetrics`];
+//!   that name the file in every error (`naming`), the read-ahead that keeps
+//!   many requests in flight on object stores (`read_ahead`) and
+//!   [`ScanMetrics`];
 //! * [`write`]: `INSERT INTO` as new Hive-partitioned files
-//!   ([`write::PartitionedSink`]), and removing what unfinished writes left;
-//! * [`store`]: [`store::RetryPolicy`] and [`store::ResilientStore`] (retries,
+//!   ([`write::PartitionedSink`]), how a file stays invisible until its
+//!   commit on stores with and without rename (`staging`), and removing what
+//!   unfinished writes left;
+//! * [`store`]: stores from a root's URL and options
+//!   ([`store::object_store_for_url`], features `aws`, `gcp`, `azure`),
+//!   [`store::RetryPolicy`] and [`store::ResilientStore`] (retries,
 //!   timeouts, short reads), and with `test-utils` a fault-injecting store;
 //! * [`context`]: [`QueryContext`], the per-query config extension;
 //! * [`session`]: [`SessionBuilder`], which wires everything into a session;

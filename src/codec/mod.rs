@@ -24,4 +24,4 @@ pub use composite::{CompositePhysicalCodec, FORMAT_VERSION};
 pub use logical::LakefusionLogicalCodec;
 pub use physical::LakefusionPhysicalCodec;
 pub use roots::AllowedRoots;
-pub use store_factory::ObjectStoreFactory;
+pub use store_factory::{ObjectStoreFactory, UrlStoreFactory};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_datasource::file_scan_config::{FileScanConfig, FileScanConfigBuilder};
@@ -16,6 +17,7 @@ use datafusion_proto::physical_plan::{
     AsExecutionPlan, DefaultPhysicalExtensionCodec, PhysicalExtensionCodec,
     PhysicalProtoConverterExtension,
 };
+use datafusion_proto::protobuf::physical_plan_node::PhysicalPlanType;
 use datafusion_proto::protobuf::{LogicalExprNode, PhysicalPlanNode};
 use prost::Message;
 
@@ -251,6 +253,25 @@ impl LakefusionPhysicalCodec {
             .file_scan
             .as_ref()
             .ok_or_else(|| malformed(table, "it has no file scan"))?;
+        // DataFusion's decoding of a Parquet scan looks its store up: the
+        // store must be allowed, and reachable, before.
+        let Some(PhysicalPlanType::ParquetScan(parquet)) = &file_scan.physical_plan_type else {
+            return Err(malformed(table, "its file scan is not a Parquet file scan"));
+        };
+        let store = parquet
+            .base_conf
+            .as_ref()
+            .map(|c| c.object_store_url.as_str())
+            .filter(|url| !url.is_empty())
+            .ok_or_else(|| malformed(table, "its file scan names no object store"))?;
+        let store = ObjectStoreUrl::parse(store)
+            .map_err(|_| malformed(table, "its object store URL does not parse"))?;
+        self.allowed_roots.check_store(table, store.as_str())?;
+        ensure_store(
+            ctx.runtime_env().as_ref(),
+            &store,
+            self.object_stores.as_ref(),
+        )?;
         let plan = file_scan.try_into_physical_plan(ctx, &DefaultPhysicalExtensionCodec {})?;
         let not_parquet = || malformed(table, "its file scan is not a Parquet file scan");
         let source: Arc<dyn Any + Send + Sync> = plan
@@ -267,7 +288,7 @@ impl LakefusionPhysicalCodec {
         if let Some(files) = node.files {
             config.file_groups = files.decode(table)?;
         }
-        self.check_and_reach(table, &config, ctx)?;
+        self.allowed_roots.check(table, &config)?;
         // A task runs one partition of its own copy of the plan: sharing a
         // work queue between copies would read every file in every task.
         Ok(PartitionedScanExec::new(description, config).with_work_stealing(false))

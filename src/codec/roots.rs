@@ -50,6 +50,24 @@ impl AllowedRoots {
         Self { roots: Some(roots) }
     }
 
+    /// Refuses a store no allowed root is in (`store` is a scheme and
+    /// bucket, e.g. `s3://lake/`): checked before the executor builds or
+    /// looks up the store a decoded scan names.
+    pub(crate) fn check_store(&self, table: &str, store: &str) -> Result<()> {
+        let Some(roots) = &self.roots else {
+            return Ok(());
+        };
+        if roots.iter().any(|root| root.starts_with(store)) {
+            return Ok(());
+        }
+        Err(Error::OutsideAllowedRoots {
+            node: format!("table {table}"),
+            url: store.to_string(),
+            allowed: roots.join(", "),
+        }
+        .into())
+    }
+
     /// Refuses `config` unless every file is under an allowed root.
     pub(crate) fn check(&self, table: &str, config: &FileScanConfig) -> Result<()> {
         match self.checker() {

@@ -9,6 +9,8 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use object_store::ObjectStore;
 
+use crate::store::object_store_for_url;
+
 /// Creates the object store for a URL's scheme and authority (`s3://bucket`,
 /// `memory://`, …) on the process that decodes a plan.
 ///
@@ -38,4 +40,70 @@ pub(crate) fn ensure_store(
     let store = factory.create(url)?;
     runtime.register_object_store(url.as_ref(), store);
     Ok(())
+}
+
+/// An [`ObjectStoreFactory`] that builds each store from its URL with
+/// [`object_store_for_url`] (object_store's `parse_url_opts`: `s3://`,
+/// `gs://`, `az://` with the matching feature), configured by the
+/// executor's environment and the options given for that URL here.
+///
+/// ```
+/// use std::sync::Arc;
+/// use lakefusion::codec::{LakefusionPhysicalCodec, UrlStoreFactory};
+///
+/// let factory = UrlStoreFactory::new()
+///     .with_options("s3://warehouse", [("aws_region", "eu-west-3")]);
+/// let codec = LakefusionPhysicalCodec::new().with_object_store_factory(Arc::new(factory));
+/// ```
+#[derive(Clone, Default)]
+pub struct UrlStoreFactory {
+    /// Options by the URL prefix (scheme and bucket) they apply to.
+    options: Vec<(String, Vec<(String, String)>)>,
+}
+
+impl UrlStoreFactory {
+    /// A factory that configures stores from the environment only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Options for the stores whose URL starts with `url` (e.g.
+    /// `s3://warehouse`); the longest matching prefix wins.
+    pub fn with_options<K: Into<String>, V: Into<String>>(
+        mut self,
+        url: impl Into<String>,
+        options: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let options = options
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self.options.push((url.into(), options));
+        self
+    }
+}
+
+impl Debug for UrlStoreFactory {
+    /// The URLs only: options carry credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UrlStoreFactory")
+            .field(
+                "urls",
+                &self.options.iter().map(|(u, _)| u).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl ObjectStoreFactory for UrlStoreFactory {
+    fn create(&self, url: &ObjectStoreUrl) -> Result<Arc<dyn ObjectStore>> {
+        let options = self
+            .options
+            .iter()
+            .filter(|(prefix, _)| url.as_str().starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, options)| options.clone())
+            .unwrap_or_default();
+        Ok(object_store_for_url(url.as_str(), options)?)
+    }
 }

@@ -121,12 +121,10 @@ impl SiblingState {
     ) -> Option<Siblings> {
         let mut round = self.round.lock().unwrap_or_else(|e| e.into_inner());
         if round.0 == 0 {
-            round.1 = config
-                .create_sibling_state(options)
-                .map(|queue| Siblings {
-                    queue,
-                    read_ahead: Arc::default(),
-                });
+            round.1 = config.create_sibling_state(options).map(|queue| Siblings {
+                queue,
+                read_ahead: Arc::default(),
+            });
         }
         round.0 += 1;
         let state = round.1.clone();

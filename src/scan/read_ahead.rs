@@ -25,9 +25,9 @@
 //! of the execution is dropped.
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use async_trait::async_trait;
@@ -37,6 +37,7 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReser
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricCategory, MetricType,
 };
+use datafusion_datasource::file_scan_config::FileScanConfig;
 use futures::future::{BoxFuture, Shared};
 use futures::stream::{self, BoxStream, FuturesUnordered};
 use futures::{FutureExt, StreamExt};
@@ -45,7 +46,6 @@ use object_store::{
     CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
     ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
-use datafusion_datasource::file_scan_config::FileScanConfig;
 use tokio::sync::Notify;
 
 use crate::context::QueryContext;
@@ -112,9 +112,13 @@ pub(crate) fn read_order(config: &FileScanConfig, partition: Option<usize>) -> V
             .get(p)
             .map(|g| g.iter().cloned().collect())
             .unwrap_or_default(),
-        None => config
-            .file_source
-            .reorder_files(config.file_groups.iter().flat_map(|g| g.iter().cloned()).collect()),
+        None => config.file_source.reorder_files(
+            config
+                .file_groups
+                .iter()
+                .flat_map(|g| g.iter().cloned())
+                .collect(),
+        ),
     };
     // A file split into byte ranges appears once per range: read it once.
     let mut seen = HashSet::new();
@@ -188,10 +192,7 @@ type Fetch = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<object_sto
 /// What the read-ahead knows of one file.
 enum Entry {
     /// Read (or being read) ahead: `reserved` bytes (see [`State::extent`]).
-    Ahead {
-        fetch: Fetch,
-        reserved: usize,
-    },
+    Ahead { fetch: Fetch, reserved: usize },
     /// Not read ahead (no budget left when its reader came), or done.
     Passed,
 }
@@ -212,6 +213,9 @@ struct State {
     /// The files the scan will read, by path.
     files: HashMap<Path, ObjectMeta>,
     entries: Mutex<HashMap<Path, Entry>>,
+    /// Readers open per file: DataFusion may open a second reader of a file
+    /// before it drops the first (bloom filters, then data).
+    readers: Mutex<HashMap<Path, usize>>,
     /// The bytes held, and how many files they are of.
     reservation: Mutex<(MemoryReservation, usize)>,
     /// Signalled when bytes are released.
@@ -318,6 +322,28 @@ impl State {
         .shared()
     }
 
+    fn opened(&self, path: &Path) {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        *readers.entry(path.clone()).or_default() += 1;
+    }
+
+    /// A reader of `path` is done; when it was the last, the file's bytes go.
+    fn closed(&self, path: &Path) {
+        {
+            let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+            match readers.get_mut(path) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    return;
+                }
+                _ => {
+                    readers.remove(path);
+                }
+            }
+        }
+        self.release(path);
+    }
+
     fn release(&self, path: &Path) {
         let reserved = match self.entries().insert(path.clone(), Entry::Passed) {
             Some(Entry::Ahead { reserved, .. }) => reserved,
@@ -387,6 +413,7 @@ impl ReadAhead {
             store,
             files: files.into_iter().map(|m| (m.location.clone(), m)).collect(),
             entries: Mutex::default(),
+            readers: Mutex::default(),
             reservation: Mutex::new((reservation, 0)),
             released: Notify::new(),
             options,
@@ -406,20 +433,25 @@ impl ReadAhead {
         })
     }
 
-    /// What a reader calls when it is done with its file.
+    /// What readers tell when they open and close a file.
     pub(crate) fn releaser(&self) -> Releaser {
         Releaser(Arc::clone(&self.state))
     }
 }
 
-/// Lets the bytes read ahead of a file go once its reader is done.
+/// Lets the bytes read ahead of a file go once its last reader is done.
 #[derive(Clone)]
 pub(crate) struct Releaser(Arc<State>);
 
 impl Releaser {
-    /// The reader of `path` is done: its bytes can go.
-    pub(crate) fn release(&self, path: &Path) {
-        self.0.release(path);
+    /// A reader of `path` was opened.
+    pub(crate) fn opened(&self, path: &Path) {
+        self.0.opened(path);
+    }
+
+    /// A reader of `path` is done: when no other is open, its bytes go.
+    pub(crate) fn closed(&self, path: &Path) {
+        self.0.closed(path);
     }
 }
 
@@ -582,7 +614,10 @@ mod tests {
         assert_eq!(on.map(|o| o.requests), Some(context.read_ahead_requests));
         // A partition reading ahead on its own gets its share.
         let own = ReadAheadOptions::for_scan(&context, "s3", 4, None, false);
-        assert_eq!(own.map(|o| o.requests), Some(context.read_ahead_requests / 4));
+        assert_eq!(
+            own.map(|o| o.requests),
+            Some(context.read_ahead_requests / 4)
+        );
         assert_eq!(own.map(|o| o.bytes), Some(context.read_ahead_bytes / 4));
         let off = QueryContext {
             read_ahead_requests: 0,

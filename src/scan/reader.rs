@@ -77,6 +77,9 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
             metrics,
         )?;
         self.open_readers.add(1);
+        if let Some(read_ahead) = &self.read_ahead {
+            read_ahead.opened(&path);
+        }
         Ok(Box::new(PageIndexCachingReader {
             inner,
             page_index: self.page_index,
@@ -97,7 +100,7 @@ impl Drop for PageIndexCachingReader {
     fn drop(&mut self) {
         self.open_readers.sub(1);
         if let Some((read_ahead, path)) = &self.read_ahead {
-            read_ahead.release(path);
+            read_ahead.closed(path);
         }
     }
 }

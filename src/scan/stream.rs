@@ -200,7 +200,12 @@ impl LazyScanStream {
         let shared = self.siblings.as_ref().map(|s| &s.read_ahead);
         let options = ReadAheadOptions::for_scan(
             &QueryContext::from_task_context(&self.context),
-            config.object_store_url.as_str().split(':').next().unwrap_or(""),
+            config
+                .object_store_url
+                .as_str()
+                .split(':')
+                .next()
+                .unwrap_or(""),
             config.file_groups.len(),
             config.limit,
             shared.is_some(),

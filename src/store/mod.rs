@@ -1,4 +1,6 @@
-//! What stands between the scans and remote storage that fails: retries
+//! Object stores: built from a table root's URL and options
+//! ([`object_store_for_url`], [`register_object_store_for`]), and what
+//! stands between the scans and remote storage that fails: retries
 //! with bounded backoff and per-request timeouts ([`ResilientStore`], set per
 //! table with [`RetryPolicy`]), and — behind the `test-utils` feature — a
 //! fault-injecting store ([`faults::FaultyStore`]) to prove they work.
@@ -6,5 +8,7 @@
 #[cfg(feature = "test-utils")]
 pub mod faults;
 mod retry;
+mod url;
 
 pub use retry::{ResilientStore, RetryPolicy};
+pub use url::{object_store_for_url, register_object_store_for};

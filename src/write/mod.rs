@@ -12,18 +12,24 @@
 //!   after every file is in place, and a refresh running meanwhile keeps them.
 //! * **In other processes** (another table object, another session's
 //!   `build()`/`refresh()`, another engine listing the root): file by file.
-//!   Files are renamed to their final names one after another, so a listing
-//!   that runs during the commit can see some of a write's files, and a
-//!   process that dies during the commit leaves the files renamed so far
-//!   visible. Each file is whole; there is no cross-process atomicity.
+//!   Files are committed under their final names one after another (renamed
+//!   on the local disk, their multipart uploads completed on object stores:
+//!   see `staging`), so a listing that runs during the commit can see some
+//!   of a write's files, and a process that dies during the commit leaves
+//!   the files committed so far visible. Each file is whole; there is no
+//!   cross-process atomicity.
 //! * **A write cancelled before its commit, or whose process died**, leaves
-//!   hidden temporary files (`.<name>.inprogress`, and the store's staging
-//!   files for them). They are never listed or read;
+//!   on the local disk hidden temporary files (`.<name>.inprogress`, and the
+//!   store's staging files for them): never listed or read;
 //!   [`PartitionedTable::remove_abandoned_writes`](crate::PartitionedTable::remove_abandoned_writes)
-//!   deletes those older than a bound.
+//!   deletes those older than a bound. On an object store it leaves
+//!   uncompleted multipart uploads: invisible to listings and reads, and
+//!   removed by the store's lifecycle rules (S3's
+//!   `AbortIncompleteMultipartUpload`), not by this crate.
 
 pub(crate) mod cleanup;
 mod sink;
+mod staging;
 
 /// The writer's half of the Hive path rules (they live in `table::hive`).
 pub use crate::table::hive::{partition_dir, MAX_DIR_NAME_BYTES};

@@ -22,10 +22,9 @@ use datafusion::physical_plan::repartition::BatchPartitioner;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, Partitioning};
 use datafusion_datasource::sink::DataSink;
 use futures::StreamExt;
-use object_store::buffered::BufWriter;
 use object_store::path::Path;
+use object_store::ObjectStore;
 use object_store::ObjectStoreExt;
-use object_store::{ObjectMeta, ObjectStore};
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::file::metadata::{KeyValue, ParquetMetaData};
@@ -33,6 +32,7 @@ use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use tokio::sync::mpsc;
 
 use super::cleanup::temp_name;
+use super::staging::{Staged, StagedWriter, Staging};
 use crate::error::Error;
 use crate::table::hive::{child, partition_dir};
 use crate::table::layout::{SortKey, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
@@ -48,24 +48,31 @@ use crate::table::{IndexedFile, PublishedFile, SharedIndex, TableDefinition};
 ///    then by partition values; each `(partition, bucket)` gets one file.
 ///    A partition value that cannot be a directory fails the write (see
 ///    [`partition_dir`](super::partition_dir)).
-/// 2. Files are written with the session's Parquet writer options under a
-///    hidden temporary name (`.`-prefixed, so no listing sees it), with what
+/// 2. Files are written with the session's Parquet writer options, staged so
+///    that nothing shows under their final names yet (see
+///    [`staging`](super::staging): a hidden temporary name on the local
+///    disk, an uncompleted multipart upload on object stores), with what
 ///    the write knows recorded in their key-value metadata (bucketing, sort
 ///    order). A sorted table's input arrives sorted (the sink requires it),
 ///    and splitting keeps each file's rows in that order.
 /// 3. Only when every input row has been written are the files closed and
-///    renamed to their final names, which carry a unique write id: a write
-///    never overwrites a file. The renames (and step 4) run in a task of
-///    their own that finishes even if the `INSERT` is cancelled meanwhile, so
-///    a cancelled write is either not visible at all or visible whole.
+///    committed under their final names (renamed, or their uploads
+///    completed), which carry a unique write id: a write never overwrites a
+///    file. The commits (and step 4) run in a task of their own that
+///    finishes even if the `INSERT` is cancelled meanwhile, so a cancelled
+///    write is either not visible at all or visible whole.
 /// 4. The new files (with footer statistics if the table collects them) are
 ///    added to the partition index, so the next query sees them.
 ///
-/// On any failure before step 4 the temporary files are aborted or deleted,
-/// and files already renamed are deleted again: nothing of a failed write
+/// On any failure before step 4 the staged files are aborted or deleted,
+/// and files already committed are deleted again: nothing of a failed write
 /// stays visible. A write cancelled before step 3 cannot run that clean-up:
-/// its hidden temporary files stay (never listed, never read) until
-/// [`PartitionedTable::remove_abandoned_writes`](crate::PartitionedTable::remove_abandoned_writes).
+/// on the local disk its hidden temporary files stay (never listed, never
+/// read) until
+/// [`PartitionedTable::remove_abandoned_writes`](crate::PartitionedTable::remove_abandoned_writes);
+/// on an object store its uncompleted uploads stay invisible until the
+/// store's own lifecycle rules expire them (S3's
+/// `AbortIncompleteMultipartUpload`).
 /// What other processes see of a write is described in the
 /// [module docs](super): file by file, not whole.
 #[derive(Clone)]
@@ -140,11 +147,12 @@ impl DataSink for PartitionedSink {
 struct OpenFile {
     values: Vec<ScalarValue>,
     bucket: Option<u32>,
+    /// Where the file is written until its commit (see [`Staging::temporary`]).
     temp: Path,
     target: Path,
     /// Batches for the file's encoder; dropping it lets the encoder finish.
     rows: mpsc::Sender<RecordBatch>,
-    encoder: SpawnedTask<DFResult<ParquetMetaData>>,
+    encoder: SpawnedTask<DFResult<(ParquetMetaData, Staged)>>,
 }
 
 /// Batches waiting per file: enough to keep an encoder busy while the
@@ -159,10 +167,10 @@ const BATCHES_IN_FLIGHT: usize = 2;
 /// If the write is aborted (`aborted` set before the sender is dropped), or
 /// a write fails, the upload is aborted instead and nothing is completed.
 async fn encode(
-    mut writer: AsyncArrowWriter<BufWriter>,
+    mut writer: AsyncArrowWriter<StagedWriter>,
     mut rows: mpsc::Receiver<RecordBatch>,
     aborted: Arc<AtomicBool>,
-) -> DFResult<ParquetMetaData> {
+) -> DFResult<(ParquetMetaData, Staged)> {
     let mut failure = None;
     while let Some(batch) = rows.recv().await {
         if let Err(e) = writer.write(&batch).await {
@@ -173,18 +181,22 @@ async fn encode(
     if failure.is_none() && aborted.load(Ordering::Acquire) {
         failure = Some(DataFusionError::Execution("the write was aborted".into()));
     }
-    match failure {
-        None => Ok(writer.close().await?),
-        Some(e) => {
-            // A failed abort leaves at most a hidden, `.`-prefixed object.
-            let _ = writer.into_inner().abort().await;
-            Err(e)
+    if failure.is_none() {
+        match writer.finish().await {
+            Ok(metadata) => return Ok((metadata, writer.into_inner().into_staged())),
+            Err(e) => failure = Some(e.into()),
         }
     }
+    // A failed abort leaves at most a hidden, `.`-prefixed object or an
+    // uncompleted upload: nothing visible.
+    let _ = writer.into_inner().abort().await;
+    Err(failure.unwrap_or_else(|| DataFusionError::Internal("no failure".into())))
 }
 
 /// The result of an encoder task, panics resumed, cancellation an error.
-async fn finish(encoder: SpawnedTask<DFResult<ParquetMetaData>>) -> DFResult<ParquetMetaData> {
+async fn finish(
+    encoder: SpawnedTask<DFResult<(ParquetMetaData, Staged)>>,
+) -> DFResult<(ParquetMetaData, Staged)> {
     encoder
         .join_unwind()
         .await
@@ -195,6 +207,7 @@ async fn finish(encoder: SpawnedTask<DFResult<ParquetMetaData>>) -> DFResult<Par
 struct Write<'a> {
     table: &'a TableDefinition,
     store: Arc<dyn ObjectStore>,
+    staging: Staging,
     /// The file schema as it is stored (see [`storage_schema`]).
     storage_schema: SchemaRef,
     id: String,
@@ -302,6 +315,7 @@ impl<'a> Write<'a> {
         Ok(Self {
             table,
             store,
+            staging: Staging::for_store(&table.root.object_store()),
             storage_schema,
             id: write_id(),
             properties,
@@ -372,7 +386,7 @@ impl<'a> Write<'a> {
             };
             let slot = (key, bucket);
             if !self.open.contains_key(&slot) {
-                let file = self.open_file(&batch, first, bucket)?;
+                let file = self.open_file(&batch, first, bucket).await?;
                 self.open.insert(slot.clone(), file);
             }
             let sent = match self.open.get(&slot) {
@@ -394,7 +408,7 @@ impl<'a> Write<'a> {
         Ok(())
     }
 
-    fn open_file(
+    async fn open_file(
         &mut self,
         batch: &RecordBatch,
         row: usize,
@@ -416,9 +430,16 @@ impl<'a> Write<'a> {
         };
         let root = table.root.prefix();
         let target = child(root, &dirs, &name)?;
-        let temp = child(root, &dirs, &temp_name(&name))?;
+        let temp = self
+            .staging
+            .temporary(&target, || child(root, &dirs, &temp_name(&name)))?;
+        let staged = self
+            .staging
+            .open(&self.store, temp.clone())
+            .await
+            .map_err(|e| self.write_error(target.as_ref(), e.into()))?;
         let mut writer = AsyncArrowWriter::try_new_with_options(
-            BufWriter::new(Arc::clone(&self.store), temp.clone()),
+            staged,
             Arc::clone(&self.storage_schema),
             ArrowWriterOptions::new()
                 .with_properties(self.properties.clone())
@@ -492,30 +513,39 @@ impl<'a> Write<'a> {
             .into_values()
             .map(|f| (f.values, f.bucket, f.temp, f.target, f.encoder))
             .collect();
-        let mut closed = Vec::with_capacity(files.len());
+        let mut closed: Vec<ClosedFile> = Vec::with_capacity(files.len());
         let mut files = files.into_iter();
         while let Some((values, bucket, temp, target, encoder)) = files.next() {
-            let closing = finish(encoder).await.and_then(|metadata| {
+            let closing = finish(encoder).await.and_then(|(metadata, staged)| {
                 if !table.collect_statistics {
-                    return Ok(None);
+                    return Ok((None, staged));
                 }
-                DFParquetMetadata::statistics_from_parquet_metadata(&metadata, &table.file_schema)
-                    .map(|s| Some(Arc::new(s)))
+                let statistics = DFParquetMetadata::statistics_from_parquet_metadata(
+                    &metadata,
+                    &table.file_schema,
+                )?;
+                Ok((Some(Arc::new(statistics)), staged))
             });
             match closing {
-                Ok(statistics) => closed.push(ClosedFile {
+                Ok((statistics, staged)) => closed.push(ClosedFile {
                     values,
                     bucket,
                     temp,
                     target,
+                    staged,
                     statistics,
                 }),
                 Err(e) => {
                     self.aborted.store(true, Ordering::Release);
-                    let mut temps: Vec<Path> = closed.into_iter().map(|c| c.temp).collect();
-                    temps.push(temp.clone());
+                    for file in closed {
+                        file.staged.discard(&self.store, &file.temp).await;
+                    }
+                    // The encoders that fail or see `aborted` drop their files.
+                    let mut temps = vec![temp.clone()];
                     for (_, _, rest, _, encoder) in files {
-                        let _ = finish(encoder).await;
+                        if let Ok((_, staged)) = finish(encoder).await {
+                            staged.discard(&self.store, &rest).await;
+                        }
                         temps.push(rest);
                     }
                     delete_all(&self.store, temps.iter()).await;
@@ -527,30 +557,32 @@ impl<'a> Write<'a> {
     }
 }
 
-/// A closed temporary file, ready to be renamed to its final name.
+/// A closed file, whole and not yet visible, ready for its commit.
 struct ClosedFile {
     values: Vec<ScalarValue>,
     bucket: Option<u32>,
     temp: Path,
     target: Path,
+    staged: Staged,
     statistics: Option<Arc<datafusion::common::Statistics>>,
 }
 
-/// Makes every closed file visible; if one rename fails, deletes what was
-/// made visible and the rest, so nothing of the write stays.
+/// Commits every closed file; if one commit fails, deletes what was made
+/// visible and drops the rest, so nothing of the write stays.
 async fn make_all_visible(
     table: &TableDefinition,
     store: &Arc<dyn ObjectStore>,
     closed: Vec<ClosedFile>,
 ) -> DFResult<Vec<PublishedFile>> {
     let mut written: Vec<PublishedFile> = Vec::with_capacity(closed.len());
-    for (i, file) in closed.iter().enumerate() {
-        match make_visible(store, &file.temp, &file.target).await {
+    let mut closed = closed.into_iter();
+    while let Some(file) = closed.next() {
+        match file.staged.commit(store, &file.temp, &file.target).await {
             Ok(meta) => written.push(PublishedFile {
-                values: file.values.clone(),
+                values: file.values,
                 file: IndexedFile {
                     meta,
-                    statistics: file.statistics.clone(),
+                    statistics: file.statistics,
                     bucket: file.bucket,
                     // The input was sorted in the table's order (the
                     // sink's required ordering), and this file says so.
@@ -559,9 +591,13 @@ async fn make_all_visible(
             }),
             Err(e) => {
                 let visible = written.iter().map(|w| &w.file.meta.location);
-                // The target too: a rename may have succeeded before `head` failed.
-                let rest = closed[i..].iter().flat_map(|c| [&c.temp, &c.target]);
-                delete_all(store, visible.chain(rest)).await;
+                // The target too: a commit may have succeeded before `head` failed.
+                let mut failed = vec![file.temp, file.target.clone()];
+                for rest in closed {
+                    rest.staged.discard(store, &rest.temp).await;
+                    failed.push(rest.target);
+                }
+                delete_all(store, visible.chain(failed.iter())).await;
                 return Err(Error::WriteFile {
                     table: table.name.to_string(),
                     path: file.target.to_string(),
@@ -572,22 +608,6 @@ async fn make_all_visible(
         }
     }
     Ok(written)
-}
-
-/// Renames a closed temporary file to its final name and returns what the
-/// store reports of it.
-async fn make_visible(
-    store: &Arc<dyn ObjectStore>,
-    temp: &Path,
-    target: &Path,
-) -> object_store::Result<ObjectMeta> {
-    match store.rename_if_not_exists(temp, target).await {
-        // The target name is unique to this write, so a plain rename cannot
-        // overwrite anything.
-        Err(object_store::Error::NotImplemented { .. }) => store.rename(temp, target).await?,
-        other => other?,
-    }
-    store.head(target).await
 }
 
 /// Best-effort removal after a failed write: a path that cannot be deleted

@@ -19,6 +19,8 @@ mod no_io;
 mod parity;
 mod properties;
 mod read_ahead;
+mod s3;
+mod s3_server;
 mod session;
 mod sorted;
 mod store_conformance;

@@ -134,13 +134,19 @@ async fn many_reads_are_in_flight_at_once_within_the_setting() {
     let peak = store.peak_reads_in_flight();
     // 16 ahead, plus at most one read of each partition's own (a file it
     // reached before the read-ahead did).
-    assert!((12..=16 + 2).contains(&peak), "peak of {peak} reads in flight");
+    assert!(
+        (12..=16 + 2).contains(&peak),
+        "peak of {peak} reads in flight"
+    );
 
     exec(&ctx, "SET query_context.read_ahead_requests = 0").await;
     store.reset_counts();
     assert_eq!(rows(&ctx, TOTAL).await.unwrap(), ahead);
     let peak = store.peak_reads_in_flight();
-    assert!(peak <= 2, "without reading ahead, one read per partition: {peak}");
+    assert!(
+        peak <= 2,
+        "without reading ahead, one read per partition: {peak}"
+    );
 }
 
 #[tokio::test]
