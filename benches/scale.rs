@@ -33,7 +33,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::Result;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{col, lit, SessionConfig, SessionContext};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use lakefusion::PartitionedTable;
@@ -253,8 +253,27 @@ async fn measure(side: Side, files: usize, runs: usize) -> Result<()> {
         inner: Arc::clone(&store),
     }));
     let started = Instant::now();
-    drop(register(side, &paged).await?);
+    let on_paged = register(side, &paged).await?;
     let paged_registration = started.elapsed();
+    if let Some(table) = on_paged.downcast_ref::<PartitionedTable>() {
+        // New data in one partition (pinned: no delimiter listing), and in
+        // the last ten (found by a delimiter listing of the root).
+        let started = Instant::now();
+        table
+            .refresh_partitions(&paged.state(), col("p").eq(lit(4321)))
+            .await?;
+        let one = started.elapsed();
+        let last = (files / FILES_PER_PARTITION) as i32 - 10;
+        let started = Instant::now();
+        table
+            .refresh_partitions(&paged.state(), col("p").gt_eq(lit(last)))
+            .await?;
+        println!(
+            "{name:<17} {files:>9} files: refresh_partitions on the paged store: p = 4321 {one:>9.2?}, p >= {last} (10 partitions) {:>9.2?}",
+            started.elapsed()
+        );
+    }
+    drop(on_paged);
 
     let ctx = context(Arc::clone(&store));
     let before = LIVE.load(Ordering::Relaxed);

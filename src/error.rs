@@ -405,6 +405,22 @@ pub enum TableProblem {
         #[source]
         source: Box<DataFusionError>,
     },
+    /// A partial refresh's predicate names a column that is not a
+    /// partition column (only partitions can be re-listed).
+    #[error("refresh_partitions: '{column}' is not a partition column ({partition_columns})")]
+    RefreshPredicate {
+        /// The column the predicate names.
+        column: String,
+        /// The table's partition columns, comma-separated.
+        partition_columns: String,
+    },
+    /// Evaluating a partial refresh's predicate failed.
+    #[error("refresh_partitions: the predicate cannot be evaluated: {source}")]
+    RefreshEvaluation {
+        /// DataFusion's error.
+        #[source]
+        source: Box<DataFusionError>,
+    },
     /// Blocking work for the table (file system checks) did not finish.
     #[error("{what} did not finish: {source}")]
     BlockingTask {

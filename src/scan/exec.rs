@@ -56,6 +56,13 @@ use crate::store::RetryPolicy;
 ///    runtime's metadata cache, and — unless disabled with
 ///    [`with_work_stealing`](Self::with_work_stealing) — files shared with the
 ///    sibling partitions of this execution through DataFusion's work stealing.
+///    On an object store (not `file://`), the partitions of one execution
+///    read through a shared read-ahead (`scan::read_ahead`): the files they
+///    will open next, in order, with many requests in flight
+///    ([`QueryContext`](crate::QueryContext)'s `read_ahead_requests`) and at
+///    most `read_ahead_bytes` held, reserved from the memory pool; small files
+///    in one request. Without work stealing, each partition reads ahead its
+///    own group with its share of both.
 /// 3. For each file: the footer is read; row groups are pruned with the
 ///    row-group predicate (DataFusion's `PruningPredicate`) and, if enabled in
 ///    the session's Parquet options, the page index and bloom filters.

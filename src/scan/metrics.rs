@@ -8,7 +8,10 @@
 //!   `output_rows`, `elapsed_compute`, `time_elapsed_opening`, …;
 //! * DataFusion's Parquet metrics: `row_groups_pruned_statistics` (pruned and
 //!   matched, i.e. read, row groups), `bytes_scanned`, `page_index_rows_pruned`,
-//!   `metadata_load_time`, ….
+//!   `metadata_load_time`, …;
+//! * on object stores, the read-ahead's, once per execution:
+//!   `read_ahead_requests` (`Summary`), `read_ahead_bytes`, `read_ahead_hits`
+//!   (reads answered from it) and `read_ahead_peak_bytes` (`Dev`).
 //!
 //! `scan_time` and `time_to_first_batch` are `Summary` metrics (shown under
 //! `datafusion.explain.analyze_level = summary`), `open_readers` is `Dev`.

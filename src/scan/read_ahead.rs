@@ -14,7 +14,10 @@
 //!
 //! At most `requests` reads are in flight at once, and the bytes held are
 //! reserved from the session's `MemoryPool` (and at most `bytes`) before a
-//! read is issued; a file's bytes are released when its reader is dropped.
+//! read is issued (a `LIMIT`ed scan holds at most one file per partition);
+//! a file's bytes are released when its last reader is dropped. A reader
+//! that reaches a file before the read-ahead does claims the file's one read
+//! itself.
 //! The readers ask their store as usual: [`ReadAheadStore`] answers from
 //! what was read ahead (waiting for a read in flight rather than issuing a
 //! second one) and passes everything else — and any read that failed ahead —
@@ -24,8 +27,7 @@
 //! flight is dropped (its request cancelled) when the last partition stream
 //! of the execution is dropped.
 
-use std::collections::HashMap;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

@@ -300,6 +300,43 @@ impl SharedIndex {
         Ok(())
     }
 
+    /// Installs a partial refresh: the partitions `relisted` marks in the
+    /// current index are replaced, whole, by `listed` (with every file
+    /// appended since `ticket` began); every other partition stays as it is.
+    /// `relisted` runs under the lock, on the index it replaces.
+    pub(crate) fn finish_partial_refresh(
+        &self,
+        ticket: RefreshTicket<'_>,
+        spec: &PartitionSpec,
+        listed: PartitionIndex,
+        relisted: impl FnOnce(&PartitionIndex) -> DFResult<Vec<bool>>,
+    ) -> DFResult<()> {
+        {
+            let mut state = self.write();
+            let current = Arc::clone(&state.current);
+            let replaced = relisted(&current)?;
+            let mut partitions: Vec<Partition> = current
+                .partitions()
+                .iter()
+                .zip(replaced)
+                .filter(|(_, replaced)| !replaced)
+                .map(|(p, _)| p.clone())
+                .collect();
+            partitions.extend(listed.partitions().iter().cloned());
+            let note = listed
+                .bucket_note
+                .clone()
+                .or_else(|| current.bucket_note.clone());
+            let since = state.appended.get(ticket.start..).unwrap_or_default();
+            let merged = PartitionIndex::try_new(spec, partitions)?
+                .with_bucket_note(note)
+                .with_files(spec, since.iter().cloned())?;
+            state.current = Arc::new(merged);
+        }
+        drop(ticket);
+        Ok(())
+    }
+
     // A poisoned lock only means a panic elsewhere while swapping an Arc or
     // extending the log; both are whole at every step.
     fn read(&self) -> RwLockReadGuard<'_, Shared> {

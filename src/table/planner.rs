@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{ScanArgs, Session};
 use datafusion::common::stats::Precision;
@@ -156,19 +156,29 @@ fn prune(
     let Some(predicate) = conjunction(filters.iter().cloned()) else {
         return Ok((0..all).collect());
     };
-    let batch = index.values();
-    let df_schema = DFSchema::try_from(batch.schema())?;
-    let physical = state.create_physical_expr(predicate, &df_schema)?;
-    let result = physical.evaluate(batch)?.into_array(batch.num_rows())?;
+    let mask = matches(state, &predicate, index.values(), &definition.name)?;
+    Ok((0..all).filter(|&i| mask[i]).collect())
+}
+
+/// Which rows of `values` (partition values, one row per partition or
+/// directory) `predicate` selects. NULL (unknown) is not a match: `shop = 1`
+/// must not select the NULL partition.
+pub(super) fn matches(
+    state: &dyn Session,
+    predicate: &Expr,
+    values: &RecordBatch,
+    table: &str,
+) -> DFResult<Vec<bool>> {
+    let df_schema = DFSchema::try_from(values.schema())?;
+    let physical = state.create_physical_expr(predicate.clone(), &df_schema)?;
+    let result = physical.evaluate(values)?.into_array(values.num_rows())?;
     let mask = result.as_boolean_opt().ok_or_else(|| {
         datafusion::error::DataFusionError::Plan(format!(
-            "partition filter on table {} did not evaluate to a boolean",
-            definition.name
+            "partition filter on table {table} did not evaluate to a boolean"
         ))
     })?;
-    // NULL (unknown) is not a match: `shop = 1` must not return the NULL partition.
-    Ok((0..all)
-        .filter(|&i| mask.is_valid(i) && mask.value(i))
+    Ok((0..values.num_rows())
+        .map(|i| mask.is_valid(i) && mask.value(i))
         .collect())
 }
 

@@ -7,25 +7,26 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{ScanArgs, ScanResult, Session};
 use datafusion::common::not_impl_err;
-use datafusion::common::Statistics;
+use datafusion::common::{DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::utils::{Guarantee, LiteralGuarantee};
 use datafusion::physical_expr::LexRequirement;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_datasource::sink::DataSinkExec;
 
 use super::builder::PartitionedTableBuilder;
 use super::definition::TableDefinition;
-use super::discovery::{index_from, list_partitions, object_store_for};
+use super::discovery::{index_from, list_partitions, list_selected_partitions, object_store_for};
 use super::index::{PartitionIndex, SharedIndex};
 use super::layout::{Bucketing, SortKey, TableSort};
-use super::planner::{plan_scan, table_statistics};
+use super::planner::{matches, plan_scan, table_statistics};
 use super::pushdown::classify;
 use super::spec::PartitionSpec;
-use crate::error::Result;
+use crate::error::{Error, Result, TableProblem};
 use crate::store::RetryPolicy;
 use crate::write::PartitionedSink;
 
@@ -201,6 +202,84 @@ impl PartitionedTable {
         Ok(())
     }
 
+    /// Re-lists only the partitions `predicate` can select — an expression
+    /// over partition columns, e.g. `col("date").gt_eq(lit(today))` — and
+    /// swaps them, whole, into the index in one step; files elsewhere stay
+    /// as they were (a file another writer added there is not seen until a
+    /// refresh that covers it). New partition directories are found: the
+    /// levels up to the last column the predicate names are walked with
+    /// delimiter listings, or, where it pins a column to values (`=`, `IN`),
+    /// taken directly from them with no request; each selected directory is
+    /// then listed (several at once). Footers are read for the re-listed
+    /// partitions only, if the table collects statistics or layout. Like
+    /// [`refresh`](Self::refresh), files an `INSERT INTO` published
+    /// meanwhile are kept, and no query sees a mix of two listings of one
+    /// partition.
+    ///
+    /// A predicate that names no partition column re-lists everything (it is
+    /// [`refresh`](Self::refresh)); one that names another column is an error.
+    pub async fn refresh_partitions(&self, state: &dyn Session, predicate: Expr) -> Result<()> {
+        let definition = &self.definition;
+        let spec = &definition.spec;
+        let mut levels = 0;
+        for column in predicate.column_refs() {
+            let Some(i) = spec.index_of(&column.name) else {
+                return Err(Error::InvalidTable {
+                    root: definition.root.to_string(),
+                    problem: TableProblem::RefreshPredicate {
+                        column: column.name.clone(),
+                        partition_columns: spec
+                            .columns()
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    },
+                });
+            };
+            levels = levels.max(i + 1);
+        }
+        if levels == 0 {
+            return self.refresh(state).await;
+        }
+        let evaluation = |source: DataFusionError| Error::InvalidTable {
+            root: definition.root.to_string(),
+            problem: TableProblem::RefreshEvaluation {
+                source: Box::new(source),
+            },
+        };
+        let pinned = pinned_values(state, &predicate, spec, levels).map_err(evaluation)?;
+        let ticket = self.index.begin_refresh();
+        let store = object_store_for(state, &definition.root, definition.retry)?;
+        let listing = list_selected_partitions(
+            &store,
+            &definition.root,
+            spec,
+            &definition.file_extension,
+            levels,
+            &pinned,
+            |candidates| {
+                matches(state, &predicate, candidates, &definition.name).map_err(evaluation)
+            },
+        )
+        .await?;
+        let listed = index_from(state, &store, definition, listing.partitions)
+            .await?
+            .index;
+        self.index
+            .finish_partial_refresh(ticket, spec, listed, |current| {
+                matches(state, &predicate, current.values(), &definition.name)
+            })
+            .map_err(|e| Error::InvalidTable {
+                root: definition.root.to_string(),
+                problem: TableProblem::Index {
+                    source: Box::new(e),
+                },
+            })?;
+        self.compute_statistics();
+        Ok(())
+    }
+
     /// Computes the whole table's statistics for the current index (a pass
     /// over every file), so that no query planning pays for it.
     pub(crate) fn compute_statistics(&self) {
@@ -222,6 +301,36 @@ impl PartitionedTable {
         let store = object_store_for(state, &definition.root, definition.retry)?;
         crate::write::cleanup::remove_abandoned(&store, &definition.root, older_than).await
     }
+}
+
+/// For each of the first `levels` partition columns, the values
+/// `predicate` pins it to (DataFusion's `LiteralGuarantee`: an `=` or `IN`
+/// that must hold), if any.
+fn pinned_values(
+    state: &dyn Session,
+    predicate: &Expr,
+    spec: &PartitionSpec,
+    levels: usize,
+) -> datafusion::error::Result<Vec<Option<Vec<ScalarValue>>>> {
+    let schema = Schema::new(spec.fields());
+    let df_schema = DFSchema::try_from(schema)?;
+    let physical = state.create_physical_expr(predicate.clone(), &df_schema)?;
+    let guarantees = LiteralGuarantee::analyze(&physical);
+    Ok(spec
+        .columns()
+        .iter()
+        .take(levels)
+        .map(|column| {
+            guarantees
+                .iter()
+                .find(|g| g.column.name() == column.name && g.guarantee == Guarantee::In)
+                .map(|g| {
+                    let mut values: Vec<ScalarValue> = g.literals.iter().cloned().collect();
+                    values.sort_by_key(|v| v.to_string());
+                    values
+                })
+        })
+        .collect())
 }
 
 fn describe(schema: &Schema) -> String {

@@ -567,47 +567,65 @@ struct ClosedFile {
     statistics: Option<Arc<datafusion::common::Statistics>>,
 }
 
-/// Commits every closed file; if one commit fails, deletes what was made
-/// visible and drops the rest, so nothing of the write stays.
+/// Files committed at once: on an object store each commit is a request
+/// (completing an upload) and a HEAD, so one at a time is latency-bound.
+const COMMIT_CONCURRENCY: usize = 16;
+
+/// Commits every closed file (several at once); if any commit fails,
+/// deletes what was made visible, so nothing of the write stays.
 async fn make_all_visible(
     table: &TableDefinition,
     store: &Arc<dyn ObjectStore>,
     closed: Vec<ClosedFile>,
 ) -> DFResult<Vec<PublishedFile>> {
-    let mut written: Vec<PublishedFile> = Vec::with_capacity(closed.len());
-    let mut closed = closed.into_iter();
-    while let Some(file) = closed.next() {
-        match file.staged.commit(store, &file.temp, &file.target).await {
+    let commits: Vec<_> = futures::stream::iter(closed.into_iter().map(|file| async move {
+        let committed = file.staged.commit(store, &file.temp, &file.target).await;
+        (
+            file.values,
+            file.bucket,
+            file.statistics,
+            file.temp,
+            file.target,
+            committed,
+        )
+    }))
+    .buffer_unordered(COMMIT_CONCURRENCY)
+    .collect()
+    .await;
+    let mut written: Vec<PublishedFile> = Vec::with_capacity(commits.len());
+    let mut failed: Vec<Path> = Vec::new();
+    let mut failure = None;
+    for (values, bucket, statistics, temp, target, committed) in commits {
+        match committed {
             Ok(meta) => written.push(PublishedFile {
-                values: file.values,
+                values,
                 file: IndexedFile {
                     meta,
-                    statistics: file.statistics,
-                    bucket: file.bucket,
+                    statistics,
+                    bucket,
                     // The input was sorted in the table's order (the
                     // sink's required ordering), and this file says so.
                     sorted: table.sort.is_some(),
                 },
             }),
             Err(e) => {
-                let visible = written.iter().map(|w| &w.file.meta.location);
                 // The target too: a commit may have succeeded before `head` failed.
-                let mut failed = vec![file.temp, file.target.clone()];
-                for rest in closed {
-                    rest.staged.discard(store, &rest.temp).await;
-                    failed.push(rest.target);
-                }
-                delete_all(store, visible.chain(failed.iter())).await;
-                return Err(Error::WriteFile {
-                    table: table.name.to_string(),
-                    path: file.target.to_string(),
-                    source: Box::new(e.into()),
-                }
-                .into());
+                failure.get_or_insert((target.clone(), e));
+                failed.extend([temp, target]);
             }
         }
     }
-    Ok(written)
+    let Some((target, e)) = failure else {
+        return Ok(written);
+    };
+    let visible = written.iter().map(|w| &w.file.meta.location);
+    delete_all(store, visible.chain(failed.iter())).await;
+    Err(Error::WriteFile {
+        table: table.name.to_string(),
+        path: target.to_string(),
+        source: Box::new(e.into()),
+    }
+    .into())
 }
 
 /// Best-effort removal after a failed write: a path that cannot be deleted

@@ -19,6 +19,7 @@ mod no_io;
 mod parity;
 mod properties;
 mod read_ahead;
+mod refresh;
 mod s3;
 mod s3_server;
 mod session;

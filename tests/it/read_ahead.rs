@@ -1,8 +1,9 @@
 //! Reading ahead on an object store (`QueryContext::read_ahead_requests`):
 //! one request per small file, many requests in flight, none before the
 //! first poll and none after the streams are dropped, few under a `LIMIT`,
-//! bytes within the budget — and still the right rows, and errors that name
-//! the file. Proven with `FaultyStore`'s request counters.
+//! bytes within the budget — and still the right rows, dynamic filters that
+//! skip files, and errors that name the file. Proven with `FaultyStore`'s
+//! request counters and the scan's metrics.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,6 +133,7 @@ async fn many_reads_are_in_flight_at_once_within_the_setting() {
     exec(&ctx, "SET query_context.read_ahead_requests = 16").await;
     let ahead = rows(&ctx, TOTAL).await.unwrap();
     let peak = store.peak_reads_in_flight();
+    println!("peak reads in flight: {peak}");
     // 16 ahead, plus at most one read of each partition's own (a file it
     // reached before the read-ahead did).
     assert!(
@@ -234,4 +236,41 @@ async fn a_file_that_fails_is_named_and_the_scan_does_not_hang() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("lake/p=7/part-3.parquet"), "{error}");
+}
+
+#[tokio::test]
+async fn a_join_filter_still_skips_files_read_ahead() {
+    use datafusion::physical_plan::metrics::MetricValue;
+
+    let lake = memory_lake().await;
+    let (ctx, _store) = session(&lake, 1).await;
+    exec(&ctx, "CREATE TABLE picks AS SELECT 3 AS p").await;
+    let sql = "SELECT count(*) FROM t JOIN picks ON t.p = picks.p";
+    let plan = physical_plan(&ctx, sql).await;
+    let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+    let counted = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    assert!(
+        counted.contains(&format!("| {} ", FILES * ROWS)),
+        "{counted}"
+    );
+    assert!(metric(&plan, "read_ahead_requests") > 0);
+    let mut skipped = 0;
+    for m in scan_of(&plan).metrics().unwrap().iter() {
+        if let MetricValue::PruningMetrics {
+            name,
+            pruning_metrics,
+        } = m.value()
+        {
+            if name == "files_ranges_pruned_statistics" {
+                skipped += pruning_metrics.pruned();
+            }
+        }
+    }
+    assert_eq!(
+        skipped,
+        (PARTITIONS - 1) * FILES,
+        "the hash join's filter skipped them"
+    );
 }

@@ -78,6 +78,11 @@ async fn session(server: &S3Server) -> (SessionContext, Arc<FaultyStore>, Arc<Pa
     (ctx, store, table)
 }
 
+/// What `build()` asked of the store: listings, reads.
+fn build_requests(store: &FaultyStore) -> (usize, usize) {
+    (store.requests_of(RequestKind::List), reads(store))
+}
+
 fn reads(store: &FaultyStore) -> usize {
     store.requests_of(RequestKind::Read) + store.requests_of(RequestKind::Head)
 }
@@ -102,11 +107,12 @@ async fn build_scan_cache_insert_and_refresh_on_s3() {
     let files = PARTITIONS * FILES;
     let total = (files * ROWS) as i64;
 
-    // build(): the listing pages through more than 1,000 keys; one footer
-    // is read for the schema.
+    // build(): one listing, paging through more than 1,000 keys, and one
+    // footer read for the schema.
     let (ctx, store, table) = session(&server).await;
     assert_eq!(table.index().file_count(), files);
     assert_eq!(table.index().partitions().len(), PARTITIONS);
+    assert_eq!(build_requests(&store), (1, 1));
 
     // A full scan: one request per file (small files are read whole).
     store.reset_counts();
@@ -161,13 +167,18 @@ async fn build_scan_cache_insert_and_refresh_on_s3() {
     exec(&ctx, "SET query_context.cache_enabled = false").await;
 
     // INSERT INTO on a store without rename: the files appear under their
-    // final names, whole, with no copy and no temporary object left.
+    // final names, whole, with no copy and no temporary object left. Per
+    // file: an upload started (its part and completion go through the
+    // upload), and a HEAD for the index; nothing else.
     store.reset_counts();
     exec(
         &ctx,
         "INSERT INTO t VALUES (-1, 'u', 1.0, 1, 500), (-2, 'u', 2.0, 2, 501)",
     )
     .await;
+    assert_eq!(store.requests_of(RequestKind::Write), 2);
+    assert_eq!(store.requests_of(RequestKind::Head), 2);
+    assert_eq!(store.requests(), 4);
     assert_eq!(count(&ctx, "SELECT count(*) FROM t").await, total + 2);
     let written: Vec<String> = keys(&s3)
         .await
@@ -184,7 +195,9 @@ async fn build_scan_cache_insert_and_refresh_on_s3() {
     )
     .await
     .unwrap();
+    store.reset_counts();
     table.refresh(&ctx.state()).await.unwrap();
+    assert_eq!(store.requests(), 1, "refresh() is one listing");
     assert_eq!(
         count(&ctx, "SELECT count(*) FROM t").await,
         total + 2 + ROWS as i64

@@ -1,22 +1,31 @@
-//! Discovery: one listing of the table root, turned into a [`PartitionIndex`].
+//! Discovery: listings of the table root, turned into partitions for a
+//! [`PartitionIndex`](crate::PartitionIndex) — the whole root at `build()`
+//! and `refresh()`, or only the partitions a predicate selects
+//! (`refresh_partitions`).
 //!
-//! This is the only place that lists the object store. It runs at `build()` and
-//! `refresh()`, never while planning or executing a query.
+//! This is the only place that lists the object store. It never runs while
+//! planning or executing a query.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::ListingTableUrl;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
 use percent_encoding::percent_decode_str;
 
 use crate::error::{Error, PathProblem, Result, TableProblem};
-use crate::table::hive::{is_hidden, split_key_value};
+use crate::table::hive::{is_hidden, parse_value, partition_dir, split_key_value};
 use crate::table::index::{IndexedFile, Partition};
 use crate::table::spec::PartitionSpec;
+
+/// Listings a partial refresh runs at once.
+const LISTING_CONCURRENCY: usize = 32;
 
 /// What one listing found: the (declared or inferred) spec and the partitions.
 pub(crate) struct Listing {
@@ -43,17 +52,175 @@ pub(crate) async fn list_partitions(
     declared: Option<&PartitionSpec>,
     extension: &str,
 ) -> Result<Listing> {
-    let prefix = root.prefix();
-    let mut objects: Vec<ObjectMeta> =
+    let objects = list_under(store, root, vec![root.prefix().clone()]).await?;
+    partitions_from(objects, root, declared, extension).await
+}
+
+/// Every object under each of `prefixes` (recursive listings, several at
+/// once), sorted by path.
+async fn list_under(
+    store: &Arc<dyn ObjectStore>,
+    root: &ListingTableUrl,
+    prefixes: Vec<Path>,
+) -> Result<Vec<ObjectMeta>> {
+    let listings = futures::stream::iter(prefixes.into_iter().map(|prefix| async move {
         store
-            .list(Some(prefix))
-            .try_collect()
+            .list(Some(&prefix))
+            .try_collect::<Vec<ObjectMeta>>()
             .await
-            .map_err(|source| Error::Listing {
-                root: root.to_string(),
-                source,
-            })?;
+    }))
+    .buffer_unordered(LISTING_CONCURRENCY)
+    .try_collect::<Vec<_>>()
+    .await
+    .map_err(|source| Error::Listing {
+        root: root.to_string(),
+        source,
+    })?;
+    let mut objects: Vec<ObjectMeta> = listings.into_iter().flatten().collect();
     objects.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(objects)
+}
+
+/// The partitions under the directories of the first `levels` partition
+/// columns whose values `select` accepts, listed as [`list_partitions`]
+/// lists the whole root.
+///
+/// The directories are found level by level: where `pinned` gives a
+/// column's values (from an `=`/`IN` in the predicate) and they encode to
+/// plain directory names, those names are used without a request; otherwise
+/// the level is found with delimiter listings (several at once). `select`
+/// sees a batch of the candidates' values (the first `levels` partition
+/// columns) and says which to re-list. Files outside the selected
+/// directories are not looked at.
+pub(crate) async fn list_selected_partitions(
+    store: &Arc<dyn ObjectStore>,
+    root: &ListingTableUrl,
+    spec: &PartitionSpec,
+    extension: &str,
+    levels: usize,
+    pinned: &[Option<Vec<ScalarValue>>],
+    select: impl FnOnce(&RecordBatch) -> Result<Vec<bool>>,
+) -> Result<Listing> {
+    let table = root.to_string();
+    let mut dirs: Vec<(Path, Vec<ScalarValue>)> = vec![(root.prefix().clone(), Vec::new())];
+    for (level, column) in spec.columns().iter().enumerate().take(levels) {
+        let pinned_names = pinned
+            .get(level)
+            .and_then(Option::as_ref)
+            .and_then(|values| {
+                values
+                    .iter()
+                    .map(|v| {
+                        let v = v.cast_to(&column.data_type).ok()?;
+                        let name = partition_dir(&table, column, &v).ok()?;
+                        // A name with escapes may be spelled otherwise by
+                        // another writer: list that level instead.
+                        (!name.contains('%')).then_some((name, v))
+                    })
+                    .collect::<Option<Vec<_>>>()
+            });
+        if let Some(names) = pinned_names {
+            dirs = dirs
+                .into_iter()
+                .flat_map(|(dir, values)| {
+                    names.iter().map(move |(name, value)| {
+                        let mut values = values.clone();
+                        values.push(value.clone());
+                        let path = Path::parse(format!("{dir}/{name}"));
+                        path.map(|path| (path, values))
+                    })
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|source| Error::PartitionPath {
+                    path: table.clone(),
+                    problem: PathProblem::ObjectPath { source },
+                })?;
+            continue;
+        }
+        let listed = futures::stream::iter(dirs.into_iter().map(|(dir, values)| async move {
+            let listing = store.list_with_delimiter(Some(&dir)).await?;
+            Ok::<_, object_store::Error>((values, listing.common_prefixes))
+        }))
+        .buffer_unordered(LISTING_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(|source| Error::Listing {
+            root: table.clone(),
+            source,
+        })?;
+        let mut next = Vec::new();
+        for (values, children) in listed {
+            for child in children {
+                let Some(name) = child.filename().map(str::to_string) else {
+                    continue;
+                };
+                if is_hidden(&name) {
+                    continue;
+                }
+                let path = child.to_string();
+                let (key, raw) = split_key_value(&path, &name)?;
+                if key != column.name {
+                    return Err(Error::PartitionPath {
+                        path,
+                        problem: PathProblem::UnexpectedKey {
+                            dir: name.clone(),
+                            found: key,
+                            expected: column.name.clone(),
+                        },
+                    });
+                }
+                let mut values = values.clone();
+                values.push(parse_value(&path, column, raw)?);
+                next.push((child, values));
+            }
+        }
+        dirs = next;
+    }
+    let fields = spec.fields().into_iter().take(levels).collect::<Vec<_>>();
+    let columns = (0..fields.len())
+        .map(|level| ScalarValue::iter_to_array(dirs.iter().map(|(_, v)| v[level].clone())))
+        .collect::<datafusion::error::Result<Vec<_>>>();
+    let selected: Vec<Path> = match columns {
+        Ok(columns) if !dirs.is_empty() => {
+            let batch =
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| {
+                    Error::InvalidTable {
+                        root: table.clone(),
+                        problem: TableProblem::RefreshEvaluation {
+                            source: Box::new(e.into()),
+                        },
+                    }
+                })?;
+            let keep = select(&batch)?;
+            dirs.into_iter()
+                .zip(keep)
+                .filter_map(|((dir, _), keep)| keep.then_some(dir))
+                .collect()
+        }
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            return Err(Error::InvalidTable {
+                root: table,
+                problem: TableProblem::RefreshEvaluation {
+                    source: Box::new(e),
+                },
+            })
+        }
+    };
+    let objects = list_under(store, root, selected).await?;
+    partitions_from(objects, root, Some(spec), extension).await
+}
+
+/// Groups listed objects into partitions: data files only (see
+/// [`list_partitions`]), symbolic links checked on `file://` roots, values
+/// parsed once per directory.
+async fn partitions_from(
+    objects: Vec<ObjectMeta>,
+    root: &ListingTableUrl,
+    declared: Option<&PartitionSpec>,
+    extension: &str,
+) -> Result<Listing> {
+    let prefix = root.prefix();
     // The data files, with their path parts under the root.
     let files: Vec<(ObjectMeta, Vec<String>)> = objects
         .into_iter()

@@ -1,0 +1,191 @@
+//! `refresh_partitions`: re-lists only the partitions a predicate can
+//! select, finds new partition directories, leaves every other partition as
+//! it was, and keeps what an `INSERT` published meanwhile. Requests counted
+//! with `FaultyStore`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::prelude::{col, lit, SessionContext};
+use lakefusion::store::faults::{FaultyStore, ListHold, RequestKind};
+use lakefusion::{PartitionedTable, SessionBuilder};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use url::Url;
+
+use crate::common::*;
+
+const ROWS: usize = 10;
+
+async fn put_file(store: &Arc<dyn ObjectStore>, path: &str) {
+    let batch = events_batch(0, ROWS);
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    store
+        .put(&Path::from(path), PutPayload::from(bytes))
+        .await
+        .unwrap();
+}
+
+/// A session over a counting view of `lake`, with `columns` as the table's
+/// partition columns, registered as `t`.
+async fn table_over(
+    lake: &Arc<dyn ObjectStore>,
+    columns: &[(&str, DataType)],
+) -> (SessionContext, Arc<FaultyStore>, Arc<PartitionedTable>) {
+    let store = FaultyStore::new(Arc::clone(lake));
+    let ctx = SessionBuilder::new()
+        .with_object_store(
+            Url::parse("memory://").unwrap(),
+            store.clone() as Arc<dyn ObjectStore>,
+        )
+        .build_context();
+    let mut builder = PartitionedTable::builder("memory:///lake/");
+    for (name, data_type) in columns {
+        builder = builder.partition_column(*name, data_type.clone());
+    }
+    let table = Arc::new(builder.build(&ctx.state()).await.unwrap());
+    ctx.register_table("t", Arc::clone(&table) as _).unwrap();
+    (ctx, store, table)
+}
+
+/// Files per partition value, as the index holds them.
+fn files_of(table: &PartitionedTable, p: i32) -> usize {
+    table
+        .index()
+        .partitions()
+        .iter()
+        .find(|part| part.values[0] == datafusion::common::ScalarValue::Int32(Some(p)))
+        .map_or(0, |part| part.files.len())
+}
+
+/// `p=0..10`, two files each.
+async fn ten_partitions() -> Arc<dyn ObjectStore> {
+    let lake: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    for p in 0..10 {
+        for f in 0..2 {
+            put_file(&lake, &format!("lake/p={p}/part-{f}.parquet")).await;
+        }
+    }
+    lake
+}
+
+#[tokio::test]
+async fn only_the_selected_partitions_are_listed_again() {
+    let lake = ten_partitions().await;
+    let (ctx, store, table) = table_over(&lake, &[("p", DataType::Int32)]).await;
+    assert_eq!(table.index().file_count(), 20);
+
+    // Another writer: a file in p=9 and a new partition p=10 (selected), a
+    // file in p=2 (not selected), one of p=8's files deleted (selected).
+    put_file(&lake, "lake/p=9/part-2.parquet").await;
+    put_file(&lake, "lake/p=10/part-0.parquet").await;
+    put_file(&lake, "lake/p=2/part-2.parquet").await;
+    lake.delete(&Path::from("lake/p=8/part-0.parquet"))
+        .await
+        .unwrap();
+
+    store.reset_counts();
+    table
+        .refresh_partitions(&ctx.state(), col("p").gt_eq(lit(8)))
+        .await
+        .unwrap();
+    // One delimiter listing of the root, then p=8, p=9 and p=10.
+    assert_eq!(store.requests_of(RequestKind::List), 4);
+    assert_eq!(store.requests(), 4, "no footer is read");
+    assert_eq!(files_of(&table, 8), 1);
+    assert_eq!(files_of(&table, 9), 3);
+    assert_eq!(files_of(&table, 10), 1);
+    assert_eq!(files_of(&table, 2), 2, "p=2 was not re-listed");
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM t").await,
+        (21 * ROWS) as i64
+    );
+
+    // Pinned values need no delimiter listing: p=2 and an absent p=42.
+    store.reset_counts();
+    table
+        .refresh_partitions(&ctx.state(), col("p").in_list(vec![lit(2), lit(42)], false))
+        .await
+        .unwrap();
+    assert_eq!(store.requests_of(RequestKind::List), 2);
+    assert_eq!(files_of(&table, 2), 3);
+    assert_eq!(files_of(&table, 42), 0);
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM t").await,
+        (22 * ROWS) as i64
+    );
+}
+
+#[tokio::test]
+async fn a_predicate_on_the_second_level_walks_the_first() {
+    let lake: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    for date in ["2026-11-29", "2026-11-30"] {
+        for region in ["eu", "us"] {
+            put_file(
+                &lake,
+                &format!("lake/date={date}/region={region}/part-0.parquet"),
+            )
+            .await;
+        }
+    }
+    let columns = [("date", DataType::Date32), ("region", DataType::Utf8)];
+    let (ctx, store, table) = table_over(&lake, &columns).await;
+    put_file(&lake, "lake/date=2026-11-30/region=eu/part-1.parquet").await;
+    put_file(&lake, "lake/date=2026-11-30/region=us/part-1.parquet").await;
+    store.reset_counts();
+    table
+        .refresh_partitions(&ctx.state(), col("region").eq(lit("eu")))
+        .await
+        .unwrap();
+    // The dates by a delimiter listing; `region=eu` under each, pinned.
+    assert_eq!(store.requests_of(RequestKind::List), 3);
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM t WHERE region = 'eu'").await,
+        (3 * ROWS) as i64
+    );
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM t WHERE region = 'us'").await,
+        (2 * ROWS) as i64,
+        "region=us was not re-listed"
+    );
+}
+
+#[tokio::test]
+async fn a_predicate_on_a_data_column_is_refused() {
+    let lake = ten_partitions().await;
+    let (ctx, _, table) = table_over(&lake, &[("p", DataType::Int32)]).await;
+    let error = table
+        .refresh_partitions(&ctx.state(), col("amount").gt(lit(1.0)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("'amount' is not a partition column (p)"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_during_a_partial_refresh_is_kept() {
+    let lake = ten_partitions().await;
+    let (ctx, store, table) = table_over(&lake, &[("p", DataType::Int32)]).await;
+    let hold = ListHold::default();
+    store.hold_listings(Some(hold.clone()));
+    let refreshing = {
+        let table = Arc::clone(&table);
+        let state = ctx.state();
+        tokio::spawn(async move { table.refresh_partitions(&state, col("p").eq(lit(9))).await })
+    };
+    // The listing of p=9 has looked; now an INSERT publishes into p=9.
+    hold.listed.notified().await;
+    store.hold_listings(None);
+    exec(&ctx, "INSERT INTO t VALUES (1, 'u', 1.0, 1, 9)").await;
+    hold.release.notify_one();
+    refreshing.await.unwrap().unwrap();
+    assert_eq!(files_of(&table, 9), 3, "the INSERT's file survived");
+}
