@@ -72,7 +72,7 @@ async fn main() -> Result<()> {
         println!("({:.1?})", started.elapsed());
     }
 
-    println!("\n-- INSERT INTO: each file is a multipart upload, completed only when every file is whole");
+    println!("\n-- INSERT INTO: each file is PUT under its final name once every file is whole");
     let started = Instant::now();
     ctx.sql(
         "INSERT INTO events VALUES \

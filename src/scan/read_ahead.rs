@@ -51,6 +51,7 @@ use object_store::{
 use tokio::sync::Notify;
 
 use crate::context::QueryContext;
+use crate::store::resolve_range;
 
 /// How far a scan reads ahead, from the session's [`QueryContext`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,15 +514,6 @@ impl fmt::Display for ReadAheadStore {
     }
 }
 
-/// The bytes of `range` in an object of `size` bytes.
-fn absolute(range: &GetRange, size: u64) -> Range<u64> {
-    match range {
-        GetRange::Bounded(r) => r.start..r.end.min(size),
-        GetRange::Offset(offset) => *offset..size,
-        GetRange::Suffix(n) => size.saturating_sub(*n)..size,
-    }
-}
-
 #[async_trait]
 impl ObjectStore for ReadAheadStore {
     async fn put_opts(
@@ -550,9 +542,9 @@ impl ObjectStore for ReadAheadStore {
             && options.version.is_none()
             && !options.head;
         if let (Some(range), true) = (&options.range, plain) {
-            let read = self.state.read(location, |size| absolute(range, size));
+            let read = self.state.read(location, |size| resolve_range(range, size));
             if let Some((meta, bytes)) = read.await {
-                let range = absolute(range, meta.size);
+                let range = resolve_range(range, meta.size);
                 return Ok(GetResult {
                     payload: GetResultPayload::Stream(stream::once(async { Ok(bytes) }).boxed()),
                     meta,
@@ -598,15 +590,6 @@ impl ObjectStore for ReadAheadStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_are_resolved_against_the_object_size() {
-        assert_eq!(absolute(&GetRange::Bounded(2..5), 10), 2..5);
-        assert_eq!(absolute(&GetRange::Bounded(8..50), 10), 8..10);
-        assert_eq!(absolute(&GetRange::Offset(4), 10), 4..10);
-        assert_eq!(absolute(&GetRange::Suffix(3), 10), 7..10);
-        assert_eq!(absolute(&GetRange::Suffix(30), 10), 0..10);
-    }
 
     #[test]
     fn no_read_ahead_on_the_local_disk_or_when_turned_off() {

@@ -41,7 +41,10 @@ use crate::store::{ResilientStore, RetryPolicy};
 /// where the scan allows it), so it decodes only the projected columns, skips
 /// the row groups the pruning predicate rules out, appends the partition
 /// columns as typed constants, and stops at the limit. Dropping the stream
-/// drops the in-flight reads: nothing is spawned that could outlive it.
+/// drops its in-flight reads. On an object store it reads through the
+/// execution's read-ahead, whose reads run in a task of its own; that task
+/// is aborted, its requests with it, when the last stream of the execution
+/// ends or is dropped, so nothing outlives the streams.
 pub struct LazyScanStream {
     state: State,
     /// `lakefusion.scan`, entered on every poll: whatever the stream (and

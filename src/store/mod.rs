@@ -10,5 +10,6 @@ pub mod faults;
 mod retry;
 mod url;
 
+pub(crate) use retry::resolve_range;
 pub use retry::{ResilientStore, RetryPolicy};
 pub use url::{object_store_for_url, register_object_store_for};

@@ -258,13 +258,19 @@ fn check_length(operation: &'static str, path: &str, bytes: &Bytes, expected: u6
     }))
 }
 
+/// The bytes of an object of `size` bytes that a ranged get asks for.
+pub(crate) fn resolve_range(range: &GetRange, size: u64) -> Range<u64> {
+    match range {
+        GetRange::Bounded(r) => r.start..r.end.min(size),
+        GetRange::Offset(offset) => *offset..size,
+        GetRange::Suffix(n) => size.saturating_sub(*n)..size,
+    }
+}
+
 /// The bytes a ranged get must return, given the object's size.
 fn expected_len(range: &GetRange, size: u64) -> u64 {
-    match range {
-        GetRange::Bounded(r) => r.end.min(size).saturating_sub(r.start),
-        GetRange::Offset(offset) => size.saturating_sub(*offset),
-        GetRange::Suffix(n) => (*n).min(size),
-    }
+    let range = resolve_range(range, size);
+    range.end.saturating_sub(range.start)
 }
 
 #[async_trait]
@@ -443,5 +449,8 @@ mod tests {
         assert_eq!(expected_len(&GetRange::Offset(40), 100), 60);
         assert_eq!(expected_len(&GetRange::Suffix(8), 100), 8);
         assert_eq!(expected_len(&GetRange::Suffix(800), 100), 100);
+        assert_eq!(expected_len(&GetRange::Offset(400), 100), 0);
+        assert_eq!(resolve_range(&GetRange::Suffix(3), 10), 7..10);
+        assert_eq!(resolve_range(&GetRange::Bounded(8..50), 10), 8..10);
     }
 }

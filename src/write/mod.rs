@@ -12,9 +12,9 @@
 //!   after every file is in place, and a refresh running meanwhile keeps them.
 //! * **In other processes** (another table object, another session's
 //!   `build()`/`refresh()`, another engine listing the root): file by file.
-//!   Files are committed under their final names one after another (renamed
-//!   on the local disk, their multipart uploads completed on object stores:
-//!   see `staging`), so a listing that runs during the commit can see some
+//!   Files are committed under their final names a few at a time (renamed
+//!   on the local disk; on object stores written with one PUT, or their
+//!   multipart uploads completed: see `staging`), so a listing that runs during the commit can see some
 //!   of a write's files, and a process that dies during the commit leaves
 //!   the files committed so far visible. Each file is whole; there is no
 //!   cross-process atomicity.
@@ -22,10 +22,10 @@
 //!   on the local disk hidden temporary files (`.<name>.inprogress`, and the
 //!   store's staging files for them): never listed or read;
 //!   [`PartitionedTable::remove_abandoned_writes`](crate::PartitionedTable::remove_abandoned_writes)
-//!   deletes those older than a bound. On an object store it leaves
-//!   uncompleted multipart uploads: invisible to listings and reads, and
-//!   removed by the store's lifecycle rules (S3's
-//!   `AbortIncompleteMultipartUpload`), not by this crate.
+//!   deletes those older than a bound. On an object store it leaves at most
+//!   the uncompleted multipart uploads of files larger than a part:
+//!   invisible to listings and reads, and removed by the store's lifecycle
+//!   rules (S3's `AbortIncompleteMultipartUpload`), not by this crate.
 
 pub(crate) mod cleanup;
 mod sink;

@@ -51,13 +51,15 @@ use crate::table::{IndexedFile, PublishedFile, SharedIndex, TableDefinition};
 /// 2. Files are written with the session's Parquet writer options, staged so
 ///    that nothing shows under their final names yet (see
 ///    [`staging`](super::staging): a hidden temporary name on the local
-///    disk, an uncompleted multipart upload on object stores), with what
+///    disk; on object stores, memory for a file up to one part, an
+///    uncompleted multipart upload for a larger one), with what
 ///    the write knows recorded in their key-value metadata (bucketing, sort
 ///    order). A sorted table's input arrives sorted (the sink requires it),
 ///    and splitting keeps each file's rows in that order.
 /// 3. Only when every input row has been written are the files closed and
-///    committed under their final names (renamed, or their uploads
-///    completed), which carry a unique write id: a write never overwrites a
+///    committed under their final names (renamed, written with one PUT, or
+///    their uploads completed), 16 at a time, under names that carry a
+///    unique write id: a write never overwrites a
 ///    file. The commits (and step 4) run in a task of their own that
 ///    finishes even if the `INSERT` is cancelled meanwhile, so a cancelled
 ///    write is either not visible at all or visible whole.
@@ -70,9 +72,9 @@ use crate::table::{IndexedFile, PublishedFile, SharedIndex, TableDefinition};
 /// on the local disk its hidden temporary files stay (never listed, never
 /// read) until
 /// [`PartitionedTable::remove_abandoned_writes`](crate::PartitionedTable::remove_abandoned_writes);
-/// on an object store its uncompleted uploads stay invisible until the
-/// store's own lifecycle rules expire them (S3's
-/// `AbortIncompleteMultipartUpload`).
+/// on an object store a large file's uncompleted upload stays invisible
+/// until the store's own lifecycle rules expire it (S3's
+/// `AbortIncompleteMultipartUpload`); a small file was only in memory.
 /// What other processes see of a write is described in the
 /// [module docs](super): file by file, not whole.
 #[derive(Clone)]
@@ -386,7 +388,7 @@ impl<'a> Write<'a> {
             };
             let slot = (key, bucket);
             if !self.open.contains_key(&slot) {
-                let file = self.open_file(&batch, first, bucket).await?;
+                let file = self.open_file(&batch, first, bucket)?;
                 self.open.insert(slot.clone(), file);
             }
             let sent = match self.open.get(&slot) {
@@ -408,7 +410,7 @@ impl<'a> Write<'a> {
         Ok(())
     }
 
-    async fn open_file(
+    fn open_file(
         &mut self,
         batch: &RecordBatch,
         row: usize,
@@ -433,11 +435,7 @@ impl<'a> Write<'a> {
         let temp = self
             .staging
             .temporary(&target, || child(root, &dirs, &temp_name(&name)))?;
-        let staged = self
-            .staging
-            .open(&self.store, temp.clone())
-            .await
-            .map_err(|e| self.write_error(target.as_ref(), e.into()))?;
+        let staged = self.staging.open(&self.store, temp.clone());
         let mut writer = AsyncArrowWriter::try_new_with_options(
             staged,
             Arc::clone(&self.storage_schema),

@@ -6,10 +6,14 @@
 //!   to its final name at the commit — one `rename(2)`.
 //! * **Object stores** ([`Staging::Upload`]): a rename there is a copy and a
 //!   delete (and S3 has no copy-if-not-exists unless configured), so the file
-//!   is written as a multipart upload to its *final* name, and the upload is
-//!   completed only at the commit. Until then the store shows nothing under
-//!   that name; completing makes the whole object appear at once, and an
-//!   aborted upload leaves nothing.
+//!   goes straight to its *final* name, but only at the commit. A file that
+//!   fits in one part (10 MiB) stays in memory and is written at the commit
+//!   with one conditional PUT (`If-None-Match: *`; a plain PUT where the store
+//!   has no conditional put: the name is unique to the write). A larger one
+//!   becomes a multipart upload, its parts sent as they fill, completed only
+//!   at the commit. Until then the store shows nothing under that name;
+//!   either way the whole object appears at once, and a dropped file leaves
+//!   nothing (its upload aborted).
 //!
 //! Either way the commit is a step of its own, after every file of a write
 //! is whole, so a write that fails before it leaves nothing visible.
@@ -24,7 +28,10 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::{MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayloadMut};
+use object_store::{
+    MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    PutPayloadMut,
+};
 use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::errors::{ParquetError, Result as ParquetResult};
 use tokio::io::AsyncWriteExt;
@@ -69,20 +76,18 @@ impl Staging {
     }
 
     /// Starts writing a file at `location` (see [`temporary`](Self::temporary)).
-    pub(crate) async fn open(
-        self,
-        store: &Arc<dyn ObjectStore>,
-        location: Path,
-    ) -> object_store::Result<StagedWriter> {
-        Ok(match self {
+    /// Makes no request: an upload starts when its first part is full.
+    pub(crate) fn open(self, store: &Arc<dyn ObjectStore>, location: Path) -> StagedWriter {
+        match self {
             Self::Rename => StagedWriter::Rename(BufWriter::new(Arc::clone(store), location)),
             Self::Upload => StagedWriter::Upload {
-                upload: store.put_multipart(&location).await?,
+                store: Arc::clone(store),
+                location,
+                upload: None,
                 buffer: PutPayloadMut::new(),
                 parts: FuturesUnordered::new(),
-                started: false,
             },
-        })
+        }
     }
 }
 
@@ -91,13 +96,14 @@ impl Staging {
 pub(crate) enum StagedWriter {
     /// Buffered, then written under the hidden temporary name.
     Rename(BufWriter),
-    /// Parts uploading to the final name.
+    /// Buffered; once a part is full, parts uploading to the final name.
     Upload {
-        upload: Box<dyn MultipartUpload>,
+        store: Arc<dyn ObjectStore>,
+        location: Path,
+        /// Started with the first full part.
+        upload: Option<Box<dyn MultipartUpload>>,
         buffer: PutPayloadMut,
         parts: FuturesUnordered<BoxFuture<'static, object_store::Result<()>>>,
-        /// Whether a part was sent (an empty file still needs one).
-        started: bool,
     },
 }
 
@@ -115,13 +121,15 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> ParquetError {
 }
 
 impl StagedWriter {
-    /// Sends the buffered bytes as one part, waiting while too many are in flight.
+    /// Sends the buffered bytes as one part (starting the upload with the
+    /// first), waiting while too many are in flight.
     async fn send_part(&mut self) -> object_store::Result<()> {
         let Self::Upload {
+            store,
+            location,
             upload,
             buffer,
             parts,
-            started,
         } = self
         else {
             return Ok(());
@@ -131,9 +139,12 @@ impl StagedWriter {
                 done?;
             }
         }
+        let upload = match upload {
+            Some(upload) => upload,
+            None => upload.insert(store.put_multipart(location).await?),
+        };
         let part = std::mem::take(buffer).freeze();
         parts.push(upload.put_part(part));
-        *started = true;
         Ok(())
     }
 
@@ -142,7 +153,11 @@ impl StagedWriter {
     pub(crate) fn into_staged(self) -> Staged {
         match self {
             Self::Rename(_) => Staged::Rename,
-            Self::Upload { upload, .. } => Staged::Upload(upload),
+            Self::Upload {
+                upload: Some(upload),
+                ..
+            } => Staged::Upload(upload),
+            Self::Upload { buffer, .. } => Staged::Put(buffer.freeze()),
         }
     }
 
@@ -150,7 +165,11 @@ impl StagedWriter {
     pub(crate) async fn abort(self) -> object_store::Result<()> {
         match self {
             Self::Rename(mut writer) => writer.abort().await,
-            Self::Upload { mut upload, .. } => upload.abort().await,
+            Self::Upload {
+                upload: Some(mut upload),
+                ..
+            } => upload.abort().await,
+            Self::Upload { .. } => Ok(()),
         }
     }
 }
@@ -172,15 +191,15 @@ impl AsyncFileWriter for StagedWriter {
         .boxed()
     }
 
-    /// Writes out everything, but does not make the file visible.
+    /// Writes out everything, but does not make the file visible (a file
+    /// that never filled a part stays in memory for its commit).
     fn complete(&mut self) -> BoxFuture<'_, ParquetResult<()>> {
         async move {
             match self {
                 Self::Rename(writer) => writer.shutdown().await.map_err(external),
-                Self::Upload {
-                    buffer, started, ..
-                } => {
-                    if buffer.content_length() > 0 || !*started {
+                Self::Upload { upload: None, .. } => Ok(()),
+                Self::Upload { buffer, .. } => {
+                    if buffer.content_length() > 0 {
                         self.send_part().await.map_err(external)?;
                     }
                     if let Self::Upload { parts, .. } = self {
@@ -200,6 +219,8 @@ impl AsyncFileWriter for StagedWriter {
 pub(crate) enum Staged {
     /// Under its temporary name.
     Rename,
+    /// In memory, to be written with one PUT.
+    Put(PutPayload),
     /// Every part uploaded; not completed.
     Upload(Box<dyn MultipartUpload>),
 }
@@ -208,6 +229,7 @@ impl fmt::Debug for Staged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Rename => f.write_str("Staged::Rename"),
+            Self::Put(payload) => write!(f, "Staged::Put({} bytes)", payload.content_length()),
             Self::Upload(_) => f.write_str("Staged::Upload"),
         }
     }
@@ -232,6 +254,16 @@ impl Staged {
                 }
                 other => other?,
             },
+            Self::Put(payload) => {
+                let create = PutOptions::from(PutMode::Create);
+                match store.put_opts(target, payload.clone(), create).await {
+                    Err(object_store::Error::NotImplemented { .. })
+                    | Err(object_store::Error::NotSupported { .. }) => {
+                        store.put(target, payload).await?
+                    }
+                    other => other?,
+                };
+            }
             Self::Upload(mut upload) => {
                 upload.complete().await?;
             }
@@ -245,9 +277,67 @@ impl Staged {
             Self::Rename => {
                 let _ = store.delete(temporary).await;
             }
+            Self::Put(_) => {}
             Self::Upload(mut upload) => {
                 let _ = upload.abort().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    async fn written(store: &Arc<dyn ObjectStore>, path: &Path, bytes: usize) -> Staged {
+        let mut writer = Staging::Upload.open(store, path.clone());
+        // In 1 MiB writes, as the Parquet writer flushes row groups.
+        for _ in 0..bytes / (1024 * 1024) {
+            writer
+                .write(Bytes::from(vec![7u8; 1024 * 1024]))
+                .await
+                .unwrap();
+        }
+        writer.complete().await.unwrap();
+        writer.into_staged()
+    }
+
+    #[tokio::test]
+    async fn nothing_is_visible_before_the_commit_small_or_large() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        for (name, bytes) in [("small", 3 << 20), ("large", 23 << 20)] {
+            let path = Path::from(format!("t/{name}.parquet"));
+            let staged = written(&store, &path, bytes).await;
+            assert_eq!(matches!(staged, Staged::Upload(_)), bytes > PART_BYTES);
+            assert!(
+                store.head(&path).await.is_err(),
+                "{name} is not visible yet"
+            );
+            let meta = staged.commit(&store, &path, &path).await.unwrap();
+            assert_eq!(meta.size, bytes as u64);
+            let read = store.get(&path).await.unwrap().bytes().await.unwrap();
+            assert!(read.len() == bytes && read.iter().all(|&b| b == 7));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_discarded_file_leaves_nothing() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        for (name, bytes) in [("small", 3 << 20), ("large", 23 << 20)] {
+            let path = Path::from(format!("t/{name}.parquet"));
+            written(&store, &path, bytes)
+                .await
+                .discard(&store, &path)
+                .await;
+            assert!(store.head(&path).await.is_err(), "{name} left something");
+        }
+        let mut writer = Staging::Upload.open(&store, Path::from("t/aborted.parquet"));
+        writer
+            .write(Bytes::from(vec![1u8; PART_BYTES + 1]))
+            .await
+            .unwrap();
+        writer.abort().await.unwrap();
+        assert!(store.head(&Path::from("t/aborted.parquet")).await.is_err());
     }
 }
