@@ -327,10 +327,12 @@ impl SharedIndex {
                 .bucket_note
                 .clone()
                 .or_else(|| current.bucket_note.clone());
+            let mut merged = PartitionIndex::try_new(spec, partitions)?.with_bucket_note(note);
             let since = state.appended.get(ticket.start..).unwrap_or_default();
-            let merged = PartitionIndex::try_new(spec, partitions)?
-                .with_bucket_note(note)
-                .with_files(spec, since.iter().cloned())?;
+            // Merging copies the whole index: only when there is something to merge.
+            if !since.is_empty() {
+                merged = merged.with_files(spec, since.iter().cloned())?;
+            }
             state.current = Arc::new(merged);
         }
         drop(ticket);
