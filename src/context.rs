@@ -10,8 +10,8 @@ use datafusion::prelude::SessionConfig;
 
 use crate::error::Error;
 
-/// Per-query context: the query id, the tenant, and whether the small-table
-/// cache may be used.
+/// Per-query context: the query id, the tenant, whether the small-table
+/// cache may be used, and how far scans of object stores read ahead.
 ///
 /// A DataFusion [`ConfigExtension`] under the prefix `query_context`, so it is
 /// set like any other option and travels wherever the session config does:

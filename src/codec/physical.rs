@@ -258,14 +258,16 @@ impl LakefusionPhysicalCodec {
         let Some(PhysicalPlanType::ParquetScan(parquet)) = &file_scan.physical_plan_type else {
             return Err(malformed(table, "its file scan is not a Parquet file scan"));
         };
-        let store = parquet
+        // An empty URL is the local file system, as DataFusion decodes it.
+        let store = match parquet
             .base_conf
             .as_ref()
             .map(|c| c.object_store_url.as_str())
-            .filter(|url| !url.is_empty())
-            .ok_or_else(|| malformed(table, "its file scan names no object store"))?;
-        let store = ObjectStoreUrl::parse(store)
-            .map_err(|_| malformed(table, "its object store URL does not parse"))?;
+        {
+            None | Some("") => ObjectStoreUrl::local_filesystem(),
+            Some(url) => ObjectStoreUrl::parse(url)
+                .map_err(|_| malformed(table, "its object store URL does not parse"))?,
+        };
         self.allowed_roots.check_store(table, store.as_str())?;
         ensure_store(
             ctx.runtime_env().as_ref(),

@@ -305,4 +305,17 @@ mod tests {
         refused("file:///", "etc/passwd");
         refused("s3://data/", "events/k=1/a.parquet");
     }
+
+    #[test]
+    fn only_stores_an_allowed_root_is_in_are_reached() {
+        let roots = AllowedRoots::only(["s3://lake/events/"]);
+        assert!(roots.check_store("t", "s3://lake/").is_ok());
+        let error = roots
+            .check_store("t", "s3://other/")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("s3://other/") && error.contains("s3://lake/events/"));
+        assert!(roots.check_store("t", "file:///").is_err());
+        assert!(AllowedRoots::any().check_store("t", "file:///").is_ok());
+    }
 }
