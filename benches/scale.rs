@@ -9,8 +9,11 @@
 //! `InMemory` store. Printed per lake and side:
 //!
 //! * registration (`build()` / `ListingTable` inference and creation) on the
-//!   store as it is, and behind a *paged* store that answers listings as S3
-//!   does: 1,000 keys a page, 20 ms a page, pages one after another;
+//!   store as it is (`memory://`), and behind a *paged* store that answers
+//!   listings as S3 does (as `s3://`): 1,000 keys a page, 20 ms a page,
+//!   pages one after another, a listing after an offset starting there;
+//! * `refresh_partitions` of one partition and of the last ten, on the
+//!   paged store;
 //! * bytes the registered table holds per file (a counting global allocator:
 //!   what registration allocated and did not free);
 //! * planning (`create_physical_plan`) a one-partition query the first time
@@ -35,7 +38,7 @@ use datafusion::datasource::listing::{
 use datafusion::error::Result;
 use datafusion::prelude::{col, lit, SessionConfig, SessionContext};
 use futures::stream::BoxStream;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use lakefusion::PartitionedTable;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -78,10 +81,64 @@ const PAGE_KEYS: usize = 1_000;
 const PAGE_WAIT: Duration = Duration::from_millis(20);
 
 /// Answers listings as S3 does: `PAGE_KEYS` entries a page, `PAGE_WAIT` a
-/// page, one page after another. Everything else passes through at once.
+/// page, one page after another; a listing after an offset (S3's
+/// `StartAfter`) starts there, as S3's does (`InMemory`'s own reads every
+/// key first). Listings come from a sorted copy of the keys taken when it
+/// is made; everything else passes through at once.
 #[derive(Debug)]
 struct PagedStore {
     inner: Arc<dyn ObjectStore>,
+    keys: Arc<Vec<ObjectMeta>>,
+}
+
+impl PagedStore {
+    async fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        let mut keys: Vec<ObjectMeta> = inner.list(None).try_collect().await.expect("listing");
+        keys.sort_by(|a, b| a.location.cmp(&b.location));
+        Self {
+            inner,
+            keys: Arc::new(keys),
+        }
+    }
+
+    /// The keys under `prefix` after `offset`, a page at a time (an empty
+    /// listing is one page too).
+    fn paged(
+        &self,
+        prefix: Option<&Path>,
+        offset: Option<&Path>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let keys = Arc::clone(&self.keys);
+        let (mut lo, hi) = match prefix.map(|p| p.as_ref()) {
+            None | Some("") => (0, keys.len()),
+            // Keys under `p` are `p/…`, and `0` is the character after `/`.
+            Some(p) => {
+                let (low, high) = (format!("{p}/"), format!("{p}0"));
+                (
+                    keys.partition_point(|m| m.location.as_ref() < low.as_str()),
+                    keys.partition_point(|m| m.location.as_ref() < high.as_str()),
+                )
+            }
+        };
+        if let Some(offset) = offset {
+            lo = lo.max(keys.partition_point(|m| m.location <= *offset));
+        }
+        let starts: Vec<usize> = if lo < hi {
+            (lo..hi).step_by(PAGE_KEYS).collect()
+        } else {
+            vec![hi]
+        };
+        futures::stream::iter(starts)
+            .then(move |start| {
+                let keys = Arc::clone(&keys);
+                async move {
+                    tokio::time::sleep(PAGE_WAIT).await;
+                    keys[start..(start + PAGE_KEYS).min(hi)].to_vec()
+                }
+            })
+            .flat_map(|page| futures::stream::iter(page.into_iter().map(Ok)))
+            .boxed()
+    }
 }
 
 impl fmt::Display for PagedStore {
@@ -133,15 +190,15 @@ impl ObjectStore for PagedStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner
-            .list(prefix)
-            .chunks(PAGE_KEYS)
-            .then(|page| async move {
-                tokio::time::sleep(PAGE_WAIT).await;
-                futures::stream::iter(page)
-            })
-            .flatten()
-            .boxed()
+        self.paged(prefix, None)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.paged(prefix, Some(offset))
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
@@ -195,9 +252,15 @@ async fn lake(files: usize) -> Arc<dyn ObjectStore> {
     store
 }
 
-fn context(store: Arc<dyn ObjectStore>) -> SessionContext {
+/// The lake without latency, as `memory:///lake/`.
+const MEMORY_ROOT: &str = "memory:///lake/";
+/// The lake behind the paged store, as an S3 bucket would be.
+const PAGED_ROOT: &str = "s3://bench/lake/";
+
+fn context(store: Arc<dyn ObjectStore>, root: &str) -> SessionContext {
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
-    ctx.register_object_store(&Url::parse("memory://").expect("url"), store);
+    let url = Url::parse(root).expect("url");
+    ctx.register_object_store(&url, store);
     ctx
 }
 
@@ -207,17 +270,17 @@ enum Side {
     Listing,
 }
 
-async fn register(side: Side, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
+async fn register(side: Side, ctx: &SessionContext, root: &str) -> Result<Arc<dyn TableProvider>> {
     Ok(match side {
         Side::Ours => Arc::new(
-            PartitionedTable::builder("memory:///lake/")
+            PartitionedTable::builder(root)
                 .schema(schema())
                 .partition_column("p", DataType::Int32)
                 .build(&ctx.state())
                 .await?,
         ),
         Side::Listing => {
-            let url = ListingTableUrl::parse("memory:///lake/")?;
+            let url = ListingTableUrl::parse(root)?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
                 .with_table_partition_cols(vec![("p".to_string(), DataType::Int32)]);
@@ -249,11 +312,12 @@ async fn measure(side: Side, files: usize, runs: usize) -> Result<()> {
     let store = lake(files).await;
 
     // Paged registration first: nothing cached yet.
-    let paged = context(Arc::new(PagedStore {
-        inner: Arc::clone(&store),
-    }));
+    let paged = context(
+        Arc::new(PagedStore::new(Arc::clone(&store)).await),
+        PAGED_ROOT,
+    );
     let started = Instant::now();
-    let on_paged = register(side, &paged).await?;
+    let on_paged = register(side, &paged, PAGED_ROOT).await?;
     let paged_registration = started.elapsed();
     if let Some(table) = on_paged.downcast_ref::<PartitionedTable>() {
         // New data in one partition (pinned: no delimiter listing), and in
@@ -275,10 +339,10 @@ async fn measure(side: Side, files: usize, runs: usize) -> Result<()> {
     }
     drop(on_paged);
 
-    let ctx = context(Arc::clone(&store));
+    let ctx = context(Arc::clone(&store), MEMORY_ROOT);
     let before = LIVE.load(Ordering::Relaxed);
     let started = Instant::now();
-    let table = register(side, &ctx).await?;
+    let table = register(side, &ctx, MEMORY_ROOT).await?;
     let registration = started.elapsed();
     let held = LIVE.load(Ordering::Relaxed) - before;
     ctx.register_table("t", table)?;

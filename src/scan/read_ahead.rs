@@ -578,6 +578,14 @@ impl ObjectStore for ReadAheadStore {
         self.state.store.list(prefix)
     }
 
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.state.store.list_with_offset(prefix, offset)
+    }
+
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         self.state.store.list_with_delimiter(prefix).await
     }

@@ -280,6 +280,59 @@ fn half(bytes: Bytes) -> Bytes {
     bytes.slice(..bytes.len() / 2)
 }
 
+impl FaultyStore {
+    /// A listing (`listing` starts the inner one) with the faults and holds
+    /// that apply to `prefix`.
+    fn faulty_listing(
+        &self,
+        prefix: Option<&Path>,
+        listing: impl FnOnce() -> BoxStream<'static, Result<ObjectMeta>>,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        let path = prefix.map_or("", |p| p.as_ref()).to_string();
+        let hold = self.hold.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match self.fault_for(RequestKind::List, &path) {
+            None | Some(Fault::ShortRead) if hold.is_some() => {
+                let listing = listing();
+                let hold = hold.unwrap_or_default();
+                stream::once(async move {
+                    let items: Vec<_> = listing.collect().await;
+                    hold.listed.notify_one();
+                    hold.release.notified().await;
+                    stream::iter(items)
+                })
+                .flatten()
+                .boxed()
+            }
+            None | Some(Fault::ShortRead) => listing(),
+            Some(Fault::Latency(delay)) => {
+                let listing = listing();
+                stream::once(tokio::time::sleep(delay))
+                    .flat_map(move |_| stream::empty())
+                    .chain(listing)
+                    .boxed()
+            }
+            Some(Fault::Transient) => {
+                // Half a listing, then the failure: what a dropped connection
+                // in the middle of a paginated listing looks like.
+                let listing = listing().take(1);
+                let error = object_store::Error::Generic {
+                    store: "FaultyStore",
+                    source: format!("injected transient fault listing {path}").into(),
+                };
+                listing.chain(stream::once(async { Err(error) })).boxed()
+            }
+            Some(Fault::Permanent) => stream::once(async move {
+                Err(object_store::Error::PermissionDenied {
+                    path,
+                    source: "injected permanent fault".into(),
+                })
+            })
+            .boxed(),
+            Some(Fault::Hang) => stream::pending().boxed(),
+        }
+    }
+}
+
 #[async_trait]
 impl ObjectStore for FaultyStore {
     async fn put_opts(
@@ -347,48 +400,21 @@ impl ObjectStore for FaultyStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        let path = prefix.map_or("", |p| p.as_ref()).to_string();
-        let hold = self.hold.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match self.fault_for(RequestKind::List, &path) {
-            None | Some(Fault::ShortRead) if hold.is_some() => {
-                let listing = self.inner.list(prefix);
-                let hold = hold.unwrap_or_default();
-                stream::once(async move {
-                    let items: Vec<_> = listing.collect().await;
-                    hold.listed.notify_one();
-                    hold.release.notified().await;
-                    stream::iter(items)
-                })
-                .flatten()
-                .boxed()
-            }
-            None | Some(Fault::ShortRead) => self.inner.list(prefix),
-            Some(Fault::Latency(delay)) => {
-                let listing = self.inner.list(prefix);
-                stream::once(tokio::time::sleep(delay))
-                    .flat_map(move |_| stream::empty())
-                    .chain(listing)
-                    .boxed()
-            }
-            Some(Fault::Transient) => {
-                // Half a listing, then the failure: what a dropped connection
-                // in the middle of a paginated listing looks like.
-                let listing = self.inner.list(prefix).take(1);
-                let error = object_store::Error::Generic {
-                    store: "FaultyStore",
-                    source: format!("injected transient fault listing {path}").into(),
-                };
-                listing.chain(stream::once(async { Err(error) })).boxed()
-            }
-            Some(Fault::Permanent) => stream::once(async move {
-                Err(object_store::Error::PermissionDenied {
-                    path,
-                    source: "injected permanent fault".into(),
-                })
-            })
-            .boxed(),
-            Some(Fault::Hang) => stream::pending().boxed(),
-        }
+        let inner = Arc::clone(&self.inner);
+        let owned = prefix.cloned();
+        self.faulty_listing(prefix, move || inner.list(owned.as_ref()))
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        let inner = Arc::clone(&self.inner);
+        let (owned, offset) = (prefix.cloned(), offset.clone());
+        self.faulty_listing(prefix, move || {
+            inner.list_with_offset(owned.as_ref(), &offset)
+        })
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {

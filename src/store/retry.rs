@@ -201,25 +201,41 @@ impl ResilientStore {
         }
     }
 
-    /// Runs `attempt` until it succeeds, fails permanently, or the retries
-    /// are spent; each attempt bounded by the request timeout.
+    /// Runs `attempt` with the store's policy (see [`RetryPolicy::retry`]).
     async fn retry<T, F, Fut>(&self, operation: &'static str, path: &str, attempt: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let attempts = self.config.max_retries + 1;
+        self.config.retry(operation, path, attempt).await
+    }
+}
+
+impl RetryPolicy {
+    /// Runs `attempt` until it succeeds, fails permanently, or the retries
+    /// are spent; each attempt bounded by the request timeout.
+    pub(crate) async fn retry<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        path: &str,
+        attempt: F,
+    ) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let attempts = self.max_retries + 1;
         let mut number = 0;
         loop {
             number += 1;
-            let error = match tokio::time::timeout(self.config.request_timeout, attempt()).await {
+            let error = match tokio::time::timeout(self.request_timeout, attempt()).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) if !is_transient(&e) => return Err(e),
                 Ok(Err(e)) => e,
                 Err(_) => failure(ReadFailure::Timeout {
                     operation,
                     path: path.to_string(),
-                    timeout: self.config.request_timeout,
+                    timeout: self.request_timeout,
                     attempt: number,
                     attempts,
                 }),
@@ -233,7 +249,7 @@ impl ResilientStore {
                 }));
             }
             tracing::debug!(operation, path, attempt = number, error = %error, "retrying a read");
-            tokio::time::sleep(self.config.jittered_backoff(number - 1)).await;
+            tokio::time::sleep(self.jittered_backoff(number - 1)).await;
         }
     }
 }
@@ -364,6 +380,17 @@ impl ObjectStore for ResilientStore {
         .map_ok(|metas| stream::iter(metas.into_iter().map(Ok)))
         .try_flatten()
         .boxed()
+    }
+
+    /// Streamed as the store lists, not retried here: its caller may stop
+    /// early (a range of a table's listing), so only it can retry the part
+    /// it wants (discovery retries each range whole with the table's policy).
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {

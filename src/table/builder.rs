@@ -6,9 +6,9 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::datasource::listing::ListingTableUrl;
 
-use super::definition::TableDefinition;
+use super::definition::{TableDefinition, DEFAULT_LISTING_CONCURRENCY};
 use super::discovery::{
-    index_from, infer_schema, list_partitions, object_store_for, without_partition_columns,
+    index_from, infer_schema, object_store_for, without_partition_columns, Lister,
 };
 use super::layout::{Bucketing, SortKey, TableSort};
 use super::provider::PartitionedTable;
@@ -45,6 +45,7 @@ pub struct PartitionedTableBuilder {
     sort_order: Vec<SortKey>,
     retry: Option<RetryPolicy>,
     merge_schema: bool,
+    listing_concurrency: usize,
 }
 
 impl PartitionedTableBuilder {
@@ -60,6 +61,7 @@ impl PartitionedTableBuilder {
             sort_order: Vec::new(),
             retry: None,
             merge_schema: false,
+            listing_concurrency: DEFAULT_LISTING_CONCURRENCY,
         }
     }
 
@@ -163,6 +165,17 @@ impl PartitionedTableBuilder {
         self
     }
 
+    /// How many listings discovery (`build()`, `refresh()`,
+    /// `refresh_partitions`) runs at once on an object store (default 32; 1:
+    /// one listing after another). A root of several partition directories
+    /// is listed in up to this many ranges at once, each starting after its
+    /// first directory (S3's `StartAfter`); the local disk, `memory://` and a
+    /// root without partition directories are listed with one listing.
+    pub fn listing_concurrency(mut self, listings: usize) -> Self {
+        self.listing_concurrency = listings.max(1);
+        self
+    }
+
     /// The name `EXPLAIN` and errors use for the table (default: the root URL).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -195,8 +208,9 @@ impl PartitionedTableBuilder {
         let store = object_store_for(state, &root, self.retry)?;
         let declared = (!self.partition_columns.is_empty())
             .then(|| PartitionSpec::new(self.partition_columns.clone()));
-        let listing =
-            list_partitions(&store, &root, declared.as_ref(), &self.file_extension).await?;
+        let listing = Lister::new(&store, &root, self.listing_concurrency, self.retry)
+            .list_partitions(declared.as_ref(), &self.file_extension)
+            .await?;
         let spec = listing.spec;
         let file_schema = match &self.schema {
             Some(schema) => {
@@ -258,6 +272,7 @@ impl PartitionedTableBuilder {
         );
         definition.bucketing = self.bucketing;
         definition.retry = self.retry;
+        definition.listing_concurrency = self.listing_concurrency;
         definition.sort = declared_sort.then_some(TableSort {
             keys: self.sort_order,
             declared: true,

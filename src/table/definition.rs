@@ -27,7 +27,12 @@ pub(crate) struct TableDefinition {
     pub bucketing: Option<Bucketing>,
     pub sort: Option<TableSort>,
     pub retry: Option<RetryPolicy>,
+    /// Listings discovery runs at once (see `PartitionedTableBuilder::listing_concurrency`).
+    pub listing_concurrency: usize,
 }
+
+/// Listings discovery runs at once by default.
+pub(crate) const DEFAULT_LISTING_CONCURRENCY: usize = 32;
 
 impl TableDefinition {
     pub(crate) fn new(
@@ -55,6 +60,7 @@ impl TableDefinition {
             bucketing: None,
             sort: None,
             retry: None,
+            listing_concurrency: DEFAULT_LISTING_CONCURRENCY,
         }
     }
 

@@ -20,7 +20,7 @@ use datafusion_datasource::sink::DataSinkExec;
 
 use super::builder::PartitionedTableBuilder;
 use super::definition::TableDefinition;
-use super::discovery::{index_from, list_partitions, list_selected_partitions, object_store_for};
+use super::discovery::{index_from, object_store_for, Lister};
 use super::index::{PartitionIndex, SharedIndex};
 use super::layout::{Bucketing, SortKey, TableSort};
 use super::planner::{matches, plan_scan, table_statistics};
@@ -180,13 +180,15 @@ impl PartitionedTable {
         let definition = &self.definition;
         let ticket = self.index.begin_refresh();
         let store = object_store_for(state, &definition.root, definition.retry)?;
-        let listing = list_partitions(
+        let lister = Lister::new(
             &store,
             &definition.root,
-            Some(&definition.spec),
-            &definition.file_extension,
-        )
-        .await?;
+            definition.listing_concurrency,
+            definition.retry,
+        );
+        let listing = lister
+            .list_partitions(Some(&definition.spec), &definition.file_extension)
+            .await?;
         let index = index_from(state, &store, definition, listing.partitions)
             .await?
             .index;
@@ -251,18 +253,23 @@ impl PartitionedTable {
         let pinned = pinned_values(state, &predicate, spec, levels).map_err(evaluation)?;
         let ticket = self.index.begin_refresh();
         let store = object_store_for(state, &definition.root, definition.retry)?;
-        let listing = list_selected_partitions(
+        let lister = Lister::new(
             &store,
             &definition.root,
-            spec,
-            &definition.file_extension,
-            levels,
-            &pinned,
-            |candidates| {
-                matches(state, &predicate, candidates, &definition.name).map_err(evaluation)
-            },
-        )
-        .await?;
+            definition.listing_concurrency,
+            definition.retry,
+        );
+        let listing = lister
+            .list_selected_partitions(
+                spec,
+                &definition.file_extension,
+                levels,
+                &pinned,
+                |candidates| {
+                    matches(state, &predicate, candidates, &definition.name).map_err(evaluation)
+                },
+            )
+            .await?;
         let listed = index_from(state, &store, definition, listing.partitions)
             .await?
             .index;

@@ -107,12 +107,13 @@ async fn build_scan_cache_insert_and_refresh_on_s3() {
     let files = PARTITIONS * FILES;
     let total = (files * ROWS) as i64;
 
-    // build(): one listing, paging through more than 1,000 keys, and one
-    // footer read for the schema.
+    // build(): one delimiter listing of the root's 101 directories, then 26
+    // ranges of 4 of them (the last of 1) listed at once; one footer read
+    // for the schema.
     let (ctx, store, table) = session(&server).await;
     assert_eq!(table.index().file_count(), files);
     assert_eq!(table.index().partitions().len(), PARTITIONS);
-    assert_eq!(build_requests(&store), (1, 1));
+    assert_eq!(build_requests(&store), (27, 1));
 
     // A full scan: one request per file (small files are read whole).
     store.reset_counts();
@@ -197,7 +198,9 @@ async fn build_scan_cache_insert_and_refresh_on_s3() {
     .unwrap();
     store.reset_counts();
     table.refresh(&ctx.state()).await.unwrap();
-    assert_eq!(store.requests(), 1, "refresh() is one listing");
+    // 104 directories now: 1 delimiter listing and 26 ranges of 4; no read.
+    assert_eq!(store.requests_of(RequestKind::List), 27);
+    assert_eq!(store.requests(), 27, "refresh() only lists");
     assert_eq!(
         count(&ctx, "SELECT count(*) FROM t").await,
         total + 2 + ROWS as i64
@@ -285,4 +288,72 @@ async fn an_executor_builds_the_store_a_decoded_plan_names() {
             datafusion::execution::object_store::ObjectStoreUrl::parse(server.url()).unwrap()
         )
         .is_ok());
+}
+
+/// Listing in ranges, on S3's own `StartAfter`: every file found once,
+/// whatever the number of listings at once, and when a range listing fails
+/// midway, it is retried whole without a file listed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_in_ranges_finds_every_file_once() {
+    use lakefusion::store::RetryPolicy;
+    use std::time::Duration;
+
+    let server = S3Server::start("warehouse").await;
+    write_lake(&server.store()).await;
+    let files = PARTITIONS * FILES;
+    let build = |store: Arc<FaultyStore>, concurrency: usize, retry: Option<RetryPolicy>| {
+        let ctx = SessionBuilder::new()
+            .with_object_store(
+                Url::parse(&server.url()).unwrap(),
+                store as Arc<dyn ObjectStore>,
+            )
+            .build_context();
+        let mut builder = PartitionedTable::builder(format!("{}/lake/", server.url()))
+            .partition_column("p", DataType::Int32)
+            .listing_concurrency(concurrency);
+        if let Some(retry) = retry {
+            builder = builder.retry(retry);
+        }
+        async move { builder.build(&ctx.state()).await }
+    };
+    // 1: one listing; 8: the delimiter listing and 8 ranges; 200: a listing
+    // per directory.
+    for (concurrency, listings) in [(1, 1), (8, 1 + 8), (200, 1 + PARTITIONS)] {
+        let store = FaultyStore::new(server.store());
+        let table = build(store.clone(), concurrency, None).await.unwrap();
+        assert_eq!(table.index().file_count(), files, "{concurrency}");
+        assert_eq!(table.index().partitions().len(), PARTITIONS);
+        assert_eq!(
+            store.requests_of(RequestKind::List),
+            listings,
+            "{concurrency}"
+        );
+    }
+    // Every 3rd listing fails after its first key, 3 times in all: those
+    // ranges are listed again, and nothing is counted twice.
+    let store = FaultyStore::new(server.store());
+    store.inject(
+        FaultRule::new(Fault::Transient)
+            .on(RequestKind::List)
+            .every(3)
+            .times(3),
+    );
+    let retry = RetryPolicy {
+        max_retries: 3,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(10),
+        request_timeout: Duration::from_secs(10),
+    };
+    let table = build(store.clone(), 8, Some(retry)).await.unwrap();
+    assert_eq!(store.injected(), 3);
+    assert_eq!(table.index().file_count(), files);
+    let mut paths: Vec<_> = table
+        .index()
+        .partitions()
+        .iter()
+        .flat_map(|p| p.files.iter().map(|f| f.meta.location.to_string()))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), files, "no file twice");
 }

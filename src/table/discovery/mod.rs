@@ -19,7 +19,7 @@ use datafusion::error::DataFusionError;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore};
 
-pub(in crate::table) use listing::{list_partitions, list_selected_partitions};
+pub(in crate::table) use listing::Lister;
 
 use super::definition::TableDefinition;
 use super::index::{Partition, PartitionIndex};
