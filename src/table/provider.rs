@@ -180,12 +180,7 @@ impl PartitionedTable {
         let definition = &self.definition;
         let ticket = self.index.begin_refresh();
         let store = object_store_for(state, &definition.root, definition.retry)?;
-        let lister = Lister::new(
-            &store,
-            &definition.root,
-            definition.listing_concurrency,
-            definition.retry,
-        );
+        let lister = Lister::of_table(&store, definition);
         let listing = lister
             .list_partitions(Some(&definition.spec), &definition.file_extension)
             .await?;
@@ -194,12 +189,7 @@ impl PartitionedTable {
             .index;
         self.index
             .finish_refresh(ticket, &definition.spec, index)
-            .map_err(|e| crate::error::Error::InvalidTable {
-                root: definition.root.to_string(),
-                problem: crate::error::TableProblem::Index {
-                    source: Box::new(e),
-                },
-            })?;
+            .map_err(|e| index_error(definition, e))?;
         self.compute_statistics();
         Ok(())
     }
@@ -253,12 +243,7 @@ impl PartitionedTable {
         let pinned = pinned_values(state, &predicate, spec, levels).map_err(evaluation)?;
         let ticket = self.index.begin_refresh();
         let store = object_store_for(state, &definition.root, definition.retry)?;
-        let lister = Lister::new(
-            &store,
-            &definition.root,
-            definition.listing_concurrency,
-            definition.retry,
-        );
+        let lister = Lister::of_table(&store, definition);
         let listing = lister
             .list_selected_partitions(
                 spec,
@@ -277,12 +262,7 @@ impl PartitionedTable {
             .finish_partial_refresh(ticket, spec, listed, |current| {
                 matches(state, &predicate, current.values(), &definition.name)
             })
-            .map_err(|e| Error::InvalidTable {
-                root: definition.root.to_string(),
-                problem: TableProblem::Index {
-                    source: Box::new(e),
-                },
-            })?;
+            .map_err(|e| index_error(definition, e))?;
         self.compute_statistics();
         Ok(())
     }
@@ -307,6 +287,16 @@ impl PartitionedTable {
         let definition = &self.definition;
         let store = object_store_for(state, &definition.root, definition.retry)?;
         crate::write::cleanup::remove_abandoned(&store, &definition.root, older_than).await
+    }
+}
+
+/// A refresh whose listing cannot become an index.
+fn index_error(definition: &TableDefinition, source: DataFusionError) -> Error {
+    Error::InvalidTable {
+        root: definition.root.to_string(),
+        problem: TableProblem::Index {
+            source: Box::new(source),
+        },
     }
 }
 

@@ -24,6 +24,7 @@ use crate::store::RetryPolicy;
 use crate::table::hive::{is_hidden, parse_value, partition_dir, split_key_value};
 use crate::table::index::{IndexedFile, Partition};
 use crate::table::spec::PartitionSpec;
+use crate::table::TableDefinition;
 
 /// What one listing found: the (declared or inferred) spec and the partitions.
 pub(crate) struct Listing {
@@ -55,6 +56,19 @@ impl<'a> Lister<'a> {
             concurrency: concurrency.max(1),
             retry,
         }
+    }
+
+    /// How `definition`'s table lists `store` (its root, concurrency and retries).
+    pub(crate) fn of_table(
+        store: &'a Arc<dyn ObjectStore>,
+        definition: &'a TableDefinition,
+    ) -> Self {
+        Self::new(
+            store,
+            &definition.root,
+            definition.listing_concurrency,
+            definition.retry,
+        )
     }
 
     fn listing_error(&self, source: object_store::Error) -> Error {
