@@ -183,16 +183,17 @@ async fn encode(
     if failure.is_none() && aborted.load(Ordering::Acquire) {
         failure = Some(DataFusionError::Execution("the write was aborted".into()));
     }
-    if failure.is_none() {
-        match writer.finish().await {
+    let failure = match failure {
+        None => match writer.finish().await {
             Ok(metadata) => return Ok((metadata, writer.into_inner().into_staged())),
-            Err(e) => failure = Some(e.into()),
-        }
-    }
+            Err(e) => e.into(),
+        },
+        Some(e) => e,
+    };
     // A failed abort leaves at most a hidden, `.`-prefixed object or an
     // uncompleted upload: nothing visible.
     let _ = writer.into_inner().abort().await;
-    Err(failure.unwrap_or_else(|| DataFusionError::Internal("no failure".into())))
+    Err(failure)
 }
 
 /// The result of an encoder task, panics resumed, cancellation an error.
