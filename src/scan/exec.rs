@@ -90,6 +90,10 @@ pub struct PartitionedScanExec {
     runtime: RuntimeFilters,
 }
 
+/// From this many files on, a scan already split into the target number of
+/// groups is not regrouped (see `repartitioned`).
+const MANY_FILES: usize = 10_000;
+
 /// Filters DataFusion pushed into the scan while optimizing (the dynamic
 /// filters of TopK and of hash-join build sides), and the file source from
 /// before they were added, so that they can be taken out again.
@@ -411,12 +415,19 @@ impl ExecutionPlan for PartitionedScanExec {
 
     /// Regroups the files into `target_partitions` groups with DataFusion's
     /// `FileGroupPartitioner` (splitting large files by byte range when
-    /// `repartition_file_min_size` allows), like a `ListingTable` scan.
+    /// `repartition_file_min_size` allows), like a `ListingTable` scan —
+    /// except a scan of at least 10,000 files already in that many groups,
+    /// which stays as planned.
     fn repartitioned(
         &self,
         target_partitions: usize,
         config: &ConfigOptions,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        // With this many files in as many groups as asked for, regrouping by
+        // byte ranges balances little and copies every file description.
+        if self.file_count() >= MANY_FILES && self.config.file_groups.len() >= target_partitions {
+            return Ok(None);
+        }
         let repartitioned = self.config.repartitioned(
             target_partitions,
             config.optimizer.repartition_file_min_size,
@@ -540,5 +551,55 @@ impl ExecutionPlan for PartitionedScanExec {
 
     fn fetch(&self) -> Option<usize> {
         self.config.limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::physical_plan::ParquetSource;
+    use datafusion::execution::object_store::ObjectStoreUrl;
+    use datafusion_datasource::file_groups::FileGroup;
+    use datafusion_datasource::file_scan_config::FileScanConfigBuilder;
+    use datafusion_datasource::PartitionedFile;
+    use datafusion_datasource::TableSchema;
+
+    /// A scan of `files` files of 1 MiB, in `groups` groups.
+    fn scan(files: usize, groups: usize) -> PartitionedScanExec {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let source = ParquetSource::new(TableSchema::builder(schema).build());
+        let all: FileGroup = (0..files)
+            .map(|i| PartitionedFile::new(format!("t/part-{i:07}.parquet"), 1 << 20))
+            .collect();
+        let config =
+            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                .with_file_groups(all.split_files(groups))
+                .build();
+        let description = ScanDescription {
+            table: Arc::from("t"),
+            selected_partitions: 1,
+            total_partitions: 1,
+            partition_filters: Vec::new(),
+            row_group_filters: Vec::new(),
+            retry: None,
+            bucketing_note: None,
+        };
+        PartitionedScanExec::new(description, config)
+    }
+
+    #[test]
+    fn a_scan_of_many_files_in_enough_groups_is_not_regrouped() {
+        let options = ConfigOptions::default();
+        assert!(scan(MANY_FILES, 4)
+            .repartitioned(4, &options)
+            .unwrap()
+            .is_none());
+        // Fewer groups than asked for, or fewer files: DataFusion regroups.
+        assert!(scan(MANY_FILES, 2)
+            .repartitioned(4, &options)
+            .unwrap()
+            .is_some());
+        assert!(scan(100, 4).repartitioned(4, &options).unwrap().is_some());
     }
 }
