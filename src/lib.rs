@@ -64,6 +64,14 @@
 //! [`ResilientStore`](store::ResilientStore): transient failures retried with
 //! bounded backoff, every request under a timeout, short reads caught.
 //!
+//! On S3, GCS and Azure (features `aws`, `gcp`, `azure`), a table's store is
+//! built from its URL and options with object_store's own `parse_url_opts`
+//! ([`store::register_object_store_for`]; on Ballista executors,
+//! `codec::UrlStoreFactory`). There, scans read ahead, many requests in
+//! flight, and `INSERT INTO` writes each file straight to its final name at
+//! the commit (a conditional PUT, or a multipart upload completed then), as
+//! S3 has no rename.
+//!
 //! ## Quick start
 //!
 //! ```
@@ -119,8 +127,9 @@
 //! in the design notes).
 //!
 //! * [`table`]: [`PartitionedTable`] by job — `builder`/`definition` (what a
-//!   table is), `discovery` (listing, schema, footers: `build()`/`refresh()`
-//!   only), `index` (the partition index and `SharedIndex`, the one home of
+//!   table is), `discovery` (listing — in ranges at once on object stores,
+//!   or only the partitions a predicate selects —, schema, footers:
+//!   `build()`, `refresh()`, `refresh_partitions()` only), `index` (the partition index and `SharedIndex`, the one home of
 //!   a table's current snapshot), `planner`/`pushdown` (filters and a
 //!   snapshot into a scan, no I/O), `hive` (every Hive path rule), `layout`
 //!   (bucketing, sort order), `provider` (the thin `TableProvider`),

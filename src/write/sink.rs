@@ -50,7 +50,7 @@ use crate::table::{IndexedFile, PublishedFile, SharedIndex, TableDefinition};
 ///    [`partition_dir`](super::partition_dir)).
 /// 2. Files are written with the session's Parquet writer options, staged so
 ///    that nothing shows under their final names yet (see
-///    [`staging`](super::staging): a hidden temporary name on the local
+///    the `staging` module: a hidden temporary name on the local
 ///    disk; on object stores, memory for a file up to one part, an
 ///    uncompleted multipart upload for a larger one), with what
 ///    the write knows recorded in their key-value metadata (bucketing, sort
