@@ -16,7 +16,7 @@ mod common;
 use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
 
-use common::{generate, DAYS, EXPLAINED, QUERIES, REGIONS};
+use common::{generate, DAYS, EXPLAINED, REGIONS};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -46,12 +46,7 @@ async fn main() -> Result<()> {
     );
     ctx.register_table("events", Arc::new(events))?;
 
-    for (title, sql) in QUERIES {
-        println!("\n-- {title}\n{sql}");
-        let started = Instant::now();
-        ctx.sql(sql).await?.show().await?;
-        println!("({:.1?})", started.elapsed());
-    }
+    common::run_queries(&ctx).await?;
 
     println!("\n-- EXPLAIN: partition filters are answered from the index, data filters prune row groups");
     ctx.sql(EXPLAINED).await?.show().await?;

@@ -20,13 +20,12 @@ mod common;
 #[path = "../tests/it/s3_server.rs"]
 mod s3_server;
 
-use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
 use lakefusion::store::register_object_store_for;
-use lakefusion::{PartitionedTable, SessionBuilder};
+use lakefusion::SessionBuilder;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use common::{generate, EXPLAINED, QUERIES};
+use common::{generate, EXPLAINED};
 use s3_server::S3Server;
 
 #[tokio::main]
@@ -51,26 +50,17 @@ async fn main() -> Result<()> {
     );
 
     let started = Instant::now();
-    let events = PartitionedTable::builder(format!("{}/events/", server.url()))
-        .name("events")
-        .partition_column("date", DataType::Date32)
-        .partition_column("region", DataType::Utf8)
-        .build(&ctx.state())
-        .await?;
+    let events =
+        common::events_table_at(&format!("{}/events/", server.url()), &ctx.state()).await?;
     println!(
-        "registered events: {} partitions, {} files ({:.1?}: one listing, one footer)",
+        "registered events: {} partitions, {} files ({:.1?}: the root's directories listed at once, one footer)",
         events.index().partitions().len(),
         events.index().file_count(),
         started.elapsed()
     );
     ctx.register_table("events", Arc::new(events))?;
 
-    for (title, sql) in QUERIES {
-        println!("\n-- {title}\n{sql}");
-        let started = Instant::now();
-        ctx.sql(sql).await?.show().await?;
-        println!("({:.1?})", started.elapsed());
-    }
+    common::run_queries(&ctx).await?;
 
     println!("\n-- INSERT INTO: each file is PUT under its final name once every file is whole");
     let started = Instant::now();

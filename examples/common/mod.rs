@@ -7,6 +7,7 @@ use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArra
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::Session;
 use datafusion::error::Result;
+use datafusion::prelude::SessionContext;
 use lakefusion::PartitionedTable;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
@@ -43,14 +44,28 @@ pub const EXPLAINED: &str = "EXPLAIN SELECT customer, amount FROM events \
 /// The events table over `root`: Date32 `date`, Utf8 `region`.
 pub async fn events_table(root: &Path, session: &dyn Session) -> Result<PartitionedTable> {
     let root = std::fs::canonicalize(root)?;
-    Ok(
-        PartitionedTable::builder(format!("file://{}/", root.display()))
-            .name("events")
-            .partition_column("date", DataType::Date32)
-            .partition_column("region", DataType::Utf8)
-            .build(session)
-            .await?,
-    )
+    events_table_at(&format!("file://{}/", root.display()), session).await
+}
+
+/// The events table under a root URL (`file://`, `s3://`, …).
+pub async fn events_table_at(url: &str, session: &dyn Session) -> Result<PartitionedTable> {
+    Ok(PartitionedTable::builder(url)
+        .name("events")
+        .partition_column("date", DataType::Date32)
+        .partition_column("region", DataType::Utf8)
+        .build(session)
+        .await?)
+}
+
+/// Runs [`QUERIES`], printing each with its result and time.
+pub async fn run_queries(ctx: &SessionContext) -> Result<()> {
+    for (title, sql) in QUERIES {
+        println!("\n-- {title}\n{sql}");
+        let started = std::time::Instant::now();
+        ctx.sql(sql).await?.show().await?;
+        println!("({:.1?})", started.elapsed());
+    }
+    Ok(())
 }
 
 /// Parses `[DIR] [--rows-per-file N]` (plus any `--flag value` pairs the
