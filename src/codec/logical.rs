@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
-use datafusion::common::{ScalarValue, Statistics, TableReference};
+use datafusion::common::{Statistics, TableReference};
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::error::{DataFusionError, Result};
@@ -22,7 +22,8 @@ use crate::error::Error;
 use crate::store::RetryPolicy;
 use crate::table::layout::TableSort;
 use crate::table::{
-    Bucketing, IndexedFile, Partition, PartitionIndex, PartitionSpec, PartitionedTable, SortKey,
+    Bucketing, FileRef, IndexedFile, ListedPartition, PartitionIndex, PartitionSpec,
+    PartitionedTable, SortKey,
 };
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -40,8 +41,10 @@ struct TableNode {
     collect_statistics: bool,
     #[prost(string, tag = "6")]
     file_extension: String,
-    #[prost(message, repeated, tag = "7")]
-    partitions: Vec<PartitionNode>,
+    /// Tag 7 was a message per partition and per file, before the index
+    /// was packed.
+    #[prost(message, optional, tag = "13")]
+    index: Option<IndexNode>,
     /// The bucketing column and count (count 0: not bucketed).
     #[prost(string, tag = "8")]
     bucket_column: String,
@@ -57,32 +60,232 @@ struct TableNode {
     retry: Option<RetryNode>,
 }
 
+/// The partition index, packed as the index holds it: one entry per
+/// partition (its directory, relative to the root) and one column per file
+/// field. Partition values are not shipped: the decoder parses them from the
+/// directories, as discovery does, so they cannot disagree with the paths.
 #[derive(Clone, PartialEq, prost::Message)]
-struct PartitionNode {
-    #[prost(message, repeated, tag = "1")]
-    values: Vec<protobuf::ScalarValue>,
-    #[prost(message, repeated, tag = "2")]
-    files: Vec<FileNode>,
+struct IndexNode {
+    /// Each partition's directory below the root (`""` for the root itself).
+    #[prost(string, repeated, tag = "1")]
+    dirs: Vec<String>,
+    /// How many files each partition holds, in `dirs` order.
+    #[prost(uint32, repeated, tag = "2")]
+    file_counts: Vec<u32>,
+    /// Each file's name in its directory, partition by partition.
+    #[prost(string, repeated, tag = "3")]
+    names: Vec<String>,
+    #[prost(uint64, repeated, tag = "4")]
+    sizes: Vec<u64>,
+    #[prost(int64, repeated, tag = "5")]
+    modified_seconds: Vec<i64>,
+    #[prost(uint32, repeated, tag = "6")]
+    modified_nanos: Vec<u32>,
+    /// Each file's ETag (`""`: none), or empty when no file has one.
+    #[prost(string, repeated, tag = "7")]
+    e_tags: Vec<String>,
+    /// Each file's object version (`""`: none), or empty when no file has one.
+    #[prost(string, repeated, tag = "8")]
+    versions: Vec<String>,
+    /// Footer statistics of the files that have them.
+    #[prost(message, repeated, tag = "9")]
+    statistics: Vec<FileStatisticsNode>,
+    /// Each file's bucket (`u32::MAX`: none), or empty when no file has one.
+    #[prost(uint32, repeated, tag = "10")]
+    buckets: Vec<u32>,
+    /// Whether each file is in the table's sort order.
+    #[prost(bool, repeated, tag = "11")]
+    sorted: Vec<bool>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct FileNode {
-    #[prost(string, tag = "1")]
-    location: String,
-    #[prost(uint64, tag = "2")]
-    size: u64,
-    #[prost(int64, tag = "3")]
-    last_modified_nanos: i64,
-    #[prost(string, optional, tag = "4")]
-    e_tag: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    version: Option<String>,
-    #[prost(message, optional, tag = "6")]
+struct FileStatisticsNode {
+    /// The file's position in the node's file columns.
+    #[prost(uint32, tag = "1")]
+    file: u32,
+    #[prost(message, optional, tag = "2")]
     statistics: Option<datafusion_proto_common::Statistics>,
-    #[prost(uint32, optional, tag = "7")]
-    bucket: Option<u32>,
-    #[prost(bool, tag = "8")]
-    sorted: bool,
+}
+
+const NO_BUCKET: u32 = u32::MAX;
+
+impl IndexNode {
+    fn encode(table: &PartitionedTable, index: &PartitionIndex) -> Result<Self> {
+        let count = index.file_count();
+        let root = table.root().prefix().as_ref();
+        let mut node = IndexNode {
+            names: Vec::with_capacity(count),
+            sizes: Vec::with_capacity(count),
+            modified_seconds: Vec::with_capacity(count),
+            modified_nanos: Vec::with_capacity(count),
+            sorted: Vec::with_capacity(count),
+            ..Default::default()
+        };
+        let has = |field: fn(&FileRef<'_>) -> bool| index.all_files().any(|f| field(&f));
+        let (e_tags, versions) = (has(|f| f.e_tag().is_some()), has(|f| f.version().is_some()));
+        let buckets = has(|f| f.bucket().is_some());
+        for partition in index.partitions() {
+            let dir = below_root(root, partition.dir()).ok_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "{TABLE}: table {}: partition '{}' is not under the root '{root}'",
+                    table.name(),
+                    partition.dir()
+                ))
+            })?;
+            node.dirs.push(dir.to_string());
+            node.file_counts.push(partition.file_count() as u32);
+            for file in index.files(partition) {
+                if let Some(stats) = file.statistics() {
+                    node.statistics.push(FileStatisticsNode {
+                        file: node.names.len() as u32,
+                        statistics: Some(stats.as_ref().into()),
+                    });
+                }
+                node.names.push(file.name().to_string());
+                node.sizes.push(file.size());
+                let modified = file.last_modified();
+                node.modified_seconds.push(modified.timestamp());
+                node.modified_nanos.push(modified.timestamp_subsec_nanos());
+                if e_tags {
+                    node.e_tags.push(file.e_tag().unwrap_or_default().to_string());
+                }
+                if versions {
+                    node.versions
+                        .push(file.version().unwrap_or_default().to_string());
+                }
+                if buckets {
+                    node.buckets.push(file.bucket().unwrap_or(NO_BUCKET));
+                }
+                node.sorted.push(file.sorted());
+            }
+        }
+        Ok(node)
+    }
+
+    /// The partitions the node describes, every field checked: directories
+    /// and names must make valid paths under `root` (names one segment
+    /// each), partition values parse from the directories under `spec`,
+    /// and every column has one entry per file.
+    fn decode(
+        &self,
+        root: &ListingTableUrl,
+        spec: &PartitionSpec,
+        bad: &dyn Fn(String) -> DataFusionError,
+    ) -> Result<Vec<ListedPartition>> {
+        let files = self.names.len();
+        let total: u64 = self.file_counts.iter().map(|&c| u64::from(c)).sum();
+        let column = |name: &str, len: usize, optional: bool| -> Result<()> {
+            if len == files || (optional && len == 0) {
+                Ok(())
+            } else {
+                Err(bad(format!("{len} {name} for {files} files")))
+            }
+        };
+        if total != files as u64 || self.dirs.len() != self.file_counts.len() {
+            return Err(bad(format!(
+                "{} directories, {} file counts adding up to {total}, for {files} files",
+                self.dirs.len(),
+                self.file_counts.len()
+            )));
+        }
+        column("sizes", self.sizes.len(), false)?;
+        column("modification times", self.modified_seconds.len(), false)?;
+        column("modification times", self.modified_nanos.len(), false)?;
+        column("sort flags", self.sorted.len(), false)?;
+        column("ETags", self.e_tags.len(), true)?;
+        column("versions", self.versions.len(), true)?;
+        column("buckets", self.buckets.len(), true)?;
+        let mut statistics: Vec<Option<Arc<Statistics>>> = vec![None; files];
+        for entry in &self.statistics {
+            let slot = statistics
+                .get_mut(entry.file as usize)
+                .ok_or_else(|| bad(format!("statistics of file {} of {files}", entry.file)))?;
+            let stats = entry.statistics.as_ref().ok_or_else(|| {
+                bad(format!("empty statistics of file {}", entry.file))
+            })?;
+            *slot = Some(Arc::new(Statistics::try_from(stats).map_err(|e| {
+                bad(format!("statistics of file {}: {e}", entry.file))
+            })?));
+        }
+        let root_prefix = root.prefix().as_ref();
+        let optional = |column: &[String], i: usize| {
+            column
+                .get(i)
+                .filter(|value| !value.is_empty())
+                .cloned()
+        };
+        let mut next = 0usize;
+        let mut partitions = Vec::with_capacity(self.dirs.len());
+        for (dir, &count) in self.dirs.iter().zip(&self.file_counts) {
+            let segments: Vec<&str> = if dir.is_empty() {
+                Vec::new()
+            } else {
+                dir.split('/').collect()
+            };
+            let full_dir = [root_prefix, dir.as_str()]
+                .into_iter()
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join("/");
+            let values = spec
+                .parse_dirs(&full_dir, &segments)
+                .map_err(|e| bad(format!("partition directory '{dir}': {e}")))?;
+            let mut listed = Vec::with_capacity(count as usize);
+            for i in next..next + count as usize {
+                let name = &self.names[i];
+                if name.is_empty() || name.contains('/') {
+                    return Err(bad(format!("file name '{name}' in '{dir}'")));
+                }
+                let path = if full_dir.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{full_dir}/{name}")
+                };
+                // An object path already (percent-encoded where the store
+                // needs it): parsed as one, never encoded a second time.
+                let location =
+                    Path::parse(&path).map_err(|e| bad(format!("file path '{path}': {e}")))?;
+                let nanos = self.modified_nanos[i];
+                let last_modified = chrono::DateTime::from_timestamp(self.modified_seconds[i], nanos)
+                    .ok_or_else(|| bad(format!("modification time of '{path}'")))?;
+                listed.push(IndexedFile {
+                    meta: ObjectMeta {
+                        location,
+                        last_modified,
+                        size: self.sizes[i],
+                        e_tag: optional(&self.e_tags, i),
+                        version: optional(&self.versions, i),
+                    },
+                    statistics: statistics[i].take(),
+                    bucket: self
+                        .buckets
+                        .get(i)
+                        .copied()
+                        .filter(|&b| b != NO_BUCKET),
+                    sorted: self.sorted[i],
+                });
+            }
+            next += count as usize;
+            partitions.push(ListedPartition {
+                values,
+                files: listed,
+            });
+        }
+        Ok(partitions)
+    }
+}
+
+/// `dir` relative to the root's object path, if it is under it.
+fn below_root<'a>(root: &str, dir: &'a str) -> Option<&'a str> {
+    if root.is_empty() {
+        return Some(dir);
+    }
+    let rest = dir.strip_prefix(root)?;
+    if rest.is_empty() {
+        Some(rest)
+    } else {
+        rest.strip_prefix('/')
+    }
 }
 
 /// Encodes [`PartitionedTable`] for the client-to-scheduler hop: its root,
@@ -111,44 +314,7 @@ impl LakefusionLogicalCodec {
     fn encode_table(table: &PartitionedTable) -> Result<TableNode> {
         let spec = table.partition_spec();
         let partition_schema = Schema::new(spec.fields());
-        let index = table.index();
-        let partitions = index
-            .partitions()
-            .iter()
-            .map(|p| {
-                Ok(PartitionNode {
-                    values: p
-                        .values
-                        .iter()
-                        .map(protobuf::ScalarValue::try_from)
-                        .collect::<Result<_, _>>()?,
-                    files: p
-                        .files
-                        .iter()
-                        .map(|f| FileNode {
-                            location: f.meta.location.to_string(),
-                            size: f.meta.size,
-                            last_modified_nanos: f
-                                .meta
-                                .last_modified
-                                .timestamp_nanos_opt()
-                                .unwrap_or_default(),
-                            e_tag: f.meta.e_tag.clone(),
-                            version: f.meta.version.clone(),
-                            statistics: f
-                                .statistics
-                                .as_deref()
-                                .map(datafusion_proto_common::Statistics::from),
-                            bucket: f.bucket,
-                            sorted: f.sorted,
-                        })
-                        .collect(),
-                })
-            })
-            .collect::<Result<Vec<_>, datafusion_proto::protobuf::ToProtoError>>()
-            .map_err(|e| {
-                DataFusionError::Internal(format!("{TABLE}: encoding table {}: {e}", table.name()))
-            })?;
+        let index = IndexNode::encode(table, &table.index())?;
         Ok(TableNode {
             name: table.name().to_string(),
             root: table.root().to_string(),
@@ -156,7 +322,7 @@ impl LakefusionLogicalCodec {
             partition_columns: Some(protobuf::Schema::try_from(&partition_schema)?),
             collect_statistics: table.collects_statistics(),
             file_extension: table.file_extension().to_string(),
-            partitions,
+            index: Some(index),
             bucket_column: table
                 .bucketing()
                 .map(|b| b.column.clone())
@@ -195,57 +361,10 @@ impl LakefusionLogicalCodec {
         let root = ListingTableUrl::parse(&node.root)
             .map_err(|e| bad(format!("root '{}': {e}", node.root)))?;
         let partitions = node
-            .partitions
-            .iter()
-            .map(|p| {
-                if p.values.len() != spec.len() {
-                    return Err(bad(format!(
-                        "a partition has {} values for {} columns",
-                        p.values.len(),
-                        spec.len()
-                    )));
-                }
-                let values = p
-                    .values
-                    .iter()
-                    .map(|v| {
-                        ScalarValue::try_from(v).map_err(|e| bad(format!("partition value: {e}")))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let files = p
-                    .files
-                    .iter()
-                    .map(|f| {
-                        let statistics = f
-                            .statistics
-                            .as_ref()
-                            .map(|s| {
-                                Statistics::try_from(s)
-                                    .map_err(|e| bad(format!("statistics of {}: {e}", f.location)))
-                            })
-                            .transpose()?;
-                        // The location is an object path already (percent-
-                        // encoded where the store needs it): parse it as one.
-                        // `Path::from` would encode its `%` a second time.
-                        let location = Path::parse(&f.location)
-                            .map_err(|e| bad(format!("file path '{}': {e}", f.location)))?;
-                        Ok(IndexedFile {
-                            meta: ObjectMeta {
-                                location,
-                                last_modified: chrono_from_nanos(f.last_modified_nanos),
-                                size: f.size,
-                                e_tag: f.e_tag.clone(),
-                                version: f.version.clone(),
-                            },
-                            statistics: statistics.map(Arc::new),
-                            bucket: f.bucket,
-                            sorted: f.sorted,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Partition { values, files })
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .index
+            .as_ref()
+            .ok_or_else(|| bad("no partition index".to_string()))?
+            .decode(&root, &spec, &bad)?;
         let index = PartitionIndex::try_new(&spec, partitions)?;
         let sort = match SortKey::decode_all(&node.sort_order) {
             Some(keys) if keys.is_empty() => None,
@@ -271,10 +390,6 @@ impl LakefusionLogicalCodec {
         }))
         .with_retry(node.retry.clone().map(RetryPolicy::from)))
     }
-}
-
-fn chrono_from_nanos(nanos: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_nanos(nanos)
 }
 
 impl LogicalExtensionCodec for LakefusionLogicalCodec {

@@ -28,7 +28,7 @@ pub use builder::PartitionedTableBuilder;
 pub(crate) use definition::TableDefinition;
 pub use factory::PartitionedTableFactory;
 pub use hive::HIVE_NULL;
-pub use index::{IndexedFile, Partition, PartitionIndex};
+pub use index::{FileRef, IndexedFile, ListedPartition, Partition, PartitionIndex};
 pub(crate) use index::{PublishedFile, SharedIndex};
 pub use layout::{Bucketing, SortKey};
 pub use provider::PartitionedTable;

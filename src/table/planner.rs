@@ -18,11 +18,10 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::Partitioning;
-use datafusion_datasource::PartitionedFile;
 use datafusion_datasource::TableSchema;
 
 use super::definition::TableDefinition;
-use super::index::{IndexedFile, Partition, PartitionIndex};
+use super::index::{FileRef, Partition, PartitionIndex};
 use super::pushdown::{classify_for_scan, FilterKind};
 use crate::scan::{PartitionedScanExec, ScanDescription};
 
@@ -50,42 +49,35 @@ pub(super) fn plan_scan(
     let selected = prune(definition, index, &partition_filters, state)?;
 
     let target_partitions = state.config_options().execution.target_partitions.max(1);
+    let selected_files = || {
+        selected.iter().flat_map(|&i| {
+            let partition = &index.partitions()[i];
+            index.files(partition).map(move |file| (partition, file))
+        })
+    };
     // The table's order holds for the scan only if every file is sorted in it.
-    let ordering = definition.lex_ordering().filter(|_| {
-        selected
-            .iter()
-            .flat_map(|&i| &index.partitions()[i].files)
-            .all(|f| f.sorted)
-    });
+    let ordering = definition
+        .lex_ordering()
+        .filter(|_| selected_files().all(|(_, f)| f.sorted()));
     let schema = &definition.table_schema;
     let (groups, partitioning, ordering) = if let Some((groups, partitioning)) =
-        bucket_groups(definition, index, &selected, target_partitions)
+        bucket_groups(definition, index, &selected, target_partitions)?
     {
         match ordering.and_then(|o| Some((order_each_group(&groups, schema, &o)?, o))) {
             Some((ordered, o)) => (ordered, Some(partitioning), Some(o)),
             None => (groups, Some(partitioning), None),
         }
-    } else {
-        let all: FileGroup = selected
-            .iter()
-            .flat_map(|&i| {
-                let partition = &index.partitions()[i];
-                partition
-                    .files
-                    .iter()
-                    .map(move |file| partitioned_file(partition, file))
-            })
-            .collect();
-        let in_order =
-            ordering.and_then(|o| Some((group_in_order(&all, schema, &o, target_partitions)?, o)));
-        match in_order {
-            // One empty partition, as `ListingTable`'s `EmptyExec` has:
-            // with none, an ORDER BY above finds no single partition to
-            // sort and fails the plan's sanity check.
+    } else if let Some(ordering) = ordering {
+        let all: FileGroup = selected_files()
+            .map(|(partition, file)| file.partitioned_file(partition.values()))
+            .collect::<DFResult<_>>()?;
+        match group_in_order(&all, schema, &ordering, target_partitions) {
             _ if all.is_empty() => (vec![FileGroup::default()], None, None),
-            Some((groups, o)) => (groups, None, Some(o)),
+            Some(groups) => (groups, None, Some(ordering)),
             None => (all.split_files(target_partitions), None, None),
         }
+    } else {
+        (even_groups(selected_files(), target_partitions)?, None, None)
     };
 
     let options = state.table_options().parquet.clone();
@@ -193,30 +185,34 @@ fn bucket_groups(
     index: &PartitionIndex,
     selected: &[usize],
     target_partitions: usize,
-) -> Option<(Vec<FileGroup>, Partitioning)> {
-    let bucketing = definition.bucketing.as_ref()?;
+) -> DFResult<Option<(Vec<FileGroup>, Partitioning)>> {
+    let Some(bucketing) = definition.bucketing.as_ref() else {
+        return Ok(None);
+    };
+    let Ok(column) = definition.table_schema.index_of(&bucketing.column) else {
+        return Ok(None);
+    };
     if bucketing.buckets != target_partitions {
-        return None;
+        return Ok(None);
     }
-    let column = definition.table_schema.index_of(&bucketing.column).ok()?;
     let mut groups = vec![Vec::new(); bucketing.buckets];
     for &i in selected {
         let partition = &index.partitions()[i];
-        for file in &partition.files {
-            let bucket = file.bucket? as usize;
-            groups
-                .get_mut(bucket)?
-                .push(partitioned_file(partition, file));
+        for file in index.files(partition) {
+            let Some(group) = file.bucket().and_then(|b| groups.get_mut(b as usize)) else {
+                return Ok(None);
+            };
+            group.push(file.partitioned_file(partition.values())?);
         }
     }
     let partitioning = Partitioning::Hash(
         vec![Arc::new(Column::new(&bucketing.column, column))],
         bucketing.buckets,
     );
-    Some((
+    Ok(Some((
         groups.into_iter().map(FileGroup::new).collect(),
         partitioning,
-    ))
+    )))
 }
 
 /// Statistics of a set of partitions, over the table schema, with honest
@@ -238,12 +234,12 @@ pub(super) fn statistics_of(
     index: &PartitionIndex,
     selected: &[usize],
 ) -> Statistics {
-    let files: Vec<_> = selected
+    let files: Vec<FileRef<'_>> = selected
         .iter()
-        .flat_map(|&i| &index.partitions()[i].files)
+        .flat_map(|&i| index.files(&index.partitions()[i]))
         .collect();
     let file_stats: Option<Vec<&Statistics>> =
-        files.iter().map(|f| f.statistics.as_deref()).collect();
+        files.iter().map(|f| f.statistics().map(|s| s.as_ref())).collect();
     let mut stats = match file_stats
         .as_ref()
         .and_then(|s| Statistics::try_merge_iter(s.iter().copied(), &definition.file_schema).ok())
@@ -252,7 +248,7 @@ pub(super) fn statistics_of(
         _ => {
             let mut s = Statistics::new_unknown(&definition.file_schema);
             s.total_byte_size =
-                Precision::Inexact(files.iter().map(|f| f.meta.size as usize).sum());
+                Precision::Inexact(files.iter().map(|f| f.size() as usize).sum());
             if files.is_empty() {
                 s.num_rows = Precision::Exact(0);
                 s.total_byte_size = Precision::Exact(0);
@@ -264,7 +260,7 @@ pub(super) fn statistics_of(
         let mut col = ColumnStatistics::new_unknown();
         let values = selected
             .iter()
-            .map(|&i| &index.partitions()[i].values[c])
+            .filter_map(|&i| index.partitions()[i].values().get(c))
             .filter(|v| !v.is_null());
         let (min, max) = values.fold(
             (None::<&ScalarValue>, None::<&ScalarValue>),
@@ -281,13 +277,14 @@ pub(super) fn statistics_of(
         if file_stats.is_some() {
             let nulls: usize = selected
                 .iter()
-                .filter(|&&i| index.partitions()[i].values[c].is_null())
-                .flat_map(|&i| &index.partitions()[i].files)
-                .filter_map(|f| {
-                    f.statistics
-                        .as_ref()
-                        .and_then(|s| s.num_rows.get_value().copied())
+                .filter(|&&i| {
+                    index.partitions()[i]
+                        .values()
+                        .get(c)
+                        .is_some_and(ScalarValue::is_null)
                 })
+                .flat_map(|&i| index.files(&index.partitions()[i]))
+                .filter_map(|f| f.statistics().and_then(|s| s.num_rows.get_value().copied()))
                 .sum();
             col.null_count = Precision::Exact(nulls);
         }
@@ -296,14 +293,37 @@ pub(super) fn statistics_of(
     stats
 }
 
-/// A file of the index as DataFusion's file scan takes it.
-fn partitioned_file(partition: &Partition, file: &IndexedFile) -> PartitionedFile {
-    let pf = PartitionedFile::new_from_meta(file.meta.clone())
-        .with_partition_values(partition.values.clone());
-    match &file.statistics {
-        Some(stats) => pf.with_statistics(Arc::clone(stats)),
-        None => pf,
+/// The files in index (path) order, in `target_partitions` groups of
+/// neighbouring files, as DataFusion's `FileGroup::split_files` makes them,
+/// built in place: at 10⁶ files, moving every file description through one
+/// list and then into groups is most of what planning costs. One empty
+/// group when there is no file, as `ListingTable`'s `EmptyExec` has: with
+/// none, an ORDER BY above finds no single partition to sort and fails the
+/// plan's sanity check.
+fn even_groups<'a>(
+    files: impl Iterator<Item = (&'a Partition, FileRef<'a>)> + Clone,
+    target_partitions: usize,
+) -> DFResult<Vec<FileGroup>> {
+    let count = files.clone().count();
+    if count == 0 {
+        return Ok(vec![FileGroup::default()]);
     }
+    let per_group = count.div_ceil(target_partitions);
+    let mut groups = Vec::with_capacity(count.div_ceil(per_group));
+    let mut group = Vec::with_capacity(per_group);
+    for (partition, file) in files {
+        group.push(file.partitioned_file(partition.values())?);
+        if group.len() == per_group {
+            groups.push(FileGroup::new(std::mem::replace(
+                &mut group,
+                Vec::with_capacity(per_group.min(count)),
+            )));
+        }
+    }
+    if !group.is_empty() {
+        groups.push(FileGroup::new(group));
+    }
+    Ok(groups)
 }
 
 /// Groups files so that each group reads its rows in `ordering`: files in
@@ -386,6 +406,7 @@ mod tests {
     use object_store::ObjectMeta;
 
     use super::*;
+    use crate::table::index::{IndexedFile, ListedPartition};
     use crate::table::spec::PartitionSpec;
 
     /// A definition and an index of 3 days × 2 files, built in memory: the
@@ -403,7 +424,7 @@ mod tests {
             ".parquet".into(),
         );
         let partitions = (1..=3)
-            .map(|day| Partition {
+            .map(|day| ListedPartition {
                 values: vec![ScalarValue::Int32(Some(day))],
                 files: (0..2)
                     .map(|f| IndexedFile {

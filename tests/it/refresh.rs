@@ -59,8 +59,8 @@ fn files_of(table: &PartitionedTable, p: i32) -> usize {
         .index()
         .partitions()
         .iter()
-        .find(|part| part.values[0] == datafusion::common::ScalarValue::Int32(Some(p)))
-        .map_or(0, |part| part.files.len())
+        .find(|part| part.values()[0] == datafusion::common::ScalarValue::Int32(Some(p)))
+        .map_or(0, |part| part.file_count())
 }
 
 /// `p=0..10`, two files each.

@@ -349,9 +349,8 @@ async fn a_listing_in_ranges_finds_every_file_once() {
     assert_eq!(table.index().file_count(), files);
     let mut paths: Vec<_> = table
         .index()
-        .partitions()
-        .iter()
-        .flat_map(|p| p.files.iter().map(|f| f.meta.location.to_string()))
+        .all_files()
+        .map(|f| f.location().unwrap().to_string())
         .collect();
     paths.sort();
     paths.dedup();

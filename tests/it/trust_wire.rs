@@ -66,9 +66,8 @@ async fn percent_encoded_paths_survive_the_logical_codec() {
         .unwrap();
     let locations = |t: &PartitionedTable| -> Vec<String> {
         t.index()
-            .partitions()
-            .iter()
-            .flat_map(|p| p.files.iter().map(|f| f.meta.location.to_string()))
+            .all_files()
+            .map(|f| f.location().unwrap().to_string())
             .collect()
     };
     let before = locations(&table);

@@ -22,14 +22,14 @@ use percent_encoding::percent_decode_str;
 use crate::error::{Error, PathProblem, Result, TableProblem};
 use crate::store::RetryPolicy;
 use crate::table::hive::{is_hidden, parse_value, partition_dir, split_key_value};
-use crate::table::index::{IndexedFile, Partition};
+use crate::table::index::{IndexedFile, ListedPartition};
 use crate::table::spec::PartitionSpec;
 use crate::table::TableDefinition;
 
 /// What one listing found: the (declared or inferred) spec and the partitions.
 pub(crate) struct Listing {
     pub spec: PartitionSpec,
-    pub partitions: Vec<Partition>,
+    pub partitions: Vec<ListedPartition>,
 }
 
 /// How one table lists its store: the one home of the listing strategy,
@@ -416,7 +416,7 @@ async fn partitions_from(
     };
 
     let mut spec = declared.cloned();
-    let mut by_dir: BTreeMap<String, Partition> = BTreeMap::new();
+    let mut by_dir: BTreeMap<String, ListedPartition> = BTreeMap::new();
     for (meta, parts) in files {
         let Some((_, dirs)) = parts.split_last() else {
             continue;
@@ -442,7 +442,7 @@ async fn partitions_from(
         let values = spec.parse_dirs(&path, &dirs)?;
         by_dir.insert(
             key,
-            Partition {
+            ListedPartition {
                 values,
                 files: vec![file],
             },

@@ -22,7 +22,7 @@ use object_store::{ObjectMeta, ObjectStore};
 pub(in crate::table) use listing::Lister;
 
 use super::definition::TableDefinition;
-use super::index::{Partition, PartitionIndex};
+use super::index::{ListedPartition, PartitionIndex};
 use super::layout::{SortKey, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
 use super::spec::PartitionSpec;
 use crate::error::{Error, Result, TableProblem};
@@ -56,7 +56,7 @@ pub(in crate::table) fn object_store_for(
 pub(in crate::table) async fn infer_schema(
     state: &dyn Session,
     store: &Arc<dyn ObjectStore>,
-    partitions: &[Partition],
+    partitions: &[ListedPartition],
     merge: bool,
 ) -> Result<SchemaRef> {
     let mut metas = partitions
@@ -137,7 +137,7 @@ pub(in crate::table) async fn index_from(
     state: &dyn Session,
     store: &Arc<dyn ObjectStore>,
     definition: &TableDefinition,
-    mut partitions: Vec<Partition>,
+    mut partitions: Vec<ListedPartition>,
 ) -> Result<Discovered> {
     let metas: Vec<ObjectMeta> = partitions
         .iter()
