@@ -2,7 +2,8 @@
 //! over the 10⁵-file lake, in one run (issue 14's measurements).
 //!
 //! ```text
-//! cargo bench --bench scale -- [--files 1000000,100000] [--listing-files 100000] [--runs 5]
+//! cargo bench --bench scale -- [--files 1000000,100000] [--listing-files 100000]
+//!     [--statistics-files 100000] [--runs 5]
 //! ```
 //!
 //! Each lake is `p=0..N/10` partitions of 10 tiny Parquet files in an
@@ -17,7 +18,9 @@
 //! * bytes the registered table holds per file (a counting global allocator:
 //!   what registration allocated and did not free);
 //! * planning (`create_physical_plan`) a one-partition query the first time
-//!   and again (median), and a query over every file (median).
+//!   and again (median), and a query over every file (median, with the
+//!   allocations it makes per file);
+//! * bytes held per file by a table that collects footer statistics.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt;
@@ -52,10 +55,13 @@ use url::Url;
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Allocations made (not bytes), process-wide.
+static ALLOCATIONS: AtomicIsize = AtomicIsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         unsafe { System.alloc(layout) }
     }
 
@@ -355,12 +361,15 @@ async fn measure(side: Side, files: usize, runs: usize) -> Result<()> {
         again.push(plan_time(&ctx, one).await?);
     }
     let mut every = Vec::new();
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
     for _ in 0..runs {
         every.push(plan_time(&ctx, all).await?);
     }
+    let allocations_per_file =
+        (ALLOCATIONS.load(Ordering::Relaxed) - allocations) as f64 / (runs * files) as f64;
     println!(
         "{name:<17} {files:>9} files: registration {registration:>9.2?} (paged 20 ms/1,000 keys: {paged_registration:>9.2?}), \
-         held {:>5} B/file, plan one partition first {first_one:>9.2?} / again {:>9.2?}, plan all files {:>9.2?}",
+         held {:>5} B/file, plan one partition first {first_one:>9.2?} / again {:>9.2?}, plan all files {:>9.2?} ({allocations_per_file:.1} allocations per file)",
         held / files as isize,
         median(again),
         median(every)
@@ -368,8 +377,33 @@ async fn measure(side: Side, files: usize, runs: usize) -> Result<()> {
     Ok(())
 }
 
+/// Bytes held per file by a table that collects footer statistics (every
+/// footer read at registration).
+async fn measure_with_statistics(files: usize) -> Result<()> {
+    let store = lake(files).await;
+    let ctx = context(store, MEMORY_ROOT);
+    let before = LIVE.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let table = PartitionedTable::builder(MEMORY_ROOT)
+        .schema(schema())
+        .partition_column("p", DataType::Int32)
+        .collect_statistics(true)
+        .build(&ctx.state())
+        .await?;
+    let registration = started.elapsed();
+    let held = LIVE.load(Ordering::Relaxed) - before;
+    assert_eq!(table.index().file_count(), files);
+    println!(
+        "{:<17} {files:>9} files: with statistics: registration {registration:>9.2?}, held {:>5} B/file",
+        "PartitionedTable",
+        held / files as isize
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut files = vec![1_000_000, 100_000];
+    let mut statistics_files = vec![100_000];
     let mut listing_files = vec![100_000];
     let mut runs = 5;
     let mut args = std::env::args().skip(1);
@@ -384,6 +418,7 @@ fn main() -> Result<()> {
         match a.as_str() {
             "--files" => files = list(args.next()),
             "--listing-files" => listing_files = list(args.next()),
+            "--statistics-files" => statistics_files = list(args.next()),
             "--runs" => runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
             _ => {} // cargo bench passes --bench
         }
@@ -398,6 +433,9 @@ fn main() -> Result<()> {
         );
         for &n in &files {
             measure(Side::Ours, n, runs).await?;
+        }
+        for &n in &statistics_files {
+            measure_with_statistics(n).await?;
         }
         for &n in &listing_files {
             measure(Side::Listing, n, runs).await?;

@@ -125,7 +125,7 @@ impl IndexNode {
         let (e_tags, versions) = (has(|f| f.e_tag().is_some()), has(|f| f.version().is_some()));
         let buckets = has(|f| f.bucket().is_some());
         for partition in index.partitions() {
-            let dir = below_root(root, partition.dir()).ok_or_else(|| {
+            let dir = below_root(root, partition.dir().as_ref()).ok_or_else(|| {
                 DataFusionError::Internal(format!(
                     "{TABLE}: table {}: partition '{}' is not under the root '{root}'",
                     table.name(),
@@ -495,5 +495,137 @@ impl LogicalExtensionCodec for LakefusionLogicalCodec {
 
     fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
         self.inner.try_encode_udwf(node, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, Field};
+    use datafusion::common::ScalarValue;
+
+    use super::*;
+
+    fn file(path: &str, e_tag: Option<&str>, bucket: Option<u32>) -> IndexedFile {
+        IndexedFile {
+            meta: ObjectMeta {
+                location: Path::parse(path).unwrap(),
+                last_modified: chrono::DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+                size: 42,
+                e_tag: e_tag.map(str::to_string),
+                version: None,
+            },
+            statistics: None,
+            bucket,
+            sorted: bucket.is_some(),
+        }
+    }
+
+    /// `day=1` (two files, one with an ETag and a bucket) and
+    /// `day=__HIVE_DEFAULT_PARTITION__` (a NULL, one file whose name needs
+    /// percent-encoding in a path).
+    fn table() -> PartitionedTable {
+        let spec = PartitionSpec::new([("day".to_string(), DataType::Int32)]);
+        let mut with_stats = file("lake/t/day=1/b.parquet", None, None);
+        with_stats.statistics = Some(Arc::new(Statistics::new_unknown(&Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+        ]))));
+        let partitions = vec![
+            ListedPartition {
+                values: vec![ScalarValue::Int32(Some(1))],
+                files: vec![file("lake/t/day=1/a.parquet", Some("\"e1\""), Some(3)), with_stats],
+            },
+            ListedPartition {
+                values: vec![ScalarValue::Int32(None)],
+                files: vec![file(
+                    "lake/t/day=__HIVE_DEFAULT_PARTITION__/a%20b.parquet",
+                    None,
+                    None,
+                )],
+            },
+        ];
+        let index = PartitionIndex::try_new(&spec, partitions).unwrap();
+        PartitionedTable::from_parts(
+            "t".to_string(),
+            ListingTableUrl::parse("memory:///lake/t/").unwrap(),
+            spec,
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+            false,
+            ".parquet".to_string(),
+            index,
+        )
+    }
+
+    fn decode(table: &PartitionedTable, node: &IndexNode) -> Result<Vec<ListedPartition>> {
+        let bad = |detail: String| DataFusionError::Plan(detail);
+        node.decode(table.root(), table.partition_spec(), &bad)
+    }
+
+    #[test]
+    fn the_packed_index_round_trips_every_field() {
+        let table = table();
+        let node = IndexNode::encode(&table, &table.index()).unwrap();
+        // Directories relative to the root, names relative to directories,
+        // no partition values on the wire.
+        assert_eq!(node.dirs, ["day=1", "day=__HIVE_DEFAULT_PARTITION__"]);
+        assert_eq!(node.names, ["a.parquet", "b.parquet", "a%20b.parquet"]);
+        assert_eq!(node.e_tags, ["\"e1\"", "", ""]);
+        assert!(node.versions.is_empty());
+        assert_eq!(node.buckets, [3, NO_BUCKET, NO_BUCKET]);
+        assert_eq!(node.statistics.len(), 1);
+        let decoded =
+            PartitionIndex::try_new(table.partition_spec(), decode(&table, &node).unwrap())
+                .unwrap();
+        let original = table.index();
+        let unpack = |index: &PartitionIndex| -> Vec<(Vec<ScalarValue>, Vec<String>)> {
+            index
+                .partitions()
+                .iter()
+                .map(|p| {
+                    let files = index
+                        .files(p)
+                        .map(|f| {
+                            let f = f.to_indexed().unwrap();
+                            format!(
+                                "{} {:?} {} {:?} {:?} {} {}",
+                                f.meta.location,
+                                f.meta.e_tag,
+                                f.meta.last_modified,
+                                f.bucket,
+                                f.sorted,
+                                f.meta.size,
+                                f.statistics.is_some()
+                            )
+                        })
+                        .collect();
+                    (p.values().to_vec(), files)
+                })
+                .collect()
+        };
+        assert_eq!(unpack(&decoded), unpack(&original));
+    }
+
+    #[test]
+    fn a_tampered_index_is_rejected_naming_what() {
+        let table = table();
+        let good = IndexNode::encode(&table, &table.index()).unwrap();
+        let cases: Vec<(Box<dyn Fn(&mut IndexNode)>, &str)> = vec![
+            (Box::new(|n| n.names[0] = "../../etc/passwd".into()), "../../etc/passwd"),
+            (Box::new(|n| n.names[1] = String::new()), "file name ''"),
+            (Box::new(|n| n.dirs[0] = "..".into()), "'..'"),
+            (Box::new(|n| n.dirs[0] = "day=x".into()), "day=x"),
+            (Box::new(|n| n.dirs[0] = "day=1/extra=2".into()), "day=1/extra=2"),
+            (Box::new(|n| n.file_counts[0] = 7), "file counts"),
+            (Box::new(|n| n.sizes.pop().map(drop).unwrap_or(())), "sizes"),
+            (Box::new(|n| n.e_tags.push("x".into())), "ETags"),
+            (Box::new(|n| n.statistics[0].file = 99), "statistics of file 99"),
+            (Box::new(|n| n.modified_nanos[0] = u32::MAX), "modification time"),
+        ];
+        for (tamper, named) in cases {
+            let mut node = good.clone();
+            tamper(&mut node);
+            let error = decode(&table, &node).map(|_| ()).unwrap_err().to_string();
+            assert!(error.contains(named), "{named}: {error}");
+        }
+        decode(&table, &good).unwrap();
     }
 }

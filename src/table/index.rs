@@ -24,7 +24,7 @@ use datafusion::arrow::datatypes::Schema;
 use datafusion::common::{ScalarValue, Statistics};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion_datasource::PartitionedFile;
-use object_store::path::Path;
+use object_store::path::{Path, PathPart};
 use object_store::ObjectMeta;
 
 use super::spec::PartitionSpec;
@@ -71,8 +71,8 @@ pub struct ListedPartition {
 #[derive(Debug, Clone)]
 pub struct Partition {
     values: Vec<ScalarValue>,
-    /// The directory's object path (`""` for files at the store's root).
-    dir: Box<str>,
+    /// The directory's object path (empty for files at the store's root).
+    dir: Path,
     files: Range<u32>,
 }
 
@@ -84,7 +84,7 @@ impl Partition {
     }
 
     /// The partition directory's object path.
-    pub fn dir(&self) -> &str {
+    pub fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -95,7 +95,7 @@ impl Partition {
 
     /// The key partitions are ordered by: the order of their files' paths.
     fn order_key(&self) -> String {
-        if self.dir.is_empty() {
+        if self.dir.is_root() {
             String::new()
         } else {
             format!("{}/", self.dir)
@@ -237,7 +237,7 @@ fn push_optional(column: &mut Option<Strings>, count: usize, value: Option<&str>
 #[derive(Debug, Clone, Copy)]
 pub struct FileRef<'a> {
     files: &'a FileColumns,
-    dir: &'a str,
+    dir: &'a Path,
     i: usize,
 }
 
@@ -249,19 +249,15 @@ impl<'a> FileRef<'a> {
 
     /// The file's object path.
     pub fn location(&self) -> DFResult<Path> {
-        let name = self.name();
-        let path = if self.dir.is_empty() {
-            name.to_string()
-        } else {
-            let mut path = String::with_capacity(self.dir.len() + 1 + name.len());
-            path.push_str(self.dir);
-            path.push('/');
-            path.push_str(name);
-            path
-        };
-        Path::parse(&path).map_err(|e| {
-            DataFusionError::Internal(format!("the index holds an invalid path '{path}': {e}"))
-        })
+        // One allocation: the name is one segment of a path already
+        // encoded, so it is checked, never encoded again.
+        let name = PathPart::parse(self.name()).map_err(|e| {
+            DataFusionError::Internal(format!(
+                "the index holds an invalid file name in '{}': {e}",
+                self.dir
+            ))
+        })?;
+        Ok(self.dir.clone().join(name))
     }
 
     /// The file's size in bytes.
@@ -386,7 +382,7 @@ impl IndexBuilder {
     fn push<'f>(
         &mut self,
         values: Vec<ScalarValue>,
-        dir: &str,
+        dir: &Path,
         files: impl IntoIterator<Item = FileFields<'f>>,
     ) -> DFResult<()> {
         let start = self.files.len();
@@ -397,7 +393,7 @@ impl IndexBuilder {
         if end > start {
             self.partitions.push(Partition {
                 values,
-                dir: dir.into(),
+                dir: dir.clone(),
                 files: start..end,
             });
         }
@@ -422,6 +418,9 @@ impl IndexBuilder {
                     stray.meta.location
                 )));
             }
+            let dir = Path::parse(&dir).map_err(|e| {
+                DataFusionError::Internal(format!("partition directory '{dir}': {e}"))
+            })?;
             self.push(values, &dir, files.iter().map(FileFields::of))?;
         }
         Ok(())
@@ -636,7 +635,7 @@ impl PartitionIndex {
         let mut builder = IndexBuilder::default();
         for partition in &self.partitions {
             let added = by_dir
-                .remove(partition.dir())
+                .remove(partition.dir().as_ref())
                 .map(|(_, files)| files)
                 .unwrap_or_default();
             self.copy_into(&mut builder, partition, &added)?;
@@ -867,7 +866,7 @@ mod tests {
         let index =
             PartitionIndex::try_new(&spec(), vec![listed(10, &["x.parquet"]), one]).unwrap();
         assert_eq!(index.file_count(), 4);
-        let dirs: Vec<&str> = index.partitions().iter().map(Partition::dir).collect();
+        let dirs: Vec<&str> = index.partitions().iter().map(|p| p.dir().as_ref()).collect();
         assert_eq!(dirs, ["t/p=1", "t/p=10"]);
         let files: Vec<IndexedFile> = index.all_files().map(|f| f.to_indexed().unwrap()).collect();
         let paths: Vec<String> = files.iter().map(|f| f.meta.location.to_string()).collect();
