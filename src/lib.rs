@@ -129,8 +129,9 @@
 //! * [`table`]: [`PartitionedTable`] by job — `builder`/`definition` (what a
 //!   table is), `discovery` (listing — in ranges at once on object stores,
 //!   or only the partitions a predicate selects —, schema, footers:
-//!   `build()`, `refresh()`, `refresh_partitions()` only), `index` (the partition index and `SharedIndex`, the one home of
-//!   a table's current snapshot), `planner`/`pushdown` (filters and a
+//!   `build()`, `refresh()`, `refresh_partitions()` only), `index` (the
+//!   partition index, its files packed column by column, and `SharedIndex`,
+//!   the one home of a table's current snapshot), `planner`/`pushdown` (filters and a
 //!   snapshot into a scan, no I/O), `hive` (every Hive path rule), `layout`
 //!   (bucketing, sort order), `provider` (the thin `TableProvider`),
 //!   `factory` (SQL DDL);

@@ -372,23 +372,31 @@ async fn partitions_from(
     extension: &str,
 ) -> Result<Listing> {
     let prefix = root.prefix();
-    // The data files, with their path parts under the root.
-    let files: Vec<(ObjectMeta, Vec<String>)> = objects
+    // Where a path's parts under the root begin.
+    let below = if prefix.as_ref().is_empty() {
+        0
+    } else {
+        prefix.as_ref().len() + 1
+    };
+    // The data files (at 10⁶ files, no allocation per file here: their
+    // parts are read from the path itself).
+    let files: Vec<ObjectMeta> = objects
         .into_iter()
-        .filter_map(|meta| {
+        .filter(|meta| {
             // Not under the root: never read.
-            let parts: Vec<String> = meta
-                .location
-                .prefix_match(prefix)?
-                .map(|p| p.as_ref().to_string())
-                .collect();
-            let file_name = parts.last()?;
-            let data = !parts.iter().any(|p| is_hidden(p))
+            if meta.location.prefix_match(prefix).is_none() {
+                return false;
+            }
+            let relative = meta.location.as_ref().get(below..).unwrap_or("");
+            let Some(file_name) = relative.rsplit('/').next().filter(|n| !n.is_empty()) else {
+                return false;
+            };
+            !relative.split('/').any(is_hidden)
                 && !file_name.starts_with('_')
-                && file_name.ends_with(extension);
-            data.then_some((meta, parts))
+                && file_name.ends_with(extension)
         })
         .collect();
+
     // The file system checks block: off the async runtime.
     let files = if LocalLinks::applies(root) {
         let owned = root.clone();
@@ -397,8 +405,9 @@ async fn partitions_from(
                 check_local_root_exists(&owned)?;
             }
             if let Some(mut links) = LocalLinks::new(&owned) {
-                for (meta, parts) in &files {
-                    links.check(meta.location.as_ref(), parts)?;
+                for meta in &files {
+                    let path = meta.location.as_ref();
+                    links.check(path, path.get(below..).unwrap_or("").split('/'))?;
                 }
             }
             Ok::<_, Error>(files)
@@ -417,29 +426,32 @@ async fn partitions_from(
 
     let mut spec = declared.cloned();
     let mut by_dir: BTreeMap<String, ListedPartition> = BTreeMap::new();
-    for (meta, parts) in files {
-        let Some((_, dirs)) = parts.split_last() else {
-            continue;
-        };
-        let dirs: Vec<&str> = dirs.iter().map(String::as_str).collect();
-        let key = dirs.join("/");
+    for meta in files {
         let file = IndexedFile {
             meta,
             statistics: None,
             bucket: None,
             sorted: false,
         };
+        let path = file.meta.location.as_ref();
+        let relative = path.get(below..).unwrap_or("");
+        let key = relative.rsplit_once('/').map_or("", |(dirs, _)| dirs);
         // Files share their directory's values: parse them once per directory.
-        if let Some(partition) = by_dir.get_mut(&key) {
+        if let Some(partition) = by_dir.get_mut(key) {
             partition.files.push(file);
             continue;
         }
-        let path = file.meta.location.to_string();
+        let dirs: Vec<&str> = if key.is_empty() {
+            Vec::new()
+        } else {
+            key.split('/').collect()
+        };
         let spec = match &spec {
             Some(spec) => spec,
-            None => spec.insert(infer_spec(&path, &dirs)?),
+            None => spec.insert(infer_spec(path, &dirs)?),
         };
-        let values = spec.parse_dirs(&path, &dirs)?;
+        let values = spec.parse_dirs(path, &dirs)?;
+        let key = key.to_string();
         by_dir.insert(
             key,
             ListedPartition {
@@ -504,7 +516,7 @@ impl LocalLinks {
 
     /// Checks the directories and the file named by `parts` (relative to the
     /// root, as object-store path parts); `path` names the file in errors.
-    fn check(&mut self, path: &str, parts: &[String]) -> Result<()> {
+    fn check<'p>(&mut self, path: &str, parts: impl Iterator<Item = &'p str>) -> Result<()> {
         let mut local = self.dir.clone();
         for part in parts {
             local.push(percent_decode_str(part).decode_utf8_lossy().as_ref());
