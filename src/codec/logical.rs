@@ -147,7 +147,8 @@ impl IndexNode {
                 node.modified_seconds.push(modified.timestamp());
                 node.modified_nanos.push(modified.timestamp_subsec_nanos());
                 if e_tags {
-                    node.e_tags.push(file.e_tag().unwrap_or_default().to_string());
+                    node.e_tags
+                        .push(file.e_tag().unwrap_or_default().to_string());
                 }
                 if versions {
                     node.versions
@@ -200,20 +201,17 @@ impl IndexNode {
             let slot = statistics
                 .get_mut(entry.file as usize)
                 .ok_or_else(|| bad(format!("statistics of file {} of {files}", entry.file)))?;
-            let stats = entry.statistics.as_ref().ok_or_else(|| {
-                bad(format!("empty statistics of file {}", entry.file))
-            })?;
+            let stats = entry
+                .statistics
+                .as_ref()
+                .ok_or_else(|| bad(format!("empty statistics of file {}", entry.file)))?;
             *slot = Some(Arc::new(Statistics::try_from(stats).map_err(|e| {
                 bad(format!("statistics of file {}: {e}", entry.file))
             })?));
         }
         let root_prefix = root.prefix().as_ref();
-        let optional = |column: &[String], i: usize| {
-            column
-                .get(i)
-                .filter(|value| !value.is_empty())
-                .cloned()
-        };
+        let optional =
+            |column: &[String], i: usize| column.get(i).filter(|value| !value.is_empty()).cloned();
         let mut next = 0usize;
         let mut partitions = Vec::with_capacity(self.dirs.len());
         for (dir, &count) in self.dirs.iter().zip(&self.file_counts) {
@@ -246,8 +244,9 @@ impl IndexNode {
                 let location =
                     Path::parse(&path).map_err(|e| bad(format!("file path '{path}': {e}")))?;
                 let nanos = self.modified_nanos[i];
-                let last_modified = chrono::DateTime::from_timestamp(self.modified_seconds[i], nanos)
-                    .ok_or_else(|| bad(format!("modification time of '{path}'")))?;
+                let last_modified =
+                    chrono::DateTime::from_timestamp(self.modified_seconds[i], nanos)
+                        .ok_or_else(|| bad(format!("modification time of '{path}'")))?;
                 listed.push(IndexedFile {
                     meta: ObjectMeta {
                         location,
@@ -257,11 +256,7 @@ impl IndexNode {
                         version: optional(&self.versions, i),
                     },
                     statistics: statistics[i].take(),
-                    bucket: self
-                        .buckets
-                        .get(i)
-                        .copied()
-                        .filter(|&b| b != NO_BUCKET),
+                    bucket: self.buckets.get(i).copied().filter(|&b| b != NO_BUCKET),
                     sorted: self.sorted[i],
                 });
             }
@@ -532,7 +527,10 @@ mod tests {
         let partitions = vec![
             ListedPartition {
                 values: vec![ScalarValue::Int32(Some(1))],
-                files: vec![file("lake/t/day=1/a.parquet", Some("\"e1\""), Some(3)), with_stats],
+                files: vec![
+                    file("lake/t/day=1/a.parquet", Some("\"e1\""), Some(3)),
+                    with_stats,
+                ],
             },
             ListedPartition {
                 values: vec![ScalarValue::Int32(None)],
@@ -609,16 +607,28 @@ mod tests {
         let table = table();
         let good = IndexNode::encode(&table, &table.index()).unwrap();
         let cases: Vec<(Box<dyn Fn(&mut IndexNode)>, &str)> = vec![
-            (Box::new(|n| n.names[0] = "../../etc/passwd".into()), "../../etc/passwd"),
+            (
+                Box::new(|n| n.names[0] = "../../etc/passwd".into()),
+                "../../etc/passwd",
+            ),
             (Box::new(|n| n.names[1] = String::new()), "file name ''"),
             (Box::new(|n| n.dirs[0] = "..".into()), "'..'"),
             (Box::new(|n| n.dirs[0] = "day=x".into()), "day=x"),
-            (Box::new(|n| n.dirs[0] = "day=1/extra=2".into()), "day=1/extra=2"),
+            (
+                Box::new(|n| n.dirs[0] = "day=1/extra=2".into()),
+                "day=1/extra=2",
+            ),
             (Box::new(|n| n.file_counts[0] = 7), "file counts"),
             (Box::new(|n| n.sizes.pop().map(drop).unwrap_or(())), "sizes"),
             (Box::new(|n| n.e_tags.push("x".into())), "ETags"),
-            (Box::new(|n| n.statistics[0].file = 99), "statistics of file 99"),
-            (Box::new(|n| n.modified_nanos[0] = u32::MAX), "modification time"),
+            (
+                Box::new(|n| n.statistics[0].file = 99),
+                "statistics of file 99",
+            ),
+            (
+                Box::new(|n| n.modified_nanos[0] = u32::MAX),
+                "modification time",
+            ),
         ];
         for (tamper, named) in cases {
             let mut node = good.clone();

@@ -327,7 +327,8 @@ impl<'a> FileRef<'a> {
     /// The file as DataFusion's file scan takes it, with `values` (its
     /// partition's) as partition values.
     pub fn partitioned_file(&self, values: &[ScalarValue]) -> DFResult<PartitionedFile> {
-        let file = PartitionedFile::new_from_meta(self.meta()?).with_partition_values(values.to_vec());
+        let file =
+            PartitionedFile::new_from_meta(self.meta()?).with_partition_values(values.to_vec());
         Ok(match self.statistics() {
             Some(stats) => file.with_statistics(Arc::clone(stats)),
             None => file,
@@ -351,7 +352,10 @@ impl<'a> FileRef<'a> {
 /// The directory and name of an object path (`""` and the path for one at
 /// the store's root).
 fn split_location(location: &Path) -> (&str, &str) {
-    location.as_ref().rsplit_once('/').unwrap_or(("", location.as_ref()))
+    location
+        .as_ref()
+        .rsplit_once('/')
+        .unwrap_or(("", location.as_ref()))
 }
 
 impl<'a> FileFields<'a> {
@@ -630,7 +634,11 @@ impl PartitionIndex {
         let mut by_dir: HashMap<String, (Vec<ScalarValue>, Vec<IndexedFile>)> = HashMap::new();
         for PublishedFile { values, file } in published {
             let dir = split_location(&file.meta.location).0.to_string();
-            by_dir.entry(dir).or_insert_with(|| (values, Vec::new())).1.push(file);
+            by_dir
+                .entry(dir)
+                .or_insert_with(|| (values, Vec::new()))
+                .1
+                .push(file);
         }
         let mut builder = IndexBuilder::default();
         for partition in &self.partitions {
@@ -651,7 +659,9 @@ impl PartitionIndex {
                 })
                 .collect(),
         )?;
-        Ok(builder.finish(spec)?.with_bucket_note(self.bucket_note.clone()))
+        Ok(builder
+            .finish(spec)?
+            .with_bucket_note(self.bucket_note.clone()))
     }
 
     /// This index with the partitions `replaced` marks (one flag per
@@ -866,13 +876,22 @@ mod tests {
         let index =
             PartitionIndex::try_new(&spec(), vec![listed(10, &["x.parquet"]), one]).unwrap();
         assert_eq!(index.file_count(), 4);
-        let dirs: Vec<&str> = index.partitions().iter().map(|p| p.dir().as_ref()).collect();
+        let dirs: Vec<&str> = index
+            .partitions()
+            .iter()
+            .map(|p| p.dir().as_ref())
+            .collect();
         assert_eq!(dirs, ["t/p=1", "t/p=10"]);
         let files: Vec<IndexedFile> = index.all_files().map(|f| f.to_indexed().unwrap()).collect();
         let paths: Vec<String> = files.iter().map(|f| f.meta.location.to_string()).collect();
         assert_eq!(
             paths,
-            ["t/p=1/a.parquet", "t/p=1/b.parquet", "t/p=1/c.parquet", "t/p=10/x.parquet"]
+            [
+                "t/p=1/a.parquet",
+                "t/p=1/b.parquet",
+                "t/p=1/c.parquet",
+                "t/p=10/x.parquet"
+            ]
         );
         assert_eq!(files[1].meta, with_stats.meta);
         assert_eq!(files[1].bucket, Some(3));
@@ -880,7 +899,10 @@ mod tests {
         assert_eq!(files[0].meta, file("t/p=1/a.parquet", None).meta);
         assert_eq!((files[0].bucket, files[0].sorted), (None, false));
         assert!(files[0].statistics.is_none());
-        assert_eq!(index.total_bytes(), paths.iter().map(|p| p.len() as u64).sum::<u64>());
+        assert_eq!(
+            index.total_bytes(),
+            paths.iter().map(|p| p.len() as u64).sum::<u64>()
+        );
     }
 
     #[test]
@@ -895,7 +917,10 @@ mod tests {
         let index = PartitionIndex::try_new(&spec(), partitions).unwrap();
         assert_eq!(index.partitions.capacity(), 1);
         assert_eq!(index.files.sizes.capacity(), 10);
-        assert_eq!(index.files.names.text.capacity(), index.files.names.text.len());
+        assert_eq!(
+            index.files.names.text.capacity(),
+            index.files.names.text.len()
+        );
         assert!(index.files.e_tags.is_none() && index.files.statistics.is_none());
         assert_eq!(index.file_count(), 10);
     }
@@ -904,7 +929,10 @@ mod tests {
     fn appending_merges_by_directory_and_keeps_a_path_once() {
         let index = PartitionIndex::try_new(
             &spec(),
-            vec![listed(1, &["a.parquet", "c.parquet"]), listed(2, &["a.parquet"])],
+            vec![
+                listed(1, &["a.parquet", "c.parquet"]),
+                listed(2, &["a.parquet"]),
+            ],
         )
         .unwrap();
         let published = [
@@ -928,7 +956,13 @@ mod tests {
             .collect();
         assert_eq!(
             paths,
-            ["t/p=1/a.parquet", "t/p=1/b.parquet", "t/p=1/c.parquet", "t/p=2/a.parquet", "t/p=3/a.parquet"]
+            [
+                "t/p=1/a.parquet",
+                "t/p=1/b.parquet",
+                "t/p=1/c.parquet",
+                "t/p=2/a.parquet",
+                "t/p=3/a.parquet"
+            ]
         );
         // Only p=2's files had ETags; the others still have none.
         let e_tags: Vec<Option<&str>> = appended.all_files().map(|f| f.e_tag()).collect();
@@ -936,13 +970,20 @@ mod tests {
         assert_eq!(appended.values().num_rows(), 3);
 
         let replaced = appended
-            .replacing(&spec(), &[true, false, false], &PartitionIndex::try_new(&spec(), vec![listed(1, &["z.parquet"])]).unwrap())
+            .replacing(
+                &spec(),
+                &[true, false, false],
+                &PartitionIndex::try_new(&spec(), vec![listed(1, &["z.parquet"])]).unwrap(),
+            )
             .unwrap();
         let paths: Vec<String> = replaced
             .all_files()
             .map(|f| f.location().unwrap().to_string())
             .collect();
-        assert_eq!(paths, ["t/p=1/z.parquet", "t/p=2/a.parquet", "t/p=3/a.parquet"]);
+        assert_eq!(
+            paths,
+            ["t/p=1/z.parquet", "t/p=2/a.parquet", "t/p=3/a.parquet"]
+        );
     }
 
     #[test]

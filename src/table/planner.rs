@@ -77,7 +77,11 @@ pub(super) fn plan_scan(
             None => (all.split_files(target_partitions), None, None),
         }
     } else {
-        (even_groups(selected_files(), target_partitions)?, None, None)
+        (
+            even_groups(selected_files(), target_partitions)?,
+            None,
+            None,
+        )
     };
 
     let options = state.table_options().parquet.clone();
@@ -238,8 +242,10 @@ pub(super) fn statistics_of(
         .iter()
         .flat_map(|&i| index.files(&index.partitions()[i]))
         .collect();
-    let file_stats: Option<Vec<&Statistics>> =
-        files.iter().map(|f| f.statistics().map(|s| s.as_ref())).collect();
+    let file_stats: Option<Vec<&Statistics>> = files
+        .iter()
+        .map(|f| f.statistics().map(|s| s.as_ref()))
+        .collect();
     let mut stats = match file_stats
         .as_ref()
         .and_then(|s| Statistics::try_merge_iter(s.iter().copied(), &definition.file_schema).ok())
@@ -247,8 +253,7 @@ pub(super) fn statistics_of(
         Some(merged) if !files.is_empty() => merged,
         _ => {
             let mut s = Statistics::new_unknown(&definition.file_schema);
-            s.total_byte_size =
-                Precision::Inexact(files.iter().map(|f| f.size() as usize).sum());
+            s.total_byte_size = Precision::Inexact(files.iter().map(|f| f.size() as usize).sum());
             if files.is_empty() {
                 s.num_rows = Precision::Exact(0);
                 s.total_byte_size = Precision::Exact(0);
