@@ -255,7 +255,7 @@ impl IndexNode {
                         e_tag: optional(&self.e_tags, i),
                         version: optional(&self.versions, i),
                     },
-                    statistics: statistics[i].take(),
+                    statistics: statistics.get_mut(i).and_then(Option::take),
                     bucket: self.buckets.get(i).copied().filter(|&b| b != NO_BUCKET),
                     sorted: self.sorted[i],
                 });
@@ -606,7 +606,8 @@ mod tests {
     fn a_tampered_index_is_rejected_naming_what() {
         let table = table();
         let good = IndexNode::encode(&table, &table.index()).unwrap();
-        let cases: Vec<(Box<dyn Fn(&mut IndexNode)>, &str)> = vec![
+        type Tamper = Box<dyn Fn(&mut IndexNode)>;
+        let cases: Vec<(Tamper, &str)> = vec![
             (
                 Box::new(|n| n.names[0] = "../../etc/passwd".into()),
                 "../../etc/passwd",
