@@ -23,7 +23,7 @@ use crate::store::RetryPolicy;
 use crate::table::layout::TableSort;
 use crate::table::{
     Bucketing, FileRef, IndexedFile, ListedPartition, PartitionIndex, PartitionSpec,
-    PartitionedTable, SortKey,
+    PartitionedTable, SortKey, NO_BUCKET,
 };
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -106,8 +106,6 @@ struct FileStatisticsNode {
     #[prost(message, optional, tag = "2")]
     statistics: Option<datafusion_proto_common::Statistics>,
 }
-
-const NO_BUCKET: u32 = u32::MAX;
 
 impl IndexNode {
     fn encode(table: &PartitionedTable, index: &PartitionIndex) -> Result<Self> {

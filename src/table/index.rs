@@ -144,8 +144,8 @@ impl Strings {
     }
 }
 
-/// A bucket number meaning "no trusted bucket".
-const NO_BUCKET: u32 = u32::MAX;
+/// A bucket number meaning "no trusted bucket" (in the index and on the wire).
+pub(crate) const NO_BUCKET: u32 = u32::MAX;
 
 /// The files of an index, one column per field. Optional columns exist only
 /// once some file has a value; an empty ETag or version means none.
@@ -578,22 +578,6 @@ impl PartitionIndex {
     /// The first file of the table, if it has one (used for schema inference).
     pub fn first_file(&self) -> Option<FileRef<'_>> {
         self.all_files().next()
-    }
-
-    /// Every partition, unpacked.
-    pub fn to_listed(&self) -> DFResult<Vec<ListedPartition>> {
-        self.partitions
-            .iter()
-            .map(|p| {
-                Ok(ListedPartition {
-                    values: p.values.clone(),
-                    files: self
-                        .files(p)
-                        .map(|f| f.to_indexed())
-                        .collect::<DFResult<_>>()?,
-                })
-            })
-            .collect()
     }
 
     /// Copies `partition` of this index into `builder`, with `added` (files

@@ -28,6 +28,8 @@ pub use builder::PartitionedTableBuilder;
 pub(crate) use definition::TableDefinition;
 pub use factory::PartitionedTableFactory;
 pub use hive::HIVE_NULL;
+#[cfg(feature = "ballista")]
+pub(crate) use index::NO_BUCKET;
 pub use index::{FileRef, IndexedFile, ListedPartition, Partition, PartitionIndex};
 pub(crate) use index::{PublishedFile, SharedIndex};
 pub use layout::{Bucketing, SortKey};
