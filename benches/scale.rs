@@ -95,6 +95,8 @@ const PAGE_WAIT: Duration = Duration::from_millis(20);
 struct PagedStore {
     inner: Arc<dyn ObjectStore>,
     keys: Arc<Vec<ObjectMeta>>,
+    /// Pages served (every listing is at least one).
+    pages: Arc<AtomicIsize>,
 }
 
 impl PagedStore {
@@ -104,6 +106,7 @@ impl PagedStore {
         Self {
             inner,
             keys: Arc::new(keys),
+            pages: Arc::new(AtomicIsize::new(0)),
         }
     }
 
@@ -134,9 +137,11 @@ impl PagedStore {
         } else {
             vec![hi]
         };
+        let pages = Arc::clone(&self.pages);
         futures::stream::iter(starts)
             .then(move |start| {
                 let keys = Arc::clone(&keys);
+                pages.fetch_add(1, Ordering::Relaxed);
                 async move {
                     tokio::time::sleep(PAGE_WAIT).await;
                     keys[start..(start + PAGE_KEYS).min(hi)].to_vec()
@@ -211,6 +216,7 @@ impl ObjectStore for PagedStore {
         let result = self.inner.list_with_delimiter(prefix).await?;
         let entries = result.objects.len() + result.common_prefixes.len();
         let pages = entries.div_ceil(PAGE_KEYS).max(1) as u32;
+        self.pages.fetch_add(pages as isize, Ordering::Relaxed);
         tokio::time::sleep(PAGE_WAIT * pages).await;
         Ok(result)
     }
@@ -318,13 +324,13 @@ async fn measure(side: Side, files: usize, runs: usize) -> Result<()> {
     let store = lake(files).await;
 
     // Paged registration first: nothing cached yet.
-    let paged = context(
-        Arc::new(PagedStore::new(Arc::clone(&store)).await),
-        PAGED_ROOT,
-    );
+    let paged_store = Arc::new(PagedStore::new(Arc::clone(&store)).await);
+    let pages = Arc::clone(&paged_store.pages);
+    let paged = context(paged_store, PAGED_ROOT);
     let started = Instant::now();
     let on_paged = register(side, &paged, PAGED_ROOT).await?;
     let paged_registration = started.elapsed();
+    let paged_pages = pages.load(Ordering::Relaxed);
     if let Some(table) = on_paged.downcast_ref::<PartitionedTable>() {
         // New data in one partition (pinned: no delimiter listing), and in
         // the last ten (found by a delimiter listing of the root).
@@ -368,7 +374,7 @@ async fn measure(side: Side, files: usize, runs: usize) -> Result<()> {
     let allocations_per_file =
         (ALLOCATIONS.load(Ordering::Relaxed) - allocations) as f64 / (runs * files) as f64;
     println!(
-        "{name:<17} {files:>9} files: registration {registration:>9.2?} (paged 20 ms/1,000 keys: {paged_registration:>9.2?}), \
+        "{name:<17} {files:>9} files: registration {registration:>9.2?} (paged 20 ms/1,000 keys: {paged_registration:>9.2?}, {paged_pages} pages), \
          held {:>5} B/file, plan one partition first {first_one:>9.2?} / again {:>9.2?}, plan all files {:>9.2?} ({allocations_per_file:.1} allocations per file)",
         held / files as isize,
         median(again),

@@ -107,13 +107,12 @@ async fn build_scan_cache_insert_and_refresh_on_s3() {
     let files = PARTITIONS * FILES;
     let total = (files * ROWS) as i64;
 
-    // build(): one delimiter listing of the root's 101 directories, then 26
-    // ranges of 4 of them (the last of 1) listed at once; one footer read
-    // for the schema.
+    // build(): one listing (1,010 keys: two pages, and nothing to split the
+    // last ten keys into); one footer read for the schema.
     let (ctx, store, table) = session(&server).await;
     assert_eq!(table.index().file_count(), files);
     assert_eq!(table.index().partitions().len(), PARTITIONS);
-    assert_eq!(build_requests(&store), (27, 1));
+    assert_eq!(build_requests(&store), (1, 1));
 
     // A full scan: one request per file (small files are read whole).
     store.reset_counts();
@@ -198,9 +197,9 @@ async fn build_scan_cache_insert_and_refresh_on_s3() {
     .unwrap();
     store.reset_counts();
     table.refresh(&ctx.state()).await.unwrap();
-    // 104 directories now: 1 delimiter listing and 26 ranges of 4; no read.
-    assert_eq!(store.requests_of(RequestKind::List), 27);
-    assert_eq!(store.requests(), 27, "refresh() only lists");
+    // A few more keys now: still one listing; no read.
+    assert_eq!(store.requests_of(RequestKind::List), 1);
+    assert_eq!(store.requests(), 1, "refresh() only lists");
     assert_eq!(
         count(&ctx, "SELECT count(*) FROM t").await,
         total + 2 + ROWS as i64
@@ -290,17 +289,31 @@ async fn an_executor_builds_the_store_a_decoded_plan_names() {
         .is_ok());
 }
 
-/// Listing in ranges, on S3's own `StartAfter`: every file found once,
-/// whatever the number of listings at once, and when a range listing fails
-/// midway, it is retried whole without a file listed twice.
+/// A listing that splits itself, on S3's own pages and `StartAfter`: every
+/// file found once, whatever the number of listings at once, and when a
+/// listing fails midway, it is retried whole without a file listed twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listing_in_ranges_finds_every_file_once() {
+async fn a_splitting_listing_finds_every_file_once() {
     use lakefusion::store::RetryPolicy;
     use std::time::Duration;
 
+    // 2,500 directories of one (empty) file: more than two pages, so the
+    // first listing splits; the schema is given, so no file is read.
+    const DIRS: usize = 2_500;
     let server = S3Server::start("warehouse").await;
-    write_lake(&server.store()).await;
-    let files = PARTITIONS * FILES;
+    let s3 = server.store();
+    futures::stream::iter(0..DIRS)
+        .map(|p| {
+            let s3 = Arc::clone(&s3);
+            async move {
+                let path = Path::from(format!("big/p={p}/part-0.parquet"));
+                s3.put(&path, PutPayload::default()).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
     let build = |store: Arc<FaultyStore>, concurrency: usize, retry: Option<RetryPolicy>| {
         let ctx = SessionBuilder::new()
             .with_object_store(
@@ -308,7 +321,8 @@ async fn a_listing_in_ranges_finds_every_file_once() {
                 store as Arc<dyn ObjectStore>,
             )
             .build_context();
-        let mut builder = PartitionedTable::builder(format!("{}/lake/", server.url()))
+        let mut builder = PartitionedTable::builder(format!("{}/big/", server.url()))
+            .schema(events_batch(0, 1).schema())
             .partition_column("p", DataType::Int32)
             .listing_concurrency(concurrency);
         if let Some(retry) = retry {
@@ -316,13 +330,24 @@ async fn a_listing_in_ranges_finds_every_file_once() {
         }
         async move { builder.build(&ctx.state()).await }
     };
-    // 1: one listing; 8: the delimiter listing and 8 ranges; 200: a listing
-    // per directory.
-    for (concurrency, listings) in [(1, 1), (8, 1 + 8), (200, 1 + PARTITIONS)] {
+    let paths = |table: &PartitionedTable| -> Vec<String> {
+        let mut paths: Vec<_> = table
+            .index()
+            .all_files()
+            .map(|f| f.location().unwrap().to_string())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    };
+    // 1 at once: one listing of three pages. More: after its first page
+    // (`p=0`, then most values starting with 1), the listing hands the keys
+    // from `p=2`, `p=3`, … `p=9` onwards to 8 more.
+    for (concurrency, listings) in [(1, 1), (8, 9), (200, 9)] {
         let store = FaultyStore::new(server.store());
         let table = build(store.clone(), concurrency, None).await.unwrap();
-        assert_eq!(table.index().file_count(), files, "{concurrency}");
-        assert_eq!(table.index().partitions().len(), PARTITIONS);
+        assert_eq!(table.index().file_count(), DIRS, "{concurrency}");
+        assert_eq!(paths(&table).len(), DIRS, "no file twice");
         assert_eq!(
             store.requests_of(RequestKind::List),
             listings,
@@ -330,7 +355,7 @@ async fn a_listing_in_ranges_finds_every_file_once() {
         );
     }
     // Every 3rd listing fails after its first key, 3 times in all: those
-    // ranges are listed again, and nothing is counted twice.
+    // listings are retried whole, and nothing is counted twice.
     let store = FaultyStore::new(server.store());
     store.inject(
         FaultRule::new(Fault::Transient)
@@ -346,13 +371,6 @@ async fn a_listing_in_ranges_finds_every_file_once() {
     };
     let table = build(store.clone(), 8, Some(retry)).await.unwrap();
     assert_eq!(store.injected(), 3);
-    assert_eq!(table.index().file_count(), files);
-    let mut paths: Vec<_> = table
-        .index()
-        .all_files()
-        .map(|f| f.location().unwrap().to_string())
-        .collect();
-    paths.sort();
-    paths.dedup();
-    assert_eq!(paths.len(), files, "no file twice");
+    assert_eq!(table.index().file_count(), DIRS);
+    assert_eq!(paths(&table).len(), DIRS, "no file twice");
 }

@@ -6,14 +6,16 @@
 //! This is the only place that lists the object store. It never runs while
 //! planning or executing a query.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::ListingTableUrl;
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
@@ -41,7 +43,84 @@ pub(crate) struct Lister<'a> {
     concurrency: usize,
     /// How a range listing (streamed, so not retried by the store) is retried.
     retry: Option<RetryPolicy>,
+    /// Keys a listing reads before it splits the rest of its range (S3's
+    /// page: the next page is the next request).
+    split_after: usize,
 }
+
+/// Keys after `after` (exclusive; `None`: from the first) up to `until`
+/// (inclusive; `None`: to the last), under the listed prefix.
+#[derive(Debug, Clone, Default)]
+struct KeyRange {
+    after: Option<String>,
+    until: Option<String>,
+}
+
+/// Keys a listing reads before it splits: one S3 page.
+const SPLIT_AFTER: usize = 1_000;
+/// At most this many cuts at once: the farthest part stays one range,
+/// which splits in its turn.
+const MAX_SPLIT_POINTS: usize = 64;
+
+/// Where to cut the keys after `last` (up to `end`, inclusive) into
+/// neighbouring ranges, given that the stretch just listed ran from
+/// `first` to `last`: keys vary from where `first` and `last` differ, so
+/// cuts go there and at every shallower position down to where `last` and
+/// `end` (or the root, at `floor`) differ, at the next values of the same
+/// kind (digits after a digit, letters after a letter), never inside a
+/// `key=` name: after `p=10098/part-9` and before `p=2`, the cuts are
+/// `p=101` … `p=109`, then `p=11` … `p=19`. Sorted, each after `last` and
+/// before `end`. A cut in the wrong place only costs a listing of an empty
+/// range.
+fn split_points(first: &str, last: &str, end: Option<&str>, floor: usize) -> Vec<String> {
+    let common = |a: &str, b: &str| {
+        a.bytes()
+            .zip(b.bytes())
+            .take_while(|(x, y)| x == y)
+            .count()
+    };
+    let deep = common(first, last).min(last.len().saturating_sub(1));
+    let shallow = end.map_or(floor, |end| common(last, end).max(floor));
+    let mut points = Vec::new();
+    for depth in (shallow..=deep).rev() {
+        let (Some(head), Some(&at)) = (last.get(..depth), last.as_bytes().get(depth)) else {
+            continue;
+        };
+        // Inside a `key=` name every directory of the level agrees: only
+        // values and file names vary.
+        let segment_start = head.rfind('/').map_or(0, |i| i + 1);
+        let segment_end = last[depth..].find('/').map_or(last.len(), |i| depth + i);
+        if last[segment_start..segment_end]
+            .find('=')
+            .is_some_and(|eq| segment_start + eq >= depth)
+        {
+            continue;
+        }
+        let next = match at {
+            b'0'..=b'8' | b'a'..=b'y' | b'A'..=b'Y' => at + 1,
+            _ => continue,
+        };
+        let last_of_kind = match at {
+            b'0'..=b'9' => b'9',
+            b'a'..=b'z' => b'z',
+            _ => b'Z',
+        };
+        for c in next..=last_of_kind {
+            let point = format!("{head}{}", c as char);
+            if end.is_some_and(|end| point.as_str() >= end) {
+                break;
+            }
+            if Path::parse(&point).is_ok() {
+                points.push(point);
+            }
+        }
+    }
+    points.sort();
+    points.dedup();
+    points.truncate(MAX_SPLIT_POINTS);
+    points
+}
+
 
 impl<'a> Lister<'a> {
     pub(crate) fn new(
@@ -55,6 +134,7 @@ impl<'a> Lister<'a> {
             root,
             concurrency: concurrency.max(1),
             retry,
+            split_after: SPLIT_AFTER,
         }
     }
 
@@ -104,106 +184,123 @@ impl<'a> Lister<'a> {
     /// Every object under the root, sorted by path.
     ///
     /// One recursive listing is one request per 1,000 keys, one after
-    /// another. On an object store whose root holds several directories,
-    /// the directories (from one delimiter listing) are split into up to
-    /// `concurrency` runs of neighbours, listed at once: a run of one
-    /// directory with a listing of it, a longer run with one listing that
-    /// starts after its first directory (S3's `StartAfter`) and is dropped
-    /// once past its last. The local disk and `memory://` (no request
-    /// latency to hide) and a root with at most one directory are listed
-    /// with one listing.
+    /// another. On an object store, the listing splits itself instead: a
+    /// listing that has read `split_after` keys (S3's page) and still has
+    /// keys to go hands the rest of its key range, cut at [`split_points`],
+    /// to new listings that start there (`list_with_offset`, S3's
+    /// `StartAfter`), while at most `concurrency` run at once. Nothing is
+    /// listed first to find where to cut: the keys read so far say where
+    /// they vary (`p=10098/…` after `p=0/…`: cut at `p=2`, `p=3`, …), so a
+    /// lake of 10⁶ files in 10⁵ directories is read in about as many pages
+    /// as one listing reads, `concurrency` at a time. The ranges partition
+    /// the key space, so every object is listed by exactly one of them; each
+    /// is retried whole with the table's policy. The local disk and
+    /// `memory://` (no request latency to hide) are listed with one listing.
     async fn list_root(&self) -> Result<Vec<ObjectMeta>> {
         let prefix = self.root.prefix();
         let url: &url::Url = self.root.as_ref();
-        let single = self.concurrency == 1 || matches!(url.scheme(), "file" | "memory");
-        if single {
+        if self.concurrency == 1 || matches!(url.scheme(), "file" | "memory") {
             return self.list_under(vec![prefix.clone()]).await;
         }
-        let top = self
-            .store
-            .list_with_delimiter(Some(prefix))
-            .await
-            .map_err(|e| self.listing_error(e))?;
-        // Keys of a directory sort as `dir/…`: order the directories so.
-        let mut dirs: Vec<String> = top
-            .common_prefixes
-            .iter()
-            .filter(|d| !d.filename().is_some_and(is_hidden))
-            .map(|d| format!("{d}/"))
-            .collect();
-        dirs.sort();
-        if dirs.len() < 2 {
-            return self.list_under(vec![prefix.clone()]).await;
-        }
-        let per_run = dirs.len().div_ceil(self.concurrency);
-        // Each run: its first directory, the next run's (where it stops),
-        // and whether it is a single directory.
-        let runs: Vec<(String, Option<String>, bool)> = dirs
-            .chunks(per_run)
-            .enumerate()
-            .map(|(i, run)| {
-                let end = dirs.get((i + 1) * per_run).cloned();
-                (run[0].clone(), end, run.len() == 1)
-            })
-            .collect();
-        let listed = futures::stream::iter(runs)
-            .map(|(start, end, single)| async move {
-                if single {
-                    self.list_prefix(&start).await
-                } else {
-                    self.list_range(prefix, &start, end.as_deref()).await
+        // Where keys begin to differ below the root: never cut above it.
+        let floor = match prefix.as_ref() {
+            "" => 0,
+            p => p.len() + 1,
+        };
+        let (splits, mut posted) = tokio::sync::mpsc::unbounded_channel::<KeyRange>();
+        let outstanding = AtomicUsize::new(1);
+        let mut pending = VecDeque::from([KeyRange::default()]);
+        let mut running = FuturesUnordered::new();
+        let mut objects = Vec::new();
+        loop {
+            while running.len() < self.concurrency {
+                let Some(range) = pending.pop_front() else {
+                    break;
+                };
+                running.push(self.list_splitting(prefix, floor, range, &splits, &outstanding));
+            }
+            if running.is_empty() {
+                // Every listing is done; what one posted as it ended is here.
+                match posted.try_recv() {
+                    Ok(range) => {
+                        pending.push_back(range);
+                        continue;
+                    }
+                    Err(_) => break,
                 }
-            })
-            .buffer_unordered(self.concurrency)
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(|e| self.listing_error(e))?;
-        let mut objects = top.objects;
-        objects.extend(listed.into_iter().flatten());
+            }
+            tokio::select! {
+                Some(listed) = running.next() => {
+                    objects.extend(listed.map_err(|e| self.listing_error(e))?);
+                    outstanding.fetch_sub(1, AtomicOrdering::Relaxed);
+                }
+                Some(range) = posted.recv() => pending.push_back(range),
+            }
+        }
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(objects)
     }
 
-    /// Every object under `dir` (`…/`), one listing.
-    async fn list_prefix(&self, dir: &str) -> object_store::Result<Vec<ObjectMeta>> {
-        let dir = Path::parse(dir.trim_end_matches('/'))?;
-        self.store.list(Some(&dir)).try_collect().await
-    }
-
-    /// The objects whose keys lie in `[start, end)` (directories `…/`, in
-    /// key order) under `prefix`: one listing after `start`, dropped at
-    /// `end`; retried whole with the table's policy (the store streams a
-    /// range listing, so it cannot retry it).
-    async fn list_range(
+    /// The objects in `range` under `prefix`, from one listing that starts
+    /// after `range.after` and stops past `range.until`; every `split_after`
+    /// keys, while fewer than `concurrency` ranges are outstanding, the rest
+    /// of the range is cut and posted to `splits`. A failed listing is
+    /// retried whole, up to where its range ends by then (what it posted is
+    /// other listings').
+    async fn list_splitting(
         &self,
         prefix: &Path,
-        start: &str,
-        end: Option<&str>,
+        floor: usize,
+        range: KeyRange,
+        splits: &tokio::sync::mpsc::UnboundedSender<KeyRange>,
+        outstanding: &AtomicUsize,
     ) -> object_store::Result<Vec<ObjectMeta>> {
-        let offset = Path::parse(start.trim_end_matches('/'))?;
-        // Keys below the root's own level (`<prefix>/<dir>/…`), not its files.
-        let nested = match prefix.as_ref() {
-            "" => 0,
-            p => p.len() + 1,
+        let until = std::sync::Mutex::new(range.until);
+        let after = range.after.as_deref().map(Path::parse).transpose()?;
+        let attempt = || async {
+            let mut end = until.lock().map_or_else(|e| e.into_inner().clone(), |e| e.clone());
+            let mut listing = match &after {
+                Some(after) => self.store.list_with_offset(Some(prefix), after),
+                None => self.store.list(Some(prefix)),
+            };
+            let mut objects = Vec::new();
+            let mut stretch = 0;
+            while let Some(meta) = listing.try_next().await? {
+                let key = meta.location.as_ref();
+                if end.as_deref().is_some_and(|end| key > end) {
+                    break;
+                }
+                stretch += 1;
+                let first = objects.len() + 1 - stretch;
+                if stretch >= self.split_after
+                    && outstanding.load(AtomicOrdering::Relaxed) < 2 * self.concurrency
+                {
+                    let first_key = objects
+                        .get(first)
+                        .map_or(key, |m: &ObjectMeta| m.location.as_ref());
+                    let points = split_points(first_key, key, end.as_deref(), floor);
+                    if let Some(nearest) = points.first().cloned() {
+                        let ends = points.iter().skip(1).cloned().map(Some);
+                        for (after, until) in points.iter().cloned().zip(ends.chain([end.clone()])) {
+                            outstanding.fetch_add(1, AtomicOrdering::Relaxed);
+                            // The receiver lives until every listing is done.
+                            let _ = splits.send(KeyRange {
+                                after: Some(after),
+                                until,
+                            });
+                        }
+                        end = Some(nearest);
+                        *until.lock().unwrap_or_else(|e| e.into_inner()) = end.clone();
+                    }
+                    stretch = 0;
+                }
+                objects.push(meta);
+            }
+            Ok(objects)
         };
-        let attempt = || {
-            self.store
-                .list_with_offset(Some(prefix), &offset)
-                .try_take_while(move |m| {
-                    futures::future::ready(Ok(end.is_none_or(|end| m.location.as_ref() < end)))
-                })
-                // After `start` without its slash come neighbours that sort
-                // before `start/` (`p=1-x/` before `p=1/`), and files at the
-                // root: theirs are other runs' and the delimiter listing's.
-                .try_filter(move |m| {
-                    let key = m.location.as_ref();
-                    let in_run = key >= start && key.get(nested..).is_some_and(|k| k.contains('/'));
-                    futures::future::ready(in_run)
-                })
-                .try_collect::<Vec<_>>()
-        };
+        let name = range.after.as_deref().unwrap_or(prefix.as_ref());
         match &self.retry {
-            Some(policy) => policy.retry("list", start, attempt).await,
+            Some(policy) => policy.retry("list", name, attempt).await,
             None => attempt().await,
         }
     }
@@ -571,5 +668,114 @@ fn check_local_root_exists(root: &ListingTableUrl) -> Result<()> {
             root: root.to_string(),
         }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_go_where_keys_vary_and_stay_inside_the_range() {
+        // The stretch ran from `p=10001` to `p=10098`: values vary from their
+        // third digit.
+        let points = split_points("t/p=10001/a", "t/p=10098/part-9", Some("t/p=2"), 2);
+        let expected: Vec<String> = (1..=9)
+            .map(|d| format!("t/p=10{d}"))
+            .chain((1..=9).map(|d| format!("t/p=1{d}")))
+            .collect();
+        // `t/p=101` … `t/p=109`, then `t/p=11` … `t/p=19`: `t/p=10099…`
+        // stays in the listing's own range.
+        assert_eq!(points, expected);
+        // From the root's first page (`p=0` … `p=10098`): the first digit.
+        let points = split_points("t/p=0/a", "t/p=10098/part-9", Some("t/p=2"), 2);
+        assert!(points.is_empty(), "{points:?}");
+        let points = split_points("t/p=0/a", "t/p=10098/part-9", None, 2);
+        assert_eq!(points, (2..=9).map(|d| format!("t/p={d}")).collect::<Vec<_>>());
+        // A flat table: file names vary.
+        let points = split_points("t/part-00001.parquet", "t/part-00999.parquet", None, 2);
+        assert_eq!(points.first().map(String::as_str), Some("t/part-01"));
+        // Unbounded: down to the root's level, never in a key; letters
+        // after letters.
+        let points = split_points("t/region=eu/a", "t/region=us/b", None, 2);
+        assert_eq!(points, ["t/region=v", "t/region=w", "t/region=x", "t/region=y", "t/region=z"]);
+        assert!(points.iter().all(|p| p.as_str() > "t/region=us/b"));
+        assert!(points.windows(2).all(|w| w[0] < w[1]));
+        assert!(points.len() <= MAX_SPLIT_POINTS);
+        // Nothing to cut between neighbours.
+        assert!(split_points("t/p=1/a", "t/p=1/b", Some("t/p=1/c"), 2).is_empty());
+        // Never above the root.
+        assert!(split_points("a/x", "b/y", None, 2)
+            .iter()
+            .all(|p| p.starts_with("b/")));
+    }
+
+    #[cfg(feature = "test-utils")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_splitting_listing_lists_every_key_once() {
+        use crate::store::faults::{Fault, FaultRule, FaultyStore, RequestKind};
+        use object_store::memory::InMemory;
+        use object_store::{ObjectStoreExt, PutPayload};
+
+        let inner = Arc::new(InMemory::new());
+        let mut keys = vec![
+            "lake/_SUCCESS".to_string(),
+            "lake/.hidden/x.parquet".to_string(),
+            "lakehouse/p=1/not-ours.parquet".to_string(),
+        ];
+        for p in 0..300 {
+            for f in 0..(1 + p % 7) {
+                keys.push(format!("lake/p={p}/part-{f}.parquet"));
+            }
+        }
+        keys.extend((0..40).map(|i| format!("lake/name=v{i:02}/x.parquet")));
+        for key in &keys {
+            inner
+                .put(&Path::from(key.as_str()), PutPayload::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        let mut expected: Vec<String> = keys
+            .iter()
+            .filter(|k| k.starts_with("lake/"))
+            .cloned()
+            .collect();
+        expected.sort();
+        let root = ListingTableUrl::parse("s3://bucket/lake/").unwrap();
+        let policy = RetryPolicy {
+            max_retries: 5,
+            initial_backoff: std::time::Duration::from_millis(1),
+            max_backoff: std::time::Duration::from_millis(5),
+            request_timeout: std::time::Duration::from_secs(10),
+        };
+        for (concurrency, split_after, faults) in
+            [(4, 7, false), (32, 50, false), (2, 3, false), (8, 10, true)]
+        {
+            let faulty = FaultyStore::new(Arc::clone(&inner) as Arc<dyn ObjectStore>);
+            if faults {
+                faulty.inject(
+                    FaultRule::new(Fault::Transient)
+                        .on(RequestKind::List)
+                        .every(3)
+                        .times(5),
+                );
+            }
+            let store: Arc<dyn ObjectStore> = faulty.clone();
+            let mut lister = Lister::new(&store, &root, concurrency, faults.then_some(policy));
+            lister.split_after = split_after;
+            let listed: Vec<String> = lister
+                .list_root()
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.location.to_string())
+                .collect();
+            assert_eq!(listed, expected, "{concurrency} at once, split after {split_after}");
+            let listings = faulty.requests_of(RequestKind::List);
+            assert!(listings > 10, "the listing split: {listings} listings");
+            if faults {
+                assert_eq!(faulty.injected(), 5);
+            }
+        }
     }
 }
