@@ -127,7 +127,7 @@
 //! in the design notes).
 //!
 //! * [`table`]: [`PartitionedTable`] by job — `builder`/`definition` (what a
-//!   table is), `discovery` (listing — in ranges at once on object stores,
+//!   table is), `discovery` (listing — split into ranges listed at once on object stores,
 //!   or only the partitions a predicate selects —, schema, footers:
 //!   `build()`, `refresh()`, `refresh_partitions()` only), `index` (the
 //!   partition index, its files packed column by column, and `SharedIndex`,

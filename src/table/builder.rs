@@ -167,10 +167,10 @@ impl PartitionedTableBuilder {
 
     /// How many listings discovery (`build()`, `refresh()`,
     /// `refresh_partitions`) runs at once on an object store (default 32; 1:
-    /// one listing after another). A root of several partition directories
-    /// is listed in up to this many ranges at once, each starting after its
-    /// first directory (S3's `StartAfter`); the local disk, `memory://` and a
-    /// root without partition directories are listed with one listing.
+    /// one listing after another). A listing that has read a page (1,000
+    /// keys) hands the rest of its key range, cut where the keys vary, to new
+    /// listings that start there (S3's `StartAfter`), up to this many at
+    /// once; the local disk and `memory://` are listed with one listing.
     pub fn listing_concurrency(mut self, listings: usize) -> Self {
         self.listing_concurrency = listings.max(1);
         self

@@ -73,12 +73,7 @@ const MAX_SPLIT_POINTS: usize = 64;
 /// before `end`. A cut in the wrong place only costs a listing of an empty
 /// range.
 fn split_points(first: &str, last: &str, end: Option<&str>, floor: usize) -> Vec<String> {
-    let common = |a: &str, b: &str| {
-        a.bytes()
-            .zip(b.bytes())
-            .take_while(|(x, y)| x == y)
-            .count()
-    };
+    let common = |a: &str, b: &str| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
     let deep = common(first, last).min(last.len().saturating_sub(1));
     let shallow = end.map_or(floor, |end| common(last, end).max(floor));
     let mut points = Vec::new();
@@ -120,7 +115,6 @@ fn split_points(first: &str, last: &str, end: Option<&str>, floor: usize) -> Vec
     points.truncate(MAX_SPLIT_POINTS);
     points
 }
-
 
 impl<'a> Lister<'a> {
     pub(crate) fn new(
@@ -258,7 +252,9 @@ impl<'a> Lister<'a> {
         let until = std::sync::Mutex::new(range.until);
         let after = range.after.as_deref().map(Path::parse).transpose()?;
         let attempt = || async {
-            let mut end = until.lock().map_or_else(|e| e.into_inner().clone(), |e| e.clone());
+            let mut end = until
+                .lock()
+                .map_or_else(|e| e.into_inner().clone(), |e| e.clone());
             let mut listing = match &after {
                 Some(after) => self.store.list_with_offset(Some(prefix), after),
                 None => self.store.list(Some(prefix)),
@@ -281,7 +277,8 @@ impl<'a> Lister<'a> {
                     let points = split_points(first_key, key, end.as_deref(), floor);
                     if let Some(nearest) = points.first().cloned() {
                         let ends = points.iter().skip(1).cloned().map(Some);
-                        for (after, until) in points.iter().cloned().zip(ends.chain([end.clone()])) {
+                        for (after, until) in points.iter().cloned().zip(ends.chain([end.clone()]))
+                        {
                             outstanding.fetch_add(1, AtomicOrdering::Relaxed);
                             // The receiver lives until every listing is done.
                             let _ = splits.send(KeyRange {
@@ -691,14 +688,26 @@ mod tests {
         let points = split_points("t/p=0/a", "t/p=10098/part-9", Some("t/p=2"), 2);
         assert!(points.is_empty(), "{points:?}");
         let points = split_points("t/p=0/a", "t/p=10098/part-9", None, 2);
-        assert_eq!(points, (2..=9).map(|d| format!("t/p={d}")).collect::<Vec<_>>());
+        assert_eq!(
+            points,
+            (2..=9).map(|d| format!("t/p={d}")).collect::<Vec<_>>()
+        );
         // A flat table: file names vary.
         let points = split_points("t/part-00001.parquet", "t/part-00999.parquet", None, 2);
         assert_eq!(points.first().map(String::as_str), Some("t/part-01"));
         // Unbounded: down to the root's level, never in a key; letters
         // after letters.
         let points = split_points("t/region=eu/a", "t/region=us/b", None, 2);
-        assert_eq!(points, ["t/region=v", "t/region=w", "t/region=x", "t/region=y", "t/region=z"]);
+        assert_eq!(
+            points,
+            [
+                "t/region=v",
+                "t/region=w",
+                "t/region=x",
+                "t/region=y",
+                "t/region=z"
+            ]
+        );
         assert!(points.iter().all(|p| p.as_str() > "t/region=us/b"));
         assert!(points.windows(2).all(|w| w[0] < w[1]));
         assert!(points.len() <= MAX_SPLIT_POINTS);
@@ -770,7 +779,10 @@ mod tests {
                 .iter()
                 .map(|m| m.location.to_string())
                 .collect();
-            assert_eq!(listed, expected, "{concurrency} at once, split after {split_after}");
+            assert_eq!(
+                listed, expected,
+                "{concurrency} at once, split after {split_after}"
+            );
             let listings = faulty.requests_of(RequestKind::List);
             assert!(listings > 10, "the listing split: {listings} listings");
             if faults {
