@@ -12,7 +12,7 @@ use datafusion::common::{ColumnStatistics, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::physical_plan::{
     FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource,
 };
-use datafusion::error::Result as DFResult;
+use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::expressions::Column;
@@ -21,7 +21,7 @@ use datafusion::physical_plan::Partitioning;
 use datafusion_datasource::TableSchema;
 
 use super::definition::TableDefinition;
-use super::index::{FileRef, Partition, PartitionIndex};
+use super::index::{FileRef, PartitionIndex};
 use super::pushdown::{classify_for_scan, FilterKind};
 use crate::scan::{PartitionedScanExec, ScanDescription};
 
@@ -78,7 +78,7 @@ pub(super) fn plan_scan(
         }
     } else {
         (
-            even_groups(selected_files(), target_partitions)?,
+            even_groups(index, &selected, target_partitions)?,
             None,
             None,
         )
@@ -298,37 +298,81 @@ pub(super) fn statistics_of(
     stats
 }
 
+/// Scans of at least this many files make their file descriptions on
+/// several threads.
+const PARALLEL_FILES: usize = 50_000;
+
 /// The files in index (path) order, in `target_partitions` groups of
 /// neighbouring files, as DataFusion's `FileGroup::split_files` makes them,
 /// built in place: at 10⁶ files, moving every file description through one
-/// list and then into groups is most of what planning costs. One empty
-/// group when there is no file, as `ListingTable`'s `EmptyExec` has: with
-/// none, an ORDER BY above finds no single partition to sort and fails the
-/// plan's sanity check.
-fn even_groups<'a>(
-    files: impl Iterator<Item = (&'a Partition, FileRef<'a>)> + Clone,
+/// list and then into groups is most of what planning costs. Groups are
+/// built on up to as many threads as there are cores once the scan has
+/// [`PARALLEL_FILES`] files (making a description is mostly allocating,
+/// which glibc serves from one arena per thread). One empty group when
+/// there is no file, as `ListingTable`'s `EmptyExec` has: with none, an
+/// ORDER BY above finds no single partition to sort and fails the plan's
+/// sanity check.
+fn even_groups(
+    index: &PartitionIndex,
+    selected: &[usize],
     target_partitions: usize,
 ) -> DFResult<Vec<FileGroup>> {
-    let count = files.clone().count();
+    let partitions = index.partitions();
+    let count: usize = selected.iter().map(|&i| partitions[i].file_count()).sum();
     if count == 0 {
         return Ok(vec![FileGroup::default()]);
     }
     let per_group = count.div_ceil(target_partitions);
-    let mut groups = Vec::with_capacity(count.div_ceil(per_group));
-    let mut group = Vec::with_capacity(per_group);
-    for (partition, file) in files {
-        group.push(file.partitioned_file(partition.values())?);
-        if group.len() == per_group {
-            groups.push(FileGroup::new(std::mem::replace(
-                &mut group,
-                Vec::with_capacity(per_group.min(count)),
-            )));
+    // Each group as slices of partitions: (partition, first file, files).
+    let mut groups: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new()];
+    let mut room = per_group;
+    for &i in selected {
+        let (mut first, mut left) = (0, partitions[i].file_count());
+        while left > 0 {
+            if room == 0 {
+                groups.push(Vec::new());
+                room = per_group;
+            }
+            let take = left.min(room);
+            if let Some(group) = groups.last_mut() {
+                group.push((i, first, take));
+            }
+            (first, left, room) = (first + take, left - take, room - take);
         }
     }
-    if !group.is_empty() {
-        groups.push(FileGroup::new(group));
+    let build = |slices: &[(usize, usize, usize)]| -> DFResult<FileGroup> {
+        let mut files = Vec::with_capacity(slices.iter().map(|s| s.2).sum());
+        for &(i, first, take) in slices {
+            let partition = &partitions[i];
+            for file in index.files(partition).skip(first).take(take) {
+                files.push(file.partitioned_file(partition.values())?);
+            }
+        }
+        Ok(FileGroup::new(files))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if count < PARALLEL_FILES || threads < 2 || groups.len() < 2 {
+        return groups.iter().map(|slices| build(slices)).collect();
     }
-    Ok(groups)
+    let per_thread = groups.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = groups
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || chunk.iter().map(|slices| build(slices)).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut built = Vec::with_capacity(groups.len());
+        for worker in workers {
+            let groups = worker.join().map_err(|_| {
+                DataFusionError::Internal("a thread making file descriptions panicked".into())
+            })?;
+            for group in groups {
+                built.push(group?);
+            }
+        }
+        Ok(built)
+    })
 }
 
 /// Groups files so that each group reads its rows in `ordering`: files in
@@ -468,6 +512,73 @@ mod tests {
         let stats = statistics_of(&definition, &index, &[0, 1]);
         assert_eq!(stats.num_rows, Precision::Absent);
         assert_eq!(stats.total_byte_size, Precision::Inexact(4_000));
+    }
+
+    /// `even_groups` makes the groups DataFusion's `split_files` makes of
+    /// the same files, on one thread and on several.
+    #[test]
+    fn groups_are_the_ones_split_files_makes() {
+        let spec = PartitionSpec::new([("p".to_string(), DataType::Int32)]);
+        let index_of = |partitions: usize, files: usize| {
+            let partitions = (0..partitions as i32)
+                .map(|p| ListedPartition {
+                    values: vec![ScalarValue::Int32(Some(p))],
+                    files: (0..files)
+                        .map(|f| IndexedFile {
+                            meta: ObjectMeta {
+                                location: Path::from(format!("t/p={p}/part-{f}.parquet")),
+                                last_modified: Default::default(),
+                                size: 1,
+                                e_tag: None,
+                                version: None,
+                            },
+                            statistics: None,
+                            bucket: None,
+                            sorted: false,
+                        })
+                        .collect(),
+                })
+                .collect();
+            PartitionIndex::try_new(&spec, partitions).unwrap()
+        };
+        let paths = |groups: &[FileGroup]| -> Vec<Vec<String>> {
+            groups
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|f| f.object_meta.location.to_string())
+                        .collect()
+                })
+                .collect()
+        };
+        // 60,000 files: built on several threads (when the machine has them).
+        for (index, target) in [
+            (index_of(7, 3), 4),
+            (index_of(6_000, 10), 4),
+            (index_of(5, 1), 8),
+        ] {
+            let all: Vec<usize> = (0..index.partitions().len()).collect();
+            let some: Vec<usize> = all.iter().copied().filter(|i| i % 3 != 1).collect();
+            for selected in [all, some] {
+                let files: FileGroup = selected
+                    .iter()
+                    .flat_map(|&i| {
+                        let partition = &index.partitions()[i];
+                        index
+                            .files(partition)
+                            .map(|f| f.partitioned_file(partition.values()).unwrap())
+                    })
+                    .collect();
+                let expected = paths(&files.split_files(target));
+                let groups = even_groups(&index, &selected, target).unwrap();
+                assert_eq!(paths(&groups), expected, "{} files", index.file_count());
+                let values = groups[0].iter().next().map(|f| f.partition_values.clone());
+                assert_eq!(values, Some(vec![ScalarValue::Int32(Some(0))]));
+            }
+        }
+        let groups = even_groups(&index_of(3, 1), &[], 4).unwrap();
+        assert_eq!(groups.len(), 1);
+        assert!(groups[0].is_empty());
     }
 
     #[test]
