@@ -237,8 +237,9 @@ impl<'a> Lister<'a> {
 
     /// The objects in `range` under `prefix`, from one listing that starts
     /// after `range.after` and stops past `range.until`; every `split_after`
-    /// keys, while fewer than `concurrency` ranges are outstanding, the rest
-    /// of the range is cut and posted to `splits`. A failed listing is
+    /// keys, while fewer than twice `concurrency` ranges are outstanding (so
+    /// a listing that ends finds another waiting), the rest of the range is
+    /// cut and posted to `splits`. A failed listing is
     /// retried whole, up to where its range ends by then (what it posted is
     /// other listings').
     async fn list_splitting(
