@@ -171,6 +171,10 @@ impl PartitionedTableBuilder {
     /// keys) hands the rest of its key range, cut where the keys vary, to new
     /// listings that start there (S3's `StartAfter`), up to this many at
     /// once; the local disk and `memory://` are listed with one listing.
+    /// On a store that lists after an offset by listing from the start and
+    /// filtering (object_store does so for S3 Express One Zone and the
+    /// Azurite emulator), each range costs a listing from the start: use 1
+    /// there.
     pub fn listing_concurrency(mut self, listings: usize) -> Self {
         self.listing_concurrency = listings.max(1);
         self
