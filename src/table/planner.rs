@@ -458,29 +458,24 @@ mod tests {
     use crate::table::index::{IndexedFile, ListedPartition};
     use crate::table::spec::PartitionSpec;
 
-    /// A definition and an index of 3 days × 2 files, built in memory: the
-    /// planner needs nothing else (no store is even registered).
-    fn table() -> (TableDefinition, PartitionIndex) {
-        let spec = PartitionSpec::new([("day".to_string(), DataType::Int32)]);
-        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-        let root = ListingTableUrl::parse("memory:///t/").unwrap();
-        let definition = TableDefinition::new(
-            "t".into(),
-            root,
-            spec.clone(),
-            schema,
-            false,
-            ".parquet".into(),
-        );
-        let partitions = (1..=3)
-            .map(|day| ListedPartition {
-                values: vec![ScalarValue::Int32(Some(day))],
-                files: (0..2)
+    /// An index of `files` files of `size` bytes in each partition
+    /// `column=v`, `v` in `values`.
+    fn index_of(
+        column: &str,
+        values: std::ops::RangeInclusive<i32>,
+        files: usize,
+        size: u64,
+    ) -> PartitionIndex {
+        let spec = PartitionSpec::new([(column.to_string(), DataType::Int32)]);
+        let partitions = values
+            .map(|v| ListedPartition {
+                values: vec![ScalarValue::Int32(Some(v))],
+                files: (0..files)
                     .map(|f| IndexedFile {
                         meta: ObjectMeta {
-                            location: Path::from(format!("t/day={day}/part-{f}.parquet")),
+                            location: Path::from(format!("t/{column}={v}/part-{f}.parquet")),
                             last_modified: Default::default(),
-                            size: 1_000,
+                            size,
                             e_tag: None,
                             version: None,
                         },
@@ -491,8 +486,18 @@ mod tests {
                     .collect(),
             })
             .collect();
-        let index = PartitionIndex::try_new(&spec, partitions).unwrap();
-        (definition, index)
+        PartitionIndex::try_new(&spec, partitions).unwrap()
+    }
+
+    /// A definition and an index of 3 days × 2 files, built in memory: the
+    /// planner needs nothing else (no store is even registered).
+    fn table() -> (TableDefinition, PartitionIndex) {
+        let spec = PartitionSpec::new([("day".to_string(), DataType::Int32)]);
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let root = ListingTableUrl::parse("memory:///t/").unwrap();
+        let definition =
+            TableDefinition::new("t".into(), root, spec, schema, false, ".parquet".into());
+        (definition, index_of("day", 1..=3, 2, 1_000))
     }
 
     #[test]
@@ -518,29 +523,6 @@ mod tests {
     /// the same files, on one thread and on several.
     #[test]
     fn groups_are_the_ones_split_files_makes() {
-        let spec = PartitionSpec::new([("p".to_string(), DataType::Int32)]);
-        let index_of = |partitions: usize, files: usize| {
-            let partitions = (0..partitions as i32)
-                .map(|p| ListedPartition {
-                    values: vec![ScalarValue::Int32(Some(p))],
-                    files: (0..files)
-                        .map(|f| IndexedFile {
-                            meta: ObjectMeta {
-                                location: Path::from(format!("t/p={p}/part-{f}.parquet")),
-                                last_modified: Default::default(),
-                                size: 1,
-                                e_tag: None,
-                                version: None,
-                            },
-                            statistics: None,
-                            bucket: None,
-                            sorted: false,
-                        })
-                        .collect(),
-                })
-                .collect();
-            PartitionIndex::try_new(&spec, partitions).unwrap()
-        };
         let paths = |groups: &[FileGroup]| -> Vec<Vec<String>> {
             groups
                 .iter()
@@ -553,9 +535,9 @@ mod tests {
         };
         // 60,000 files: built on several threads (when the machine has them).
         for (index, target) in [
-            (index_of(7, 3), 4),
-            (index_of(6_000, 10), 4),
-            (index_of(5, 1), 8),
+            (index_of("p", 0..=6, 3, 1), 4),
+            (index_of("p", 0..=5_999, 10, 1), 4),
+            (index_of("p", 0..=4, 1, 1), 8),
         ] {
             let all: Vec<usize> = (0..index.partitions().len()).collect();
             let some: Vec<usize> = all.iter().copied().filter(|i| i % 3 != 1).collect();
@@ -576,7 +558,7 @@ mod tests {
                 assert_eq!(values, Some(vec![ScalarValue::Int32(Some(0))]));
             }
         }
-        let groups = even_groups(&index_of(3, 1), &[], 4).unwrap();
+        let groups = even_groups(&index_of("p", 0..=2, 1, 1), &[], 4).unwrap();
         assert_eq!(groups.len(), 1);
         assert!(groups[0].is_empty());
     }
