@@ -62,6 +62,10 @@ pub enum Fault {
     ShortRead,
     /// Never answers.
     Hang,
+    /// Answers a listing with its keys in reverse order, as a store that
+    /// does not list in key order (a local file system) may; other requests
+    /// run as they are.
+    Unordered,
 }
 
 /// One fault and which requests it applies to.
@@ -266,6 +270,7 @@ impl FaultyStore {
             }
             Some(Fault::ShortRead) => Ok(true),
             Some(Fault::Hang) => futures::future::pending().await,
+            Some(Fault::Unordered) => Ok(false),
         }
     }
 }
@@ -329,6 +334,16 @@ impl FaultyStore {
             })
             .boxed(),
             Some(Fault::Hang) => stream::pending().boxed(),
+            Some(Fault::Unordered) => {
+                let listing = listing();
+                stream::once(async move {
+                    let mut items: Vec<_> = listing.collect().await;
+                    items.reverse();
+                    stream::iter(items)
+                })
+                .flatten()
+                .boxed()
+            }
         }
     }
 }

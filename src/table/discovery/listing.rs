@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -188,8 +188,11 @@ impl<'a> Lister<'a> {
     /// lake of 10⁶ files in 10⁵ directories is read in about as many pages
     /// as one listing reads, `concurrency` at a time. The ranges partition
     /// the key space, so every object is listed by exactly one of them; each
-    /// is retried whole with the table's policy. The local disk and
-    /// `memory://` (no request latency to hide) are listed with one listing.
+    /// is retried whole with the table's policy. That holds only on a store
+    /// that lists in key order, as S3, GCS and Azure do: a listing that sees
+    /// a key out of order stops them all, and the root is listed again with
+    /// one listing. The local disk and `memory://` (no request latency to
+    /// hide) are listed with one listing.
     async fn list_root(&self) -> Result<Vec<ObjectMeta>> {
         let prefix = self.root.prefix();
         let url: &url::Url = self.root.as_ref();
@@ -203,6 +206,7 @@ impl<'a> Lister<'a> {
         };
         let (splits, mut posted) = tokio::sync::mpsc::unbounded_channel::<KeyRange>();
         let outstanding = AtomicUsize::new(1);
+        let unsorted = AtomicBool::new(false);
         let mut pending = VecDeque::from([KeyRange::default()]);
         let mut running = FuturesUnordered::new();
         let mut objects = Vec::new();
@@ -211,7 +215,12 @@ impl<'a> Lister<'a> {
                 let Some(range) = pending.pop_front() else {
                     break;
                 };
-                running.push(self.list_splitting(prefix, floor, range, &splits, &outstanding));
+                running.push(self.list_splitting(
+                    prefix,
+                    floor,
+                    range,
+                    (&splits, &outstanding, &unsorted),
+                ));
             }
             if running.is_empty() {
                 // Every listing is done; what one posted as it ended is here.
@@ -230,6 +239,11 @@ impl<'a> Lister<'a> {
                 }
                 Some(range) = posted.recv() => pending.push_back(range),
             }
+            if unsorted.load(AtomicOrdering::Relaxed) {
+                // Ranges hold only if the store lists in key order.
+                drop(running);
+                return self.list_under(vec![prefix.clone()]).await;
+            }
         }
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(objects)
@@ -247,8 +261,11 @@ impl<'a> Lister<'a> {
         prefix: &Path,
         floor: usize,
         range: KeyRange,
-        splits: &tokio::sync::mpsc::UnboundedSender<KeyRange>,
-        outstanding: &AtomicUsize,
+        (splits, outstanding, unsorted): (
+            &tokio::sync::mpsc::UnboundedSender<KeyRange>,
+            &AtomicUsize,
+            &AtomicBool,
+        ),
     ) -> object_store::Result<Vec<ObjectMeta>> {
         let until = std::sync::Mutex::new(range.until);
         let after = range.after.as_deref().map(Path::parse).transpose()?;
@@ -264,6 +281,13 @@ impl<'a> Lister<'a> {
             let mut stretch = 0;
             while let Some(meta) = listing.try_next().await? {
                 let key = meta.location.as_ref();
+                if objects
+                    .last()
+                    .is_some_and(|previous: &ObjectMeta| key < previous.location.as_ref())
+                {
+                    unsorted.store(true, AtomicOrdering::Relaxed);
+                    return Ok(Vec::new());
+                }
                 if end.as_deref().is_some_and(|end| key > end) {
                     break;
                 }
@@ -790,5 +814,29 @@ mod tests {
                 assert_eq!(faulty.injected(), 5);
             }
         }
+        // A store that lists out of key order: the ranges would not hold,
+        // so the root is listed again with one listing.
+        let faulty = FaultyStore::new(Arc::clone(&inner) as Arc<dyn ObjectStore>);
+        faulty.inject(
+            FaultRule::new(Fault::Unordered)
+                .on(RequestKind::List)
+                .times(1),
+        );
+        let store: Arc<dyn ObjectStore> = faulty.clone();
+        let mut lister = Lister::new(&store, &root, 4, None);
+        lister.split_after = 7;
+        let listed: Vec<String> = lister
+            .list_root()
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.location.to_string())
+            .collect();
+        assert_eq!(listed, expected);
+        assert_eq!(
+            faulty.requests_of(RequestKind::List),
+            2,
+            "one listing, then one again"
+        );
     }
 }
