@@ -166,7 +166,7 @@ impl PartitionedTableBuilder {
     }
 
     /// How many listings discovery (`build()`, `refresh()`,
-    /// `refresh_partitions`) runs at once on an object store (default 32; 1:
+    /// `refresh_partitions`) runs at once on an object store (default 64; 1:
     /// one listing after another). A listing that has read a page (1,000
     /// keys) hands the rest of its key range, cut where the keys vary, to new
     /// listings that start there (S3's `StartAfter`), up to this many at

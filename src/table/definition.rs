@@ -32,7 +32,7 @@ pub(crate) struct TableDefinition {
 }
 
 /// Listings discovery runs at once by default.
-pub(crate) const DEFAULT_LISTING_CONCURRENCY: usize = 32;
+pub(crate) const DEFAULT_LISTING_CONCURRENCY: usize = 64;
 
 impl TableDefinition {
     pub(crate) fn new(
