@@ -600,6 +600,49 @@ mod tests {
         assert_eq!(unpack(&decoded), unpack(&original));
     }
 
+    /// The wire form is the packed index: no path and no partition value
+    /// per file (10,000 files in 1,000 partitions, S3-like ETags).
+    #[test]
+    fn the_shipped_index_is_packed() {
+        let spec = PartitionSpec::new([("day".to_string(), DataType::Int32)]);
+        let partitions = (0..1_000)
+            .map(|day| ListedPartition {
+                values: vec![ScalarValue::Int32(Some(day))],
+                files: (0..10)
+                    .map(|f| {
+                        let e_tag = format!("\"{:032x}\"", day * 10 + f);
+                        file(
+                            &format!("warehouse/events/day={day}/part-{f:05}.parquet"),
+                            Some(&e_tag),
+                            None,
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        let table = PartitionedTable::from_parts(
+            "events".to_string(),
+            ListingTableUrl::parse("s3://bucket/warehouse/events/").unwrap(),
+            spec,
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+            false,
+            ".parquet".to_string(),
+            PartitionIndex::try_new(
+                &PartitionSpec::new([("day".to_string(), DataType::Int32)]),
+                partitions,
+            )
+            .unwrap(),
+        );
+        let bytes = IndexNode::encode(&table, &table.index())
+            .unwrap()
+            .encode_to_vec()
+            .len();
+        let per_file = bytes / 10_000;
+        // 64 when written: the name (16) and the ETag (34) with their
+        // framing, size and time as varints; a full path alone is 48.
+        assert!(per_file <= 66, "{per_file} bytes per file");
+    }
+
     #[test]
     fn a_tampered_index_is_rejected_naming_what() {
         let table = table();
