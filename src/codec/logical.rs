@@ -517,7 +517,6 @@ mod tests {
     /// `day=__HIVE_DEFAULT_PARTITION__` (a NULL, one file whose name needs
     /// percent-encoding in a path).
     fn table() -> PartitionedTable {
-        let spec = PartitionSpec::new([("day".to_string(), DataType::Int32)]);
         let mut with_stats = file("lake/t/day=1/b.parquet", None, None);
         with_stats.statistics = Some(Arc::new(Statistics::new_unknown(&Schema::new(vec![
             Field::new("id", DataType::Int64, false),
@@ -539,10 +538,16 @@ mod tests {
                 )],
             },
         ];
+        table_at("memory:///lake/t/", partitions)
+    }
+
+    /// A table partitioned by `day` (Int32) at `root`, of `partitions`.
+    fn table_at(root: &str, partitions: Vec<ListedPartition>) -> PartitionedTable {
+        let spec = PartitionSpec::new([("day".to_string(), DataType::Int32)]);
         let index = PartitionIndex::try_new(&spec, partitions).unwrap();
         PartitionedTable::from_parts(
             "t".to_string(),
-            ListingTableUrl::parse("memory:///lake/t/").unwrap(),
+            ListingTableUrl::parse(root).unwrap(),
             spec,
             Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
             false,
@@ -604,7 +609,6 @@ mod tests {
     /// per file (10,000 files in 1,000 partitions, S3-like ETags).
     #[test]
     fn the_shipped_index_is_packed() {
-        let spec = PartitionSpec::new([("day".to_string(), DataType::Int32)]);
         let partitions = (0..1_000)
             .map(|day| ListedPartition {
                 values: vec![ScalarValue::Int32(Some(day))],
@@ -620,19 +624,7 @@ mod tests {
                     .collect(),
             })
             .collect();
-        let table = PartitionedTable::from_parts(
-            "events".to_string(),
-            ListingTableUrl::parse("s3://bucket/warehouse/events/").unwrap(),
-            spec,
-            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
-            false,
-            ".parquet".to_string(),
-            PartitionIndex::try_new(
-                &PartitionSpec::new([("day".to_string(), DataType::Int32)]),
-                partitions,
-            )
-            .unwrap(),
-        );
+        let table = table_at("s3://bucket/warehouse/events/", partitions);
         let bytes = IndexNode::encode(&table, &table.index())
             .unwrap()
             .encode_to_vec()

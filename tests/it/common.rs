@@ -308,6 +308,17 @@ pub fn all_files(root: &Path) -> BTreeSet<String> {
     out
 }
 
+/// The error `sql` fails with while it runs (it must plan).
+pub async fn execution_error(ctx: &SessionContext, sql: &str) -> String {
+    ctx.sql(sql)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 pub async fn count(ctx: &SessionContext, sql: &str) -> i64 {
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
     batches[0]

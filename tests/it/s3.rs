@@ -221,14 +221,11 @@ async fn a_failed_insert_on_s3_leaves_nothing_visible() {
             .on(RequestKind::Write)
             .path_contains("p=701"),
     );
-    let error = ctx
-        .sql("INSERT INTO t VALUES (-1, 'u', 1.0, 1, 700), (-2, 'u', 2.0, 2, 701)")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = execution_error(
+        &ctx,
+        "INSERT INTO t VALUES (-1, 'u', 1.0, 1, 700), (-2, 'u', 2.0, 2, 701)",
+    )
+    .await;
     assert!(error.contains("p=701"), "{error}");
     assert_eq!(keys(&s3).await, before, "nothing of the write is visible");
     assert_eq!(

@@ -143,14 +143,7 @@ async fn values_that_cannot_be_directories_fail_and_leave_nothing() {
         // A good row first, so a file is already being written when the bad
         // value arrives.
         let sql = format!("INSERT INTO t VALUES (2, 'b', 'fine'), (3, 'c', '{bad}')");
-        let err = ctx
-            .sql(&sql)
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = execution_error(&ctx, &sql).await;
         assert!(
             err.contains("table 't'") || err.contains(&file_url(dir.path())),
             "{err}"
@@ -170,17 +163,12 @@ async fn a_failure_mid_stream_leaves_nothing_visible() {
     ctx.register_table("events", Arc::new(events_table(&ctx, dir.path()).await))
         .unwrap();
     // Integer division by zero fails at row id = 4000, batches after the first.
-    let err = ctx
-        .sql("INSERT INTO events SELECT id, user, amount, CAST(100 / (id - 4000) AS INT), date, region FROM events")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().to_lowercase().contains("divide by zero"),
-        "{err}"
-    );
+    let err = execution_error(
+        &ctx,
+        "INSERT INTO events SELECT id, user, amount, CAST(100 / (id - 4000) AS INT), date, region FROM events",
+    )
+    .await;
+    assert!(err.to_lowercase().contains("divide by zero"), "{err}");
     assert_eq!(all_files(dir.path()), before);
     assert_eq!(count(&ctx, "SELECT count(*) FROM events").await, 9_000);
 }

@@ -200,10 +200,7 @@ impl<'a> Lister<'a> {
             return self.list_under(vec![prefix.clone()]).await;
         }
         // Where keys begin to differ below the root: never cut above it.
-        let floor = match prefix.as_ref() {
-            "" => 0,
-            p => p.len() + 1,
-        };
+        let floor = below(prefix);
         let (splits, mut posted) = tokio::sync::mpsc::unbounded_channel::<KeyRange>();
         let outstanding = AtomicUsize::new(1);
         let unsorted = AtomicBool::new(false);
@@ -481,6 +478,14 @@ impl<'a> Lister<'a> {
     }
 }
 
+/// Where the parts of a key below `prefix` begin (after `prefix/`).
+fn below(prefix: &Path) -> usize {
+    match prefix.as_ref() {
+        "" => 0,
+        p => p.len() + 1,
+    }
+}
+
 /// Groups listed objects into partitions: data files only (see
 /// [`list_partitions`]), symbolic links checked on `file://` roots, values
 /// parsed once per directory.
@@ -492,11 +497,7 @@ async fn partitions_from(
 ) -> Result<Listing> {
     let prefix = root.prefix();
     // Where a path's parts under the root begin.
-    let below = if prefix.as_ref().is_empty() {
-        0
-    } else {
-        prefix.as_ref().len() + 1
-    };
+    let below = below(prefix);
     // The data files (at 10⁶ files, no allocation per file here: their
     // parts are read from the path itself).
     let files: Vec<ObjectMeta> = objects
@@ -775,7 +776,19 @@ mod tests {
             .cloned()
             .collect();
         expected.sort();
-        let root = ListingTableUrl::parse("s3://bucket/lake/").unwrap();
+        // `lake/` as an S3 root, listed splitting every `split_after` keys.
+        async fn list_root(
+            store: &Arc<dyn ObjectStore>,
+            concurrency: usize,
+            split_after: usize,
+            retry: Option<RetryPolicy>,
+        ) -> Vec<String> {
+            let root = ListingTableUrl::parse("s3://bucket/lake/").unwrap();
+            let mut lister = Lister::new(store, &root, concurrency, retry);
+            lister.split_after = split_after;
+            let listed = lister.list_root().await.unwrap();
+            listed.iter().map(|m| m.location.to_string()).collect()
+        }
         let policy = RetryPolicy {
             max_retries: 5,
             initial_backoff: std::time::Duration::from_millis(1),
@@ -795,15 +808,8 @@ mod tests {
                 );
             }
             let store: Arc<dyn ObjectStore> = faulty.clone();
-            let mut lister = Lister::new(&store, &root, concurrency, faults.then_some(policy));
-            lister.split_after = split_after;
-            let listed: Vec<String> = lister
-                .list_root()
-                .await
-                .unwrap()
-                .iter()
-                .map(|m| m.location.to_string())
-                .collect();
+            let listed =
+                list_root(&store, concurrency, split_after, faults.then_some(policy)).await;
             assert_eq!(
                 listed, expected,
                 "{concurrency} at once, split after {split_after}"
@@ -823,16 +829,7 @@ mod tests {
                 .times(1),
         );
         let store: Arc<dyn ObjectStore> = faulty.clone();
-        let mut lister = Lister::new(&store, &root, 4, None);
-        lister.split_after = 7;
-        let listed: Vec<String> = lister
-            .list_root()
-            .await
-            .unwrap()
-            .iter()
-            .map(|m| m.location.to_string())
-            .collect();
-        assert_eq!(listed, expected);
+        assert_eq!(list_root(&store, 4, 7, None).await, expected);
         assert_eq!(
             faulty.requests_of(RequestKind::List),
             2,
