@@ -298,3 +298,74 @@ async fn collect_reserved(
     }
     Ok(partitions)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::ScanDescription;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::physical_plan::ParquetSource;
+    use datafusion::execution::object_store::ObjectStoreUrl;
+    use datafusion_datasource::file_groups::FileGroup;
+    use datafusion_datasource::file_scan_config::FileScanConfigBuilder;
+    use datafusion_datasource::{PartitionedFile, TableSchema};
+    use object_store::path::Path;
+    use object_store::ObjectMeta;
+
+    fn file(location: &str, size: u64, e_tag: &str) -> PartitionedFile {
+        PartitionedFile::new_from_meta(ObjectMeta {
+            location: Path::from_iter(location.split('/')),
+            last_modified: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+            size,
+            e_tag: Some(e_tag.to_string()),
+            version: None,
+        })
+    }
+
+    /// A scan of `files`, in one group.
+    fn scan(files: Vec<PartitionedFile>) -> PartitionedScanExec {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let source = ParquetSource::new(TableSchema::builder(schema).build());
+        let config =
+            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                .with_file_groups(vec![FileGroup::new(files)])
+                .build();
+        let description = ScanDescription {
+            table: Arc::from("t"),
+            selected_partitions: 1,
+            total_partitions: 1,
+            partition_filters: Vec::new(),
+            row_group_filters: Vec::new(),
+            retry: None,
+            bucketing_note: None,
+        };
+        PartitionedScanExec::new(description, config)
+    }
+
+    /// A forged one-file scan whose ETag spells out the rest of another
+    /// scan's two-file description must not get that scan's key: the key's
+    /// parts cannot run into each other.
+    #[test]
+    fn a_forged_description_does_not_reach_another_scans_key() {
+        let victim = scan(vec![
+            file("t/a.parquet", 10, "x"),
+            file("t/b.parquet", 20, "y"),
+        ]);
+        let nanos = 1_700_000_000_000_000_000i64;
+        let forged = scan(vec![file(
+            "t/a.parquet",
+            10,
+            &format!("x:[]|t/b.parquet:20:{nanos}:y"),
+        )]);
+        let (victim, forged) = (cache_key(&victim), cache_key(&forged));
+        assert_ne!(victim.description(), forged.description());
+        assert_ne!(victim, forged);
+        // A name with the separators in it is no different.
+        let named = scan(vec![file(
+            &format!("t/a.parquet:10:{nanos}:x:[]|t/b.parquet"),
+            20,
+            "y",
+        )]);
+        assert_ne!(cache_key(&named).description(), victim.description());
+    }
+}

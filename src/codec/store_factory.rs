@@ -107,3 +107,32 @@ impl ObjectStoreFactory for UrlStoreFactory {
         Ok(object_store_for_url(url.as_str(), options)?)
     }
 }
+
+#[cfg(all(test, feature = "aws"))]
+mod tests {
+    use super::*;
+
+    /// Options given for `s3://warehouse` apply to that bucket only, not to
+    /// `s3://warehouse2` or `s3://warehouse-dev` (a URL prefix is not a bucket).
+    #[test]
+    fn options_apply_to_their_bucket_only() {
+        // An invalid value shows where the options were applied: the store
+        // cannot be built with them.
+        let factory = UrlStoreFactory::new()
+            .with_options("s3://warehouse", [("allow_http", "maybe")])
+            .with_options("s3://other/lake", [("allow_http", "perhaps")]);
+        let url = |u: &str| ObjectStoreUrl::parse(u).unwrap();
+        let error = factory
+            .create(&url("s3://warehouse"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("maybe"), "{error}");
+        assert!(factory.create(&url("s3://other")).is_err());
+        for elsewhere in ["s3://warehouse2", "s3://warehouse-dev", "gs://warehouse"] {
+            if let Err(e) = factory.create(&url(elsewhere)) {
+                panic!("{elsewhere} got another bucket's options: {e}");
+            }
+        }
+    }
+}

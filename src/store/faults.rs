@@ -6,7 +6,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +16,7 @@ use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
 /// The kinds of request a fault can target, and requests are counted by.
@@ -66,6 +66,9 @@ pub enum Fault {
     /// does not list in key order (a local file system) may; other requests
     /// run as they are.
     Unordered,
+    /// Waits this long, then fails as [`Permanent`](Self::Permanent) does:
+    /// a request that is slow *and* fails, to stage a race with a failure.
+    SlowFailure(Duration),
 }
 
 /// One fault and which requests it applies to.
@@ -127,6 +130,8 @@ struct ActiveRule {
 /// stage a race.
 #[derive(Debug)]
 pub struct FaultyStore {
+    /// Itself, for the streams and uploads that outlive a `&self` call.
+    this: Weak<FaultyStore>,
     inner: Arc<dyn ObjectStore>,
     rules: Mutex<Vec<ActiveRule>>,
     injected: AtomicUsize,
@@ -134,6 +139,8 @@ pub struct FaultyStore {
     /// Reads running now, and the most that ever ran at once.
     reading: Arc<(AtomicUsize, AtomicUsize)>,
     hold: Mutex<Option<ListHold>>,
+    /// Multipart uploads aborted through this store.
+    aborted_uploads: AtomicUsize,
 }
 
 /// Counts one read as running until dropped (a cancelled read included).
@@ -156,14 +163,21 @@ impl Drop for Reading {
 impl FaultyStore {
     /// `inner` with no faults yet.
     pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             inner,
             rules: Mutex::new(Vec::new()),
             injected: AtomicUsize::new(0),
             requests: Default::default(),
             reading: Arc::default(),
             hold: Mutex::new(None),
+            aborted_uploads: AtomicUsize::new(0),
         })
+    }
+
+    /// Multipart uploads aborted through this store so far.
+    pub fn aborted_uploads(&self) -> usize {
+        self.aborted_uploads.load(Ordering::SeqCst)
     }
 
     /// Adds a rule (after the existing ones).
@@ -271,6 +285,13 @@ impl FaultyStore {
             Some(Fault::ShortRead) => Ok(true),
             Some(Fault::Hang) => futures::future::pending().await,
             Some(Fault::Unordered) => Ok(false),
+            Some(Fault::SlowFailure(delay)) => {
+                tokio::time::sleep(delay).await;
+                Err(object_store::Error::PermissionDenied {
+                    path: path.to_string(),
+                    source: "injected slow permanent fault".into(),
+                })
+            }
         }
     }
 }
@@ -333,6 +354,14 @@ impl FaultyStore {
                 })
             })
             .boxed(),
+            Some(Fault::SlowFailure(delay)) => stream::once(async move {
+                tokio::time::sleep(delay).await;
+                Err(object_store::Error::PermissionDenied {
+                    path,
+                    source: "injected slow permanent fault".into(),
+                })
+            })
+            .boxed(),
             Some(Fault::Hang) => stream::pending().boxed(),
             Some(Fault::Unordered) => {
                 let listing = listing();
@@ -349,6 +378,7 @@ impl FaultyStore {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectStore for FaultyStore {
     async fn put_opts(
         &self,
@@ -366,7 +396,15 @@ impl ObjectStore for FaultyStore {
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
         self.before(RequestKind::Write, location.as_ref()).await?;
-        self.inner.put_multipart_opts(location, opts).await
+        let upload = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(match self.this.upgrade() {
+            Some(store) => Box::new(FaultyUpload {
+                store,
+                location: location.clone(),
+                inner: upload,
+            }),
+            None => upload,
+        })
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -406,12 +444,25 @@ impl ObjectStore for FaultyStore {
         })
     }
 
+    /// Each deletion is a `Write` request, faults applied per path.
     fn delete_stream(
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
-        self.requests[RequestKind::Write.index()].fetch_add(1, Ordering::SeqCst);
-        self.inner.delete_stream(locations)
+        let this = self.this.upgrade();
+        let checked = locations
+            .then(move |location| {
+                let this = this.clone();
+                async move {
+                    let location = location?;
+                    if let Some(this) = this {
+                        this.before(RequestKind::Write, location.as_ref()).await?;
+                    }
+                    Ok(location)
+                }
+            })
+            .boxed();
+        self.inner.delete_stream(checked)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -441,5 +492,39 @@ impl ObjectStore for FaultyStore {
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.before(RequestKind::Write, from.as_ref()).await?;
         self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.before(RequestKind::Write, from.as_ref()).await?;
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// A multipart upload through a [`FaultyStore`]: its completion is a
+/// `Write` request of the object's path (faults apply), its abort is counted.
+#[derive(Debug)]
+struct FaultyUpload {
+    store: Arc<FaultyStore>,
+    location: Path,
+    inner: Box<dyn MultipartUpload>,
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl MultipartUpload for FaultyUpload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        self.store
+            .before(RequestKind::Write, self.location.as_ref())
+            .await?;
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.store.aborted_uploads.fetch_add(1, Ordering::SeqCst);
+        self.inner.abort().await
     }
 }

@@ -340,4 +340,27 @@ mod tests {
         writer.abort().await.unwrap();
         assert!(store.head(&Path::from("t/aborted.parquet")).await.is_err());
     }
+
+    /// A multipart upload whose completion fails is aborted, not dropped:
+    /// its parts would otherwise stay in the store, unlisted and billed.
+    #[cfg(feature = "test-utils")]
+    #[tokio::test]
+    async fn an_upload_whose_completion_fails_is_aborted() {
+        use crate::store::faults::{Fault, FaultRule, FaultyStore, RequestKind};
+        let faulty = FaultyStore::new(Arc::new(InMemory::new()));
+        // The upload starts (the first write), its completion fails.
+        faulty.inject(
+            FaultRule::new(Fault::Permanent)
+                .on(RequestKind::Write)
+                .every(2),
+        );
+        let store: Arc<dyn ObjectStore> = faulty.clone();
+        let path = Path::from("t/large.parquet");
+        let staged = written(&store, &path, 23 << 20).await;
+        assert!(matches!(staged, Staged::Upload(_)));
+        let error = staged.commit(&store, &path, &path).await.unwrap_err();
+        assert!(error.to_string().contains("injected"), "{error}");
+        assert_eq!(faulty.aborted_uploads(), 1);
+        assert!(store.head(&path).await.is_err());
+    }
 }

@@ -338,6 +338,41 @@ async fn a_pool_refusal_evicts_least_recently_used_entries_first() {
     assert!(cache.metrics().hits > hits);
 }
 
+/// A pool that refuses a fill evicts only entries reserved in that pool:
+/// entries another session (another pool) holds free nothing there, so
+/// they stay cached.
+#[tokio::test]
+async fn a_pool_refusal_evicts_only_entries_of_that_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let small = "SELECT id FROM events WHERE date = DATE '2026-03-01' AND region = 'eu'";
+    let large = "SELECT id, user FROM events";
+    let cache = TableCache::new(CacheConfig::default().with_max_rows(1_000_000));
+    // Session A, with a pool of its own, fills one entry.
+    let roomy = SessionBuilder::new().with_table_cache(cache.clone());
+    let a = roomy.build_context();
+    a.register_table("events", table(&a, dir.path(), false).await)
+        .unwrap();
+    rows(&a, small).await.unwrap();
+    assert_eq!(cache.metrics().entries, 1);
+    // Session B's pool cannot hold its scan: its fill is refused.
+    let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(16 * 1024));
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(pool.clone())
+        .build_arc()
+        .unwrap();
+    let tight = SessionBuilder::new()
+        .with_runtime(runtime)
+        .with_table_cache(cache.clone());
+    let b = tight.build_context();
+    b.register_table("events", table(&b, dir.path(), false).await)
+        .unwrap();
+    assert_eq!(rows(&b, large).await.unwrap().len(), 9000);
+    let m = cache.metrics();
+    assert_eq!((m.entries, m.evictions), (1, 0), "A's entry stays: {m:?}");
+    assert!(m.rejected >= 1, "{m:?}");
+}
+
 /// Batches served from the cache are always ready; the stream still yields
 /// to the runtime once the task's budget is spent (DataFusion's `cooperative`).
 #[tokio::test(flavor = "current_thread")]

@@ -277,3 +277,57 @@ async fn listing_faults_are_retried_or_reported() {
     assert!(err.contains("timed out"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// The request timeout bounds each page of a listing, not the whole of it:
+/// a root that takes longer than `request_timeout` to list entry by entry
+/// (2,000 objects at 1 ms each, a 1 s timeout) is built, through one
+/// listing (`memory://`) and through the splitting listing (`s3://`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_longer_than_the_request_timeout_completes() {
+    use object_store::memory::InMemory;
+    use object_store::throttle::{ThrottleConfig, ThrottledStore};
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+    let inner = Arc::new(InMemory::new());
+    let batch = events_batch(0, 10);
+    let mut bytes = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let data = object_store::path::Path::from("lake/p=0/part-0.parquet");
+    inner.put(&data, PutPayload::from(bytes)).await.unwrap();
+    for i in 1..2_000 {
+        let note = object_store::path::Path::from(format!("lake/p={}/notes-{i}.txt", i % 20));
+        inner.put(&note, PutPayload::from_static(b"x")).await.unwrap();
+    }
+    let throttled: Arc<dyn ObjectStore> = Arc::new(ThrottledStore::new(
+        inner,
+        ThrottleConfig {
+            wait_list_per_entry: Duration::from_millis(1),
+            ..ThrottleConfig::default()
+        },
+    ));
+    let policy = RetryPolicy {
+        max_retries: 0,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(1),
+        request_timeout: Duration::from_secs(1),
+    };
+    for url in ["memory://", "s3://bucket"] {
+        let ctx = SessionContext::new();
+        ctx.register_object_store(&Url::parse(url).unwrap(), Arc::clone(&throttled));
+        let root = format!("{}/lake/", url.trim_end_matches('/'));
+        let started = Instant::now();
+        let table = PartitionedTable::builder(&root)
+            .partition_column("p", DataType::Int32)
+            .retry(policy)
+            .build(&ctx.state())
+            .await
+            .unwrap_or_else(|e| panic!("{root}: {e}"));
+        assert_eq!(table.index().file_count(), 1, "{root}");
+        assert!(
+            started.elapsed() > policy.request_timeout,
+            "{root}: the listing took longer than one request may"
+        );
+    }
+}

@@ -12,64 +12,12 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
-use datafusion::execution::memory_pool::{
-    GreedyMemoryPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
-};
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use lakefusion::{CacheConfig, PartitionedTable, SessionBuilder};
 
 use crate::common::*;
-
-/// A pool that remembers the most it ever had reserved.
-#[derive(Debug)]
-struct PeakPool {
-    inner: GreedyMemoryPool,
-    peak: AtomicUsize,
-}
-
-impl PeakPool {
-    fn record(&self) {
-        self.peak
-            .fetch_max(self.inner.reserved(), Ordering::Relaxed);
-    }
-}
-
-impl std::fmt::Display for PeakPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PeakPool({})", self.inner)
-    }
-}
-
-impl MemoryPool for PeakPool {
-    fn name(&self) -> &str {
-        "PeakPool(Greedy)"
-    }
-    fn register(&self, consumer: &MemoryConsumer) {
-        self.inner.register(consumer)
-    }
-    fn unregister(&self, consumer: &MemoryConsumer) {
-        self.inner.unregister(consumer)
-    }
-    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
-        self.inner.grow(reservation, additional);
-        self.record();
-    }
-    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
-        self.inner.shrink(reservation, shrink)
-    }
-    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
-        self.inner.try_grow(reservation, additional)?;
-        self.record();
-        Ok(())
-    }
-    fn reserved(&self) -> usize {
-        self.inner.reserved()
-    }
-    fn memory_limit(&self) -> MemoryLimit {
-        self.inner.memory_limit()
-    }
-}
 
 /// The mix: scans, pruned scans, aggregations, a join with a small (cached)
 /// table, TopK, a full sort, a window, a distinct count.
@@ -120,10 +68,7 @@ async fn concurrent_mixed_queries_are_correct_and_bounded() {
         expected.push(rows(&plain, sql).await.unwrap());
     }
 
-    let pool = Arc::new(PeakPool {
-        inner: GreedyMemoryPool::new(POOL_BYTES),
-        peak: AtomicUsize::new(0),
-    });
+    let pool = Arc::new(PeakPool::new(POOL_BYTES));
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::clone(&pool) as Arc<dyn MemoryPool>)
         .build_arc()
@@ -186,7 +131,7 @@ async fn concurrent_mixed_queries_are_correct_and_bounded() {
 
     let metrics = cache.metrics();
     let cache_peak = cache_peak.load(Ordering::Relaxed);
-    let pool_peak = pool.peak.load(Ordering::Relaxed);
+    let pool_peak = pool.peak();
     assert!(
         cache_peak <= CACHE_BYTES,
         "cache {cache_peak} > {CACHE_BYTES}"

@@ -30,3 +30,4 @@ mod trust;
 #[cfg(feature = "ballista")]
 mod trust_wire;
 mod write;
+mod write_failures;

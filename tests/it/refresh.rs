@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::{col, lit, SessionContext};
+use futures::TryStreamExt;
 use lakefusion::store::faults::{FaultyStore, ListHold, RequestKind};
 use lakefusion::{PartitionedTable, SessionBuilder};
 use object_store::memory::InMemory;
@@ -188,4 +189,157 @@ async fn an_insert_during_a_partial_refresh_is_kept() {
     hold.release.notify_one();
     refreshing.await.unwrap().unwrap();
     assert_eq!(files_of(&table, 9), 3, "the INSERT's file survived");
+}
+
+/// A partial refresh of an unchanged lake changes no answer, however other
+/// writers spelled the directories: zero-padded numbers (`hour=07`) and
+/// Spark's escapes (`ts=10%3A00` for `'10:00'`) are re-listed under their
+/// own names, and a file added there is found.
+#[tokio::test]
+async fn a_partial_refresh_keeps_directories_other_writers_spelled_their_way() {
+    let lake: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    put_file(&lake, "lake/hour=07/part-0.parquet").await;
+    put_file(&lake, "lake/hour=8/part-0.parquet").await;
+    let (ctx, store, table) = table_over(&lake, &[("hour", DataType::Int32)]).await;
+    let hour_7 = "SELECT count(*) FROM t WHERE hour = 7";
+    assert_eq!(count(&ctx, hour_7).await, ROWS as i64);
+    for predicate in [
+        col("hour").eq(lit(7i32)),
+        col("hour").in_list(vec![lit(7i32), lit(9i32)], false),
+    ] {
+        table
+            .refresh_partitions(&ctx.state(), predicate)
+            .await
+            .unwrap();
+        assert_eq!(count(&ctx, hour_7).await, ROWS as i64, "hour=07 was kept");
+    }
+    // A file another writer adds to `hour=07/` is found there.
+    put_file(&lake, "lake/hour=07/part-1.parquet").await;
+    store.reset_counts();
+    table
+        .refresh_partitions(&ctx.state(), col("hour").eq(lit(7i32)))
+        .await
+        .unwrap();
+    assert_eq!(count(&ctx, hour_7).await, 2 * ROWS as i64);
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM t").await,
+        3 * ROWS as i64
+    );
+
+    let lake: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    put_file(&lake, "lake/ts=10%3A00/part-0.parquet").await;
+    let (ctx, _, table) = table_over(&lake, &[("ts", DataType::Utf8)]).await;
+    let ten = "SELECT count(*) FROM t WHERE ts = '10:00'";
+    assert_eq!(count(&ctx, ten).await, ROWS as i64);
+    table
+        .refresh_partitions(&ctx.state(), col("ts").eq(lit("10:00")))
+        .await
+        .unwrap();
+    assert_eq!(count(&ctx, ten).await, ROWS as i64, "ts=10%3A00 was kept");
+}
+
+/// `build()` and the delimiter listings of `refresh_partitions` follow the
+/// same Hive rules: a directory of no data files that is not `key=value`
+/// (`tmp/` with notes in it) is ignored by both; one holding a data file is
+/// refused by both.
+#[tokio::test]
+async fn a_partial_refresh_ignores_what_build_ignores() {
+    let lake = ten_partitions().await;
+    lake.put(
+        &Path::from("lake/tmp/notes.txt"),
+        PutPayload::from_static(b"x"),
+    )
+    .await
+    .unwrap();
+    lake.put(
+        &Path::from("lake/p=x/notes.txt"),
+        PutPayload::from_static(b"x"),
+    )
+    .await
+    .unwrap();
+    let (ctx, _, table) = table_over(&lake, &[("p", DataType::Int32)]).await;
+    table
+        .refresh_partitions(&ctx.state(), col("p").gt_eq(lit(8)))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&ctx, "SELECT count(*) FROM t").await,
+        (20 * ROWS) as i64
+    );
+    // A data file in such a directory: both refuse it, naming it.
+    put_file(&lake, "lake/tmp/part-0.parquet").await;
+    let build = PartitionedTable::builder("memory:///lake/")
+        .partition_column("p", DataType::Int32)
+        .build(&ctx.state())
+        .await
+        .unwrap_err()
+        .to_string();
+    let refresh = table
+        .refresh_partitions(&ctx.state(), col("p").gt_eq(lit(8)))
+        .await
+        .unwrap_err()
+        .to_string();
+    for error in [build, refresh] {
+        assert!(error.contains("lake/tmp/part-0.parquet"), "{error}");
+    }
+}
+
+/// A `refresh()` that lists while an INSERT commits (one partition's commit
+/// is slow) must not show part of the INSERT through the table; and when
+/// that commit then fails, the refresh must not keep the files the failure
+/// deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_during_an_inserts_commit_shows_all_of_it_or_none() {
+    use lakefusion::store::faults::{Fault, FaultRule};
+    use std::time::Duration;
+    for fails in [false, true] {
+        let lake = ten_partitions().await;
+        let (ctx, store, table) = table_over(&lake, &[("p", DataType::Int32)]).await;
+        let slow = Duration::from_millis(1500);
+        store.inject(
+            FaultRule::new(if fails {
+                Fault::SlowFailure(slow)
+            } else {
+                Fault::Latency(slow)
+            })
+            .on(RequestKind::Write)
+            .path_contains("p=3/part-"),
+        );
+        let inserting = {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                rows(
+                    &ctx,
+                    "INSERT INTO t VALUES (1, 'u', 1.0, 1, 1), (2, 'u', 1.0, 1, 3)",
+                )
+                .await
+            })
+        };
+        // p=1's new file is in place; p=3's commit is still running.
+        loop {
+            let listed: Vec<_> = lake
+                .list(Some(&Path::from("lake/p=1")))
+                .try_collect()
+                .await
+                .unwrap();
+            if listed.len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        table.refresh(&ctx.state()).await.unwrap();
+        assert_eq!(
+            count(&ctx, "SELECT count(*) FROM t").await,
+            (20 * ROWS) as i64,
+            "none of the INSERT while it commits (fails: {fails})"
+        );
+        let inserted = inserting.await.unwrap();
+        assert_eq!(inserted.is_err(), fails, "{inserted:?}");
+        let after = if fails { 20 * ROWS } else { 20 * ROWS + 2 };
+        assert_eq!(
+            count(&ctx, "SELECT count(*) FROM t").await,
+            after as i64,
+            "all of the INSERT or none of it (fails: {fails})"
+        );
+    }
 }

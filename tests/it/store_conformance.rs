@@ -70,3 +70,31 @@ async fn resilient_store_over_failing_reads_passes_the_suite() {
     conformance(&ResilientStore::new(faulty.clone(), quick_retries())).await;
     assert!(faulty.injected() > 0, "no fault was injected");
 }
+
+/// The wrappers forward `rename`: on the local disk it stays one atomic
+/// `rename(2)` (the file keeps its inode), not object_store's default copy
+/// and delete — the commit of a table with `.retry(..)` renames every file.
+#[tokio::test]
+async fn the_wrappers_forward_rename() {
+    use object_store::local::LocalFileSystem;
+    use object_store::path::Path;
+    use object_store::{ObjectStoreExt, PutPayload};
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let faulty = FaultyStore::new(local);
+    let store = ResilientStore::new(faulty.clone(), quick_retries());
+    let (from, to) = (Path::from("a/.x.inprogress"), Path::from("a/x"));
+    store.put(&from, PutPayload::from_static(b"data")).await.unwrap();
+    let inode = std::fs::metadata(dir.path().join("a/.x.inprogress")).unwrap().ino();
+    faulty.reset_counts();
+    store.rename_if_not_exists(&from, &to).await.unwrap();
+    assert_eq!(
+        faulty.requests_of(RequestKind::Write),
+        1,
+        "one rename, not a copy and a delete"
+    );
+    assert_eq!(std::fs::metadata(dir.path().join("a/x")).unwrap().ino(), inode);
+    assert!(!dir.path().join("a/.x.inprogress").exists());
+}

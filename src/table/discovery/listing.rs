@@ -835,5 +835,22 @@ mod tests {
             2,
             "one listing, then one again"
         );
+        // Out of order in a range listing, not the first: a range whose
+        // first key is already past its end must still notice.
+        for nth in 2..=8 {
+            let faulty = FaultyStore::new(Arc::clone(&inner) as Arc<dyn ObjectStore>);
+            faulty.inject(
+                FaultRule::new(Fault::Unordered)
+                    .on(RequestKind::List)
+                    .every(nth)
+                    .times(1),
+            );
+            let store: Arc<dyn ObjectStore> = faulty.clone();
+            assert_eq!(
+                list_root(&store, 2, 7, None).await,
+                expected,
+                "listing {nth} out of order"
+            );
+        }
     }
 }
