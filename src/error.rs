@@ -290,6 +290,32 @@ pub enum Error {
         #[source]
         source: Box<DataFusionError>,
     },
+
+    /// A write failed while making its files visible, and some files it had
+    /// already made visible could not be removed again: readers that list
+    /// the root (other processes, other engines) see them until
+    /// `PartitionedTable::remove_abandoned_writes` removes them, guided by
+    /// the write's record, which stays for that purpose.
+    #[error(
+        "table '{table}': writing '{path}' failed: {source}; {count} file(s) of the write \
+         could not be removed and stay visible to other readers until \
+         remove_abandoned_writes removes them (the write's record '{record}' lists them): {files}",
+        count = left.len(),
+        files = left.join(", ")
+    )]
+    WriteLeftVisible {
+        /// The table being written.
+        table: String,
+        /// The file whose commit failed first.
+        path: String,
+        /// Why it failed.
+        #[source]
+        source: Box<DataFusionError>,
+        /// The files left visible.
+        left: Vec<String>,
+        /// The write's record, under the root's `_lakefusion/writes/`.
+        record: String,
+    },
 }
 
 /// What is wrong with a partition path ([`Error::PartitionPath`]).

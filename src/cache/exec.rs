@@ -96,39 +96,61 @@ impl CachedScanExec {
 /// ETag and byte range (in group order), the partition values, the output
 /// schema, the filters and the limit. A refresh that finds a changed file
 /// therefore yields a different key, never a stale hit.
+///
+/// Every part is written with its length before it (`location=11:t/a.parquet`),
+/// so the description reads back one way only: a file name or ETag (from
+/// storage, or from a forged plan) that contains the text of other parts
+/// cannot make two different scans describe themselves alike.
 pub fn cache_key(scan: &PartitionedScanExec) -> CacheKey {
-    use std::fmt::Write;
     let config = scan.file_scan_config();
-    let mut d = String::new();
-    let _ = write!(d, "store={}", config.object_store_url);
-    for (g, group) in config.file_groups.iter().enumerate() {
-        let _ = write!(d, "|group{g}");
+    let mut d = KeyText::default();
+    d.part("store", config.object_store_url.as_str());
+    d.part("groups", config.file_groups.len());
+    for group in config.file_groups.iter() {
+        d.part("files", group.len());
         for file in group.iter() {
             let meta = &file.object_meta;
-            let _ = write!(
-                d,
-                "|{}:{}:{}:{}",
-                meta.location,
-                meta.size,
+            d.part("location", &meta.location);
+            d.part("size", meta.size);
+            d.part(
+                "modified",
                 meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
-                meta.e_tag.as_deref().unwrap_or("")
             );
-            if let Some(range) = &file.range {
-                let _ = write!(d, ":{}..{}", range.start, range.end);
+            d.part("e_tag", meta.e_tag.as_deref().unwrap_or(""));
+            match &file.range {
+                Some(range) => d.part("range", format!("{}..{}", range.start, range.end)),
+                None => d.part("range", ""),
             }
-            let values: Vec<String> = file
-                .partition_values
-                .iter()
-                .map(|v| format!("{v:?}"))
-                .collect();
-            let _ = write!(d, ":[{}]", values.join(","));
+            d.part("values", file.partition_values.len());
+            for value in &file.partition_values {
+                d.part("value", format!("{value:?}"));
+            }
         }
     }
-    let _ = write!(d, "|schema={:?}", scan.schema().fields());
-    let _ = write!(d, "|partition_filters={:?}", scan.partition_filters());
-    let _ = write!(d, "|row_group_filters={:?}", scan.row_group_filters());
-    let _ = write!(d, "|limit={:?}", scan.limit());
-    CacheKey::new(d)
+    d.part("schema", format!("{:?}", scan.schema().fields()));
+    d.part(
+        "partition_filters",
+        format!("{:?}", scan.partition_filters()),
+    );
+    d.part(
+        "row_group_filters",
+        format!("{:?}", scan.row_group_filters()),
+    );
+    d.part("limit", format!("{:?}", scan.limit()));
+    CacheKey::new(d.0)
+}
+
+/// A cache key's description, built of length-prefixed parts.
+#[derive(Default)]
+struct KeyText(String);
+
+impl KeyText {
+    /// Appends `label=<length>:<value>;` (the length in bytes).
+    fn part(&mut self, label: &str, value: impl fmt::Display) {
+        use std::fmt::Write;
+        let value = value.to_string();
+        let _ = write!(self.0, "{label}={}:{value};", value.len());
+    }
 }
 
 impl fmt::Debug for CachedScanExec {

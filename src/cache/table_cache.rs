@@ -147,7 +147,8 @@ pub struct CacheMetrics {
 ///   [`CacheConfig::capacity_bytes`].
 /// * Every entry's bytes are reserved from the memory pool of the session that
 ///   filled it, batch by batch while the fill collects them. If the pool
-///   refuses, least recently used entries are evicted first; if it still
+///   refuses, least recently used entries reserved in that same pool are
+///   evicted first (other sessions' entries free nothing there); if it still
 ///   refuses, the rows are returned to that query but not cached. The cache
 ///   never pushes a memory-limited runtime over its limit.
 /// * Concurrent lookups that miss on the same key run the scan once; the others
@@ -184,6 +185,9 @@ struct Entry {
     /// Held for as long as the entry lives; dropping it returns the bytes to
     /// the pool.
     _reservation: Arc<MemoryReservation>,
+    /// The pool the bytes are reserved from (sessions sharing the cache may
+    /// each have their own): evicting the entry frees memory there only.
+    pool: Arc<dyn MemoryPool>,
 }
 
 impl fmt::Debug for TableCache {
@@ -314,6 +318,7 @@ impl TableCache {
         let filled = fill(CacheFill {
             cache: self.clone(),
             reservation: Arc::clone(&reservation),
+            pool: Arc::clone(pool),
             refused: Arc::clone(&refused),
         })
         .await?;
@@ -321,7 +326,7 @@ impl TableCache {
         if refused.load(Ordering::Relaxed) {
             self.inner.rejected.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.insert(key, Arc::clone(&partitions), reservation);
+            self.insert(key, Arc::clone(&partitions), reservation, pool);
         }
         Ok(partitions)
     }
@@ -336,12 +341,13 @@ impl TableCache {
         Some(Arc::clone(&entry.partitions))
     }
 
-    /// Evicts the least recently used entry, returning its bytes to its pool;
-    /// `false` if there was none.
-    fn evict_oldest(&self, state: &mut State) -> bool {
+    /// Evicts the least recently used entry (of those reserved in `pool`, if
+    /// given), returning its bytes to its pool; `false` if there was none.
+    fn evict_oldest(&self, state: &mut State, pool: Option<&Arc<dyn MemoryPool>>) -> bool {
         let Some(oldest) = state
             .entries
             .iter()
+            .filter(|(_, e)| pool.is_none_or(|pool| same_pool(&e.pool, pool)))
             .min_by_key(|(_, e)| e.last_used)
             .map(|(k, _)| k.clone())
         else {
@@ -361,6 +367,7 @@ impl TableCache {
         key: &CacheKey,
         partitions: CachedPartitions,
         reservation: Arc<MemoryReservation>,
+        pool: &Arc<dyn MemoryPool>,
     ) {
         let bytes: usize = partitions
             .iter()
@@ -378,7 +385,7 @@ impl TableCache {
         if state.entries.contains_key(key) {
             return;
         }
-        while state.bytes + bytes > capacity && self.evict_oldest(&mut state) {}
+        while state.bytes + bytes > capacity && self.evict_oldest(&mut state, None) {}
         state.clock += 1;
         let last_used = state.clock;
         state.bytes += bytes;
@@ -389,6 +396,7 @@ impl TableCache {
                 bytes,
                 last_used,
                 _reservation: reservation,
+                pool: Arc::clone(pool),
             },
         );
     }
@@ -406,6 +414,8 @@ impl TableCache {
 pub struct CacheFill {
     cache: TableCache,
     reservation: Arc<MemoryReservation>,
+    /// The pool `reservation` is in.
+    pool: Arc<dyn MemoryPool>,
     /// Set once the pool refused: the fill is then not cached.
     refused: Arc<AtomicBool>,
 }
@@ -420,21 +430,28 @@ impl fmt::Debug for CacheFill {
 
 impl CacheFill {
     /// Reserves `bytes` more for the rows being collected. When the pool
-    /// refuses, the cache's least recently used entries are evicted
-    /// (returning their bytes) until it grants them; if none is left, the
-    /// fill gives back what it reserved and will not be cached.
+    /// refuses, the cache's least recently used entries *reserved in that
+    /// pool* are evicted (returning their bytes to it) until it grants them
+    /// — entries of other sessions' pools would free nothing there; if none
+    /// is left, the fill gives back what it reserved and will not be cached.
     pub fn grow(&self, bytes: usize) {
         while !self.refused.load(Ordering::Relaxed) {
             if self.reservation.try_grow(bytes).is_ok() {
                 return;
             }
             let mut state = self.cache.state();
-            if !self.cache.evict_oldest(&mut state) {
+            if !self.cache.evict_oldest(&mut state, Some(&self.pool)) {
                 self.refused.store(true, Ordering::Relaxed);
                 self.reservation.free();
             }
         }
     }
+}
+
+/// Whether two handles are the same pool (compared by address: pools have
+/// no identity of their own).
+fn same_pool(a: &Arc<dyn MemoryPool>, b: &Arc<dyn MemoryPool>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
 /// Removes a key's in-flight marker when the turn that filled it ends, however

@@ -57,7 +57,7 @@ pub(crate) fn ensure_store(
 /// ```
 #[derive(Clone, Default)]
 pub struct UrlStoreFactory {
-    /// Options by the URL prefix (scheme and bucket) they apply to.
+    /// Options by the URL of the bucket they apply to.
     options: Vec<(String, Vec<(String, String)>)>,
 }
 
@@ -67,8 +67,10 @@ impl UrlStoreFactory {
         Self::default()
     }
 
-    /// Options for the stores whose URL starts with `url` (e.g.
-    /// `s3://warehouse`); the longest matching prefix wins.
+    /// Options for the store of `url`'s scheme and bucket (e.g.
+    /// `s3://warehouse`; a path after the bucket is ignored, as a store
+    /// serves a whole bucket). They apply to that bucket only, never to
+    /// `s3://warehouse2`; given twice for one bucket, the later wins.
     pub fn with_options<K: Into<String>, V: Into<String>>(
         mut self,
         url: impl Into<String>,
@@ -95,13 +97,22 @@ impl Debug for UrlStoreFactory {
     }
 }
 
+/// The scheme and bucket (authority) of `url`, lower-cased as URLs
+/// compare them; `None` if it is not a URL.
+fn bucket_of(url: &str) -> Option<(String, String)> {
+    let parsed = url::Url::parse(url).ok()?;
+    Some((parsed.scheme().to_string(), parsed.authority().to_string()))
+}
+
 impl ObjectStoreFactory for UrlStoreFactory {
     fn create(&self, url: &ObjectStoreUrl) -> Result<Arc<dyn ObjectStore>> {
+        let wanted = bucket_of(url.as_str());
+        // The last options given for the store's scheme and bucket.
         let options = self
             .options
             .iter()
-            .filter(|(prefix, _)| url.as_str().starts_with(prefix.as_str()))
-            .max_by_key(|(prefix, _)| prefix.len())
+            .rev()
+            .find(|(configured, _)| wanted.is_some() && bucket_of(configured) == wanted)
             .map(|(_, options)| options.clone())
             .unwrap_or_default();
         Ok(object_store_for_url(url.as_str(), options)?)
@@ -128,11 +139,12 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(error.contains("maybe"), "{error}");
-        assert!(factory.create(&url("s3://other")).is_err());
         for elsewhere in ["s3://warehouse2", "s3://warehouse-dev", "gs://warehouse"] {
             if let Err(e) = factory.create(&url(elsewhere)) {
                 panic!("{elsewhere} got another bucket's options: {e}");
             }
         }
+        // Options given with a path apply to the whole bucket.
+        assert!(factory.create(&url("s3://other")).is_err());
     }
 }

@@ -14,7 +14,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+    Result,
 };
 
 /// How a table's reads survive a store that fails: how often a transient
@@ -148,6 +149,8 @@ enum ReadFailure {
         attempt: u32,
         attempts: u32,
     },
+    #[error("listing {path} timed out: nothing received for {timeout:?} (a page took longer than the request timeout)")]
+    ListingStalled { path: String, timeout: Duration },
     #[error("{operation} of {path} returned {got} bytes instead of {expected} (a short read)")]
     ShortRead {
         operation: &'static str,
@@ -178,7 +181,9 @@ fn failure(error: ReadFailure) -> object_store::Error {
 /// decoder.
 ///
 /// Listings are retried whole (collected, then replayed), so a listing
-/// that fails half-way never yields a partial or duplicated file list.
+/// that fails half-way never yields a partial or duplicated file list; the
+/// request timeout bounds each page of a listing (the wait for its next
+/// entry), not the whole listing.
 /// Writes pass through unchanged: the sink's temporary files make a failed
 /// write invisible, and a multipart upload cannot be replayed from here.
 #[derive(Debug)]
@@ -224,21 +229,86 @@ impl RetryPolicy {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        let timeout = self.request_timeout;
+        self.retry_attempts(operation, path, |number| {
+            let attempt = attempt();
+            async move {
+                tokio::time::timeout(timeout, attempt)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(failure(ReadFailure::Timeout {
+                            operation,
+                            path: path.to_string(),
+                            timeout,
+                            attempt: number,
+                            attempts: self.max_retries + 1,
+                        }))
+                    })
+            }
+        })
+        .await
+    }
+
+    /// Retries a listing that is read through [`each_within`](Self::each_within):
+    /// each of its pages is bounded by the request timeout, the whole of it
+    /// is not — a root of a few hundred thousand keys takes many pages, one
+    /// after another.
+    pub(crate) async fn retry_listing<T, F, Fut>(&self, path: &str, attempt: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.retry_attempts("list", path, |_| attempt()).await
+    }
+
+    /// `listing` with each entry bounded by the request timeout: an entry
+    /// that takes longer than one request may (a page that does not come)
+    /// ends the listing with a transient error, retried as a timeout is.
+    pub(crate) fn each_within<T: Send + 'static>(
+        &self,
+        path: &str,
+        listing: BoxStream<'static, Result<T>>,
+    ) -> BoxStream<'static, Result<T>> {
+        let timeout = self.request_timeout;
+        let path = path.to_string();
+        stream::unfold(Some(listing), move |listing| {
+            let path = path.clone();
+            async move {
+                let mut listing = listing?;
+                match tokio::time::timeout(timeout, listing.next()).await {
+                    Ok(Some(entry)) => Some((entry, Some(listing))),
+                    Ok(None) => None,
+                    Err(_) => Some((
+                        Err(failure(ReadFailure::ListingStalled { path, timeout })),
+                        None,
+                    )),
+                }
+            }
+        })
+        .boxed()
+    }
+
+    /// The retry loop: runs `attempt(number)` (1-based) until it succeeds,
+    /// fails permanently, or the retries are spent, with jittered backoff
+    /// between attempts.
+    async fn retry_attempts<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        path: &str,
+        attempt: F,
+    ) -> Result<T>
+    where
+        F: Fn(u32) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let attempts = self.max_retries + 1;
         let mut number = 0;
         loop {
             number += 1;
-            let error = match tokio::time::timeout(self.request_timeout, attempt()).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if !is_transient(&e) => return Err(e),
-                Ok(Err(e)) => e,
-                Err(_) => failure(ReadFailure::Timeout {
-                    operation,
-                    path: path.to_string(),
-                    timeout: self.request_timeout,
-                    attempt: number,
-                    attempts,
-                }),
+            let error = match attempt(number).await {
+                Ok(value) => return Ok(value),
+                Err(e) if !is_transient(&e) => return Err(e),
+                Err(e) => e,
             };
             if number >= attempts {
                 return Err(failure(ReadFailure::GaveUp {
@@ -290,6 +360,7 @@ fn expected_len(range: &GetRange, size: u64) -> u64 {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectStore for ResilientStore {
     async fn put_opts(
         &self,
@@ -369,11 +440,12 @@ impl ObjectStore for ResilientStore {
         let config = self.config;
         let prefix = prefix.cloned();
         stream::once(async move {
-            let store = ResilientStore { inner, config };
             let path = prefix.as_ref().map_or("", |p| p.as_ref()).to_string();
-            store
-                .retry("list", &path, || {
-                    store.inner.list(prefix.as_ref()).try_collect::<Vec<_>>()
+            config
+                .retry_listing(&path, || {
+                    config
+                        .each_within(&path, inner.list(prefix.as_ref()))
+                        .try_collect::<Vec<_>>()
                 })
                 .await
         })
@@ -401,6 +473,12 @@ impl ObjectStore for ResilientStore {
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+
+    /// Forwarded, so a local disk's rename stays one atomic `rename(2)`
+    /// (object_store's default is a copy and a delete).
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await
     }
 }
 

@@ -648,6 +648,29 @@ impl PartitionIndex {
             .with_bucket_note(self.bucket_note.clone()))
     }
 
+    /// This index without the files at `excluded` (object paths); a
+    /// partition left with no file is left out.
+    pub(crate) fn without(&self, spec: &PartitionSpec, excluded: &HashSet<&str>) -> DFResult<Self> {
+        let mut builder = IndexBuilder::default();
+        let mut path = String::new();
+        for partition in &self.partitions {
+            let kept = self.files(partition).filter(|file| {
+                path.clear();
+                if !partition.dir.as_ref().is_empty() {
+                    path.push_str(partition.dir.as_ref());
+                    path.push('/');
+                }
+                path.push_str(file.name());
+                !excluded.contains(path.as_str())
+            });
+            let kept: Vec<FileFields<'_>> = kept.map(|f| f.fields()).collect();
+            builder.push(partition.values.clone(), &partition.dir, kept)?;
+        }
+        Ok(builder
+            .finish(spec)?
+            .with_bucket_note(self.bucket_note.clone()))
+    }
+
     /// This index with the partitions `replaced` marks (one flag per
     /// partition) left out and every partition of `listed` added.
     fn replacing(
@@ -677,13 +700,21 @@ impl PartitionIndex {
 }
 
 /// The one home of a table's current [`PartitionIndex`]: scans take
-/// snapshots, `INSERT INTO` appends what it published, a refresh installs a
+/// snapshots, `INSERT INTO` publishes what it wrote, a refresh installs a
 /// new listing.
 ///
 /// A refresh lists while INSERTs may publish; a listing that looked before
 /// an INSERT's files existed would drop them. So while any refresh is under
 /// way, every append is also logged, and a refresh installs its listing
 /// together with what was appended since it began.
+///
+/// A listing that runs while an INSERT commits may also see *some* of its
+/// files before the INSERT publishes them (or takes them back, if a commit
+/// fails). So an INSERT registers its files before its first commit
+/// ([`begin_commit`](Self::begin_commit)); a refresh leaves out of its
+/// listing every file of a write that is committing when it installs, or
+/// that ended (published or taken back) since it began. A published write's
+/// files come back through the append log; a failed write's never do.
 #[derive(Debug)]
 pub(crate) struct SharedIndex {
     state: RwLock<Shared>,
@@ -697,6 +728,13 @@ struct Shared {
     /// What was appended since the oldest running refresh began (empty when
     /// none runs).
     appended: Vec<PublishedFile>,
+    /// The files of the writes committing now, by write.
+    committing: HashMap<u64, Vec<Path>>,
+    /// The files of the writes that ended since the oldest running refresh
+    /// began (empty when none runs).
+    settled: Vec<Path>,
+    /// The number of the next write to begin its commit.
+    next_write: u64,
 }
 
 /// A refresh under way: [`SharedIndex::finish_refresh`] installs its listing;
@@ -706,6 +744,8 @@ pub(crate) struct RefreshTicket<'a> {
     index: &'a SharedIndex,
     /// The length of the append log when the refresh began.
     start: usize,
+    /// The length of the settled log when the refresh began.
+    settled_start: usize,
 }
 
 impl Drop for RefreshTicket<'_> {
@@ -714,7 +754,36 @@ impl Drop for RefreshTicket<'_> {
         state.refreshes = state.refreshes.saturating_sub(1);
         if state.refreshes == 0 {
             state.appended = Vec::new();
+            state.settled = Vec::new();
         }
+    }
+}
+
+/// A write whose files are being made visible (see
+/// [`SharedIndex::begin_commit`]): [`publish`](Self::publish) adds them to
+/// the index; dropping it (a failed write) withdraws them.
+#[derive(Debug)]
+pub(crate) struct CommitTicket {
+    index: Arc<SharedIndex>,
+    write: u64,
+}
+
+impl CommitTicket {
+    /// Adds the written files in one swap — concurrent INSERTs never lose
+    /// each other's files, and a scan sees all of them or none — and ends
+    /// the commit, both under one lock, so that no refresh can install
+    /// between the two.
+    pub(crate) fn publish(self, spec: &PartitionSpec, files: Vec<PublishedFile>) -> DFResult<()> {
+        let mut state = self.index.write();
+        state.append(spec, files)?;
+        state.settle(self.write);
+        Ok(())
+    }
+}
+
+impl Drop for CommitTicket {
+    fn drop(&mut self) {
+        self.index.write().settle(self.write);
     }
 }
 
@@ -725,6 +794,9 @@ impl SharedIndex {
                 current: Arc::new(index),
                 refreshes: 0,
                 appended: Vec::new(),
+                committing: HashMap::new(),
+                settled: Vec::new(),
+                next_write: 0,
             }),
         }
     }
@@ -734,15 +806,17 @@ impl SharedIndex {
         Arc::clone(&self.read().current)
     }
 
-    /// Adds files an INSERT published, in one swap: concurrent INSERTs never
-    /// lose each other's files, and a scan sees all of them or none.
-    pub(crate) fn append(&self, spec: &PartitionSpec, files: Vec<PublishedFile>) -> DFResult<()> {
+    /// Registers the files a write is about to make visible: call before
+    /// its first commit; publish through the ticket.
+    pub(crate) fn begin_commit(self: &Arc<Self>, files: Vec<Path>) -> CommitTicket {
         let mut state = self.write();
-        state.current = Arc::new(state.current.with_files(spec, files.iter().cloned())?);
-        if state.refreshes > 0 {
-            state.appended.extend(files);
+        let write = state.next_write;
+        state.next_write += 1;
+        state.committing.insert(write, files);
+        CommitTicket {
+            index: Arc::clone(self),
+            write,
         }
-        Ok(())
     }
 
     /// Marks the start of a refresh: call before listing.
@@ -752,6 +826,7 @@ impl SharedIndex {
         RefreshTicket {
             index: self,
             start: state.appended.len(),
+            settled_start: state.settled.len(),
         }
     }
 
@@ -765,6 +840,7 @@ impl SharedIndex {
     ) -> DFResult<()> {
         {
             let mut state = self.write();
+            let listed = state.without_unsettled(&ticket, spec, listed)?;
             let since = state.appended.get(ticket.start..).unwrap_or_default();
             state.current = Arc::new(if since.is_empty() {
                 listed
@@ -785,12 +861,13 @@ impl SharedIndex {
         ticket: RefreshTicket<'_>,
         spec: &PartitionSpec,
         listed: PartitionIndex,
-        relisted: impl FnOnce(&PartitionIndex) -> DFResult<Vec<bool>>,
+        relisted: impl FnOnce(&PartitionIndex) -> Vec<bool>,
     ) -> DFResult<()> {
         {
             let mut state = self.write();
+            let listed = state.without_unsettled(&ticket, spec, listed)?;
             let current = Arc::clone(&state.current);
-            let replaced = relisted(&current)?;
+            let replaced = relisted(&current);
             let mut merged = current.replacing(spec, &replaced, &listed)?;
             let since = state.appended.get(ticket.start..).unwrap_or_default();
             // Merging copies the whole index: only when there is something to merge.
@@ -811,6 +888,51 @@ impl SharedIndex {
 
     fn write(&self) -> RwLockWriteGuard<'_, Shared> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Shared {
+    /// Adds published files to the current index (and to the append log
+    /// while a refresh runs).
+    fn append(&mut self, spec: &PartitionSpec, files: Vec<PublishedFile>) -> DFResult<()> {
+        self.current = Arc::new(self.current.with_files(spec, files.iter().cloned())?);
+        if self.refreshes > 0 {
+            self.appended.extend(files);
+        }
+        Ok(())
+    }
+
+    /// Ends write `write`'s commit (once; later calls do nothing): its files
+    /// are no longer committing, and running refreshes leave them out of
+    /// their listings (a published write's come back from the append log).
+    fn settle(&mut self, write: u64) {
+        if let Some(files) = self.committing.remove(&write) {
+            if self.refreshes > 0 {
+                self.settled.extend(files);
+            }
+        }
+    }
+
+    /// Removes from what `ticket`'s refresh listed every file of a write
+    /// that is committing now or ended since the refresh began.
+    fn without_unsettled(
+        &self,
+        ticket: &RefreshTicket<'_>,
+        spec: &PartitionSpec,
+        listed: PartitionIndex,
+    ) -> DFResult<PartitionIndex> {
+        let settled = self.settled.get(ticket.settled_start..).unwrap_or_default();
+        let excluded: HashSet<&str> = self
+            .committing
+            .values()
+            .flatten()
+            .chain(settled)
+            .map(|path| path.as_ref())
+            .collect();
+        if excluded.is_empty() {
+            return Ok(listed);
+        }
+        listed.without(spec, &excluded)
     }
 }
 

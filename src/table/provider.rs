@@ -20,7 +20,7 @@ use datafusion_datasource::sink::DataSinkExec;
 
 use super::builder::PartitionedTableBuilder;
 use super::definition::TableDefinition;
-use super::discovery::{index_from, object_store_for, Lister};
+use super::discovery::{dirs_at_level, index_from, object_store_for, Lister};
 use super::index::{PartitionIndex, SharedIndex};
 use super::layout::{Bucketing, SortKey, TableSort};
 use super::planner::{matches, plan_scan, table_statistics};
@@ -201,9 +201,19 @@ impl PartitionedTable {
     /// refresh that covers it). New partition directories are found: the
     /// levels up to the last column the predicate names are walked with
     /// delimiter listings, or, where it pins a column to values (`=`, `IN`),
-    /// taken directly from them with no request; each selected directory is
-    /// then listed (several at once). Footers are read for the re-listed
-    /// partitions only, if the table collects statistics or layout. Like
+    /// taken directly from them with no request (in our writer's spelling:
+    /// `hour=7`); each selected directory is then listed (several at once),
+    /// and so is every directory the index already holds for the predicate,
+    /// in its writer's spelling (`hour=07`, `ts=10%3A00`). Only partitions
+    /// the refresh looked at are replaced: a partition under a listed
+    /// directory, or under a walked level where its directory is gone. So a
+    /// partial refresh of an unchanged lake changes no answer. A directory
+    /// of a pinned value that another writer spelled otherwise and that the
+    /// index does not hold yet is not found this way: [`refresh`](Self::refresh),
+    /// or a predicate that does not pin that column, finds it. Directories
+    /// that are not partitions (`tmp/`) are judged by the same Hive rules
+    /// as in `build()`. Footers are read for the re-listed partitions only,
+    /// if the table collects statistics or layout. Like
     /// [`refresh`](Self::refresh), files an `INSERT INTO` published
     /// meanwhile are kept, and no query sees a mix of two listings of one
     /// partition.
@@ -242,14 +252,24 @@ impl PartitionedTable {
         };
         let pinned = pinned_values(state, &predicate, spec, levels).map_err(evaluation)?;
         let ticket = self.index.begin_refresh();
+        // The directories the table holds for the predicate, as their
+        // writers spelled them: listed again whatever our writer would
+        // call them (`hour=07` for `hour = 7`).
+        let known = {
+            let current = self.index.snapshot();
+            let selected = matches(state, &predicate, current.values(), &definition.name)
+                .map_err(evaluation)?;
+            dirs_at_level(&current, &selected, &definition.root, levels)
+        };
         let store = object_store_for(state, &definition.root, definition.retry)?;
         let lister = Lister::of_table(&store, definition);
-        let listing = lister
+        let (listing, coverage) = lister
             .list_selected_partitions(
                 spec,
                 &definition.file_extension,
                 levels,
                 &pinned,
+                known,
                 |candidates| {
                     matches(state, &predicate, candidates, &definition.name).map_err(evaluation)
                 },
@@ -260,7 +280,11 @@ impl PartitionedTable {
             .index;
         self.index
             .finish_partial_refresh(ticket, spec, listed, |current| {
-                matches(state, &predicate, current.values(), &definition.name)
+                current
+                    .partitions()
+                    .iter()
+                    .map(|partition| coverage.covers(partition.dir()))
+                    .collect()
             })
             .map_err(|e| index_error(definition, e))?;
         self.compute_statistics();
@@ -273,12 +297,18 @@ impl PartitionedTable {
         table_statistics(&self.definition, &self.index());
     }
 
-    /// Deletes the hidden temporary files that writes which never finished
-    /// left under the table root (a cancelled `INSERT`, a writer process
-    /// that died), if last modified more than `older_than` ago; returns
-    /// their paths. Pick a bound longer than any write takes: a running
-    /// write's temporary files look the same. They are never read, so this
-    /// only frees space. One listing of the root, one delete per file.
+    /// Deletes what writes that never finished left under the table root,
+    /// if last modified more than `older_than` ago, and returns the paths
+    /// deleted: the files of every write record (the visible files of an
+    /// `INSERT` that failed during its commit and could not delete them, or
+    /// whose process died then — readers that list the root see those), and
+    /// the record itself; then the hidden temporary files of a cancelled
+    /// `INSERT` or a writer process that died (never read: that part only
+    /// frees space). Pick a bound longer than any write takes: a running
+    /// write's record and temporary files look the same. One listing of the
+    /// records and one of the root, one delete per file. The table's own
+    /// index is not changed: call [`refresh`](Self::refresh) after it if
+    /// this table listed such files.
     pub async fn remove_abandoned_writes(
         &self,
         state: &dyn Session,

@@ -2,8 +2,13 @@
 //!
 //! A write that is cancelled before its commit, or whose process dies, cannot
 //! delete its hidden temporary files. They are never listed or read, but they
-//! take space; [`PartitionedTable::remove_abandoned_writes`] deletes them once
-//! they are old enough that no running write can still own them.
+//! take space. A write that failed during its commit and could not take back
+//! every file it had made visible, or whose process died during the commit,
+//! leaves its record (see `record`) listing them: those files *are* seen by
+//! readers that list the root. [`PartitionedTable::remove_abandoned_writes`]
+//! deletes both, once they are old enough that no running write can still
+//! own them: the files each record lists, then the record; then the hidden
+//! temporary files.
 //!
 //! [`PartitionedTable::remove_abandoned_writes`]: crate::PartitionedTable::remove_abandoned_writes
 
@@ -14,8 +19,9 @@ use chrono::{DateTime, Utc};
 use datafusion::datasource::listing::ListingTableUrl;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
+use super::record::{records_prefix, WriteRecord, MAX_RECORD_BYTES};
 use crate::error::{Error, Result, TableProblem};
 
 /// The suffix of the hidden name a file is written under until its commit
@@ -35,8 +41,9 @@ fn is_temporary(file_name: &str) -> bool {
         && (file_name.ends_with(TEMP_SUFFIX) || file_name.contains(&format!("{TEMP_SUFFIX}#")))
 }
 
-/// Deletes our writer's temporary files under the table root last modified
-/// more than `older_than` ago; returns what it deleted.
+/// Deletes what unfinished writes left under the table root, last modified
+/// more than `older_than` ago: the files of every write record (and the
+/// record), then our writer's temporary files; returns what it deleted.
 ///
 /// On `file://` roots the directory tree is walked directly: object_store's
 /// local store hides its multipart staging files (`…#<n>`), which a killed
@@ -50,6 +57,100 @@ pub(crate) async fn remove_abandoned(
 ) -> Result<Vec<Path>> {
     let cutoff =
         Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let mut removed = remove_recorded(store, root, cutoff).await?;
+    removed.extend(remove_temporary(store, root, cutoff).await?);
+    Ok(removed)
+}
+
+/// Removes what the records older than `cutoff` list, then the records.
+async fn remove_recorded(
+    store: &Arc<dyn ObjectStore>,
+    root: &ListingTableUrl,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<Path>> {
+    let prefix = records_prefix(root.prefix());
+    let listing_error = |source| Error::Listing {
+        root: root.to_string(),
+        source,
+    };
+    let records: Vec<ObjectMeta> = store
+        .list(Some(&prefix))
+        .try_filter(|meta| futures::future::ready(meta.last_modified < cutoff))
+        .try_collect()
+        .await
+        .map_err(listing_error)?;
+    let cleanup_error =
+        |path: &Path, source: Box<dyn std::error::Error + Send + Sync>| Error::Cleanup {
+            root: root.to_string(),
+            path: path.to_string(),
+            source,
+        };
+    let mut removed = Vec::new();
+    for meta in records {
+        if meta.size > MAX_RECORD_BYTES {
+            return Err(cleanup_error(
+                &meta.location,
+                format!("{} bytes: not a write record", meta.size).into(),
+            ));
+        }
+        let bytes = match store.get(&meta.location).await {
+            Ok(got) => got.bytes().await,
+            Err(e) => Err(e),
+        };
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            // Another cleanup got there first.
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(cleanup_error(&meta.location, e.into())),
+        };
+        let record = WriteRecord::decode(root.prefix(), &meta.location, &bytes)
+            .map_err(|e| cleanup_error(&meta.location, e.into()))?;
+        let deleted = delete_each(store, root, record.files.iter().cloned()).await?;
+        removed.extend(deleted);
+        record
+            .remove(store)
+            .await
+            .map_err(|e| cleanup_error(&record.location, e.into()))?;
+        removed.push(record.location);
+    }
+    Ok(removed)
+}
+
+/// Deletes `paths` (16 at once); a path already gone is not an error.
+/// Returns the paths deleted.
+async fn delete_each(
+    store: &Arc<dyn ObjectStore>,
+    root: &ListingTableUrl,
+    paths: impl Iterator<Item = Path>,
+) -> Result<Vec<Path>> {
+    let deleted: Vec<Option<Path>> = futures::stream::iter(paths)
+        .map(|path| {
+            let store = Arc::clone(store);
+            async move {
+                match store.delete(&path).await {
+                    Ok(()) => Ok(Some(path)),
+                    // Never made visible, or removed already.
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(source) => Err(Error::Cleanup {
+                        root: root.to_string(),
+                        path: path.to_string(),
+                        source: source.into(),
+                    }),
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    Ok(deleted.into_iter().flatten().collect())
+}
+
+/// Removes our writer's hidden temporary files older than `cutoff`.
+async fn remove_temporary(
+    store: &Arc<dyn ObjectStore>,
+    root: &ListingTableUrl,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<Path>> {
     let url: &url::Url = root.as_ref();
     if url.scheme() == "file" {
         if let Ok(dir) = url.to_file_path() {
@@ -79,25 +180,7 @@ pub(crate) async fn remove_abandoned(
             root: root.to_string(),
             source,
         })?;
-    futures::stream::iter(doomed.iter().cloned())
-        .map(|path| {
-            let store = Arc::clone(store);
-            async move {
-                match store.delete(&path).await {
-                    // Another cleanup got there first.
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(source) => Err(Error::Cleanup {
-                        root: root.to_string(),
-                        path: path.to_string(),
-                        source: source.into(),
-                    }),
-                }
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(doomed)
+    delete_each(store, root, doomed.into_iter()).await
 }
 
 /// [`remove_abandoned`] on the local file system (blocking).

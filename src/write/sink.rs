@@ -15,6 +15,7 @@ use datafusion::common::config::TableParquetOptions;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{DataFusionError, Result as DFResult, ScalarValue};
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::metrics::Time;
@@ -32,6 +33,7 @@ use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use tokio::sync::mpsc;
 
 use super::cleanup::temp_name;
+use super::record::WriteRecord;
 use super::staging::{Staged, StagedWriter, Staging};
 use crate::error::Error;
 use crate::table::hive::{child, partition_dir};
@@ -52,31 +54,42 @@ use crate::table::{IndexedFile, PublishedFile, SharedIndex, TableDefinition};
 ///    that nothing shows under their final names yet (see
 ///    the `staging` module: a hidden temporary name on the local
 ///    disk; on object stores, memory for a file up to one part, an
-///    uncompleted multipart upload for a larger one), with what
+///    uncompleted multipart upload for a larger one; every staged byte
+///    reserved from the session's memory pool), with what
 ///    the write knows recorded in their key-value metadata (bucketing, sort
 ///    order). A sorted table's input arrives sorted (the sink requires it),
 ///    and splitting keeps each file's rows in that order.
-/// 3. Only when every input row has been written are the files closed and
-///    committed under their final names (renamed, written with one PUT, or
-///    their uploads completed), 16 at a time, under names that carry a
-///    unique write id: a write never overwrites a
-///    file. The commits (and step 4) run in a task of their own that
-///    finishes even if the `INSERT` is cancelled meanwhile, so a cancelled
-///    write is either not visible at all or visible whole.
+/// 3. Only when every input row has been written are the files closed. The
+///    write then puts its *record* (see the `record` module: the files it
+///    is about to make visible, under the root's hidden
+///    `_lakefusion/writes/`), and commits the files under their final names
+///    (renamed, written with one PUT, or their uploads completed), 16 at a
+///    time, under names that carry a unique write id: a write never
+///    overwrites a file. Once a commit fails, no further commit starts.
+///    When every commit has succeeded the record is removed. The record,
+///    the commits and step 4 run in a task of their own that finishes even
+///    if the `INSERT` is cancelled meanwhile, so a cancelled write is
+///    either not visible at all or visible whole.
 /// 4. The new files (with footer statistics if the table collects them) are
-///    added to the partition index, so the next query sees them.
+///    added to the partition index, so the next query sees them. While the
+///    files are committing, a `refresh()` of the same table leaves them out
+///    of its listing, so queries through the table see the write whole or
+///    not at all.
 ///
-/// On any failure before step 4 the staged files are aborted or deleted,
-/// and files already committed are deleted again: nothing of a failed write
-/// stays visible. A write cancelled before step 3 cannot run that clean-up:
-/// on the local disk its hidden temporary files stay (never listed, never
-/// read) until
-/// [`PartitionedTable::remove_abandoned_writes`](crate::PartitionedTable::remove_abandoned_writes);
-/// on an object store a large file's uncompleted upload stays invisible
-/// until the store's own lifecycle rules expire it (S3's
-/// `AbortIncompleteMultipartUpload`); a small file was only in memory.
-/// What other processes see of a write is described in the
-/// [module docs](super): file by file, not whole.
+/// On a failure before step 3 the staged files are aborted or deleted. On a
+/// failure in step 3 the files already committed are deleted again and the
+/// record removed; a file whose delete fails stays visible to other
+/// readers, and the error names every such file and the record, which stays
+/// so that [`PartitionedTable::remove_abandoned_writes`](crate::PartitionedTable::remove_abandoned_writes)
+/// removes them later. A write cancelled before step 3 cannot run that
+/// clean-up: on the local disk its hidden temporary files stay (never
+/// listed, never read) until `remove_abandoned_writes`; on an object store
+/// a large file's uncompleted upload stays invisible until the store's own
+/// lifecycle rules expire it (S3's `AbortIncompleteMultipartUpload`); a
+/// small file was only in memory. A process that dies during step 3 leaves
+/// the files committed so far visible, and its record:
+/// `remove_abandoned_writes` removes both. What other processes see of a
+/// write is described in the [module docs](super): file by file, not whole.
 #[derive(Clone)]
 pub struct PartitionedSink {
     table: Arc<TableDefinition>,
@@ -86,11 +99,6 @@ pub struct PartitionedSink {
 impl PartitionedSink {
     pub(crate) fn new(table: Arc<TableDefinition>, index: Arc<SharedIndex>) -> Self {
         Self { table, index }
-    }
-
-    /// Adds written files to the index (see [`SharedIndex::append`]).
-    fn publish(&self, written: Vec<PublishedFile>) -> DFResult<()> {
-        self.index.append(&self.table.spec, written)
     }
 }
 
@@ -129,14 +137,25 @@ impl DataSink for PartitionedSink {
             return Err(e);
         }
         let rows = write.rows;
+        let id = write.id.clone();
         let (store, closed) = write.close().await?;
-        // From the first rename on, the write runs to its end in a task of
-        // its own, even if this INSERT is cancelled meanwhile: a cancelled
+        // From the record on, the write runs to its end in a task of its
+        // own, even if this INSERT is cancelled meanwhile: a cancelled
         // commit would leave part of the write visible to the next listing.
         let sink = self.clone();
         let committing = tokio::spawn(async move {
-            let written = make_all_visible(&sink.table, &store, closed).await?;
-            sink.publish(written)
+            let commit = Commit {
+                table: &sink.table,
+                store: &store,
+                record: WriteRecord::new(
+                    sink.table.root.prefix(),
+                    &id,
+                    closed.iter().map(|f| f.target.clone()).collect(),
+                ),
+            };
+            let ticket = sink.index.begin_commit(commit.record.files.clone());
+            let written = commit.run(closed).await?;
+            ticket.publish(&sink.table.spec, written)
         });
         committing
             .await
@@ -215,6 +234,8 @@ struct Write<'a> {
     storage_schema: SchemaRef,
     id: String,
     properties: WriterProperties,
+    /// The session's memory pool: staged bytes are reserved from it.
+    pool: Arc<dyn MemoryPool>,
     /// Positions of the file columns in the input (the table schema).
     file_columns: Vec<usize>,
     /// Positions of the partition columns in the input.
@@ -322,6 +343,7 @@ impl<'a> Write<'a> {
             storage_schema,
             id: write_id(),
             properties,
+            pool: Arc::clone(&context.runtime_env().memory_pool),
             file_columns: (0..files).collect(),
             partition_columns,
             rows_by_partition,
@@ -436,7 +458,7 @@ impl<'a> Write<'a> {
         let temp = self
             .staging
             .temporary(&target, || child(root, &dirs, &temp_name(&name)))?;
-        let staged = self.staging.open(&self.store, temp.clone());
+        let staged = self.staging.open(&self.store, temp.clone(), &self.pool);
         let mut writer = AsyncArrowWriter::try_new_with_options(
             staged,
             Arc::clone(&self.storage_schema),
@@ -570,61 +592,148 @@ struct ClosedFile {
 /// (completing an upload) and a HEAD, so one at a time is latency-bound.
 const COMMIT_CONCURRENCY: usize = 16;
 
-/// Commits every closed file (several at once); if any commit fails,
-/// deletes what was made visible, so nothing of the write stays.
-async fn make_all_visible(
-    table: &TableDefinition,
-    store: &Arc<dyn ObjectStore>,
-    closed: Vec<ClosedFile>,
-) -> DFResult<Vec<PublishedFile>> {
-    let commits: Vec<_> = futures::stream::iter(closed.into_iter().map(|file| async move {
-        let committed = file.staged.commit(store, &file.temp, &file.target).await;
-        (
-            file.values,
-            file.bucket,
-            file.statistics,
-            file.temp,
-            file.target,
-            committed,
-        )
-    }))
-    .buffer_unordered(COMMIT_CONCURRENCY)
-    .collect()
-    .await;
-    let mut written: Vec<PublishedFile> = Vec::with_capacity(commits.len());
-    let mut failed: Vec<Path> = Vec::new();
-    let mut failure = None;
-    for (values, bucket, statistics, temp, target, committed) in commits {
-        match committed {
-            Ok(meta) => written.push(PublishedFile {
-                values,
-                file: IndexedFile {
-                    meta,
-                    statistics,
-                    bucket,
-                    // The input was sorted in the table's order (the
-                    // sink's required ordering), and this file says so.
-                    sorted: table.sort.is_some(),
-                },
-            }),
-            Err(e) => {
-                // The target too: a commit may have succeeded before `head` failed.
-                failure.get_or_insert((target.clone(), e));
-                failed.extend([temp, target]);
+/// How one file's commit ended.
+enum Committed {
+    /// Visible under its final name.
+    Visible(PublishedFile),
+    /// Its commit failed (the target may exist: a commit may have succeeded
+    /// before the `head` that followed it failed).
+    Failed {
+        target: Path,
+        error: object_store::Error,
+    },
+    /// Not started: an earlier commit had failed; the file was dropped.
+    Skipped,
+}
+
+/// The commit of one write: its record first, then every file, then the
+/// record removed; if anything fails, every file made visible is deleted
+/// again, and what cannot be is named in the error and left to the record.
+struct Commit<'a> {
+    table: &'a TableDefinition,
+    store: &'a Arc<dyn ObjectStore>,
+    record: WriteRecord,
+}
+
+impl Commit<'_> {
+    /// Makes every closed file visible (several at once), or none of them
+    /// for long: see [`Commit`].
+    async fn run(&self, closed: Vec<ClosedFile>) -> DFResult<Vec<PublishedFile>> {
+        let store = self.store;
+        if let Err(e) = self.record.put(store).await {
+            for file in closed {
+                file.staged.discard(store, &file.temp).await;
+            }
+            return Err(self.error(&self.record.location, e.into()));
+        }
+        let failed = AtomicBool::new(false);
+        let failed = &failed;
+        let sorted = self.table.sort.is_some();
+        let outcomes: Vec<Committed> =
+            futures::stream::iter(closed.into_iter().map(|file| async move {
+                // No commit starts once one has failed.
+                if failed.load(Ordering::Acquire) {
+                    file.staged.discard(store, &file.temp).await;
+                    return Committed::Skipped;
+                }
+                match file.staged.commit(store, &file.temp, &file.target).await {
+                    Ok(meta) => Committed::Visible(PublishedFile {
+                        values: file.values,
+                        file: IndexedFile {
+                            meta,
+                            statistics: file.statistics,
+                            bucket: file.bucket,
+                            // The input was sorted in the table's order (the
+                            // sink's required ordering), and this file says so.
+                            sorted,
+                        },
+                    }),
+                    Err(error) => {
+                        failed.store(true, Ordering::Release);
+                        if file.temp != file.target {
+                            // The hidden temporary file a failed rename left.
+                            let _ = store.delete(&file.temp).await;
+                        }
+                        Committed::Failed {
+                            target: file.target,
+                            error,
+                        }
+                    }
+                }
+            }))
+            .buffer_unordered(COMMIT_CONCURRENCY)
+            .collect()
+            .await;
+        let mut written = Vec::with_capacity(outcomes.len());
+        let mut failure = None;
+        let mut maybe_visible = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                Committed::Visible(file) => written.push(file),
+                Committed::Failed { target, error } => {
+                    maybe_visible.push(target.clone());
+                    failure.get_or_insert((target, DataFusionError::from(error)));
+                }
+                Committed::Skipped => {}
             }
         }
+        let (path, source) = match failure {
+            // Every file is visible: the write is done once its record is
+            // gone (a record left behind would have the write removed).
+            None => match self.record.remove(store).await {
+                Ok(()) => return Ok(written),
+                Err(e) => (self.record.location.clone(), e.into()),
+            },
+            Some(failure) => failure,
+        };
+        maybe_visible.extend(written.into_iter().map(|w| w.file.meta.location));
+        self.take_back(&path, source, maybe_visible).await
     }
-    let Some((target, e)) = failure else {
-        return Ok(written);
-    };
-    let visible = written.iter().map(|w| &w.file.meta.location);
-    delete_all(store, visible.chain(failed.iter())).await;
-    Err(Error::WriteFile {
-        table: table.name.to_string(),
-        path: target.to_string(),
-        source: Box::new(e.into()),
+
+    /// Deletes `visible` after the commit of `path` failed with `source`;
+    /// removes the record if that worked, names what stays visible if not.
+    async fn take_back(
+        &self,
+        path: &Path,
+        source: DataFusionError,
+        visible: Vec<Path>,
+    ) -> DFResult<Vec<PublishedFile>> {
+        let mut left = Vec::new();
+        for target in visible {
+            match self.store.delete(&target).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                // A failed commit may never have made its file visible:
+                // only a file that is there is left.
+                Err(_) => match self.store.head(&target).await {
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    _ => left.push(target.to_string()),
+                },
+            }
+        }
+        if left.is_empty() {
+            // A record left behind would list only files that are gone:
+            // `remove_abandoned_writes` removes it and nothing else.
+            let _ = self.record.remove(self.store).await;
+            return Err(self.error(path, source));
+        }
+        Err(Error::WriteLeftVisible {
+            table: self.table.name.to_string(),
+            path: path.to_string(),
+            source: Box::new(source),
+            left,
+            record: self.record.location.to_string(),
+        }
+        .into())
     }
-    .into())
+
+    fn error(&self, path: &Path, source: DataFusionError) -> DataFusionError {
+        Error::WriteFile {
+            table: self.table.name.to_string(),
+            path: path.to_string(),
+            source: Box::new(source),
+        }
+        .into()
+    }
 }
 
 /// Best-effort removal after a failed write: a path that cannot be deleted

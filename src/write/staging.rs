@@ -1,5 +1,5 @@
 //! How a written file becomes visible only whole, on stores with and
-//! without a cheap rename.
+//! without a cheap rename, and how much memory it holds until then.
 //!
 //! * **The local disk** ([`Staging::Rename`]): the file is written under a
 //!   hidden temporary name (`.<name>.inprogress`, never listed) and renamed
@@ -17,16 +17,28 @@
 //!
 //! Either way the commit is a step of its own, after every file of a write
 //! is whole, so a write that fails before it leaves nothing visible.
+//!
+//! # Memory
+//!
+//! Every byte a file holds — its part being filled, its parts uploading
+//! (at most [`PARTS_IN_FLIGHT`]), and on object stores a small file kept
+//! whole for its commit — is reserved from the session's memory pool while
+//! it is held. A write into many partitions of small files on an object
+//! store holds all of them until the commit, so its files' total size must
+//! fit the pool; a refused reservation fails the write with an error that
+//! names the file and says how much the pool lacked (nothing of the write
+//! becomes visible). The Parquet encoder's own buffers (a row group being
+//! encoded) are not counted, as in DataFusion's own writers.
 
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{
     MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
@@ -34,14 +46,13 @@ use object_store::{
 };
 use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::errors::{ParquetError, Result as ParquetResult};
-use tokio::io::AsyncWriteExt;
 
 /// Parts of a multipart upload are this large (S3 requires 5 MiB but for
 /// the last part; this is `object_store`'s `BufWriter` default).
 const PART_BYTES: usize = 10 * 1024 * 1024;
 
 /// Parts of one file uploading at once.
-const PARTS_IN_FLIGHT: usize = 8;
+pub(crate) const PARTS_IN_FLIGHT: usize = 8;
 
 /// How the files of a write are kept invisible until the commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,44 +86,56 @@ impl Staging {
         }
     }
 
-    /// Starts writing a file at `location` (see [`temporary`](Self::temporary)).
-    /// Makes no request: an upload starts when its first part is full.
-    pub(crate) fn open(self, store: &Arc<dyn ObjectStore>, location: Path) -> StagedWriter {
-        match self {
-            Self::Rename => StagedWriter::Rename(BufWriter::new(Arc::clone(store), location)),
-            Self::Upload => StagedWriter::Upload {
-                store: Arc::clone(store),
-                location,
-                upload: None,
-                buffer: PutPayloadMut::new(),
-                parts: FuturesUnordered::new(),
-            },
+    /// Starts writing a file at `location` (see [`temporary`](Self::temporary)),
+    /// its bytes reserved from `pool`. Makes no request: an upload starts
+    /// when its first part is full.
+    pub(crate) fn open(
+        self,
+        store: &Arc<dyn ObjectStore>,
+        location: Path,
+        pool: &Arc<dyn MemoryPool>,
+    ) -> StagedWriter {
+        let reservation =
+            MemoryConsumer::new(format!("lakefusion INSERT staged file {location}")).register(pool);
+        StagedWriter {
+            staging: self,
+            store: Arc::clone(store),
+            location,
+            upload: None,
+            buffer: PutPayloadMut::new(),
+            parts: FuturesUnordered::new(),
+            reservation,
         }
     }
 }
 
+/// A part uploading; resolves to its size, to be given back to the pool.
+type UploadingPart = BoxFuture<'static, object_store::Result<usize>>;
+
 /// A file being written, invisible under its final name; what the Parquet
-/// writer writes into.
-pub(crate) enum StagedWriter {
-    /// Buffered, then written under the hidden temporary name.
-    Rename(BufWriter),
-    /// Buffered; once a part is full, parts uploading to the final name.
-    Upload {
-        store: Arc<dyn ObjectStore>,
-        location: Path,
-        /// Started with the first full part.
-        upload: Option<Box<dyn MultipartUpload>>,
-        buffer: PutPayloadMut,
-        parts: FuturesUnordered<BoxFuture<'static, object_store::Result<()>>>,
-    },
+/// writer writes into. Buffered in parts of [`PART_BYTES`]; once a part is
+/// full, the file becomes a multipart upload to `location` (the hidden
+/// temporary name on the local disk, the final name elsewhere, completed
+/// only at the commit there).
+pub(crate) struct StagedWriter {
+    staging: Staging,
+    store: Arc<dyn ObjectStore>,
+    location: Path,
+    /// Started with the first full part.
+    upload: Option<Box<dyn MultipartUpload>>,
+    buffer: PutPayloadMut,
+    parts: FuturesUnordered<UploadingPart>,
+    /// The bytes of `buffer` and of `parts`.
+    reservation: MemoryReservation,
 }
 
 impl fmt::Debug for StagedWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Rename(_) => f.write_str("StagedWriter::Rename"),
-            Self::Upload { .. } => f.write_str("StagedWriter::Upload"),
-        }
+        f.debug_struct("StagedWriter")
+            .field("staging", &self.staging)
+            .field("location", &self.location)
+            .field("reserved", &self.reservation.size())
+            .finish()
     }
 }
 
@@ -121,55 +144,68 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> ParquetError {
 }
 
 impl StagedWriter {
-    /// Sends the buffered bytes as one part (starting the upload with the
-    /// first), waiting while too many are in flight.
-    async fn send_part(&mut self) -> object_store::Result<()> {
-        let Self::Upload {
-            store,
-            location,
-            upload,
-            buffer,
-            parts,
-        } = self
-        else {
-            return Ok(());
-        };
-        while parts.len() >= PARTS_IN_FLIGHT {
-            if let Some(done) = parts.next().await {
-                done?;
-            }
+    /// Waits for one uploading part, giving its bytes back to the pool.
+    async fn next_part(&mut self) -> object_store::Result<()> {
+        if let Some(done) = self.parts.next().await {
+            self.reservation.shrink(done?);
         }
-        let upload = match upload {
-            Some(upload) => upload,
-            None => upload.insert(store.put_multipart(location).await?),
-        };
-        let part = std::mem::take(buffer).freeze();
-        parts.push(upload.put_part(part));
         Ok(())
     }
 
-    /// The file, closed and still invisible. Call after the Parquet
-    /// writer's `finish` (which completes this writer).
+    /// Sends the buffered bytes as one part (starting the upload with the
+    /// first), waiting while too many are in flight.
+    async fn send_part(&mut self) -> object_store::Result<()> {
+        while self.parts.len() >= PARTS_IN_FLIGHT {
+            self.next_part().await?;
+        }
+        let upload = match &mut self.upload {
+            Some(upload) => upload,
+            None => self
+                .upload
+                .insert(self.store.put_multipart(&self.location).await?),
+        };
+        let part = std::mem::take(&mut self.buffer).freeze();
+        let bytes = part.content_length();
+        self.parts.push(
+            upload
+                .put_part(part)
+                .map(move |r| r.map(|()| bytes))
+                .boxed(),
+        );
+        Ok(())
+    }
+
+    /// Every part sent and uploaded.
+    async fn flush_parts(&mut self) -> object_store::Result<()> {
+        if self.buffer.content_length() > 0 {
+            self.send_part().await?;
+        }
+        while !self.parts.is_empty() {
+            self.next_part().await?;
+        }
+        Ok(())
+    }
+
+    /// The file, closed and still invisible under its final name. Call
+    /// after the Parquet writer's `finish` (which completes this writer).
     pub(crate) fn into_staged(self) -> Staged {
-        match self {
-            Self::Rename(_) => Staged::Rename,
-            Self::Upload {
-                upload: Some(upload),
-                ..
-            } => Staged::Upload(upload),
-            Self::Upload { buffer, .. } => Staged::Put(buffer.freeze()),
+        match (self.staging, self.upload) {
+            (Staging::Rename, _) => Staged::Rename,
+            (Staging::Upload, Some(upload)) => Staged::Upload(upload),
+            (Staging::Upload, None) => Staged::Put {
+                payload: self.buffer.freeze(),
+                _reservation: self.reservation,
+            },
         }
     }
 
-    /// Drops what was written: the temporary object or the upload.
-    pub(crate) async fn abort(self) -> object_store::Result<()> {
-        match self {
-            Self::Rename(mut writer) => writer.abort().await,
-            Self::Upload {
-                upload: Some(mut upload),
-                ..
-            } => upload.abort().await,
-            Self::Upload { .. } => Ok(()),
+    /// Drops what was written: the upload (a temporary file the caller
+    /// deletes).
+    pub(crate) async fn abort(mut self) -> object_store::Result<()> {
+        self.parts.clear();
+        match self.upload.as_mut() {
+            Some(upload) => upload.abort().await,
+            None => Ok(()),
         }
     }
 }
@@ -177,35 +213,40 @@ impl StagedWriter {
 impl AsyncFileWriter for StagedWriter {
     fn write(&mut self, bytes: Bytes) -> BoxFuture<'_, ParquetResult<()>> {
         async move {
-            match self {
-                Self::Rename(writer) => writer.put(bytes).await.map_err(external),
-                Self::Upload { buffer, .. } => {
-                    buffer.push(bytes);
-                    if buffer.content_length() >= PART_BYTES {
-                        self.send_part().await.map_err(external)?;
-                    }
-                    Ok(())
-                }
+            self.reservation
+                .try_grow(bytes.len())
+                .map_err(|e| ParquetError::External(Box::new(e)))?;
+            self.buffer.push(bytes);
+            if self.buffer.content_length() >= PART_BYTES {
+                self.send_part().await.map_err(external)?;
             }
+            Ok(())
         }
         .boxed()
     }
 
-    /// Writes out everything, but does not make the file visible (a file
-    /// that never filled a part stays in memory for its commit).
+    /// Writes out everything, but does not make the file visible: on the
+    /// local disk the hidden temporary file is complete; elsewhere every
+    /// part is uploaded (the upload completed at the commit), or a file that
+    /// never filled a part stays in memory for its commit.
     fn complete(&mut self) -> BoxFuture<'_, ParquetResult<()>> {
         async move {
-            match self {
-                Self::Rename(writer) => writer.shutdown().await.map_err(external),
-                Self::Upload { upload: None, .. } => Ok(()),
-                Self::Upload { buffer, .. } => {
-                    if buffer.content_length() > 0 {
-                        self.send_part().await.map_err(external)?;
-                    }
-                    if let Self::Upload { parts, .. } = self {
-                        while let Some(done) = parts.next().await {
-                            done.map_err(external)?;
-                        }
+            match (self.staging, self.upload.is_some()) {
+                (Staging::Upload, false) => Ok(()),
+                (Staging::Upload, true) => self.flush_parts().await.map_err(external),
+                (Staging::Rename, false) => {
+                    let payload = std::mem::take(&mut self.buffer).freeze();
+                    self.store
+                        .put(&self.location, payload)
+                        .await
+                        .map_err(external)?;
+                    self.reservation.free();
+                    Ok(())
+                }
+                (Staging::Rename, true) => {
+                    self.flush_parts().await.map_err(external)?;
+                    if let Some(upload) = self.upload.as_mut() {
+                        upload.complete().await.map_err(external)?;
                     }
                     Ok(())
                 }
@@ -219,8 +260,12 @@ impl AsyncFileWriter for StagedWriter {
 pub(crate) enum Staged {
     /// Under its temporary name.
     Rename,
-    /// In memory, to be written with one PUT.
-    Put(PutPayload),
+    /// In memory (reserved from the pool until the file is committed or
+    /// dropped), to be written with one PUT.
+    Put {
+        payload: PutPayload,
+        _reservation: MemoryReservation,
+    },
     /// Every part uploaded; not completed.
     Upload(Box<dyn MultipartUpload>),
 }
@@ -229,7 +274,9 @@ impl fmt::Debug for Staged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Rename => f.write_str("Staged::Rename"),
-            Self::Put(payload) => write!(f, "Staged::Put({} bytes)", payload.content_length()),
+            Self::Put { payload, .. } => {
+                write!(f, "Staged::Put({} bytes)", payload.content_length())
+            }
             Self::Upload(_) => f.write_str("Staged::Upload"),
         }
     }
@@ -237,7 +284,8 @@ impl fmt::Debug for Staged {
 
 impl Staged {
     /// Makes the file visible under `target` (from `temporary`) and returns
-    /// what the store reports of it.
+    /// what the store reports of it. An upload whose completion fails is
+    /// aborted (its parts would otherwise stay in the store, unlisted).
     pub(crate) async fn commit(
         self,
         store: &Arc<dyn ObjectStore>,
@@ -254,7 +302,7 @@ impl Staged {
                 }
                 other => other?,
             },
-            Self::Put(payload) => {
+            Self::Put { payload, .. } => {
                 let create = PutOptions::from(PutMode::Create);
                 match store.put_opts(target, payload.clone(), create).await {
                     Err(object_store::Error::NotImplemented { .. })
@@ -265,7 +313,13 @@ impl Staged {
                 };
             }
             Self::Upload(mut upload) => {
-                upload.complete().await?;
+                if let Err(e) = upload.complete().await {
+                    // A failed abort leaves what S3's lifecycle rule for
+                    // incomplete uploads removes; the completion's error
+                    // is the one to report.
+                    let _ = upload.abort().await;
+                    return Err(e);
+                }
             }
         }
         store.head(target).await
@@ -277,7 +331,7 @@ impl Staged {
             Self::Rename => {
                 let _ = store.delete(temporary).await;
             }
-            Self::Put(_) => {}
+            Self::Put { .. } => {}
             Self::Upload(mut upload) => {
                 let _ = upload.abort().await;
             }
@@ -290,8 +344,12 @@ mod tests {
     use super::*;
     use object_store::memory::InMemory;
 
+    fn pool() -> Arc<dyn MemoryPool> {
+        Arc::new(datafusion::execution::memory_pool::UnboundedMemoryPool::default())
+    }
+
     async fn written(store: &Arc<dyn ObjectStore>, path: &Path, bytes: usize) -> Staged {
-        let mut writer = Staging::Upload.open(store, path.clone());
+        let mut writer = Staging::Upload.open(store, path.clone(), &pool());
         // In 1 MiB writes, as the Parquet writer flushes row groups.
         for _ in 0..bytes / (1024 * 1024) {
             writer
@@ -332,7 +390,7 @@ mod tests {
                 .await;
             assert!(store.head(&path).await.is_err(), "{name} left something");
         }
-        let mut writer = Staging::Upload.open(&store, Path::from("t/aborted.parquet"));
+        let mut writer = Staging::Upload.open(&store, Path::from("t/aborted.parquet"), &pool());
         writer
             .write(Bytes::from(vec![1u8; PART_BYTES + 1]))
             .await

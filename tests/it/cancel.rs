@@ -209,7 +209,9 @@ fn aborting_an_insert_ends_its_tasks_and_leaves_no_visible_file() {
             .await
             .unwrap();
         let query = tokio::spawn(collect(insert, ctx.task_ctx()));
-        // Cut it once the sink has files open (hidden temporary files).
+        // Cut it once the first object appears. On `memory://` (no rename)
+        // files are staged in memory, so that is the write's record, put
+        // as its commit begins: the cut lands during the commit.
         let start = Instant::now();
         while objects().await.is_empty() {
             assert!(start.elapsed() < Duration::from_secs(5), "no file opened");

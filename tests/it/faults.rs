@@ -291,14 +291,18 @@ async fn a_listing_longer_than_the_request_timeout_completes() {
     let inner = Arc::new(InMemory::new());
     let batch = events_batch(0, 10);
     let mut bytes = Vec::new();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
     let data = object_store::path::Path::from("lake/p=0/part-0.parquet");
     inner.put(&data, PutPayload::from(bytes)).await.unwrap();
     for i in 1..2_000 {
         let note = object_store::path::Path::from(format!("lake/p={}/notes-{i}.txt", i % 20));
-        inner.put(&note, PutPayload::from_static(b"x")).await.unwrap();
+        inner
+            .put(&note, PutPayload::from_static(b"x"))
+            .await
+            .unwrap();
     }
     let throttled: Arc<dyn ObjectStore> = Arc::new(ThrottledStore::new(
         inner,

@@ -168,17 +168,21 @@ async fn build_scan_cache_insert_and_refresh_on_s3() {
 
     // INSERT INTO on a store without rename: the files appear under their
     // final names, whole, with no copy and no temporary object left. Per
-    // file: an upload started (its part and completion go through the
-    // upload), and a HEAD for the index; nothing else.
+    // file: one PUT, and a HEAD for the index; per write: the PUT and the
+    // DELETE of its record; nothing else.
     store.reset_counts();
     exec(
         &ctx,
         "INSERT INTO t VALUES (-1, 'u', 1.0, 1, 500), (-2, 'u', 2.0, 2, 501)",
     )
     .await;
-    assert_eq!(store.requests_of(RequestKind::Write), 2);
+    assert_eq!(store.requests_of(RequestKind::Write), 2 + 2);
     assert_eq!(store.requests_of(RequestKind::Head), 2);
-    assert_eq!(store.requests(), 4);
+    assert_eq!(store.requests(), 6);
+    assert!(
+        keys(&s3).await.iter().all(|k| !k.contains("_lakefusion")),
+        "the record is removed"
+    );
     assert_eq!(count(&ctx, "SELECT count(*) FROM t").await, total + 2);
     let written: Vec<String> = keys(&s3)
         .await

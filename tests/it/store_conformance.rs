@@ -82,12 +82,18 @@ async fn the_wrappers_forward_rename() {
     use std::os::unix::fs::MetadataExt;
 
     let dir = tempfile::tempdir().unwrap();
-    let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let local: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
     let faulty = FaultyStore::new(local);
     let store = ResilientStore::new(faulty.clone(), quick_retries());
     let (from, to) = (Path::from("a/.x.inprogress"), Path::from("a/x"));
-    store.put(&from, PutPayload::from_static(b"data")).await.unwrap();
-    let inode = std::fs::metadata(dir.path().join("a/.x.inprogress")).unwrap().ino();
+    store
+        .put(&from, PutPayload::from_static(b"data"))
+        .await
+        .unwrap();
+    let inode = std::fs::metadata(dir.path().join("a/.x.inprogress"))
+        .unwrap()
+        .ino();
     faulty.reset_counts();
     store.rename_if_not_exists(&from, &to).await.unwrap();
     assert_eq!(
@@ -95,6 +101,9 @@ async fn the_wrappers_forward_rename() {
         1,
         "one rename, not a copy and a delete"
     );
-    assert_eq!(std::fs::metadata(dir.path().join("a/x")).unwrap().ino(), inode);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("a/x")).unwrap().ino(),
+        inode
+    );
     assert!(!dir.path().join("a/.x.inprogress").exists());
 }

@@ -6,7 +6,7 @@
 //! This is the only place that lists the object store. It never runs while
 //! planning or executing a query.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use percent_encoding::percent_decode_str;
 use crate::error::{Error, PathProblem, Result, TableProblem};
 use crate::store::RetryPolicy;
 use crate::table::hive::{is_hidden, parse_value, partition_dir, split_key_value};
-use crate::table::index::{IndexedFile, ListedPartition};
+use crate::table::index::{IndexedFile, ListedPartition, PartitionIndex};
 use crate::table::spec::PartitionSpec;
 use crate::table::TableDefinition;
 
@@ -264,15 +264,22 @@ impl<'a> Lister<'a> {
             &AtomicBool,
         ),
     ) -> object_store::Result<Vec<ObjectMeta>> {
+        let name = range.after.as_deref().unwrap_or(prefix.as_ref());
         let until = std::sync::Mutex::new(range.until);
         let after = range.after.as_deref().map(Path::parse).transpose()?;
         let attempt = || async {
             let mut end = until
                 .lock()
                 .map_or_else(|e| e.into_inner().clone(), |e| e.clone());
-            let mut listing = match &after {
-                Some(after) => self.store.list_with_offset(Some(prefix), after),
-                None => self.store.list(Some(prefix)),
+            let mut listing = match (&after, &self.retry) {
+                // Each page within the request timeout, not the whole range
+                // (a resilient store streams offset listings unbounded).
+                (Some(after), Some(policy)) => {
+                    policy.each_within(name, self.store.list_with_offset(Some(prefix), after))
+                }
+                (Some(after), None) => self.store.list_with_offset(Some(prefix), after),
+                // A resilient store bounds each page of a plain listing itself.
+                (None, _) => self.store.list(Some(prefix)),
             };
             let mut objects = Vec::new();
             let mut stretch = 0;
@@ -286,6 +293,16 @@ impl<'a> Lister<'a> {
                     return Ok(Vec::new());
                 }
                 if end.as_deref().is_some_and(|end| key > end) {
+                    // The range ends here, if keys come in order: the next
+                    // one must not be smaller. (Without this check, a range
+                    // whose first key is already past its end would end
+                    // without comparing any two keys.)
+                    if let Some(next) = listing.try_next().await? {
+                        if next.location.as_ref() < key {
+                            unsorted.store(true, AtomicOrdering::Relaxed);
+                            return Ok(Vec::new());
+                        }
+                    }
                     break;
                 }
                 stretch += 1;
@@ -317,9 +334,8 @@ impl<'a> Lister<'a> {
             }
             Ok(objects)
         };
-        let name = range.after.as_deref().unwrap_or(prefix.as_ref());
         match &self.retry {
-            Some(policy) => policy.retry("list", name, attempt).await,
+            Some(policy) => policy.retry_listing(name, attempt).await,
             None => attempt().await,
         }
     }
@@ -347,25 +363,36 @@ impl<'a> Lister<'a> {
 
     /// The partitions under the directories of the first `levels` partition
     /// columns whose values `select` accepts, listed as [`list_partitions`](Self::list_partitions)
-    /// lists the whole root.
+    /// lists the whole root, and what the listing covered.
     ///
     /// The directories are found level by level: where `pinned` gives a
     /// column's values (from an `=`/`IN` in the predicate) and they encode to
-    /// plain directory names, those names are used without a request; otherwise
-    /// the level is found with delimiter listings (several at once). `select`
-    /// sees a batch of the candidates' values (the first `levels` partition
-    /// columns) and says which to re-list. Files outside the selected
-    /// directories are not looked at.
+    /// plain directory names, those names (our writer's spelling) are used
+    /// without a request; otherwise the level is found with delimiter
+    /// listings (several at once). `select` sees a batch of the candidates'
+    /// values (the first `levels` partition columns) and says which to
+    /// re-list. `known` adds directories (of `levels` levels) the table
+    /// already holds for the predicate, under whatever spelling their writer
+    /// used (`hour=07`, `ts=10%3A00`): they are re-listed too. A directory at
+    /// a walked level that is not this column's `key=value` (`tmp/`) is
+    /// listed as well, so that the Hive rules of `build()` decide about it
+    /// (ignored without data files, an error with them). Files outside the
+    /// listed directories are not looked at.
     pub(crate) async fn list_selected_partitions(
         &self,
         spec: &PartitionSpec,
         extension: &str,
         levels: usize,
         pinned: &[Option<Vec<ScalarValue>>],
+        known: Vec<Path>,
         select: impl FnOnce(&RecordBatch) -> Result<Vec<bool>>,
-    ) -> Result<Listing> {
+    ) -> Result<(Listing, Coverage)> {
         let (store, root) = (self.store, self.root);
         let table = root.to_string();
+        let mut coverage = Coverage::default();
+        // Directories that are no partition of this table's spec: listed
+        // whole, for the Hive rules to judge what is in them.
+        let mut odd: Vec<Path> = Vec::new();
         let mut dirs: Vec<(Path, Vec<ScalarValue>)> = vec![(root.prefix().clone(), Vec::new())];
         for (level, column) in spec.columns().iter().enumerate().take(levels) {
             let pinned_names = pinned
@@ -404,7 +431,7 @@ impl<'a> Lister<'a> {
             let listed = futures::stream::iter(dirs.into_iter().map(|(dir, values)| {
                 async move {
                     let listing = store.list_with_delimiter(Some(&dir)).await?;
-                    Ok::<_, object_store::Error>((values, listing.common_prefixes))
+                    Ok::<_, object_store::Error>((dir, values, listing.common_prefixes))
                 }
                 .boxed()
             }))
@@ -416,7 +443,8 @@ impl<'a> Lister<'a> {
                 source,
             })?;
             let mut next = Vec::new();
-            for (values, children) in listed {
+            for (parent, values, children) in listed {
+                let mut names = HashSet::with_capacity(children.len());
                 for child in children {
                     let Some(name) = child.filename().map(str::to_string) else {
                         continue;
@@ -424,22 +452,21 @@ impl<'a> Lister<'a> {
                     if is_hidden(&name) {
                         continue;
                     }
+                    names.insert(name.clone());
                     let path = child.to_string();
-                    let (key, raw) = split_key_value(&path, &name)?;
-                    if key != column.name {
-                        return Err(Error::PartitionPath {
-                            path,
-                            problem: PathProblem::UnexpectedKey {
-                                dir: name.clone(),
-                                found: key,
-                                expected: column.name.clone(),
-                            },
-                        });
-                    }
+                    let value = split_key_value(&path, &name)
+                        .ok()
+                        .filter(|(key, _)| *key == column.name)
+                        .and_then(|(_, raw)| parse_value(&path, column, raw).ok());
+                    let Some(value) = value else {
+                        odd.push(child);
+                        continue;
+                    };
                     let mut values = values.clone();
-                    values.push(parse_value(&path, column, raw)?);
+                    values.push(value);
                     next.push((child, values));
                 }
+                coverage.walked.insert(parent.to_string(), names);
             }
             dirs = next;
         }
@@ -447,7 +474,7 @@ impl<'a> Lister<'a> {
         let columns = (0..fields.len())
             .map(|level| ScalarValue::iter_to_array(dirs.iter().map(|(_, v)| v[level].clone())))
             .collect::<datafusion::error::Result<Vec<_>>>();
-        let selected: Vec<Path> =
+        let mut selected: Vec<Path> =
             match columns {
                 Ok(columns) if !dirs.is_empty() => {
                     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
@@ -473,9 +500,89 @@ impl<'a> Lister<'a> {
                     })
                 }
             };
+        selected.extend(known);
+        selected.extend(odd);
+        selected.sort();
+        selected.dedup();
+        coverage.listed = selected.iter().map(|dir| dir.to_string()).collect();
         let objects = self.list_under(selected).await?;
-        partitions_from(objects, root, Some(spec), extension).await
+        let listing = partitions_from(objects, root, Some(spec), extension).await?;
+        Ok((listing, coverage))
     }
+}
+
+/// What a partial listing saw whole: which partitions of the index it
+/// replaces. A partition is replaced when the listing looked where it is —
+/// its directory lies in a directory listed whole — or when a walked level
+/// shows it is gone (its directory at that level is no longer there). Every
+/// other partition stays as it was: a refresh never removes what it did
+/// not look at.
+#[derive(Debug, Default)]
+pub(crate) struct Coverage {
+    /// Directories listed whole, recursively.
+    listed: Vec<String>,
+    /// Directories whose children were listed (delimiter listings), with
+    /// the names of the children that are there.
+    walked: HashMap<String, HashSet<String>>,
+}
+
+impl Coverage {
+    /// Whether the partition whose directory is `dir` is replaced by what
+    /// the listing found.
+    pub(crate) fn covers(&self, dir: &Path) -> bool {
+        let dir = dir.as_ref();
+        let inside = |outer: &str| {
+            outer.is_empty()
+                || dir == outer
+                || dir
+                    .strip_prefix(outer)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        if self.listed.iter().any(|listed| inside(listed)) {
+            return true;
+        }
+        self.walked.iter().any(|(parent, children)| {
+            if !inside(parent) || dir == parent {
+                return false;
+            }
+            let below = if parent.is_empty() {
+                dir
+            } else {
+                &dir[parent.len() + 1..]
+            };
+            let child = below.split('/').next().unwrap_or(below);
+            !children.contains(child)
+        })
+    }
+}
+
+/// The directories, `levels` deep below `root`, of the partitions of
+/// `index` that `selected` marks (one flag per partition), spelled as the
+/// index holds them.
+pub(crate) fn dirs_at_level(
+    index: &PartitionIndex,
+    selected: &[bool],
+    root: &ListingTableUrl,
+    levels: usize,
+) -> Vec<Path> {
+    let below = below(root.prefix());
+    let mut dirs: Vec<Path> = index
+        .partitions()
+        .iter()
+        .zip(selected)
+        .filter(|(_, selected)| **selected)
+        .filter_map(|(partition, _)| {
+            let dir = partition.dir().as_ref();
+            let end = dir
+                .get(below..)?
+                .match_indices('/')
+                .nth(levels.checked_sub(1)?)
+                .map_or(dir.len(), |(i, _)| below + i);
+            Path::parse(&dir[..end]).ok()
+        })
+        .collect();
+    dirs.dedup();
+    dirs
 }
 
 /// Where the parts of a key below `prefix` begin (after `prefix/`).

@@ -19,7 +19,7 @@ use datafusion::error::DataFusionError;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore};
 
-pub(in crate::table) use listing::Lister;
+pub(in crate::table) use listing::{dirs_at_level, Lister};
 
 use super::definition::TableDefinition;
 use super::index::{ListedPartition, PartitionIndex};
