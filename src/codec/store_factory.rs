@@ -97,11 +97,15 @@ impl Debug for UrlStoreFactory {
     }
 }
 
-/// The scheme and bucket (authority) of `url`, lower-cased as URLs
-/// compare them; `None` if it is not a URL.
+/// The scheme and bucket (authority) of `url`, the bucket lower-cased as
+/// bucket names are; `None` if it is not a URL.
 fn bucket_of(url: &str) -> Option<(String, String)> {
     let parsed = url::Url::parse(url).ok()?;
-    Some((parsed.scheme().to_string(), parsed.authority().to_string()))
+    // `url` lower-cases the host of special schemes (http) only.
+    Some((
+        parsed.scheme().to_string(),
+        parsed.authority().to_ascii_lowercase(),
+    ))
 }
 
 impl ObjectStoreFactory for UrlStoreFactory {

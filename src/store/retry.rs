@@ -465,6 +465,8 @@ impl ObjectStore for ResilientStore {
         self.inner.list_with_offset(prefix, offset)
     }
 
+    /// One call that reads every page of the level: bounded as a whole by
+    /// the request timeout (object_store gives no page-by-page form of it).
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let path = prefix.map_or("", |p| p.as_ref());
         self.retry("list", path, || self.inner.list_with_delimiter(prefix))

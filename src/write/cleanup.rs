@@ -88,10 +88,9 @@ async fn remove_recorded(
     let mut removed = Vec::new();
     for meta in records {
         if meta.size > MAX_RECORD_BYTES {
-            return Err(cleanup_error(
-                &meta.location,
-                format!("{} bytes: not a write record", meta.size).into(),
-            ));
+            tracing::warn!(root = %root, path = %meta.location, size = meta.size,
+                "an object too large to be a write record was left as it is");
+            continue;
         }
         let bytes = match store.get(&meta.location).await {
             Ok(got) => got.bytes().await,
@@ -103,8 +102,18 @@ async fn remove_recorded(
             Err(object_store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(cleanup_error(&meta.location, e.into())),
         };
-        let record = WriteRecord::decode(root.prefix(), &meta.location, &bytes)
-            .map_err(|e| cleanup_error(&meta.location, e.into()))?;
+        // Not a record of ours (a console's folder marker, a damaged or
+        // newer record): left alone, so that it cannot stop the cleanup of
+        // the others, and said in the log.
+        let record = match WriteRecord::decode(root.prefix(), &meta.location, &bytes) {
+            Ok(record) => record,
+            Err(e) => {
+                if meta.size > 0 {
+                    tracing::warn!(root = %root, error = %e, "a write record was left as it is");
+                }
+                continue;
+            }
+        };
         let deleted = delete_each(store, root, record.files.iter().cloned()).await?;
         removed.extend(deleted);
         record

@@ -680,10 +680,19 @@ impl Commit<'_> {
         let (path, source) = match failure {
             // Every file is visible: the write is done once its record is
             // gone (a record left behind would have the write removed).
-            None => match self.record.remove(store).await {
-                Ok(()) => return Ok(written),
-                Err(e) => (self.record.location.clone(), e.into()),
-            },
+            // Retried (the table's policy, or the default): a write whose
+            // record cannot be removed is taken back whole.
+            None => {
+                let policy = self.table.retry.unwrap_or_default();
+                let location = self.record.location.as_ref();
+                match policy
+                    .retry("delete", location, || self.record.remove(store))
+                    .await
+                {
+                    Ok(()) => return Ok(written),
+                    Err(e) => (self.record.location.clone(), e.into()),
+                }
+            }
             Some(failure) => failure,
         };
         maybe_visible.extend(written.into_iter().map(|w| w.file.meta.location));
@@ -698,18 +707,23 @@ impl Commit<'_> {
         source: DataFusionError,
         visible: Vec<Path>,
     ) -> DFResult<Vec<PublishedFile>> {
-        let mut left = Vec::new();
-        for target in visible {
-            match self.store.delete(&target).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                // A failed commit may never have made its file visible:
-                // only a file that is there is left.
-                Err(_) => match self.store.head(&target).await {
-                    Err(object_store::Error::NotFound { .. }) => {}
-                    _ => left.push(target.to_string()),
-                },
-            }
-        }
+        let store = self.store;
+        let left: Vec<String> =
+            futures::stream::iter(visible.into_iter().map(|target| async move {
+                match store.delete(&target).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => None,
+                    // A failed commit may never have made its file visible:
+                    // only a file that is there is left.
+                    Err(_) => match store.head(&target).await {
+                        Err(object_store::Error::NotFound { .. }) => None,
+                        _ => Some(target.to_string()),
+                    },
+                }
+            }))
+            .buffer_unordered(COMMIT_CONCURRENCY)
+            .filter_map(futures::future::ready)
+            .collect()
+            .await;
         if left.is_empty() {
             // A record left behind would list only files that are gone:
             // `remove_abandoned_writes` removes it and nothing else.

@@ -224,6 +224,22 @@ async fn a_partial_refresh_keeps_directories_other_writers_spelled_their_way() {
     assert_eq!(count(&ctx, hour_7).await, 2 * ROWS as i64);
     assert_eq!(count(&ctx, "SELECT count(*) FROM t").await, 3 * ROWS as i64);
 
+    // A pinned level whose directory is not there (`hour=7/`), then a
+    // walked one: the refresh still relists `hour=07/minute=5/`.
+    let lake: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    put_file(&lake, "lake/hour=07/minute=5/part-0.parquet").await;
+    let columns = [("hour", DataType::Int32), ("minute", DataType::Int32)];
+    let (ctx, _, table) = table_over(&lake, &columns).await;
+    put_file(&lake, "lake/hour=07/minute=5/part-1.parquet").await;
+    table
+        .refresh_partitions(
+            &ctx.state(),
+            col("hour").eq(lit(7i32)).and(col("minute").gt(lit(3i32))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(count(&ctx, hour_7).await, 2 * ROWS as i64);
+
     let lake: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     put_file(&lake, "lake/ts=10%3A00/part-0.parquet").await;
     let (ctx, _, table) = table_over(&lake, &[("ts", DataType::Utf8)]).await;

@@ -471,9 +471,15 @@ impl<'a> Lister<'a> {
             dirs = next;
         }
         let fields = spec.fields().into_iter().take(levels).collect::<Vec<_>>();
-        let columns = (0..fields.len())
-            .map(|level| ScalarValue::iter_to_array(dirs.iter().map(|(_, v)| v[level].clone())))
-            .collect::<datafusion::error::Result<Vec<_>>>();
+        // No candidate left (a pinned directory that is not there, a level
+        // of odd directories only): nothing to evaluate.
+        let columns = if dirs.is_empty() {
+            Ok(Vec::new())
+        } else {
+            (0..fields.len())
+                .map(|level| ScalarValue::iter_to_array(dirs.iter().map(|(_, v)| v[level].clone())))
+                .collect::<datafusion::error::Result<Vec<_>>>()
+        };
         let mut selected: Vec<Path> =
             match columns {
                 Ok(columns) if !dirs.is_empty() => {
@@ -505,6 +511,7 @@ impl<'a> Lister<'a> {
         selected.sort();
         selected.dedup();
         coverage.listed = selected.iter().map(|dir| dir.to_string()).collect();
+        coverage.root = root.prefix().to_string();
         let objects = self.list_under(selected).await?;
         let listing = partitions_from(objects, root, Some(spec), extension).await?;
         Ok((listing, coverage))
@@ -519,8 +526,10 @@ impl<'a> Lister<'a> {
 /// not look at.
 #[derive(Debug, Default)]
 pub(crate) struct Coverage {
+    /// The table root's prefix.
+    root: String,
     /// Directories listed whole, recursively.
-    listed: Vec<String>,
+    listed: HashSet<String>,
     /// Directories whose children were listed (delimiter listings), with
     /// the names of the children that are there.
     walked: HashMap<String, HashSet<String>>,
@@ -528,31 +537,37 @@ pub(crate) struct Coverage {
 
 impl Coverage {
     /// Whether the partition whose directory is `dir` is replaced by what
-    /// the listing found.
+    /// the listing found: one lookup per level of `dir` below the root.
     pub(crate) fn covers(&self, dir: &Path) -> bool {
         let dir = dir.as_ref();
-        let inside = |outer: &str| {
-            outer.is_empty()
-                || dir == outer
-                || dir
-                    .strip_prefix(outer)
-                    .is_some_and(|rest| rest.starts_with('/'))
+        let relative = match self.root.as_str() {
+            "" => Some(dir),
+            root => dir
+                .strip_prefix(root)
+                .and_then(|rest| rest.strip_prefix('/')),
         };
-        if self.listed.iter().any(|listed| inside(listed)) {
-            return true;
-        }
-        self.walked.iter().any(|(parent, children)| {
-            if !inside(parent) || dir == parent {
-                return false;
+        let Some(relative) = relative else {
+            return false;
+        };
+        // `ancestor` runs through the root, then each level of `dir`.
+        let mut ancestor = self.root.as_str();
+        let mut end = match self.root.len() {
+            0 => 0,
+            len => len + 1,
+        };
+        for child in relative.split('/') {
+            let gone = self
+                .walked
+                .get(ancestor)
+                .is_some_and(|names| !names.contains(child));
+            if gone || self.listed.contains(ancestor) {
+                return true;
             }
-            let below = if parent.is_empty() {
-                dir
-            } else {
-                &dir[parent.len() + 1..]
-            };
-            let child = below.split('/').next().unwrap_or(below);
-            !children.contains(child)
-        })
+            end += child.len();
+            ancestor = dir.get(..end).unwrap_or(dir);
+            end += 1;
+        }
+        self.listed.contains(ancestor)
     }
 }
 
