@@ -154,7 +154,8 @@ async fn a_failed_insert_names_what_it_left_visible_and_its_record_removes_it() 
 async fn a_failed_commit_starts_no_further_commit() {
     let lake = lake().await;
     let before = keys(&lake).await;
-    // The first commit fails; the 15 started with it are taken back.
+    // The first commit fails: no commit starts after it, and any that
+    // were already under way are taken back.
     let (ctx, store, _) = session(&lake, SessionConfig::new(), None).await;
     store.inject(
         FaultRule::new(Fault::Permanent)
