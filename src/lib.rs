@@ -142,12 +142,17 @@
 //!   [`ScanMetrics`];
 //! * [`write`]: `INSERT INTO` as new Hive-partitioned files
 //!   ([`write::PartitionedSink`]), how a file stays invisible until its
-//!   commit on stores with and without rename (`staging`), and removing what
-//!   unfinished writes left;
+//!   commit on stores with and without rename, its bytes reserved from the
+//!   memory pool (`staging`), the record a write keeps under the root's
+//!   hidden `_lakefusion/writes/` while it commits (`record`), and removing
+//!   what unfinished writes left (`cleanup`);
 //! * [`store`]: stores from a root's URL and options
 //!   ([`store::object_store_for_url`], features `aws`, `gcp`, `azure`),
+//!   the one place that decides what kind of storage a root is on (`kind`:
+//!   local disk, memory, remote, and what each does well),
 //!   [`store::RetryPolicy`] and [`store::ResilientStore`] (retries,
-//!   timeouts, short reads), and with `test-utils` a fault-injecting store;
+//!   timeouts per request and per listing page, short reads), and with
+//!   `test-utils` a fault-injecting store;
 //! * [`context`]: [`QueryContext`], the per-query config extension;
 //! * [`session`]: [`SessionBuilder`], which wires everything into a session;
 //! * [`cache`]: [`TableCache`], [`CachedScanExec`] and [`SmallTableCacheRule`];

@@ -52,7 +52,7 @@ use object_store::{
 use tokio::sync::Notify;
 
 use crate::context::QueryContext;
-use crate::store::resolve_range;
+use crate::store::{resolve_range, StoreKind};
 
 /// How far a scan reads ahead, from the session's [`QueryContext`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,12 +78,12 @@ impl ReadAheadOptions {
     /// latency to hide.
     pub(crate) fn for_scan(
         context: &QueryContext,
-        scheme: &str,
+        store: StoreKind,
         groups: usize,
         limit: Option<usize>,
         shared: bool,
     ) -> Option<Self> {
-        if context.read_ahead_requests == 0 || scheme == "file" {
+        if context.read_ahead_requests == 0 || store.is_local_disk() {
             return None;
         }
         let share = if shared { 1 } else { groups.max(1) };
@@ -608,11 +608,13 @@ mod tests {
     #[test]
     fn no_read_ahead_on_the_local_disk_or_when_turned_off() {
         let context = QueryContext::default();
-        assert!(ReadAheadOptions::for_scan(&context, "file", 4, None, true).is_none());
-        let on = ReadAheadOptions::for_scan(&context, "s3", 4, None, true);
+        assert!(
+            ReadAheadOptions::for_scan(&context, StoreKind::LocalDisk, 4, None, true).is_none()
+        );
+        let on = ReadAheadOptions::for_scan(&context, StoreKind::Remote, 4, None, true);
         assert_eq!(on.map(|o| o.requests), Some(context.read_ahead_requests));
         // A partition reading ahead on its own gets its share.
-        let own = ReadAheadOptions::for_scan(&context, "s3", 4, None, false);
+        let own = ReadAheadOptions::for_scan(&context, StoreKind::Remote, 4, None, false);
         assert_eq!(
             own.map(|o| o.requests),
             Some(context.read_ahead_requests / 4)
@@ -622,17 +624,17 @@ mod tests {
             read_ahead_requests: 0,
             ..QueryContext::default()
         };
-        assert!(ReadAheadOptions::for_scan(&off, "s3", 4, None, true).is_none());
+        assert!(ReadAheadOptions::for_scan(&off, StoreKind::Remote, 4, None, true).is_none());
     }
 
     #[test]
     fn a_limited_scan_reads_ahead_one_file_per_partition() {
         let context = QueryContext::default();
-        let limited = ReadAheadOptions::for_scan(&context, "s3", 4, Some(10), true);
+        let limited = ReadAheadOptions::for_scan(&context, StoreKind::Remote, 4, Some(10), true);
         assert_eq!(limited.map(|o| (o.requests, o.files)), Some((4, 4)));
-        let own = ReadAheadOptions::for_scan(&context, "s3", 4, Some(10), false);
+        let own = ReadAheadOptions::for_scan(&context, StoreKind::Remote, 4, Some(10), false);
         assert_eq!(own.map(|o| (o.requests, o.files)), Some((1, 1)));
-        let unlimited = ReadAheadOptions::for_scan(&context, "s3", 4, None, true);
+        let unlimited = ReadAheadOptions::for_scan(&context, StoreKind::Remote, 4, None, true);
         assert_eq!(unlimited.map(|o| o.files), Some(usize::MAX));
     }
 }

@@ -23,7 +23,7 @@ use super::naming::NamingSource;
 use super::read_ahead::{read_order, ReadAhead, ReadAheadMetrics, ReadAheadOptions};
 use super::reader::PageIndexCachingReaderFactory;
 use crate::context::QueryContext;
-use crate::store::{ResilientStore, RetryPolicy};
+use crate::store::{ResilientStore, RetryPolicy, StoreKind};
 
 /// The record batches of one output partition of a
 /// [`PartitionedScanExec`](super::PartitionedScanExec).
@@ -203,12 +203,7 @@ impl LazyScanStream {
         let shared = self.siblings.as_ref().map(|s| &s.read_ahead);
         let options = ReadAheadOptions::for_scan(
             &QueryContext::from_task_context(&self.context),
-            config
-                .object_store_url
-                .as_str()
-                .split(':')
-                .next()
-                .unwrap_or(""),
+            StoreKind::of_store(&config.object_store_url),
             config.file_groups.len(),
             config.limit,
             shared.is_some(),

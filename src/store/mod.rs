@@ -7,9 +7,11 @@
 
 #[cfg(feature = "test-utils")]
 pub mod faults;
+mod kind;
 mod retry;
 mod url;
 
+pub(crate) use kind::StoreKind;
 pub(crate) use retry::resolve_range;
 pub use retry::{ResilientStore, RetryPolicy};
 pub use url::{object_store_for_url, register_object_store_for};

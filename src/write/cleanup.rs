@@ -23,6 +23,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use super::record::{records_prefix, WriteRecord, MAX_RECORD_BYTES};
 use crate::error::{Error, Result, TableProblem};
+use crate::store::StoreKind;
 
 /// The suffix of the hidden name a file is written under until its commit
 /// (`.<final name>.inprogress`); a store's own staging files for it add
@@ -161,7 +162,7 @@ async fn remove_temporary(
     cutoff: DateTime<Utc>,
 ) -> Result<Vec<Path>> {
     let url: &url::Url = root.as_ref();
-    if url.scheme() == "file" {
+    if StoreKind::of_root(root).is_local_disk() {
         if let Ok(dir) = url.to_file_path() {
             let owned = root.to_string();
             return tokio::task::spawn_blocking(move || remove_local(&owned, &dir, cutoff))

@@ -47,6 +47,8 @@ use object_store::{
 use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::errors::{ParquetError, Result as ParquetResult};
 
+use crate::store::StoreKind;
+
 /// Parts of a multipart upload are this large (S3 requires 5 MiB but for
 /// the last part; this is `object_store`'s `BufWriter` default).
 const PART_BYTES: usize = 10 * 1024 * 1024;
@@ -66,7 +68,7 @@ pub(crate) enum Staging {
 impl Staging {
     /// The staging for a table whose files live under `url`.
     pub(crate) fn for_store(url: &ObjectStoreUrl) -> Self {
-        if url.as_str().starts_with("file:") {
+        if StoreKind::of_store(url).renames_atomically() {
             Self::Rename
         } else {
             Self::Upload

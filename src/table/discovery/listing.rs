@@ -22,7 +22,7 @@ use object_store::{ObjectMeta, ObjectStore};
 use percent_encoding::percent_decode_str;
 
 use crate::error::{Error, PathProblem, Result, TableProblem};
-use crate::store::RetryPolicy;
+use crate::store::{RetryPolicy, StoreKind};
 use crate::table::hive::{is_hidden, parse_value, partition_dir, split_key_value};
 use crate::table::index::{IndexedFile, ListedPartition, PartitionIndex};
 use crate::table::spec::PartitionSpec;
@@ -195,8 +195,7 @@ impl<'a> Lister<'a> {
     /// hide) are listed with one listing.
     async fn list_root(&self) -> Result<Vec<ObjectMeta>> {
         let prefix = self.root.prefix();
-        let url: &url::Url = self.root.as_ref();
-        if self.concurrency == 1 || matches!(url.scheme(), "file" | "memory") {
+        if self.concurrency == 1 || !StoreKind::of_root(self.root).has_request_latency() {
             return self.list_under(vec![prefix.clone()]).await;
         }
         // Where keys begin to differ below the root: never cut above it.
@@ -736,16 +735,15 @@ struct LocalLinks {
 impl LocalLinks {
     /// Whether `root` is on the local file system.
     fn applies(root: &ListingTableUrl) -> bool {
-        let url: &url::Url = root.as_ref();
-        url.scheme() == "file"
+        StoreKind::of_root(root).is_local_disk()
     }
 
     /// `None` for roots that are not on the local file system.
     fn new(root: &ListingTableUrl) -> Option<Self> {
-        let url: &url::Url = root.as_ref();
-        if url.scheme() != "file" {
+        if !Self::applies(root) {
             return None;
         }
+        let url: &url::Url = root.as_ref();
         let dir = url.to_file_path().ok()?;
         let real_root = std::fs::canonicalize(&dir).ok()?;
         Some(Self {
@@ -804,10 +802,10 @@ impl LocalLinks {
 /// on the local file system a root that does not exist at all is almost always
 /// a typo, so it is reported.
 fn check_local_root_exists(root: &ListingTableUrl) -> Result<()> {
-    let url: &url::Url = root.as_ref();
-    if url.scheme() != "file" {
+    if !StoreKind::of_root(root).is_local_disk() {
         return Ok(());
     }
+    let url: &url::Url = root.as_ref();
     match url.to_file_path() {
         Ok(path) if !path.exists() => Err(Error::RootNotFound {
             root: root.to_string(),
