@@ -203,12 +203,19 @@ enum Entry {
 
 /// What [`State::claim`] found or started for a file.
 enum Claim {
-    /// A read of the file, started by this claim (`true`) or before it.
-    Read(Fetch, bool),
+    /// A read of the file, started by this claim or before it.
+    Read { fetch: Fetch, started_here: bool },
     /// The file is not read ahead.
     Passed,
-    /// No budget for it now; `true` if none will ever be (nothing is held).
-    NoBudget(bool),
+    /// No budget for it now; `ever` is false if none will ever be (nothing
+    /// is held, so waiting for a release would wait forever).
+    NoBudget { ever: bool },
+}
+
+/// The bytes a read-ahead holds, and how many files they are of.
+struct Held {
+    reservation: MemoryReservation,
+    files: usize,
 }
 
 /// The state a [`ReadAhead`] shares with its driver and its store.
@@ -221,7 +228,7 @@ struct State {
     /// before it drops the first (bloom filters, then data).
     readers: Mutex<HashMap<Path, usize>>,
     /// The bytes held, and how many files they are of.
-    reservation: Mutex<(MemoryReservation, usize)>,
+    held: Mutex<Held>,
     /// Signalled when bytes are released.
     released: Notify,
     options: ReadAheadOptions,
@@ -233,8 +240,8 @@ impl State {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn reservation(&self) -> MutexGuard<'_, (MemoryReservation, usize)> {
-        self.reservation.lock().unwrap_or_else(|e| e.into_inner())
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Which bytes of a file are read ahead: all of a small one, the footer
@@ -252,17 +259,16 @@ impl State {
     /// pool. `Err(true)` when nothing is held, so waiting would never
     /// succeed.
     fn try_reserve(&self, len: usize) -> std::result::Result<(), bool> {
-        let mut held = self.reservation();
-        let (reservation, files) = &mut *held;
-        let bytes = reservation.size();
-        if *files >= self.options.files
+        let mut held = self.held();
+        let bytes = held.reservation.size();
+        if held.files >= self.options.files
             || bytes + len > self.options.bytes
-            || reservation.try_grow(len).is_err()
+            || held.reservation.try_grow(len).is_err()
         {
-            return Err(*files == 0);
+            return Err(held.files == 0);
         }
-        *files += 1;
-        self.metrics.peak_bytes.set_max(reservation.size());
+        held.files += 1;
+        self.metrics.peak_bytes.set_max(held.reservation.size());
         Ok(())
     }
 
@@ -274,7 +280,12 @@ impl State {
     fn claim(&self, path: &Path, by_reader: bool) -> Claim {
         let mut entries = self.entries();
         match entries.get(path) {
-            Some(Entry::Ahead { fetch, .. }) => return Claim::Read(fetch.clone(), false),
+            Some(Entry::Ahead { fetch, .. }) => {
+                return Claim::Read {
+                    fetch: fetch.clone(),
+                    started_here: false,
+                }
+            }
             Some(Entry::Passed) => return Claim::Passed,
             None => {}
         }
@@ -291,7 +302,7 @@ impl State {
                 entries.insert(path.clone(), Entry::Passed);
                 return Claim::Passed;
             }
-            return Claim::NoBudget(never);
+            return Claim::NoBudget { ever: !never };
         }
         let fetch = self.fetch(path.clone(), start..start + len);
         entries.insert(
@@ -301,7 +312,10 @@ impl State {
                 reserved: len as usize,
             },
         );
-        Claim::Read(fetch, true)
+        Claim::Read {
+            fetch,
+            started_here: true,
+        }
     }
 
     /// One request for `range` of `location`, shared by whoever awaits it.
@@ -353,9 +367,9 @@ impl State {
             Some(Entry::Ahead { reserved, .. }) => reserved,
             _ => return,
         };
-        let mut held = self.reservation();
-        held.0.shrink(reserved);
-        held.1 -= 1;
+        let mut held = self.held();
+        held.reservation.shrink(reserved);
+        held.files -= 1;
         drop(held);
         self.released.notify_one();
     }
@@ -368,7 +382,7 @@ impl State {
         range: impl FnOnce(u64) -> Range<u64>,
     ) -> Option<(ObjectMeta, Bytes)> {
         let meta = self.files.get(path)?;
-        let Claim::Read(fetch, _) = self.claim(path, true) else {
+        let Claim::Read { fetch, .. } = self.claim(path, true) else {
             return None;
         };
         let range = range(meta.size);
@@ -418,7 +432,10 @@ impl ReadAhead {
             files: files.into_iter().map(|m| (m.location.clone(), m)).collect(),
             entries: Mutex::default(),
             readers: Mutex::default(),
-            reservation: Mutex::new((reservation, 0)),
+            held: Mutex::new(Held {
+                reservation,
+                files: 0,
+            }),
             released: Notify::new(),
             options,
             metrics,
@@ -478,9 +495,17 @@ async fn drive(state: Arc<State>, order: Vec<Path>) {
         loop {
             let released = state.released.notified();
             match state.claim(&path, false) {
-                Claim::Read(fetch, true) => in_flight.push(fetch),
-                Claim::Read(_, false) | Claim::Passed | Claim::NoBudget(true) => {}
-                Claim::NoBudget(false) => {
+                Claim::Read {
+                    fetch,
+                    started_here: true,
+                } => in_flight.push(fetch),
+                Claim::Read {
+                    started_here: false,
+                    ..
+                }
+                | Claim::Passed
+                | Claim::NoBudget { ever: false } => {}
+                Claim::NoBudget { ever: true } => {
                     // Wait for a reader to finish a file, driving the reads
                     // in flight meanwhile.
                     tokio::select! {

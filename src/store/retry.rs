@@ -189,19 +189,19 @@ fn failure(error: ReadFailure) -> object_store::Error {
 #[derive(Debug)]
 pub struct ResilientStore {
     inner: Arc<dyn ObjectStore>,
-    config: RetryPolicy,
+    policy: RetryPolicy,
 }
 
 impl ResilientStore {
-    /// `inner` with `config`'s retries and timeouts on its reads.
-    pub fn new(inner: Arc<dyn ObjectStore>, config: RetryPolicy) -> Self {
-        Self { inner, config }
+    /// `inner` with `policy`'s retries and timeouts on its reads.
+    pub fn new(inner: Arc<dyn ObjectStore>, policy: RetryPolicy) -> Self {
+        Self { inner, policy }
     }
 
-    /// `inner` wrapped if `config` is given, unchanged otherwise.
-    pub fn wrap(inner: Arc<dyn ObjectStore>, config: Option<RetryPolicy>) -> Arc<dyn ObjectStore> {
-        match config {
-            Some(config) => Arc::new(Self::new(inner, config)),
+    /// `inner` wrapped if `policy` is given, unchanged otherwise.
+    pub fn wrap(inner: Arc<dyn ObjectStore>, policy: Option<RetryPolicy>) -> Arc<dyn ObjectStore> {
+        match policy {
+            Some(policy) => Arc::new(Self::new(inner, policy)),
             None => inner,
         }
     }
@@ -212,7 +212,7 @@ impl ResilientStore {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        self.config.retry(operation, path, attempt).await
+        self.policy.retry(operation, path, attempt).await
     }
 }
 
@@ -437,13 +437,13 @@ impl ObjectStore for ResilientStore {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = Arc::clone(&self.inner);
-        let config = self.config;
+        let policy = self.policy;
         let prefix = prefix.cloned();
         stream::once(async move {
             let path = prefix.as_ref().map_or("", |p| p.as_ref()).to_string();
-            config
+            policy
                 .retry_listing(&path, || {
-                    config
+                    policy
                         .each_within(&path, inner.list(prefix.as_ref()))
                         .try_collect::<Vec<_>>()
                 })
@@ -490,24 +490,24 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_bound() {
-        let config = RetryPolicy {
+        let policy = RetryPolicy {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(500),
             ..RetryPolicy::default()
         };
-        let waits: Vec<_> = (0..5).map(|r| config.backoff(r).as_millis()).collect();
+        let waits: Vec<_> = (0..5).map(|r| policy.backoff(r).as_millis()).collect();
         assert_eq!(waits, [100, 200, 400, 500, 500]);
-        assert_eq!(config.backoff(u32::MAX), Duration::from_millis(500));
+        assert_eq!(policy.backoff(u32::MAX), Duration::from_millis(500));
     }
 
     #[test]
     fn jitter_stays_in_the_upper_half_of_the_backoff() {
-        let config = RetryPolicy {
+        let policy = RetryPolicy {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(400),
             ..RetryPolicy::default()
         };
-        let waits: Vec<Duration> = (0..50).map(|_| config.jittered_backoff(1)).collect();
+        let waits: Vec<Duration> = (0..50).map(|_| policy.jittered_backoff(1)).collect();
         assert!(waits
             .iter()
             .all(|w| *w >= Duration::from_millis(100) && *w <= Duration::from_millis(200)));

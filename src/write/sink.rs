@@ -529,14 +529,27 @@ impl<'a> Write<'a> {
             .into()
         };
         // Every sender first, so that all files close concurrently.
-        let files: Vec<_> = self
+        let files: Vec<Closing> = self
             .open
             .into_values()
-            .map(|f| (f.values, f.bucket, f.temp, f.target, f.encoder))
+            .map(|f| Closing {
+                values: f.values,
+                bucket: f.bucket,
+                temp: f.temp,
+                target: f.target,
+                encoder: f.encoder,
+            })
             .collect();
         let mut closed: Vec<ClosedFile> = Vec::with_capacity(files.len());
         let mut files = files.into_iter();
-        while let Some((values, bucket, temp, target, encoder)) = files.next() {
+        while let Some(Closing {
+            values,
+            bucket,
+            temp,
+            target,
+            encoder,
+        }) = files.next()
+        {
             let closing = finish(encoder).await.and_then(|(metadata, staged)| {
                 if !table.collect_statistics {
                     return Ok((None, staged));
@@ -563,11 +576,11 @@ impl<'a> Write<'a> {
                     }
                     // The encoders that fail or see `aborted` drop their files.
                     let mut temps = vec![temp.clone()];
-                    for (_, _, rest, _, encoder) in files {
-                        if let Ok((_, staged)) = finish(encoder).await {
-                            staged.discard(&self.store, &rest).await;
+                    for rest in files {
+                        if let Ok((_, staged)) = finish(rest.encoder).await {
+                            staged.discard(&self.store, &rest.temp).await;
                         }
-                        temps.push(rest);
+                        temps.push(rest.temp);
                     }
                     delete_all(&self.store, temps.iter()).await;
                     return Err(failed(&temp, e));
@@ -576,6 +589,15 @@ impl<'a> Write<'a> {
         }
         Ok((self.store, closed))
     }
+}
+
+/// A file whose rows are all sent, its encoder finishing it.
+struct Closing {
+    values: Vec<ScalarValue>,
+    bucket: Option<u32>,
+    temp: Path,
+    target: Path,
+    encoder: SpawnedTask<DFResult<(ParquetMetaData, Staged)>>,
 }
 
 /// A closed file, whole and not yet visible, ready for its commit.

@@ -56,6 +56,16 @@ struct KeyRange {
     until: Option<String>,
 }
 
+/// What the range listings of one splitting listing share.
+struct Splitting {
+    /// Where a listing posts the ranges it cut off its own.
+    splits: tokio::sync::mpsc::UnboundedSender<KeyRange>,
+    /// Ranges posted and not yet listed whole.
+    outstanding: AtomicUsize,
+    /// Set by a listing that saw keys out of order: the ranges do not hold.
+    unsorted: AtomicBool,
+}
+
 /// Keys a listing reads before it splits: one S3 page.
 const SPLIT_AFTER: usize = 1_000;
 /// At most this many cuts at once: the farthest part stays one range,
@@ -201,8 +211,11 @@ impl<'a> Lister<'a> {
         // Where keys begin to differ below the root: never cut above it.
         let floor = below(prefix);
         let (splits, mut posted) = tokio::sync::mpsc::unbounded_channel::<KeyRange>();
-        let outstanding = AtomicUsize::new(1);
-        let unsorted = AtomicBool::new(false);
+        let shared = Splitting {
+            splits,
+            outstanding: AtomicUsize::new(1),
+            unsorted: AtomicBool::new(false),
+        };
         let mut pending = VecDeque::from([KeyRange::default()]);
         let mut running = FuturesUnordered::new();
         let mut objects = Vec::new();
@@ -211,12 +224,7 @@ impl<'a> Lister<'a> {
                 let Some(range) = pending.pop_front() else {
                     break;
                 };
-                running.push(self.list_splitting(
-                    prefix,
-                    floor,
-                    range,
-                    (&splits, &outstanding, &unsorted),
-                ));
+                running.push(self.list_splitting(prefix, floor, range, &shared));
             }
             if running.is_empty() {
                 // Every listing is done; what one posted as it ended is here.
@@ -231,11 +239,11 @@ impl<'a> Lister<'a> {
             tokio::select! {
                 Some(listed) = running.next() => {
                     objects.extend(listed.map_err(|e| self.listing_error(e))?);
-                    outstanding.fetch_sub(1, AtomicOrdering::Relaxed);
+                    shared.outstanding.fetch_sub(1, AtomicOrdering::Relaxed);
                 }
                 Some(range) = posted.recv() => pending.push_back(range),
             }
-            if unsorted.load(AtomicOrdering::Relaxed) {
+            if shared.unsorted.load(AtomicOrdering::Relaxed) {
                 // Ranges hold only if the store lists in key order.
                 drop(running);
                 return self.list_under(vec![prefix.clone()]).await;
@@ -257,12 +265,13 @@ impl<'a> Lister<'a> {
         prefix: &Path,
         floor: usize,
         range: KeyRange,
-        (splits, outstanding, unsorted): (
-            &tokio::sync::mpsc::UnboundedSender<KeyRange>,
-            &AtomicUsize,
-            &AtomicBool,
-        ),
+        shared: &Splitting,
     ) -> object_store::Result<Vec<ObjectMeta>> {
+        let Splitting {
+            splits,
+            outstanding,
+            unsorted,
+        } = shared;
         let name = range.after.as_deref().unwrap_or(prefix.as_ref());
         let until = std::sync::Mutex::new(range.until);
         let after = range.after.as_deref().map(Path::parse).transpose()?;
