@@ -324,13 +324,8 @@ async fn collect_reserved(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::ScanDescription;
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::datasource::physical_plan::ParquetSource;
-    use datafusion::execution::object_store::ObjectStoreUrl;
     use datafusion_datasource::file_groups::FileGroup;
-    use datafusion_datasource::file_scan_config::FileScanConfigBuilder;
-    use datafusion_datasource::{PartitionedFile, TableSchema};
+    use datafusion_datasource::PartitionedFile;
     use object_store::path::Path;
     use object_store::ObjectMeta;
 
@@ -346,22 +341,7 @@ mod tests {
 
     /// A scan of `files`, in one group.
     fn scan(files: Vec<PartitionedFile>) -> PartitionedScanExec {
-        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
-        let source = ParquetSource::new(TableSchema::builder(schema).build());
-        let config =
-            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(vec![FileGroup::new(files)])
-                .build();
-        let description = ScanDescription {
-            table: Arc::from("t"),
-            selected_partitions: 1,
-            total_partitions: 1,
-            partition_filters: Vec::new(),
-            row_group_filters: Vec::new(),
-            retry: None,
-            bucketing_note: None,
-        };
-        PartitionedScanExec::new(description, config)
+        PartitionedScanExec::for_tests(vec![FileGroup::new(files)])
     }
 
     /// A forged one-file scan whose ETag spells out the rest of another

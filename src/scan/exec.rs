@@ -555,26 +555,22 @@ impl ExecutionPlan for PartitionedScanExec {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::datasource::physical_plan::ParquetSource;
-    use datafusion::execution::object_store::ObjectStoreUrl;
-    use datafusion_datasource::file_groups::FileGroup;
-    use datafusion_datasource::file_scan_config::FileScanConfigBuilder;
-    use datafusion_datasource::PartitionedFile;
-    use datafusion_datasource::TableSchema;
-
-    /// A scan of `files` files of 1 MiB, in `groups` groups.
-    fn scan(files: usize, groups: usize) -> PartitionedScanExec {
+impl PartitionedScanExec {
+    /// A scan of table `t` (one `Int64` column) over `groups` on the
+    /// local disk: for unit tests of what a scan plans and declares.
+    pub(crate) fn for_tests(
+        groups: Vec<datafusion_datasource::file_groups::FileGroup>,
+    ) -> PartitionedScanExec {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        use datafusion::datasource::physical_plan::ParquetSource;
+        use datafusion::execution::object_store::ObjectStoreUrl;
+        use datafusion_datasource::file_scan_config::FileScanConfigBuilder;
+        use datafusion_datasource::TableSchema;
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
         let source = ParquetSource::new(TableSchema::builder(schema).build());
-        let all: FileGroup = (0..files)
-            .map(|i| PartitionedFile::new(format!("t/part-{i:07}.parquet"), 1 << 20))
-            .collect();
         let config =
             FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(all.split_files(groups))
+                .with_file_groups(groups)
                 .build();
         let description = ScanDescription {
             table: Arc::from("t"),
@@ -586,6 +582,21 @@ mod tests {
             bucketing_note: None,
         };
         PartitionedScanExec::new(description, config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion_datasource::file_groups::FileGroup;
+    use datafusion_datasource::PartitionedFile;
+
+    /// A scan of `files` files of 1 MiB, in `groups` groups.
+    fn scan(files: usize, groups: usize) -> PartitionedScanExec {
+        let all: FileGroup = (0..files)
+            .map(|i| PartitionedFile::new(format!("t/part-{i:07}.parquet"), 1 << 20))
+            .collect();
+        PartitionedScanExec::for_tests(all.split_files(groups))
     }
 
     #[test]

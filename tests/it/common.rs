@@ -488,3 +488,16 @@ impl MemoryPool for PeakPool {
         self.inner.memory_limit()
     }
 }
+
+/// Every key in `store`, sorted.
+pub async fn keys(store: &Arc<dyn object_store::ObjectStore>) -> Vec<String> {
+    use futures::TryStreamExt;
+    let mut keys: Vec<String> = store
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}

@@ -87,18 +87,6 @@ fn reads(store: &FaultyStore) -> usize {
     store.requests_of(RequestKind::Read) + store.requests_of(RequestKind::Head)
 }
 
-/// Every key in the bucket, sorted.
-async fn keys(store: &Arc<dyn ObjectStore>) -> Vec<String> {
-    let mut keys: Vec<String> = store
-        .list(None)
-        .map_ok(|m| m.location.to_string())
-        .try_collect()
-        .await
-        .unwrap();
-    keys.sort();
-    keys
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_scan_cache_insert_and_refresh_on_s3() {
     let server = S3Server::start("warehouse").await;

@@ -11,7 +11,6 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::TryStreamExt;
 use lakefusion::store::faults::{Fault, FaultRule, FaultyStore, RequestKind};
 use lakefusion::{PartitionedTable, SessionBuilder};
 use object_store::memory::InMemory;
@@ -41,18 +40,6 @@ async fn lake() -> Arc<dyn ObjectStore> {
         .unwrap();
     }
     lake
-}
-
-/// Every key under `lake/`, sorted.
-async fn keys(lake: &Arc<dyn ObjectStore>) -> Vec<String> {
-    let mut keys: Vec<String> = lake
-        .list(Some(&Path::from("lake")))
-        .map_ok(|m| m.location.to_string())
-        .try_collect()
-        .await
-        .unwrap();
-    keys.sort();
-    keys
 }
 
 /// A session over a counting view of `lake`, with `config`, `pool` if
