@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use super::staging::put_new;
 
 /// The hidden prefix under the table root where records live.
 pub(crate) const RECORDS_DIR: &str = "_lakefusion/writes";
@@ -126,21 +128,7 @@ impl WriteRecord {
 
     /// Writes the record, before the write's first file becomes visible.
     pub(crate) async fn put(&self, store: &Arc<dyn ObjectStore>) -> object_store::Result<()> {
-        let payload = PutPayload::from(self.encode());
-        let create = PutOptions::from(PutMode::Create);
-        match store
-            .put_opts(&self.location, payload.clone(), create)
-            .await
-        {
-            Err(object_store::Error::NotImplemented { .. })
-            | Err(object_store::Error::NotSupported { .. }) => {
-                store.put(&self.location, payload).await?;
-            }
-            other => {
-                other?;
-            }
-        }
-        Ok(())
+        put_new(store, &self.location, PutPayload::from(self.encode())).await
     }
 
     /// Removes the record, once every file it lists is visible and the

@@ -258,6 +258,27 @@ impl AsyncFileWriter for StagedWriter {
     }
 }
 
+/// Writes a new object under a name unique to the write: one conditional
+/// PUT (`If-None-Match: *`), or a plain PUT where the store has no
+/// conditional put (the name being unique, it overwrites nothing).
+pub(crate) async fn put_new(
+    store: &Arc<dyn ObjectStore>,
+    location: &Path,
+    payload: PutPayload,
+) -> object_store::Result<()> {
+    let create = PutOptions::from(PutMode::Create);
+    match store.put_opts(location, payload.clone(), create).await {
+        Err(object_store::Error::NotImplemented { .. })
+        | Err(object_store::Error::NotSupported { .. }) => {
+            store.put(location, payload).await?;
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(())
+}
+
 /// A whole file waiting for the commit.
 pub(crate) enum Staged {
     /// Under its temporary name.
@@ -304,16 +325,7 @@ impl Staged {
                 }
                 other => other?,
             },
-            Self::Put { payload, .. } => {
-                let create = PutOptions::from(PutMode::Create);
-                match store.put_opts(target, payload.clone(), create).await {
-                    Err(object_store::Error::NotImplemented { .. })
-                    | Err(object_store::Error::NotSupported { .. }) => {
-                        store.put(target, payload).await?
-                    }
-                    other => other?,
-                };
-            }
+            Self::Put { payload, .. } => put_new(store, target, payload).await?,
             Self::Upload(mut upload) => {
                 if let Err(e) = upload.complete().await {
                     // A failed abort leaves what S3's lifecycle rule for

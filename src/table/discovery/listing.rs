@@ -560,6 +560,7 @@ impl Coverage {
         // `ancestor` runs through the root, then each level of `dir`.
         let mut ancestor = self.root.as_str();
         let mut end = match self.root.len() {
+            // Where the parts below the root begin (as `below` computes).
             0 => 0,
             len => len + 1,
         };
