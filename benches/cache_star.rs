@@ -7,7 +7,7 @@
 //! A partitioned fact table joined to two small dimension tables, all behind
 //! `object_store`'s `ThrottledStore` (10 ms per request) standing in for remote
 //! storage. The query runs `--runs` times with the cache on and as many with it
-//! off (`SET query_context.cache_enabled`), interleaved. Printed:
+//! off (`SET lakefusion.cache_enabled`), interleaved. Printed:
 //!
 //! * the time spent in the dimension scans (wall time from first poll to last
 //!   batch: `scan_time` uncached, `cache_serve_time` cached), on/off;
@@ -208,7 +208,7 @@ fn median(v: &mut [Duration]) -> Duration {
 /// Runs the query; returns its rows as text, its wall time, and the summed
 /// wall time of the dimension scans.
 async fn execute(ctx: &SessionContext, cache_on: bool) -> Result<(String, Duration, Duration)> {
-    ctx.sql(&format!("SET query_context.cache_enabled = {cache_on}"))
+    ctx.sql(&format!("SET lakefusion.cache_enabled = {cache_on}"))
         .await?
         .collect()
         .await?;

@@ -39,7 +39,7 @@ use datafusion::error::Result;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use lakefusion::store::faults::FaultyStore;
-use lakefusion::{PartitionedTable, QueryContext, SessionBuilder};
+use lakefusion::{PartitionedTable, ScanOptions, SessionBuilder};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::throttle::{ThrottleConfig, ThrottledStore};
@@ -311,7 +311,7 @@ async fn run(args: Args) -> Result<()> {
         per_file(listing_side.requests_repeated)
     );
     write_on_s3(&lake, &args).await?;
-    let budget = QueryContext::default();
+    let budget = ScanOptions::default();
     println!(
         "read-ahead: peak {} KiB held, budget {} KiB, {} requests in flight at most",
         ours_side.peak / 1024,

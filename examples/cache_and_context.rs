@@ -7,7 +7,7 @@
 //! Builds a session with `SessionBuilder` (query context + cache), joins a
 //! partitioned fact table to a small dimension table twice, and shows the
 //! second run served from the cache in `EXPLAIN ANALYZE`, the cache metrics,
-//! and `SET query_context.cache_enabled = false` turning it off.
+//! and `SET lakefusion.cache_enabled = false` turning it off.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -74,8 +74,8 @@ async fn main() -> Result<()> {
     other.sql(JOIN).await?.collect().await?;
     println!("{:?}", cache.metrics());
 
-    println!("\n-- SET query_context.cache_enabled = false: plain scans again");
-    ctx.sql("SET query_context.cache_enabled = false")
+    println!("\n-- SET lakefusion.cache_enabled = false: plain scans again");
+    ctx.sql("SET lakefusion.cache_enabled = false")
         .await?
         .collect()
         .await?;

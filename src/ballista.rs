@@ -23,9 +23,10 @@
 //!   Both fall back here.
 //! * **Codecs go into the client's `SessionConfig` before the context exists**
 //!   (`with_ballista_*_extension_codec`); added later they are ignored.
-//! * **`QueryContext` must be registered where configs are produced**, on the
-//!   scheduler and on every executor, or Ballista drops `query_context.*` values
-//!   (logging only at debug level). Both config producers register it.
+//! * **`QueryContext` and `ScanOptions` must be registered where configs are
+//!   produced**, on the scheduler and on every executor, or Ballista drops
+//!   `query_context.*` and `lakefusion.*` values (logging only at debug
+//!   level). Both config producers register them.
 //! * **The scheduler's session builder keeps the incoming config** and wires
 //!   the table factory, so `SET query_context.…` issued by the client is seen
 //!   where plans are made.
@@ -36,7 +37,7 @@
 //!   task would read the whole table (measured: every row 2× on a 3-partition
 //!   scan, 13× on a 15-partition one). So the scheduler's sessions end
 //!   planning with [`DistributedScanRule`]: each scan travels as a
-//!   [`DistributedScanExec`](crate::distributed::DistributedScanExec) whose child is the `DataSourceExec` of the
+//!   [`DistributedScanExec`](crate::DistributedScanExec) whose child is the `DataSourceExec` of the
 //!   planned file scan. Ballista narrows that child; the executor's codec
 //!   rebuilds a `PartitionedScanExec` — or a `CachedScanExec` over the
 //!   executor's own cache — over the narrowed files, so file-named errors, the
@@ -71,9 +72,9 @@ use crate::codec::{
     AllowedRoots, CompositePhysicalCodec, LakefusionLogicalCodec, LakefusionPhysicalCodec,
     ObjectStoreFactory,
 };
-use crate::context::QueryContext;
 use crate::distributed::DistributedScanRule;
 use crate::session::SessionBuilder;
+use crate::settings::{with_settings, QueryContext};
 
 /// The name Ballista's own physical codec is registered under in the
 /// [`CompositePhysicalCodec`].
@@ -161,15 +162,15 @@ impl BallistaSetup {
         BallistaCodec::new(self.logical_codec(), self.physical_codec())
     }
 
-    /// A Ballista session config with the codecs and `QueryContext` registered,
+    /// A Ballista session config with the codecs, `QueryContext` and
+    /// `ScanOptions` registered,
     /// and Ballista's adaptive planner off (see the module docs).
     pub fn session_config(&self, base: SessionConfig) -> SessionConfig {
         let config = base
             .with_ballista_logical_extension_codec(self.logical_codec())
             .with_ballista_physical_extension_codec(self.physical_codec())
             .set_str(BALLISTA_ADAPTIVE_PLANNER_ENABLED, "false");
-        let context = QueryContext::from_session_config(&config);
-        config.with_option_extension(context)
+        with_settings(config, None)
     }
 
     fn session_builder(&self, config: SessionConfig) -> SessionBuilder {

@@ -151,6 +151,15 @@ pub enum Error {
         expected: &'static str,
     },
 
+    /// A setting that moved to another key.
+    #[error("'{key}' is now '{now}' (SET {now} = …)")]
+    MovedSetting {
+        /// The key given.
+        key: String,
+        /// Where the setting is now.
+        now: String,
+    },
+
     /// A setting that does not exist.
     #[error("{scope}: unknown option '{key}' (known: {known})")]
     UnknownSetting {
@@ -162,6 +171,7 @@ pub enum Error {
         known: String,
     },
 
+    #[cfg(feature = "ballista")]
     /// Bytes from another process are not what the codec writes: not an
     /// envelope, not a plan node, or DataFusion's own decoder failed on them.
     #[error("codec '{codec}': {bytes} bytes are not a {what}: {source}")]
@@ -177,6 +187,7 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    #[cfg(feature = "ballista")]
     /// Bytes of another wire format version than this build's.
     #[error(
         "codec '{codec}' wrote wire format version {found}, but this build reads version {expected}: {kind}"
@@ -192,6 +203,7 @@ pub enum Error {
         kind: WireVersion,
     },
 
+    #[cfg(feature = "ballista")]
     /// A payload whose checksum does not match: corrupt or cut short.
     #[error("codec '{codec}': the {bytes} byte payload fails its checksum (corrupt or cut short)")]
     WireChecksum {
@@ -201,6 +213,7 @@ pub enum Error {
         bytes: usize,
     },
 
+    #[cfg(feature = "ballista")]
     /// An envelope names a codec this process does not have.
     #[error("unknown codec '{codec}' (known: {known})")]
     UnknownCodec {
@@ -210,6 +223,7 @@ pub enum Error {
         known: String,
     },
 
+    #[cfg(feature = "ballista")]
     /// A decoded plan node or table is inconsistent (a missing part, counts
     /// that disagree, an index out of range).
     #[error("codec '{codec}': cannot decode {what} of table {table}: {detail}")]
@@ -224,6 +238,7 @@ pub enum Error {
         detail: String,
     },
 
+    #[cfg(feature = "ballista")]
     /// A decoded plan names a file outside the roots the executor allows.
     #[error("{node}: file '{url}' is outside the roots this executor allows ({allowed})")]
     OutsideAllowedRoots {
@@ -235,6 +250,7 @@ pub enum Error {
         allowed: String,
     },
 
+    #[cfg(feature = "ballista")]
     /// A decoded plan names a local file under an allowed root that a
     /// symbolic link leads out of it.
     #[error("{node}: file '{url}' leads through a symbolic link to '{target}', outside the root '{root}' this executor allows")]
@@ -249,6 +265,7 @@ pub enum Error {
         root: String,
     },
 
+    #[cfg(feature = "ballista")]
     /// A decoded plan writes through a sink whose destination cannot be
     /// checked against the allowed roots.
     #[error("a plan writes through a sink whose destination cannot be checked ({sink}); this executor only allows files under {allowed}")]
@@ -259,6 +276,7 @@ pub enum Error {
         allowed: String,
     },
 
+    #[cfg(feature = "ballista")]
     /// A decoded plan needs an object store this executor neither has nor can
     /// create.
     #[error("no object store registered for '{url}' on this executor, and no ObjectStoreFactory to create one")]
@@ -489,6 +507,7 @@ pub enum ValueProblem {
 
 /// What went wrong with bytes another process sent (see the `Wire*`,
 /// `Codec*` and `*Roots` variants of [`Error`]).
+#[cfg(feature = "ballista")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WireVersion {
@@ -500,18 +519,30 @@ pub enum WireVersion {
     Newer,
 }
 
+#[cfg(feature = "ballista")]
 impl std::fmt::Display for WireVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            WireVersion::Unversioned => {
+            Self::Unversioned => {
                 "unversioned bytes carry no checksum and are refused; plan the query again with this build"
             }
-            WireVersion::Older => {
+            Self::Older => {
                 "run the same lakefusion version on every process of the deployment"
             }
-            WireVersion::Newer => "upgrade lakefusion here to the version the planner runs",
+            Self::Newer => "upgrade lakefusion here to the version the planner runs",
         })
     }
+}
+
+/// A column whose type in one file conflicts with the table's, raised by
+/// the per-file check (which cannot know the file); [`Error::read_file`]
+/// turns it into [`Error::SchemaConflict`], naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("column '{column}' is {found} in the file but {expected} in the table")]
+pub(crate) struct ColumnConflict {
+    pub column: String,
+    pub expected: DataType,
+    pub found: DataType,
 }
 
 impl Error {
@@ -521,29 +552,22 @@ impl Error {
     /// messages never repeat the path.
     pub fn read_file(path: impl Into<String>, source: DataFusionError) -> DataFusionError {
         let wrap = |path: String, source| {
-            DataFusionError::External(Box::new(Error::ReadFile {
+            DataFusionError::External(Box::new(Self::ReadFile {
                 path,
                 source: Box::new(source),
             }))
         };
         match source {
-            DataFusionError::External(e) => match e.downcast::<Error>() {
-                // Raised by a per-file check that cannot know the path itself.
-                Ok(ours) => match *ours {
-                    Error::SchemaConflict {
-                        path: p,
-                        column,
-                        expected,
-                        found,
-                    } if p.is_empty() => Error::SchemaConflict {
-                        path: path.into(),
-                        column,
-                        expected,
-                        found,
-                    }
-                    .into(),
-                    other => other.into(),
-                },
+            DataFusionError::External(e) => match e.downcast::<ColumnConflict>() {
+                // Raised by the per-file type check, which cannot know the path.
+                Ok(conflict) => Self::SchemaConflict {
+                    path: path.into(),
+                    column: conflict.column,
+                    expected: conflict.expected,
+                    found: conflict.found,
+                }
+                .into(),
+                Err(e) if e.is::<Self>() => DataFusionError::External(e),
                 Err(e) => wrap(path.into(), DataFusionError::External(e)),
             },
             other if Self::from_datafusion_ref(&other).is_some() => other,
@@ -553,9 +577,9 @@ impl Error {
 
     /// Finds a lakefusion [`Error`] inside a DataFusion error (through `Context`,
     /// `Shared` and `External` wrappers), if there is one.
-    pub fn from_datafusion_ref(err: &DataFusionError) -> Option<&Error> {
+    pub fn from_datafusion_ref(err: &DataFusionError) -> Option<&Self> {
         match err {
-            DataFusionError::External(e) => e.downcast_ref::<Error>(),
+            DataFusionError::External(e) => e.downcast_ref::<Self>(),
             DataFusionError::Context(_, inner) => Self::from_datafusion_ref(inner),
             DataFusionError::Shared(inner) => Self::from_datafusion_ref(inner),
             _ => None,
@@ -564,9 +588,9 @@ impl Error {
 
     /// Converts a DataFusion error back into a lakefusion error when it carries
     /// one; otherwise returns the DataFusion error unchanged.
-    pub fn from_datafusion(err: DataFusionError) -> std::result::Result<Error, DataFusionError> {
+    pub fn from_datafusion(err: DataFusionError) -> std::result::Result<Self, DataFusionError> {
         match err {
-            DataFusionError::External(e) => match e.downcast::<Error>() {
+            DataFusionError::External(e) => match e.downcast::<Self>() {
                 Ok(ours) => Ok(*ours),
                 Err(other) => Err(DataFusionError::External(other)),
             },
@@ -577,7 +601,7 @@ impl Error {
 
 impl From<Error> for DataFusionError {
     fn from(err: Error) -> Self {
-        DataFusionError::External(Box::new(err))
+        Self::External(Box::new(err))
     }
 }
 

@@ -42,17 +42,19 @@
 //! RecordBatches (partition columns appended, projection + limit applied, metrics recorded)
 //! ```
 //!
-//! With [`SessionBuilder`], [`SmallTableCacheRule`] may replace a small scan
-//! with a [`CachedScanExec`] served from a shared, memory-bounded
-//! [`TableCache`], and each scan runs in a `lakefusion.scan` tracing span
-//! carrying the [`QueryContext`]. On Ballista (feature `ballista`), tables and
-//! scans travel as metadata through the codecs in `codec`.
+//! With [`SessionBuilder`] (or [`SessionStateBuilderExt`] on DataFusion's own
+//! builder), [`SmallTableCacheRule`] may replace a small scan with a
+//! [`CachedScanExec`] served from a shared, memory-bounded [`TableCache`],
+//! and each scan runs in a `lakefusion.scan` tracing span carrying the
+//! [`QueryContext`]; [`ScanOptions`] (`SET lakefusion.…`) say how scans
+//! read. On Ballista (feature `ballista`), tables and scans travel as
+//! metadata through the codecs in `codec`.
 //!
 //! Dynamic filters (TopK, hash-join build sides) reach the scan while the
 //! query runs and skip files and row groups that can no longer match.
-//! `INSERT INTO` goes through [`write::PartitionedSink`]: new files only,
-//! added to the index at once (whole to queries through the same table, file
-//! by file to other processes: see [`write`]); a table declared with
+//! `INSERT INTO` goes through [`PartitionedSink`]: new files only, added to
+//! the index at once (whole to queries through the same table, file by file
+//! to other processes: see [`PartitionedSink`] and `docs/writing.md`); a table declared with
 //! [`bucket_by`](PartitionedTableBuilder::bucket_by) is written with
 //! DataFusion's own hash partitioner and records the Arrow type it hashed,
 //! so its scans declare `Hash` partitioning only where DataFusion can trust
@@ -60,7 +62,7 @@
 //! [`sort_order`](PartitionedTableBuilder::sort_order) is written sorted, and
 //! its scans declare the order wherever footer min/max prove it, so ordered
 //! queries need no `SortExec`. A table given a
-//! [`RetryPolicy`](store::RetryPolicy) reads through a
+//! [`RetryPolicy`] reads through a
 //! [`ResilientStore`](store::ResilientStore): transient failures retried with
 //! bounded backoff, every request under a timeout, short reads caught.
 //!
@@ -124,69 +126,114 @@
 //! ## Modules
 //!
 //! This map is the guide to the code as it is (it supersedes the first plan
-//! in the design notes).
+//! in the design notes). The user's guide is the README and `docs/`.
 //!
-//! * [`table`]: [`PartitionedTable`] by job — `builder`/`definition` (what a
-//!   table is), `discovery` (listing — split into ranges listed at once on object stores,
-//!   or only the partitions a predicate selects —, schema, footers:
-//!   `build()`, `refresh()`, `refresh_partitions()` only), `index` (the
-//!   partition index, its files packed column by column, and `SharedIndex`,
-//!   the one home of a table's current snapshot), `planner`/`pushdown` (filters and a
-//!   snapshot into a scan, no I/O), `hive` (every Hive path rule), `layout`
-//!   (bucketing, sort order), `provider` (the thin `TableProvider`),
-//!   `factory` (SQL DDL);
-//! * [`scan`]: [`PartitionedScanExec`] and its one [`ScanDescription`],
-//!   [`LazyScanStream`], the per-file type check (`schema`), the wrappers
-//!   that name the file in every error (`naming`), the read-ahead that keeps
-//!   many requests in flight on object stores (`read_ahead`) and
-//!   [`ScanMetrics`];
-//! * [`write`]: `INSERT INTO` as new Hive-partitioned files
-//!   ([`write::PartitionedSink`]), how a file stays invisible until its
-//!   commit on stores with and without rename, its bytes reserved from the
-//!   memory pool (`staging`), the record a write keeps under the root's
-//!   hidden `_lakefusion/writes/` while it commits (`record`), and removing
-//!   what unfinished writes left (`cleanup`);
+//! The layers, each importing only those below it (no two modules import
+//! each other, and no folder imports a folder above it):
+//!
+//! ```text
+//! ballista.rs                      the per-role Ballista set-up (feature `ballista`)
+//! codec/                           wire formats (feature `ballista`)
+//! session.rs                       SessionBuilder, SessionStateBuilderExt
+//! distributed/                     the carrier of scans to Ballista executors
+//! cache/                           TableCache, CachedScanExec, SmallTableCacheRule
+//! table/                           PartitionedTable: builder, discovery, planner, provider
+//! write/                           INSERT INTO: the sink, staging, write records, cleanup
+//! scan/                            PartitionedScanExec and its streams
+//! lake/                            what reading and writing share: definition, partitioning, index
+//! store/                           stores, retries, read-ahead, what kind of storage a root is
+//! settings/                        QueryContext, ScanOptions
+//! error.rs                         Error
+//! ```
+//!
+//! * `lake`: what a table is ([`TableDefinition`](lake::TableDefinition),
+//!   built and checked in one place, `try_new`), its partitioning (the
+//!   [`PartitionSpec`] and every Hive path rule: parse, write, NULL, hidden
+//!   names, percent-encoding), its layout (bucketing, sort order, as our
+//!   writer records them), the [`PartitionIndex`] (files packed column by
+//!   column) and `SharedIndex`, the one home of a table's current index;
+//! * `table`: [`PartitionedTable`] by job — `builder`, `discovery`
+//!   (listing — split into ranges listed at once on object stores, or only
+//!   the partitions a predicate selects —, `refresh`, schema, footers:
+//!   `build()`, `refresh()`, `refresh_partitions()` only),
+//!   `planner`/`pushdown` (filters and a snapshot into a scan, no I/O),
+//!   `provider` (the thin `TableProvider`), `factory` (SQL DDL);
+//! * `write`: `INSERT INTO` as new Hive-partitioned files
+//!   ([`PartitionedSink`]), how a file stays invisible until its commit on
+//!   stores with and without rename, its bytes reserved from the memory
+//!   pool (`staging`), the record a write keeps under the root's hidden
+//!   `_lakefusion/writes/` while it commits (`record`), and removing what
+//!   unfinished writes left (`cleanup`);
+//! * `scan`: [`PartitionedScanExec`] and its one [`ScanDescription`], the
+//!   stream of each partition (`stream`), what partitions of one execution
+//!   share (`siblings`) and what they read ahead (`read_ahead`), the
+//!   per-file type check (`schema`), the wrappers that name the file in
+//!   every error (`naming`) and [`ScanMetrics`];
 //! * [`store`]: stores from a root's URL and options
 //!   ([`store::object_store_for_url`], features `aws`, `gcp`, `azure`),
-//!   the one place that decides what kind of storage a root is on (`kind`:
-//!   local disk, memory, remote, and what each does well),
-//!   [`store::RetryPolicy`] and [`store::ResilientStore`] (retries,
-//!   timeouts per request and per listing page, short reads), and with
-//!   `test-utils` a fault-injecting store;
-//! * [`context`]: [`QueryContext`], the per-query config extension;
-//! * [`session`]: [`SessionBuilder`], which wires everything into a session;
-//! * [`cache`]: [`TableCache`], [`CachedScanExec`] and [`SmallTableCacheRule`];
+//!   what kind of storage a root is on (`kind`: local disk, memory, remote,
+//!   and what each does well), where a local root really is (`local`: the
+//!   symbolic-link check), the read-ahead engine and the store its readers
+//!   use (`read_ahead`), [`RetryPolicy`] and [`store::ResilientStore`]
+//!   (retries, timeouts per request and per listing page, short reads), and
+//!   with `test-utils` a fault-injecting store;
+//! * `settings`: [`QueryContext`] (who is asking) and [`ScanOptions`] (how
+//!   scans read), the config extensions that travel with a query;
+//! * `session`: [`SessionBuilder`] and [`SessionStateBuilderExt`], which
+//!   wire everything into a session;
+//! * `cache`: [`TableCache`], [`CachedScanExec`] and [`SmallTableCacheRule`];
 //! * `distributed` (feature `ballista`): the carrier a scan travels in to
 //!   Ballista executors, and the rule that puts it in place;
 //! * `codec` (feature `ballista`): wire formats only — scans, tables and
 //!   file lists as metadata, the named composite codec, and what a decoding
 //!   executor checks (`AllowedRoots`) and injects;
 //! * `ballista` (feature `ballista`): the per-role Ballista configuration;
-//! * [`error`]: the crate's [`Error`] and its conversion to and from DataFusion's.
-//!
-//! [`ScanDescription`]: scan::ScanDescription
+//! * `error`: the crate's [`Error`] and its conversion to and from DataFusion's.
+
+#![deny(rustdoc::broken_intra_doc_links, rustdoc::bare_urls, rust_2018_idioms)]
+#![warn(
+    missing_copy_implementations,
+    missing_debug_implementations,
+    missing_docs,
+    clippy::explicit_iter_loop,
+    clippy::use_self,
+    clippy::clone_on_ref_ptr,
+    unreachable_pub
+)]
 
 #[cfg(feature = "ballista")]
 pub mod ballista;
-pub mod cache;
+mod cache;
 #[cfg(feature = "ballista")]
 pub mod codec;
-pub mod context;
 #[cfg(feature = "ballista")]
-pub mod distributed;
-pub mod error;
-pub mod scan;
-pub mod session;
+mod distributed;
+mod error;
+mod lake;
+mod scan;
+mod session;
+mod settings;
 pub mod store;
-pub mod table;
-pub mod write;
+mod table;
+mod write;
 
-pub use cache::{CacheConfig, CacheMetrics, CachedScanExec, SmallTableCacheRule, TableCache};
-pub use context::QueryContext;
-pub use error::{Error, PathProblem, Result, TableProblem, ValueProblem, WireVersion};
-pub use scan::{LazyScanStream, PartitionedScanExec, ScanMetrics};
-pub use session::SessionBuilder;
-pub use table::{
-    Bucketing, PartitionIndex, PartitionSpec, PartitionedTable, PartitionedTableBuilder,
-    PartitionedTableFactory, SortKey,
+pub use cache::{
+    CacheConfig, CacheFill, CacheKey, CacheMetrics, CachedPartitions, CachedScanExec,
+    SmallTableCacheRule, TableCache,
 };
+#[cfg(feature = "ballista")]
+pub use distributed::{DistributedScanExec, DistributedScanRule};
+#[cfg(feature = "ballista")]
+pub use error::WireVersion;
+pub use error::{Error, PathProblem, Result, TableProblem, ValueProblem};
+pub use lake::index::{FileRef, IndexedFile, ListedPartition, Partition, PartitionIndex};
+pub use lake::layout::{Bucketing, SortKey};
+pub use lake::partitioning::{
+    partition_dir, PartitionColumn, PartitionSpec, HIVE_NULL, MAX_DIR_NAME_BYTES,
+};
+pub use scan::{PartitionedScanExec, ScanDescription, ScanMetrics};
+pub use session::{SessionBuilder, SessionStateBuilderExt};
+pub use settings::{QueryContext, ScanOptions};
+pub use store::RetryPolicy;
+pub use table::{PartitionedTable, PartitionedTableBuilder, PartitionedTableFactory};
+pub use write::PartitionedSink;

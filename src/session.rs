@@ -1,17 +1,19 @@
-//! [`SessionBuilder`]: one call that wires lakefusion into a DataFusion session.
+//! Wiring lakefusion into a DataFusion session: [`SessionBuilder`], one
+//! call that builds a whole session, and [`SessionStateBuilderExt`], the
+//! same set-up as steps on DataFusion's own `SessionStateBuilder` (as
+//! `datafusion-distributed` offers its own).
 
 use std::sync::Arc;
 
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
-use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
 use url::Url;
 
 use crate::cache::{CacheConfig, SmallTableCacheRule, TableCache};
-use crate::context::QueryContext;
+use crate::settings::{with_settings, QueryContext};
 use crate::table::PartitionedTableFactory;
 
 /// Builds `SessionState`s and `SessionContext`s with lakefusion wired in.
@@ -29,8 +31,9 @@ use crate::table::PartitionedTableFactory;
 /// # What is wired, in this order
 ///
 /// 1. **Config**: the given [`SessionConfig`] (or the default), with
-///    [`QueryContext`] registered as a config extension — so
-///    `SET query_context.…` works and the values reach every operator.
+///    [`QueryContext`] and [`ScanOptions`](crate::ScanOptions) registered as
+///    config extensions — so `SET query_context.…` and `SET lakefusion.…`
+///    work and the values reach every operator.
 /// 2. **Runtime**: the given [`RuntimeEnv`] (or the default), with the object
 ///    stores given to [`with_object_store`](Self::with_object_store)
 ///    registered in its `ObjectStoreRegistry`.
@@ -43,7 +46,8 @@ use crate::table::PartitionedTableFactory;
 ///    (found by name, so DataFusion reordering its rules does not misplace it).
 ///
 /// Every session built by one builder (and every clone of it) shares one
-/// [`TableCache`].
+/// [`TableCache`]. Steps 1, 4 and 5 are [`SessionStateBuilderExt`]'s, for
+/// sessions assembled with DataFusion's own builder.
 #[derive(Clone, Default)]
 pub struct SessionBuilder {
     config: Option<SessionConfig>,
@@ -130,51 +134,107 @@ impl SessionBuilder {
         self
     }
 
-    /// The physical optimizer rules sessions get: DataFusion's defaults, plus
-    /// [`SmallTableCacheRule`] (when caching) and any added rules, right
-    /// before `SanityCheckPlan`.
-    pub fn physical_optimizer_rules(&self) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
-        let mut rules = PhysicalOptimizer::new().rules;
-        let mut ours: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> = Vec::new();
-        if let Some(cache) = &self.cache {
-            ours.push(Arc::new(SmallTableCacheRule::new(cache.clone())));
+    /// Builds a `SessionState`: DataFusion's defaults, then the
+    /// lakefusion set-up through [`SessionStateBuilderExt`].
+    pub fn build_state(&self) -> SessionState {
+        let runtime = self.runtime.clone().unwrap_or_default();
+        for (url, store) in &self.object_stores {
+            runtime.register_object_store(url, Arc::clone(store));
         }
-        ours.extend(self.extra_rules.iter().cloned());
+        let mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> = Vec::new();
+        if let Some(cache) = &self.cache {
+            rules.push(Arc::new(SmallTableCacheRule::new(cache.clone())));
+        }
+        rules.extend(self.extra_rules.iter().cloned());
+        let mut builder = SessionStateBuilder::new()
+            .with_config(self.config.clone().unwrap_or_default())
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_lakefusion();
+        if let Some(query_context) = &self.query_context {
+            builder = builder.with_lakefusion_query_context(query_context.clone());
+        }
+        builder.with_rules_before_sanity_check(rules).build()
+    }
+
+    /// Builds a `SessionContext`.
+    pub fn build_context(&self) -> SessionContext {
+        SessionContext::new_with_state(self.build_state())
+    }
+}
+
+/// The lakefusion set-up as steps on DataFusion's [`SessionStateBuilder`],
+/// for applications that assemble their sessions themselves:
+///
+/// ```
+/// use datafusion::execution::session_state::SessionStateBuilder;
+/// use lakefusion::{CacheConfig, QueryContext, SessionStateBuilderExt, TableCache};
+///
+/// let state = SessionStateBuilder::new()
+///     .with_default_features()
+///     .with_lakefusion()
+///     .with_lakefusion_query_context(QueryContext::new("q-42"))
+///     .with_lakefusion_cache(TableCache::new(CacheConfig::default()))
+///     .build();
+/// assert_eq!(QueryContext::from_session_config(state.config()).query_id, "q-42");
+/// ```
+///
+/// [`SessionBuilder`] is built on these steps.
+pub trait SessionStateBuilderExt: Sized {
+    /// Registers [`QueryContext`] and [`ScanOptions`](crate::ScanOptions) as
+    /// config extensions (keeping values the config already has) and the
+    /// table factory for `STORED AS PARTITIONED_PARQUET`.
+    fn with_lakefusion(self) -> Self;
+
+    /// Sets the query context sessions start with (`SET query_context.…`
+    /// changes it).
+    fn with_lakefusion_query_context(self, query_context: QueryContext) -> Self;
+
+    /// Enables the small-table cache: [`SmallTableCacheRule`] over `cache`,
+    /// right before DataFusion's `SanityCheckPlan`.
+    fn with_lakefusion_cache(self, cache: TableCache) -> Self;
+
+    /// Inserts `rules`, in this order, right before the physical optimizer
+    /// rule named `SanityCheckPlan` (found by name, so DataFusion
+    /// reordering its rules does not misplace them; last if there is none),
+    /// into the rules the builder has (DataFusion's defaults if none).
+    fn with_rules_before_sanity_check(
+        self,
+        rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
+    ) -> Self;
+}
+
+impl SessionStateBuilderExt for SessionStateBuilder {
+    fn with_lakefusion(mut self) -> Self {
+        let config = self.config().take().unwrap_or_default();
+        *self.config() = Some(with_settings(config, None));
+        self.with_table_factory(
+            PartitionedTableFactory::FORMAT.to_string(),
+            Arc::new(PartitionedTableFactory),
+        )
+    }
+
+    fn with_lakefusion_query_context(mut self, query_context: QueryContext) -> Self {
+        let config = self.config().take().unwrap_or_default();
+        *self.config() = Some(with_settings(config, Some(query_context)));
+        self
+    }
+
+    fn with_lakefusion_cache(self, cache: TableCache) -> Self {
+        self.with_rules_before_sanity_check(vec![Arc::new(SmallTableCacheRule::new(cache))])
+    }
+
+    fn with_rules_before_sanity_check(
+        mut self,
+        ours: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>,
+    ) -> Self {
+        let mut rules = self.physical_optimizers().take().unwrap_or_default().rules;
         // A DataFusion without the check: last, where it would have been.
         let at = rules
             .iter()
             .position(|r| r.name() == "SanityCheckPlan")
             .unwrap_or(rules.len());
         rules.splice(at..at, ours);
-        rules
-    }
-
-    /// Builds a `SessionState`.
-    pub fn build_state(&self) -> SessionState {
-        let config = self.config.clone().unwrap_or_default();
-        let query_context = self
-            .query_context
-            .clone()
-            .unwrap_or_else(|| QueryContext::from_session_config(&config));
-        let config = config.with_option_extension(query_context);
-        let runtime = self.runtime.clone().unwrap_or_default();
-        for (url, store) in &self.object_stores {
-            runtime.register_object_store(url, Arc::clone(store));
-        }
-        SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(runtime)
-            .with_default_features()
-            .with_physical_optimizer_rules(self.physical_optimizer_rules())
-            .with_table_factory(
-                PartitionedTableFactory::FORMAT.to_string(),
-                Arc::new(PartitionedTableFactory),
-            )
-            .build()
-    }
-
-    /// Builds a `SessionContext`.
-    pub fn build_context(&self) -> SessionContext {
-        SessionContext::new_with_state(self.build_state())
+        self.with_physical_optimizer_rules(rules)
     }
 }

@@ -101,12 +101,12 @@ impl CachedScanExec {
 /// so the description reads back one way only: a file name or ETag (from
 /// storage, or from a forged plan) that contains the text of other parts
 /// cannot make two different scans describe themselves alike.
-pub fn cache_key(scan: &PartitionedScanExec) -> CacheKey {
+pub(crate) fn cache_key(scan: &PartitionedScanExec) -> CacheKey {
     let config = scan.file_scan_config();
     let mut d = KeyText::default();
     d.part("store", config.object_store_url.as_str());
     d.part("groups", config.file_groups.len());
-    for group in config.file_groups.iter() {
+    for group in &config.file_groups {
         d.part("files", group.len());
         for file in group.iter() {
             let meta = &file.object_meta;
@@ -163,7 +163,7 @@ impl fmt::Debug for CachedScanExec {
 }
 
 impl DisplayAs for CachedScanExec {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !matches!(t, DisplayFormatType::TreeRender) {
             write!(f, "CachedScanExec: ")?;
         }

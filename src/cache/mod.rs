@@ -6,7 +6,7 @@ mod exec;
 mod rule;
 mod table_cache;
 
-pub use exec::{cache_key, CachedScanExec};
+pub use exec::CachedScanExec;
 pub use rule::SmallTableCacheRule;
 pub use table_cache::{
     CacheConfig, CacheFill, CacheKey, CacheMetrics, CachedPartitions, TableCache,

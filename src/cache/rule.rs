@@ -13,8 +13,8 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::exec::CachedScanExec;
 use super::table_cache::{CacheConfig, TableCache};
-use crate::context::QueryContext;
 use crate::scan::PartitionedScanExec;
+use crate::settings::ScanOptions;
 
 /// Replaces each [`PartitionedScanExec`] that is small enough with a
 /// [`CachedScanExec`] over the shared [`TableCache`].
@@ -25,7 +25,7 @@ use crate::scan::PartitionedScanExec;
 /// be small, so a scan with neither a row count nor a byte size is never cached
 /// (a table built without `collect_statistics` has an inexact byte size from
 /// its listing, and is judged by that). Nothing is cached when the query's
-/// [`QueryContext::cache_enabled`] is false. Every other node is left as is.
+/// [`ScanOptions::cache_enabled`] (`lakefusion.cache_enabled`) is false. Every other node is left as is.
 ///
 /// [`SessionBuilder`](crate::SessionBuilder) inserts it right before
 /// DataFusion's `SanityCheckPlan`, after every rule that may still move, split
@@ -66,8 +66,8 @@ impl PhysicalOptimizerRule for SmallTableCacheRule {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let enabled = config
             .extensions
-            .get::<QueryContext>()
-            .is_none_or(|context| context.cache_enabled);
+            .get::<ScanOptions>()
+            .is_none_or(|options| options.cache_enabled);
         if !enabled {
             return Ok(plan);
         }

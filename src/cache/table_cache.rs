@@ -121,6 +121,7 @@ pub type CachedPartitions = Arc<Vec<Vec<RecordBatch>>>;
 
 /// Counters of a [`TableCache`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CacheMetrics {
     /// Lookups served from memory.
     pub hits: u64,

@@ -11,8 +11,8 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use prost::Message;
 
 use super::roots::AllowedRoots;
-use crate::context::QueryContext;
 use crate::error::{Error, WireVersion};
+use crate::settings::QueryContext;
 
 /// The version of lakefusion's wire format this build writes, and the only
 /// one it reads. Raised when bytes change in a way another version would
@@ -74,7 +74,7 @@ fn is_not_mine(error: &DataFusionError) -> bool {
 
 impl Envelope {
     pub(crate) fn encode_into(codec: &str, payload: Vec<u8>, buf: &mut Vec<u8>) -> Result<()> {
-        Envelope {
+        Self {
             codec: codec.to_string(),
             checksum: crc32fast::hash(&payload),
             payload,
@@ -105,7 +105,7 @@ impl Envelope {
                 bytes: buf.len(),
                 source,
             };
-        let envelope = Envelope::decode(buf).map_err(|e| not_an_envelope(Box::new(e)))?;
+        let envelope = Self::decode(buf).map_err(|e| not_an_envelope(Box::new(e)))?;
         if envelope.codec.is_empty() {
             return Err(not_an_envelope("it names no codec".into()).into());
         }

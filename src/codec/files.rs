@@ -91,7 +91,7 @@ impl FileGroupsNode {
         let files = || groups.iter().flat_map(|g| g.iter());
         let count = files().count();
         let prefix = common_prefix(files().map(|f| f.object_meta.location.as_ref()));
-        let mut node = FileGroupsNode {
+        let mut node = Self {
             paths: Vec::with_capacity(count),
             sizes: Vec::with_capacity(count),
             last_modified_ns: Vec::with_capacity(count),

@@ -19,12 +19,12 @@ use prost::Message;
 use super::composite::{decode_without_panics, Envelope};
 use super::physical::RetryNode;
 use crate::error::Error;
+use crate::lake::index::{FileRef, IndexedFile, ListedPartition, PartitionIndex, NO_BUCKET};
+use crate::lake::layout::{Bucketing, SortKey, TableSort};
+use crate::lake::partitioning::PartitionSpec;
+use crate::lake::{TableDefinition, TableOptions};
 use crate::store::RetryPolicy;
-use crate::table::layout::TableSort;
-use crate::table::{
-    Bucketing, FileRef, IndexedFile, ListedPartition, PartitionIndex, PartitionSpec,
-    PartitionedTable, SortKey, NO_BUCKET,
-};
+use crate::table::PartitionedTable;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct TableNode {
@@ -58,6 +58,10 @@ struct TableNode {
     sort_declared: bool,
     #[prost(message, optional, tag = "12")]
     retry: Option<RetryNode>,
+    /// Listings a refresh runs at once (0, from bytes before it travelled:
+    /// the default).
+    #[prost(uint64, tag = "14")]
+    listing_concurrency: u64,
 }
 
 /// The partition index, packed as the index holds it: one entry per
@@ -111,7 +115,7 @@ impl IndexNode {
     fn encode(table: &PartitionedTable, index: &PartitionIndex) -> Result<Self> {
         let count = index.file_count();
         let root = table.root().prefix().as_ref();
-        let mut node = IndexNode {
+        let mut node = Self {
             names: Vec::with_capacity(count),
             sizes: Vec::with_capacity(count),
             modified_seconds: Vec::with_capacity(count),
@@ -304,29 +308,49 @@ impl LakefusionLogicalCodec {
         Self { inner }
     }
 
+    /// Every field of the definition, taken apart exhaustively: a field
+    /// added to it does not compile here until it travels.
     fn encode_table(table: &PartitionedTable) -> Result<TableNode> {
-        let spec = table.partition_spec();
+        let TableDefinition {
+            name,
+            root,
+            spec,
+            file_schema,
+            options,
+            derived: _,
+        } = table.definition();
+        let TableOptions {
+            collect_statistics,
+            file_extension,
+            bucketing,
+            sort,
+            retry,
+            listing_concurrency,
+        } = options;
         let partition_schema = Schema::new(spec.fields());
         let index = IndexNode::encode(table, &table.index())?;
         Ok(TableNode {
-            name: table.name().to_string(),
-            root: table.root().to_string(),
-            file_schema: Some(protobuf::Schema::try_from(table.file_schema().as_ref())?),
+            name: name.to_string(),
+            root: root.to_string(),
+            file_schema: Some(protobuf::Schema::try_from(file_schema.as_ref())?),
             partition_columns: Some(protobuf::Schema::try_from(&partition_schema)?),
-            collect_statistics: table.collects_statistics(),
-            file_extension: table.file_extension().to_string(),
+            collect_statistics: *collect_statistics,
+            file_extension: file_extension.clone(),
             index: Some(index),
-            bucket_column: table
-                .bucketing()
+            bucket_column: bucketing
+                .as_ref()
                 .map(|b| b.column.clone())
                 .unwrap_or_default(),
-            buckets: table.bucketing().map_or(0, |b| b.buckets as u64),
-            sort_order: SortKey::encode_all(table.sort_order()),
-            sort_declared: table.table_sort().is_some_and(|s| s.declared),
-            retry: table.retry_config().map(RetryNode::from),
+            buckets: bucketing.as_ref().map_or(0, |b| b.buckets as u64),
+            sort_order: SortKey::encode_all(sort.as_ref().map_or(&[], |s| &s.keys)),
+            sort_declared: sort.as_ref().is_some_and(|s| s.declared),
+            retry: retry.map(RetryNode::from),
+            listing_concurrency: *listing_concurrency as u64,
         })
     }
 
+    /// A table from the wire, checked as a builder's is
+    /// ([`TableDefinition::try_new`]).
     fn decode_table(node: TableNode) -> Result<PartitionedTable> {
         let bad = |detail: String| -> DataFusionError {
             Error::MalformedPlan {
@@ -361,27 +385,35 @@ impl LakefusionLogicalCodec {
         let index = PartitionIndex::try_new(&spec, partitions)?;
         let sort = match SortKey::decode_all(&node.sort_order) {
             Some(keys) if keys.is_empty() => None,
-            Some(keys) => Some(keys),
+            Some(keys) => Some(TableSort {
+                keys,
+                declared: node.sort_declared,
+            }),
             None => return Err(bad(format!("sort order '{}'", node.sort_order))),
         };
-        Ok(PartitionedTable::from_parts(
-            node.name.clone(),
-            root,
-            spec,
-            file_schema,
-            node.collect_statistics,
-            node.file_extension.clone(),
-            index,
-        )
-        .with_bucketing((node.buckets > 0).then(|| Bucketing {
-            column: node.bucket_column.clone(),
-            buckets: node.buckets as usize,
-        }))
-        .with_sort(sort.map(|keys| TableSort {
-            keys,
-            declared: node.sort_declared,
-        }))
-        .with_retry(node.retry.clone().map(RetryPolicy::from)))
+        let count = |value: u64, what: &str| {
+            usize::try_from(value).map_err(|_| bad(format!("{what} {value}")))
+        };
+        let options = TableOptions {
+            collect_statistics: node.collect_statistics,
+            file_extension: node.file_extension.clone(),
+            bucketing: match node.buckets {
+                0 => None,
+                buckets => Some(Bucketing {
+                    column: node.bucket_column.clone(),
+                    buckets: count(buckets, "bucket count")?,
+                }),
+            },
+            sort,
+            retry: node.retry.clone().map(RetryPolicy::from),
+            listing_concurrency: match node.listing_concurrency {
+                0 => TableOptions::default().listing_concurrency,
+                listings => count(listings, "listing concurrency")?,
+            },
+        };
+        let definition =
+            TableDefinition::try_new(node.name.as_str().into(), root, spec, file_schema, options)?;
+        Ok(PartitionedTable::new(definition, index))
     }
 }
 
@@ -545,15 +577,69 @@ mod tests {
     fn table_at(root: &str, partitions: Vec<ListedPartition>) -> PartitionedTable {
         let spec = PartitionSpec::new([("day".to_string(), DataType::Int32)]);
         let index = PartitionIndex::try_new(&spec, partitions).unwrap();
-        PartitionedTable::from_parts(
-            "t".to_string(),
-            ListingTableUrl::parse(root).unwrap(),
-            spec,
-            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
-            false,
-            ".parquet".to_string(),
-            index,
-        )
+        table_with(root, spec, index, TableOptions::default())
+    }
+
+    /// A table with `id` (Int64) inside its files, of `options`.
+    fn table_with(
+        root: &str,
+        spec: PartitionSpec,
+        index: PartitionIndex,
+        options: TableOptions,
+    ) -> PartitionedTable {
+        let file_schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let root = ListingTableUrl::parse(root).unwrap();
+        let definition =
+            TableDefinition::try_new("t".into(), root, spec, file_schema, options).unwrap();
+        PartitionedTable::new(definition, index)
+    }
+
+    /// Every option of a definition arrives as it left (the listing
+    /// concurrency once did not travel).
+    #[test]
+    fn every_option_of_a_table_travels() {
+        let spec = PartitionSpec::new([("day".to_string(), DataType::Int32)]);
+        let index = PartitionIndex::try_new(&spec, Vec::new()).unwrap();
+        let options = TableOptions {
+            collect_statistics: true,
+            file_extension: ".pq".to_string(),
+            bucketing: Some(Bucketing {
+                column: "id".to_string(),
+                buckets: 8,
+            }),
+            sort: Some(TableSort {
+                keys: vec![SortKey::desc("id")],
+                declared: true,
+            }),
+            retry: Some(RetryPolicy::default()),
+            listing_concurrency: 3,
+        };
+        let table = table_with("memory:///lake/t/", spec, index, options.clone());
+        let node = LakefusionLogicalCodec::encode_table(&table).unwrap();
+        let decoded = LakefusionLogicalCodec::decode_table(node.clone()).unwrap();
+        assert_eq!(decoded.definition().options, options);
+        assert_eq!(decoded.name(), "t");
+        assert_eq!(decoded.file_schema(), table.file_schema());
+        assert_eq!(decoded.partition_spec(), table.partition_spec());
+        // Bytes from before the field travelled: the default, not 0.
+        let old = TableNode {
+            listing_concurrency: 0,
+            ..node.clone()
+        };
+        let decoded = LakefusionLogicalCodec::decode_table(old).unwrap();
+        assert_eq!(decoded.definition().options.listing_concurrency, 64);
+        // A decoded definition is checked as a builder's is.
+        let forged = TableNode {
+            bucket_column: "day".to_string(),
+            ..node
+        };
+        let err = LakefusionLogicalCodec::decode_table(forged)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("day") && err.contains("no such column"),
+            "{err}"
+        );
     }
 
     fn decode(table: &PartitionedTable, node: &IndexNode) -> Result<Vec<ListedPartition>> {

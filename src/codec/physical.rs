@@ -156,7 +156,7 @@ pub(crate) struct PlanNode {
 
 pub(crate) mod plan_node {
     #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum Node {
+    pub(crate) enum Node {
         #[prost(message, tag = "1")]
         Scan(super::ScanNode),
         #[prost(message, tag = "2")]

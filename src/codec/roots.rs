@@ -1,6 +1,5 @@
 //! [`AllowedRoots`]: which table roots a decoding executor may read.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::datasource::file_format::csv::CsvSink;
@@ -16,6 +15,7 @@ use datafusion_datasource::sink::DataSinkExec;
 use crate::cache::CachedScanExec;
 use crate::error::Error;
 use crate::scan::PartitionedScanExec;
+use crate::store::local::LocalRoot;
 
 /// The table roots an executor may open files under.
 ///
@@ -100,10 +100,7 @@ impl AllowedRoots {
         let roots = self.roots.as_deref()?;
         let real_roots = roots
             .iter()
-            // `to_file_path` refuses every scheme but `file`.
-            .map(|root| {
-                std::fs::canonicalize(url::Url::parse(root).ok()?.to_file_path().ok()?).ok()
-            })
+            .map(|root| LocalRoot::of_url(&url::Url::parse(root).ok()?))
             .collect();
         Some(Checker { roots, real_roots })
     }
@@ -114,7 +111,7 @@ struct Checker<'a> {
     roots: &'a [String],
     /// For each root: its real path on the local file system, if it is a
     /// `file://` root that exists.
-    real_roots: Vec<Option<PathBuf>>,
+    real_roots: Vec<Option<LocalRoot>>,
 }
 
 impl Checker<'_> {
@@ -187,15 +184,16 @@ impl Checker<'_> {
             .position(|root| url.starts_with(root.as_str()));
         match root {
             Some(i) if clean => {
-                let escape = self.real_roots[i]
-                    .as_deref()
-                    .and_then(|real_root| local_escape(real_root, url));
+                let escape = self.real_roots[i].as_ref().and_then(|real_root| {
+                    let path = url::Url::parse(url).ok()?.to_file_path().ok()?;
+                    real_root.escape_of_nearest(path)
+                });
                 match escape {
                     None => Ok(()),
                     Some(target) => Err(Error::LinkOutsideRoot {
                         node: what.to_string(),
                         url: url.to_string(),
-                        target,
+                        target: target.display().to_string(),
                         root: self.roots[i].clone(),
                     }
                     .into()),
@@ -212,22 +210,6 @@ impl Checker<'_> {
 
     fn describe(&self) -> String {
         self.roots.join(", ")
-    }
-}
-
-/// Where a `file://` URL under the local root `real_root` really leads, when
-/// a symbolic link takes it outside that root (checked on the executor,
-/// which opens it). A path that does not exist yet (a sink's target) is
-/// judged by its deepest existing ancestor. `None` when it stays inside.
-fn local_escape(real_root: &Path, url: &str) -> Option<String> {
-    let mut path = url::Url::parse(url).ok()?.to_file_path().ok()?;
-    loop {
-        if let Ok(real) = std::fs::canonicalize(&path) {
-            return (!real.starts_with(real_root)).then(|| real.display().to_string());
-        }
-        if !path.pop() {
-            return None;
-        }
     }
 }
 

@@ -104,7 +104,7 @@ impl fmt::Debug for DistributedScanExec {
 }
 
 impl DisplayAs for DistributedScanExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "DistributedScanExec: table={}, partitions={}/{}, cached={}",

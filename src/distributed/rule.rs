@@ -17,7 +17,7 @@ use crate::scan::PartitionedScanExec;
 /// the partitions of each task (see [`crate::ballista`]). Runs on the scheduler,
 /// after [`SmallTableCacheRule`](crate::SmallTableCacheRule) has decided what
 /// is cached.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct DistributedScanRule;
 
 impl DistributedScanRule {

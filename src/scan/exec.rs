@@ -1,8 +1,7 @@
 //! [`PartitionedScanExec`]: the physical plan node of a [`PartitionedTable`](crate::PartitionedTable) scan.
 
-use std::any::Any;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::common::internal_err;
 use datafusion::common::stats::Precision;
@@ -24,8 +23,8 @@ use datafusion_datasource::file::FileSource;
 use datafusion_datasource::file_scan_config::FileScanConfig;
 use datafusion_datasource::source::DataSource;
 
-use super::read_ahead::SharedReadAhead;
 use super::schema::StrictExprAdapterFactory;
+use super::siblings::SiblingState;
 use super::stream::LazyScanStream;
 use crate::store::RetryPolicy;
 
@@ -103,49 +102,6 @@ struct RuntimeFilters {
     static_source: Option<Arc<dyn FileSource>>,
 }
 
-/// Hands out what the partitions of one execution share, per *round* of
-/// execution: DataFusion's sibling work-stealing state (one shared queue of
-/// the scan's files) and the read-ahead over that queue. The first `execute`
-/// of a round creates them, and once every partition has started, the next
-/// `execute` starts a new round. A plan executed again — a re-run, a cache
-/// re-fill — therefore never finds the previous round's drained queue.
-#[derive(Debug, Default)]
-struct SiblingState {
-    round: Mutex<(usize, Option<Siblings>)>,
-}
-
-/// What the partitions of one round share.
-#[derive(Debug, Clone)]
-pub(crate) struct Siblings {
-    /// DataFusion's shared work queue.
-    pub(crate) queue: Arc<dyn Any + Send + Sync>,
-    /// The read-ahead over that queue.
-    pub(crate) read_ahead: Arc<SharedReadAhead>,
-}
-
-impl SiblingState {
-    fn for_partition(
-        &self,
-        config: &FileScanConfig,
-        partitions: usize,
-        options: &ConfigOptions,
-    ) -> Option<Siblings> {
-        let mut round = self.round.lock().unwrap_or_else(|e| e.into_inner());
-        if round.0 == 0 {
-            round.1 = config.create_sibling_state(options).map(|queue| Siblings {
-                queue,
-                read_ahead: Arc::default(),
-            });
-        }
-        round.0 += 1;
-        let state = round.1.clone();
-        if round.0 >= partitions {
-            *round = (0, None);
-        }
-        state
-    }
-}
-
 /// What a scan is, besides the files it reads: the one description every
 /// form of a lakefusion scan holds — [`PartitionedScanExec`], the carrier
 /// that takes it to Ballista executors, and their one wire message.
@@ -154,6 +110,7 @@ impl SiblingState {
 /// [`FileScanConfig`], which travels beside it (in a carrier, as the child
 /// Ballista narrows).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ScanDescription {
     /// The table's name for display (its root URL unless named).
     pub table: Arc<str>,
@@ -330,7 +287,7 @@ fn join_exprs(exprs: &[Expr]) -> String {
 /// the filters partition pruning answered, the row-group filters, why a
 /// bucketed table declares no partitioning, and the dynamic filters.
 impl DisplayAs for PartitionedScanExec {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let description = &self.description;
         if matches!(t, DisplayFormatType::TreeRender) {
             writeln!(f, "table={}", description.table)?;
@@ -558,9 +515,7 @@ impl ExecutionPlan for PartitionedScanExec {
 impl PartitionedScanExec {
     /// A scan of table `t` (one `Int64` column) over `groups` on the
     /// local disk: for unit tests of what a scan plans and declares.
-    pub(crate) fn for_tests(
-        groups: Vec<datafusion_datasource::file_groups::FileGroup>,
-    ) -> PartitionedScanExec {
+    pub(crate) fn for_tests(groups: Vec<datafusion_datasource::file_groups::FileGroup>) -> Self {
         use datafusion::arrow::datatypes::{DataType, Field, Schema};
         use datafusion::datasource::physical_plan::ParquetSource;
         use datafusion::execution::object_store::ObjectStoreUrl;
@@ -581,7 +536,7 @@ impl PartitionedScanExec {
             retry: None,
             bucketing_note: None,
         };
-        PartitionedScanExec::new(description, config)
+        Self::new(description, config)
     }
 }
 

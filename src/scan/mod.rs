@@ -1,4 +1,8 @@
-//! [`PartitionedScanExec`], its [`LazyScanStream`], and their metrics.
+//! [`PartitionedScanExec`], the stream of each of its partitions
+//! (`stream`), what its partitions share (`siblings`) and read ahead
+//! (`read_ahead`), the per-file type check (`schema`), the wrappers that
+//! name the file in every error (`naming`), the footer reader (`reader`),
+//! and [`ScanMetrics`].
 
 mod exec;
 mod metrics;
@@ -6,11 +10,11 @@ mod naming;
 mod read_ahead;
 pub(crate) mod reader;
 pub(crate) mod schema;
+mod siblings;
 mod stream;
 
 pub use exec::{PartitionedScanExec, ScanDescription};
 pub use metrics::ScanMetrics;
-pub use stream::LazyScanStream;
 
 use std::sync::Arc;
 

@@ -16,8 +16,8 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 
-use super::read_ahead::Releaser;
 use crate::error::panic_message;
+use crate::store::read_ahead::Releaser;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 

@@ -12,7 +12,7 @@ use datafusion::physical_expr_adapter::{
     DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
 };
 
-use crate::error::Error;
+use crate::error::{ColumnConflict, Error};
 
 /// Checks each file's schema against the table's, then adapts expressions with
 /// DataFusion's default adapter (which fills missing nullable columns with NULL).
@@ -52,9 +52,8 @@ impl PhysicalExprAdapterFactory for StrictExprAdapterFactory {
 }
 
 fn conflict(column: &str, expected: &DataType, found: &DataType) -> DataFusionError {
-    DataFusionError::External(Box::new(Error::SchemaConflict {
-        // The path is attached by the caller, which knows the file.
-        path: String::new(),
+    // The path is attached by the caller, which knows the file.
+    DataFusionError::External(Box::new(ColumnConflict {
         column: column.to_string(),
         expected: expected.clone(),
         found: found.clone(),
@@ -71,7 +70,7 @@ pub(crate) fn merge_schemas(files: &[(String, SchemaRef)]) -> crate::error::Resu
     };
     let mut fields: Vec<Field> = first.fields().iter().map(|f| f.as_ref().clone()).collect();
     for (path, schema) in &files[1..] {
-        for field in fields.iter_mut() {
+        for field in &mut fields {
             if schema.field_with_name(field.name()).is_err() {
                 field.set_nullable(true);
             }

@@ -17,12 +17,13 @@ use datafusion_datasource::source::{DataSource, OpenArgs};
 use futures::{ready, Stream, StreamExt};
 use object_store::ObjectStore;
 
-use super::exec::Siblings;
 use super::metrics::ScanMetrics;
 use super::naming::NamingSource;
-use super::read_ahead::{read_order, ReadAhead, ReadAheadMetrics, ReadAheadOptions};
+use super::read_ahead::{read_ahead_options, read_order};
 use super::reader::PageIndexCachingReaderFactory;
-use crate::context::QueryContext;
+use super::siblings::Siblings;
+use crate::settings::{QueryContext, ScanOptions};
+use crate::store::read_ahead::{ReadAhead, ReadAheadMetrics};
 use crate::store::{ResilientStore, RetryPolicy, StoreKind};
 
 /// The record batches of one output partition of a
@@ -45,7 +46,7 @@ use crate::store::{ResilientStore, RetryPolicy, StoreKind};
 /// execution's read-ahead, whose reads run in a task of its own; that task
 /// is aborted, its requests with it, when the last stream of the execution
 /// ends or is dropped, so nothing outlives the streams.
-pub struct LazyScanStream {
+pub(crate) struct LazyScanStream {
     state: State,
     /// `lakefusion.scan`, entered on every poll: whatever the stream (and
     /// DataFusion's reader under it) logs carries the query, tenant, table and
@@ -118,20 +119,9 @@ impl LazyScanStream {
 
     /// Reads the files through a [`ResilientStore`] with `retry`'s
     /// retries and timeouts (none: the runtime's store as it is).
-    pub fn with_retry(mut self, retry: Option<RetryPolicy>) -> Self {
+    pub(crate) fn with_retry(mut self, retry: Option<RetryPolicy>) -> Self {
         self.retry = retry;
         self
-    }
-
-    /// Which state the stream is in: `"Uninitialized"`, `"Opening"`,
-    /// `"Streaming"` or `"Done"`.
-    pub fn state_name(&self) -> &'static str {
-        match self.state {
-            State::Uninitialized => "Uninitialized",
-            State::Opening { .. } => "Opening",
-            State::Streaming(_) => "Streaming",
-            State::Done => "Done",
-        }
     }
 
     /// Moves to `Done`, dropping the file stream (and with it any read in
@@ -197,12 +187,12 @@ impl LazyScanStream {
     /// The read-ahead this partition reads through: the one its siblings
     /// share (started here if this is the first of them to be polled), or
     /// one over its own file group; `None` where the session's
-    /// [`QueryContext`] says not to read ahead.
+    /// [`ScanOptions`] say not to read ahead.
     fn start_read_ahead(&self, store: &Arc<dyn ObjectStore>) -> Option<Arc<ReadAhead>> {
         let config = &self.config;
         let shared = self.siblings.as_ref().map(|s| &s.read_ahead);
-        let options = ReadAheadOptions::for_scan(
-            &QueryContext::from_task_context(&self.context),
+        let options = read_ahead_options(
+            &ScanOptions::from_task_context(&self.context),
             StoreKind::of_store(&config.object_store_url),
             config.file_groups.len(),
             config.limit,

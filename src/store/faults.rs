@@ -33,7 +33,7 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
-    const ALL: [RequestKind; 4] = [Self::Read, Self::Head, Self::List, Self::Write];
+    const ALL: [Self; 4] = [Self::Read, Self::Head, Self::List, Self::Write];
 
     fn index(self) -> usize {
         self as usize
@@ -131,7 +131,7 @@ struct ActiveRule {
 #[derive(Debug)]
 pub struct FaultyStore {
     /// Itself, for the streams and uploads that outlive a `&self` call.
-    this: Weak<FaultyStore>,
+    this: Weak<Self>,
     inner: Arc<dyn ObjectStore>,
     rules: Mutex<Vec<ActiveRule>>,
     injected: AtomicUsize,
@@ -164,7 +164,7 @@ impl FaultyStore {
     /// `inner` with no faults yet.
     pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
-            this: this.clone(),
+            this: Weak::clone(this),
             inner,
             rules: Mutex::new(Vec::new()),
             injected: AtomicUsize::new(0),

@@ -2,16 +2,20 @@
 //! ([`object_store_for_url`], [`register_object_store_for`]), and what
 //! stands between the scans and remote storage that fails: retries
 //! with bounded backoff and per-request timeouts ([`ResilientStore`], set per
-//! table with [`RetryPolicy`]), and — behind the `test-utils` feature — a
-//! fault-injecting store ([`faults::FaultyStore`]) to prove they work.
+//! table with [`RetryPolicy`]), the read-ahead that keeps many requests in
+//! flight for a scan (`read_ahead`), what kind of storage a root is on
+//! (`kind`), where a local root really is (`local`, the symbolic-link
+//! check), and — behind the `test-utils` feature — a fault-injecting store
+//! ([`faults::FaultyStore`]) to prove they work.
 
 #[cfg(feature = "test-utils")]
 pub mod faults;
 mod kind;
+pub(crate) mod local;
+pub(crate) mod read_ahead;
 mod retry;
 mod url;
 
 pub(crate) use kind::StoreKind;
-pub(crate) use retry::resolve_range;
 pub use retry::{ResilientStore, RetryPolicy};
 pub use url::{object_store_for_url, register_object_store_for};

@@ -1,20 +1,35 @@
 //! [`PartitionedTableBuilder`]: declares a table and runs its one-time discovery.
 
-use std::sync::Arc;
-
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::datasource::listing::ListingTableUrl;
 
-use super::definition::{TableDefinition, DEFAULT_LISTING_CONCURRENCY};
 use super::discovery::{
     index_from, infer_schema, object_store_for, without_partition_columns, Lister,
 };
-use super::layout::{Bucketing, SortKey, TableSort};
 use super::provider::PartitionedTable;
-use super::spec::PartitionSpec;
-use crate::error::{Error, Result, TableProblem};
+use crate::error::{Error, Result};
+use crate::lake::definition::check_spec;
+use crate::lake::layout::{Bucketing, SortKey, TableSort};
+use crate::lake::partitioning::PartitionSpec;
+use crate::lake::{TableDefinition, TableOptions};
 use crate::store::RetryPolicy;
+
+impl PartitionedTable {
+    /// Starts declaring a table rooted at `root` (a URL such as
+    /// `file:///data/events/`, `s3://bucket/events/` or `memory:///events/`, or
+    /// a local path).
+    pub fn builder(root: impl Into<String>) -> PartitionedTableBuilder {
+        PartitionedTableBuilder {
+            root: root.into(),
+            name: None,
+            partition_columns: Vec::new(),
+            schema: None,
+            merge_schema: false,
+            options: TableOptions::default(),
+        }
+    }
+}
 
 /// Declares a [`PartitionedTable`]; [`build`](Self::build) discovers it.
 ///
@@ -39,32 +54,12 @@ pub struct PartitionedTableBuilder {
     name: Option<String>,
     partition_columns: Vec<(String, DataType)>,
     schema: Option<SchemaRef>,
-    collect_statistics: bool,
-    file_extension: String,
-    bucketing: Option<Bucketing>,
-    sort_order: Vec<SortKey>,
-    retry: Option<RetryPolicy>,
     merge_schema: bool,
-    listing_concurrency: usize,
+    /// Everything else the table is declared with, as the definition keeps it.
+    options: TableOptions,
 }
 
 impl PartitionedTableBuilder {
-    pub(crate) fn new(root: impl Into<String>) -> Self {
-        Self {
-            root: root.into(),
-            name: None,
-            partition_columns: Vec::new(),
-            schema: None,
-            collect_statistics: false,
-            file_extension: ".parquet".to_string(),
-            bucketing: None,
-            sort_order: Vec::new(),
-            retry: None,
-            merge_schema: false,
-            listing_concurrency: DEFAULT_LISTING_CONCURRENCY,
-        }
-    }
-
     /// Declares the next partition directory level, `name=value`, with the type
     /// its values parse into. Declare them outermost first. Without any, the
     /// columns are inferred from the directories, as Utf8.
@@ -101,13 +96,13 @@ impl PartitionedTableBuilder {
     /// and column min/max (default: off, so discovery is one listing and one
     /// footer however many files there are).
     pub fn collect_statistics(mut self, collect: bool) -> Self {
-        self.collect_statistics = collect;
+        self.options.collect_statistics = collect;
         self
     }
 
     /// Only files whose names end with this are data files (default `.parquet`).
     pub fn file_extension(mut self, extension: impl Into<String>) -> Self {
-        self.file_extension = extension.into();
+        self.options.file_extension = extension.into();
         self
     }
 
@@ -123,7 +118,7 @@ impl PartitionedTableBuilder {
     /// the session's `target_partitions` equals `buckets`. Otherwise the scan
     /// declares nothing and DataFusion repartitions as usual.
     pub fn bucket_by(mut self, column: impl Into<String>, buckets: usize) -> Self {
-        self.bucketing = Some(Bucketing {
+        self.options.bucketing = Some(Bucketing {
             column: column.into(),
             buckets,
         });
@@ -152,7 +147,11 @@ impl PartitionedTableBuilder {
     /// every one of its files records (tables our writer filled), trusting
     /// only files that record it.
     pub fn sort_order<K: Into<SortKey>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
-        self.sort_order = keys.into_iter().map(Into::into).collect();
+        let keys: Vec<SortKey> = keys.into_iter().map(Into::into).collect();
+        self.options.sort = (!keys.is_empty()).then_some(TableSort {
+            keys,
+            declared: true,
+        });
         self
     }
 
@@ -160,8 +159,8 @@ impl PartitionedTableBuilder {
     /// request with a timeout (see [`RetryPolicy`]), for discovery and for
     /// every scan of the table (default: none — the store's own client
     /// behaviour, and no timeout).
-    pub fn retry(mut self, config: RetryPolicy) -> Self {
-        self.retry = Some(config);
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.options.retry = Some(policy);
         self
     }
 
@@ -176,7 +175,7 @@ impl PartitionedTableBuilder {
     /// Azurite emulator), each range costs a listing from the start: use 1
     /// there.
     pub fn listing_concurrency(mut self, listings: usize) -> Self {
-        self.listing_concurrency = listings.max(1);
+        self.options.listing_concurrency = listings.max(1);
         self
     }
 
@@ -198,37 +197,20 @@ impl PartitionedTableBuilder {
             url: self.root.clone(),
             source: Box::new(e),
         })?;
-        let invalid = |problem| Error::InvalidTable {
-            root: root.to_string(),
-            problem,
-        };
-        for (i, (name, _)) in self.partition_columns.iter().enumerate() {
-            if self.partition_columns[..i].iter().any(|(n, _)| n == name) {
-                return Err(invalid(TableProblem::DuplicatePartitionColumn {
-                    column: name.clone(),
-                }));
-            }
-        }
-        let store = object_store_for(state, &root, self.retry)?;
         let declared = (!self.partition_columns.is_empty())
             .then(|| PartitionSpec::new(self.partition_columns.clone()));
-        let listing = Lister::new(&store, &root, self.listing_concurrency, self.retry)
-            .list_partitions(declared.as_ref(), &self.file_extension)
+        if let Some(spec) = &declared {
+            check_spec(&root, spec)?;
+        }
+        let options = self.options;
+        let store = object_store_for(state, &root, options.retry)?;
+        let listing = Lister::new(&store, &root, options.listing_concurrency, options.retry)
+            .list_partitions(declared.as_ref(), &options.file_extension)
             .await?;
         let spec = listing.spec;
-        let file_schema = match &self.schema {
-            Some(schema) => {
-                if let Some(column) = spec
-                    .columns()
-                    .iter()
-                    .find(|c| schema.field_with_name(&c.name).is_ok())
-                {
-                    return Err(invalid(TableProblem::PartitionColumnInSchema {
-                        column: column.name.clone(),
-                    }));
-                }
-                Arc::clone(schema)
-            }
+        let file_schema = match self.schema {
+            // Checked by the definition: no partition column inside.
+            Some(schema) => schema,
             // Writers such as polars keep the partition columns inside every
             // file as well; like DuckDB, the directory's value is the one read.
             None => without_partition_columns(
@@ -236,59 +218,14 @@ impl PartitionedTableBuilder {
                 &spec,
             ),
         };
-        if let Some(b) = &self.bucketing {
-            let known = file_schema.field_with_name(&b.column).is_ok();
-            if !known || b.buckets == 0 {
-                return Err(invalid(TableProblem::Bucketing {
-                    column: b.column.clone(),
-                    buckets: b.buckets,
-                    problem: if known {
-                        "the bucket count must be at least 1"
-                    } else {
-                        "no such column inside the files (partition columns cannot be bucket keys)"
-                    },
-                }));
-            }
-        }
-        for (i, key) in self.sort_order.iter().enumerate() {
-            let problem = if file_schema.field_with_name(&key.column).is_err() {
-                "no such column inside the files (partition columns cannot be sort keys)"
-            } else if self.sort_order[..i].iter().any(|k| k.column == key.column) {
-                "the column appears twice"
-            } else {
-                continue;
-            };
-            return Err(invalid(TableProblem::SortOrder {
-                order: SortKey::encode_all(&self.sort_order),
-                column: key.column.clone(),
-                problem,
-            }));
-        }
-        let declared_sort = !self.sort_order.is_empty();
-        let mut definition = TableDefinition::new(
-            self.name.unwrap_or_else(|| root.to_string()),
-            root,
-            spec,
-            file_schema,
-            // Sorted scans are proven from footer min/max.
-            self.collect_statistics || declared_sort,
-            self.file_extension,
-        );
-        definition.bucketing = self.bucketing;
-        definition.retry = self.retry;
-        definition.listing_concurrency = self.listing_concurrency;
-        definition.sort = declared_sort.then_some(TableSort {
-            keys: self.sort_order,
-            declared: true,
-        });
+        let name = self.name.unwrap_or_else(|| root.to_string());
+        let mut definition =
+            TableDefinition::try_new(name.into(), root, spec, file_schema, options)?;
         let mut discovered = index_from(state, &store, &definition, listing.partitions).await?;
-        if definition.sort.is_none() {
+        if definition.options.sort.is_none() {
             if let Some(keys) = discovered.common_sort_order.take() {
                 // Every file records this order, so every file is trusted.
-                definition.sort = Some(TableSort {
-                    keys,
-                    declared: false,
-                });
+                definition = definition.adopting_sort(keys);
                 discovered.index = discovered.index.with_all_sorted();
             }
         }

@@ -28,7 +28,7 @@ use crate::error::Error;
 /// it is read from one footer. `OPTIONS ('collect_statistics' 'true')` reads
 /// every footer at creation; `OPTIONS ('merge_schema' 'true')` merges every
 /// footer's schema (see [`PartitionedTableBuilder::merge_schema`](super::PartitionedTableBuilder::merge_schema)).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct PartitionedTableFactory;
 
 impl PartitionedTableFactory {

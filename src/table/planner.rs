@@ -20,9 +20,9 @@ use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::Partitioning;
 use datafusion_datasource::TableSchema;
 
-use super::definition::TableDefinition;
-use super::index::{FileRef, PartitionIndex};
 use super::pushdown::{classify_for_scan, FilterKind};
+use crate::lake::index::{FileRef, PartitionIndex};
+use crate::lake::TableDefinition;
 use crate::scan::{PartitionedScanExec, ScanDescription};
 
 /// Plans the scan `args` asks for: the partitions that survive the
@@ -40,7 +40,7 @@ pub(super) fn plan_scan(
 ) -> DFResult<PartitionedScanExec> {
     let (mut partition_filters, mut row_group_filters) = (Vec::new(), Vec::new());
     for filter in args.filters().unwrap_or(&[]) {
-        match classify_for_scan(filter, &definition.spec, &definition.table_schema) {
+        match classify_for_scan(filter, &definition.spec, definition.table_schema()) {
             FilterKind::Partition => partition_filters.push(filter.clone()),
             FilterKind::RowGroup => row_group_filters.push(filter.clone()),
             FilterKind::Unsupported => {}
@@ -59,7 +59,7 @@ pub(super) fn plan_scan(
     let ordering = definition
         .lex_ordering()
         .filter(|_| selected_files().all(|(_, f)| f.sorted()));
-    let schema = &definition.table_schema;
+    let schema = definition.table_schema();
     let (groups, partitioning, ordering) = if let Some((groups, partitioning)) =
         bucket_groups(definition, index, &selected, target_partitions)?
     {
@@ -94,7 +94,7 @@ pub(super) fn plan_scan(
         source = source.with_metadata_size_hint(hint);
     }
     if let Some(predicate) = conjunction(row_group_filters.iter().cloned()) {
-        let df_schema = DFSchema::try_from(definition.table_schema.as_ref().clone())?;
+        let df_schema = DFSchema::try_from(definition.table_schema().as_ref().clone())?;
         source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
     }
     let object_store_url = definition.root.object_store();
@@ -110,7 +110,7 @@ pub(super) fn plan_scan(
         .with_output_partitioning(partitioning.clone())
         .with_output_ordering(ordering.into_iter().collect())
         .build();
-    let bucketing_note = match &definition.bucketing {
+    let bucketing_note = match &definition.options.bucketing {
         Some(b) if partitioning.is_none() && !selected.is_empty() => {
             Some(Arc::from(if b.buckets != target_partitions {
                 format!(
@@ -133,7 +133,7 @@ pub(super) fn plan_scan(
             total_partitions: index.partitions().len(),
             partition_filters,
             row_group_filters,
-            retry: definition.retry,
+            retry: definition.options.retry,
             bucketing_note,
         },
         config,
@@ -190,10 +190,10 @@ fn bucket_groups(
     selected: &[usize],
     target_partitions: usize,
 ) -> DFResult<Option<(Vec<FileGroup>, Partitioning)>> {
-    let Some(bucketing) = definition.bucketing.as_ref() else {
+    let Some(bucketing) = definition.options.bucketing.as_ref() else {
         return Ok(None);
     };
-    let Ok(column) = definition.table_schema.index_of(&bucketing.column) else {
+    let Ok(column) = definition.table_schema().index_of(&bucketing.column) else {
         return Ok(None);
     };
     if bucketing.buckets != target_partitions {
@@ -455,8 +455,9 @@ mod tests {
     use object_store::ObjectMeta;
 
     use super::*;
-    use crate::table::index::{IndexedFile, ListedPartition};
-    use crate::table::spec::PartitionSpec;
+    use crate::lake::index::{IndexedFile, ListedPartition};
+    use crate::lake::partitioning::PartitionSpec;
+    use crate::lake::TableOptions;
 
     /// An index of `files` files of `size` bytes in each partition
     /// `column=v`, `v` in `values`.
@@ -496,7 +497,8 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
         let root = ListingTableUrl::parse("memory:///t/").unwrap();
         let definition =
-            TableDefinition::new("t".into(), root, spec, schema, false, ".parquet".into());
+            TableDefinition::try_new("t".into(), root, spec, schema, TableOptions::default())
+                .unwrap();
         (definition, index_of("day", 1..=3, 2, 1_000))
     }
 

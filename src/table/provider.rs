@@ -7,28 +7,26 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{ScanArgs, ScanResult, Session};
 use datafusion::common::not_impl_err;
-use datafusion::common::{DFSchema, ScalarValue, Statistics};
+use datafusion::common::Statistics;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_expr::utils::{Guarantee, LiteralGuarantee};
 use datafusion::physical_expr::LexRequirement;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_datasource::sink::DataSinkExec;
 
-use super::builder::PartitionedTableBuilder;
-use super::definition::TableDefinition;
-use super::discovery::{dirs_at_level, index_from, object_store_for, Lister};
-use super::index::{PartitionIndex, SharedIndex};
-use super::layout::{Bucketing, SortKey, TableSort};
-use super::planner::{matches, plan_scan, table_statistics};
+use super::discovery::{refresh, table_store};
+use super::planner::{plan_scan, table_statistics};
 use super::pushdown::classify;
-use super::spec::PartitionSpec;
-use crate::error::{Error, Result, TableProblem};
+use crate::error::Result;
+use crate::lake::index::PartitionIndex;
+use crate::lake::layout::{Bucketing, SortKey};
+use crate::lake::partitioning::PartitionSpec;
+use crate::lake::{SharedIndex, TableDefinition};
 use crate::store::RetryPolicy;
-use crate::write::PartitionedSink;
+use crate::write::{remove_abandoned, PartitionedSink};
 
 /// A Hive-partitioned Parquet table on any object store.
 ///
@@ -47,13 +45,7 @@ pub struct PartitionedTable {
 }
 
 impl PartitionedTable {
-    /// Starts declaring a table rooted at `root` (a URL such as
-    /// `file:///data/events/`, `s3://bucket/events/` or `memory:///events/`, or
-    /// a local path).
-    pub fn builder(root: impl Into<String>) -> PartitionedTableBuilder {
-        PartitionedTableBuilder::new(root)
-    }
-
+    /// A table of a checked definition and its discovered index: no I/O.
     pub(crate) fn new(definition: TableDefinition, index: PartitionIndex) -> Self {
         Self {
             definition: Arc::new(definition),
@@ -61,79 +53,33 @@ impl PartitionedTable {
         }
     }
 
-    /// A table from an already discovered definition and index: no I/O. Used
-    /// by codecs that ship a table's listing to another process.
-    pub fn from_parts(
-        name: String,
-        root: ListingTableUrl,
-        spec: PartitionSpec,
-        file_schema: SchemaRef,
-        collect_statistics: bool,
-        file_extension: String,
-        index: PartitionIndex,
-    ) -> Self {
-        let definition = TableDefinition::new(
-            name,
-            root,
-            spec,
-            file_schema,
-            collect_statistics,
-            file_extension,
-        );
-        Self::new(definition, index)
-    }
-
-    /// Changes the definition of a table being assembled (a builder or a
-    /// codec): once scans exist the definition is shared and stays as it is.
+    /// What the table is (for codecs that ship it).
     #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-    fn assembling(mut self, change: impl FnOnce(&mut TableDefinition)) -> Self {
-        if let Some(definition) = Arc::get_mut(&mut self.definition) {
-            change(definition);
-        }
-        self
-    }
-
-    /// Declares the table's bucketing (for a table being assembled).
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-    pub(crate) fn with_bucketing(self, bucketing: Option<Bucketing>) -> Self {
-        self.assembling(|d| d.bucketing = bucketing)
-    }
-
-    /// Declares the table's sort order (for a table being assembled).
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-    pub(crate) fn with_sort(self, sort: Option<TableSort>) -> Self {
-        self.assembling(|d| d.sort = sort)
+    pub(crate) fn definition(&self) -> &TableDefinition {
+        &self.definition
     }
 
     /// The order the rows of the table's files are sorted in, declared with
-    /// [`PartitionedTableBuilder::sort_order`] or adopted from our writer's
+    /// [`PartitionedTableBuilder::sort_order`](crate::PartitionedTableBuilder::sort_order) or adopted from our writer's
     /// metadata; empty if none.
     pub fn sort_order(&self) -> &[SortKey] {
-        self.definition.sort.as_ref().map_or(&[], |s| &s.keys)
-    }
-
-    /// The table's sort order with how far it trusts files (for codecs).
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-    pub(crate) fn table_sort(&self) -> Option<&TableSort> {
-        self.definition.sort.as_ref()
-    }
-
-    /// Sets the table's retries and timeouts (for a table being assembled).
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-    pub(crate) fn with_retry(self, retry: Option<RetryPolicy>) -> Self {
-        self.assembling(|d| d.retry = retry)
+        self.definition
+            .options
+            .sort
+            .as_ref()
+            .map_or(&[], |s| &s.keys)
     }
 
     /// The retries and timeouts of the table's reads, if set with
-    /// [`PartitionedTableBuilder::retry`].
-    pub fn retry_config(&self) -> Option<RetryPolicy> {
-        self.definition.retry
+    /// [`PartitionedTableBuilder::retry`](crate::PartitionedTableBuilder::retry).
+    pub fn retry_policy(&self) -> Option<RetryPolicy> {
+        self.definition.options.retry
     }
 
     /// How the table is bucketed, if it is (see
-    /// [`PartitionedTableBuilder::bucket_by`]).
+    /// [`PartitionedTableBuilder::bucket_by`](crate::PartitionedTableBuilder::bucket_by)).
     pub fn bucketing(&self) -> Option<&Bucketing> {
-        self.definition.bucketing.as_ref()
+        self.definition.options.bucketing.as_ref()
     }
 
     /// The name `EXPLAIN` and errors use for the table.
@@ -143,12 +89,12 @@ impl PartitionedTable {
 
     /// Whether `build`/`refresh` read every footer for statistics.
     pub fn collects_statistics(&self) -> bool {
-        self.definition.collect_statistics
+        self.definition.options.collect_statistics
     }
 
     /// The suffix that marks data files.
     pub fn file_extension(&self) -> &str {
-        &self.definition.file_extension
+        &self.definition.options.file_extension
     }
 
     /// The table root URL.
@@ -177,19 +123,7 @@ impl PartitionedTable {
     /// stay those of `build()`. Files an `INSERT INTO` on this table published
     /// while the refresh listed are kept, whether the listing saw them or not.
     pub async fn refresh(&self, state: &dyn Session) -> Result<()> {
-        let definition = &self.definition;
-        let ticket = self.index.begin_refresh();
-        let store = object_store_for(state, &definition.root, definition.retry)?;
-        let lister = Lister::of_table(&store, definition);
-        let listing = lister
-            .list_partitions(Some(&definition.spec), &definition.file_extension)
-            .await?;
-        let index = index_from(state, &store, definition, listing.partitions)
-            .await?
-            .index;
-        self.index
-            .finish_refresh(ticket, &definition.spec, index)
-            .map_err(|e| index_error(definition, e))?;
+        refresh(state, &self.definition, &self.index).await?;
         self.compute_statistics();
         Ok(())
     }
@@ -221,72 +155,8 @@ impl PartitionedTable {
     /// A predicate that names no partition column re-lists everything (it is
     /// [`refresh`](Self::refresh)); one that names another column is an error.
     pub async fn refresh_partitions(&self, state: &dyn Session, predicate: Expr) -> Result<()> {
-        let definition = &self.definition;
-        let spec = &definition.spec;
-        let mut levels = 0;
-        for column in predicate.column_refs() {
-            let Some(i) = spec.index_of(&column.name) else {
-                return Err(Error::InvalidTable {
-                    root: definition.root.to_string(),
-                    problem: TableProblem::RefreshPredicate {
-                        column: column.name.clone(),
-                        partition_columns: spec
-                            .columns()
-                            .iter()
-                            .map(|c| c.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    },
-                });
-            };
-            levels = levels.max(i + 1);
-        }
-        if levels == 0 {
-            return self.refresh(state).await;
-        }
-        let evaluation = |source: DataFusionError| Error::InvalidTable {
-            root: definition.root.to_string(),
-            problem: TableProblem::RefreshEvaluation {
-                source: Box::new(source),
-            },
-        };
-        let pinned = pinned_values(state, &predicate, spec, levels).map_err(evaluation)?;
-        let ticket = self.index.begin_refresh();
-        // The directories the table holds for the predicate, as their
-        // writers spelled them: listed again whatever our writer would
-        // call them (`hour=07` for `hour = 7`).
-        let known = {
-            let current = self.index.snapshot();
-            let selected = matches(state, &predicate, current.values(), &definition.name)
-                .map_err(evaluation)?;
-            dirs_at_level(&current, &selected, &definition.root, levels)
-        };
-        let store = object_store_for(state, &definition.root, definition.retry)?;
-        let lister = Lister::of_table(&store, definition);
-        let (listing, coverage) = lister
-            .list_selected_partitions(
-                spec,
-                &definition.file_extension,
-                levels,
-                &pinned,
-                known,
-                |candidates| {
-                    matches(state, &predicate, candidates, &definition.name).map_err(evaluation)
-                },
-            )
+        super::discovery::refresh_partitions(state, &self.definition, &self.index, predicate)
             .await?;
-        let listed = index_from(state, &store, definition, listing.partitions)
-            .await?
-            .index;
-        self.index
-            .finish_partial_refresh(ticket, spec, listed, |current| {
-                current
-                    .partitions()
-                    .iter()
-                    .map(|partition| coverage.covers(partition.dir()))
-                    .collect()
-            })
-            .map_err(|e| index_error(definition, e))?;
         self.compute_statistics();
         Ok(())
     }
@@ -314,50 +184,9 @@ impl PartitionedTable {
         state: &dyn Session,
         older_than: std::time::Duration,
     ) -> Result<Vec<object_store::path::Path>> {
-        let definition = &self.definition;
-        let store = object_store_for(state, &definition.root, definition.retry)?;
-        crate::write::cleanup::remove_abandoned(&store, &definition.root, older_than).await
+        let store = table_store(state, &self.definition)?;
+        remove_abandoned(&store, &self.definition, older_than).await
     }
-}
-
-/// A refresh whose listing cannot become an index.
-fn index_error(definition: &TableDefinition, source: DataFusionError) -> Error {
-    Error::InvalidTable {
-        root: definition.root.to_string(),
-        problem: TableProblem::Index {
-            source: Box::new(source),
-        },
-    }
-}
-
-/// For each of the first `levels` partition columns, the values
-/// `predicate` pins it to (DataFusion's `LiteralGuarantee`: an `=` or `IN`
-/// that must hold), if any.
-fn pinned_values(
-    state: &dyn Session,
-    predicate: &Expr,
-    spec: &PartitionSpec,
-    levels: usize,
-) -> datafusion::error::Result<Vec<Option<Vec<ScalarValue>>>> {
-    let schema = Schema::new(spec.fields());
-    let df_schema = DFSchema::try_from(schema)?;
-    let physical = state.create_physical_expr(predicate.clone(), &df_schema)?;
-    let guarantees = LiteralGuarantee::analyze(&physical);
-    Ok(spec
-        .columns()
-        .iter()
-        .take(levels)
-        .map(|column| {
-            guarantees
-                .iter()
-                .find(|g| g.column.name() == column.name && g.guarantee == Guarantee::In)
-                .map(|g| {
-                    let mut values: Vec<ScalarValue> = g.literals.iter().cloned().collect();
-                    values.sort_by_key(|v| v.to_string());
-                    values
-                })
-        })
-        .collect())
 }
 
 fn describe(schema: &Schema) -> String {
@@ -372,7 +201,7 @@ fn describe(schema: &Schema) -> String {
 #[async_trait]
 impl TableProvider for PartitionedTable {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.definition.table_schema)
+        Arc::clone(self.definition.table_schema())
     }
 
     fn table_type(&self) -> TableType {
@@ -385,7 +214,7 @@ impl TableProvider for PartitionedTable {
     ) -> DFResult<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
-            .map(|f| classify(f, &self.definition.spec, &self.definition.table_schema).into())
+            .map(|f| classify(f, &self.definition.spec, self.definition.table_schema()).into())
             .collect())
     }
 

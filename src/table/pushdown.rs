@@ -13,7 +13,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 
-use super::spec::PartitionSpec;
+use crate::lake::partitioning::PartitionSpec;
 
 /// How one filter is handled by a scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +30,9 @@ pub(crate) enum FilterKind {
 impl From<FilterKind> for TableProviderFilterPushDown {
     fn from(kind: FilterKind) -> Self {
         match kind {
-            FilterKind::Partition => TableProviderFilterPushDown::Exact,
-            FilterKind::RowGroup => TableProviderFilterPushDown::Inexact,
-            FilterKind::Unsupported => TableProviderFilterPushDown::Unsupported,
+            FilterKind::Partition => Self::Exact,
+            FilterKind::RowGroup => Self::Inexact,
+            FilterKind::Unsupported => Self::Unsupported,
         }
     }
 }

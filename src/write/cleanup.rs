@@ -23,6 +23,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use super::record::{records_prefix, WriteRecord, MAX_RECORD_BYTES};
 use crate::error::{Error, Result, TableProblem};
+use crate::lake::TableDefinition;
 use crate::store::StoreKind;
 
 /// The suffix of the hidden name a file is written under until its commit
@@ -53,13 +54,14 @@ fn is_temporary(file_name: &str) -> bool {
 /// rule for incomplete uploads removes it).
 pub(crate) async fn remove_abandoned(
     store: &Arc<dyn ObjectStore>,
-    root: &ListingTableUrl,
+    table: &TableDefinition,
     older_than: Duration,
 ) -> Result<Vec<Path>> {
     let cutoff =
         Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let root = &table.root;
     let mut removed = remove_recorded(store, root, cutoff).await?;
-    removed.extend(remove_temporary(store, root, cutoff).await?);
+    removed.extend(remove_temporary(store, root, table.store_kind(), cutoff).await?);
     Ok(removed)
 }
 
@@ -159,10 +161,11 @@ async fn delete_each(
 async fn remove_temporary(
     store: &Arc<dyn ObjectStore>,
     root: &ListingTableUrl,
+    kind: StoreKind,
     cutoff: DateTime<Utc>,
 ) -> Result<Vec<Path>> {
     let url: &url::Url = root.as_ref();
-    if StoreKind::of_root(root).is_local_disk() {
+    if kind.is_local_disk() {
         if let Ok(dir) = url.to_file_path() {
             let owned = root.to_string();
             return tokio::task::spawn_blocking(move || remove_local(&owned, &dir, cutoff))

@@ -40,11 +40,10 @@
 //!   the commit) is reserved from the session's memory pool; a write whose
 //!   staged files do not fit fails, naming the file, with nothing visible.
 
-pub(crate) mod cleanup;
+mod cleanup;
 mod record;
 mod sink;
 mod staging;
 
-/// The writer's half of the Hive path rules (they live in `table::hive`).
-pub use crate::table::hive::{partition_dir, MAX_DIR_NAME_BYTES};
+pub(crate) use cleanup::remove_abandoned;
 pub use sink::PartitionedSink;

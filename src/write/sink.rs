@@ -36,9 +36,10 @@ use super::cleanup::temp_name;
 use super::record::WriteRecord;
 use super::staging::{Staged, StagedWriter, Staging};
 use crate::error::Error;
-use crate::table::hive::{child, partition_dir};
-use crate::table::layout::{SortKey, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
-use crate::table::{IndexedFile, PublishedFile, SharedIndex, TableDefinition};
+use crate::lake::index::IndexedFile;
+use crate::lake::layout::{SortKey, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
+use crate::lake::partitioning::{child, partition_dir};
+use crate::lake::{PublishedFile, SharedIndex, TableDefinition};
 
 /// Writes the rows of an `INSERT INTO` as new Hive-partitioned Parquet files
 /// under the table root, and adds them to the table's partition index.
@@ -111,9 +112,9 @@ impl fmt::Debug for PartitionedSink {
 }
 
 impl DisplayAs for PartitionedSink {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PartitionedSink: table={}", self.table.name)?;
-        if let Some(b) = &self.table.bucketing {
+        if let Some(b) = &self.table.options.bucketing {
             write!(f, ", bucket_by={}({})", b.column, b.buckets)?;
         }
         Ok(())
@@ -123,7 +124,7 @@ impl DisplayAs for PartitionedSink {
 #[async_trait]
 impl DataSink for PartitionedSink {
     fn schema(&self) -> &SchemaRef {
-        &self.table.table_schema
+        self.table.table_schema()
     }
 
     async fn write_all(
@@ -131,7 +132,7 @@ impl DataSink for PartitionedSink {
         data: SendableRecordBatchStream,
         context: &Arc<TaskContext>,
     ) -> DFResult<u64> {
-        let mut write = Write::try_new(&self.table, context)?;
+        let mut write = Writing::try_new(&self.table, context)?;
         if let Err(e) = write.consume(data).await {
             write.abort().await;
             return Err(e);
@@ -226,7 +227,7 @@ async fn finish(
 }
 
 /// The state of one `write_all`.
-struct Write<'a> {
+struct Writing<'a> {
     table: &'a TableDefinition,
     store: Arc<dyn ObjectStore>,
     staging: Staging,
@@ -296,7 +297,7 @@ fn write_id() -> String {
     format!("{nanos:x}-{:x}-{sequence:x}", std::process::id())
 }
 
-impl<'a> Write<'a> {
+impl<'a> Writing<'a> {
     fn try_new(table: &'a TableDefinition, context: &Arc<TaskContext>) -> DFResult<Self> {
         let store = context
             .runtime_env()
@@ -324,10 +325,10 @@ impl<'a> Write<'a> {
                     .collect(),
             )?)
         };
-        let buckets = match &table.bucketing {
+        let buckets = match &table.options.bucketing {
             None => None,
             Some(b) => {
-                let index = table.table_schema.index_of(&b.column)?;
+                let index = table.table_schema().index_of(&b.column)?;
                 Some(BatchPartitioner::try_new(
                     Partitioning::Hash(vec![Arc::new(Column::new(&b.column, index))], b.buckets),
                     Time::new(),
@@ -339,7 +340,7 @@ impl<'a> Write<'a> {
         Ok(Self {
             table,
             store,
-            staging: Staging::for_store(&table.root.object_store()),
+            staging: Staging::for_store(table.store_kind()),
             storage_schema,
             id: write_id(),
             properties,
@@ -467,10 +468,10 @@ impl<'a> Write<'a> {
                 .with_skip_arrow_metadata(true),
         )
         .map_err(|e| self.write_error(temp.as_ref(), e.into()))?;
-        if let (Some(b), Some(bucketing)) = (bucket, &table.bucketing) {
+        if let (Some(b), Some(bucketing)) = (bucket, &table.options.bucketing) {
             // The partitioner hashed the table's type of the column (the
             // INSERT's rows are checked to have exactly the table's types).
-            let hashed = table.table_schema.field_with_name(&bucketing.column)?;
+            let hashed = table.table_schema().field_with_name(&bucketing.column)?;
             writer.append_key_value_metadata(KeyValue::new(
                 BUCKETING_KEY.to_string(),
                 bucketing.metadata_value(hashed.data_type()),
@@ -479,7 +480,7 @@ impl<'a> Write<'a> {
         }
         // Recorded even when empty: "written in no order" keeps a later
         // `sort_order` declaration from trusting this file.
-        let sort_order = table.sort.as_ref().map_or(&[][..], |s| &s.keys);
+        let sort_order = table.options.sort.as_ref().map_or(&[][..], |s| &s.keys);
         writer.append_key_value_metadata(KeyValue::new(
             SORT_ORDER_KEY.to_string(),
             SortKey::encode_all(sort_order),
@@ -551,7 +552,7 @@ impl<'a> Write<'a> {
         }) = files.next()
         {
             let closing = finish(encoder).await.and_then(|(metadata, staged)| {
-                if !table.collect_statistics {
+                if !table.options.collect_statistics {
                     return Ok((None, staged));
                 }
                 let statistics = DFParquetMetadata::statistics_from_parquet_metadata(
@@ -650,7 +651,7 @@ impl Commit<'_> {
         }
         let failed = AtomicBool::new(false);
         let failed = &failed;
-        let sorted = self.table.sort.is_some();
+        let sorted = self.table.options.sort.is_some();
         let outcomes: Vec<Committed> =
             futures::stream::iter(closed.into_iter().map(|file| async move {
                 // No commit starts once one has failed.
@@ -705,7 +706,7 @@ impl Commit<'_> {
             // Retried (the table's policy, or the default): a write whose
             // record cannot be removed is taken back whole.
             None => {
-                let policy = self.table.retry.unwrap_or_default();
+                let policy = self.table.options.retry.unwrap_or_default();
                 let location = self.record.location.as_ref();
                 match policy
                     .retry("delete", location, || self.record.remove(store))

@@ -35,7 +35,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
-use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -66,9 +65,9 @@ pub(crate) enum Staging {
 }
 
 impl Staging {
-    /// The staging for a table whose files live under `url`.
-    pub(crate) fn for_store(url: &ObjectStoreUrl) -> Self {
-        if StoreKind::of_store(url).renames_atomically() {
+    /// The staging for a table whose files live on `kind` of storage.
+    pub(crate) fn for_store(kind: StoreKind) -> Self {
+        if kind.renames_atomically() {
             Self::Rename
         } else {
             Self::Upload
@@ -426,7 +425,7 @@ mod tests {
                 .on(RequestKind::Write)
                 .every(2),
         );
-        let store: Arc<dyn ObjectStore> = faulty.clone();
+        let store: Arc<dyn ObjectStore> = Arc::clone(&faulty) as _;
         let path = Path::from("t/large.parquet");
         let staged = written(&store, &path, 23 << 20).await;
         assert!(matches!(staged, Staged::Upload(_)));

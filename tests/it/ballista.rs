@@ -64,14 +64,14 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
     capture_process_tracing();
     exec(&remote, "SET query_context.query_id = 'ballista-q-4711'").await;
     exec(&remote, "SET query_context.tenant_id = 'umbrella'").await;
-    exec(&remote, "SET query_context.cache_enabled = false").await;
+    exec(&remote, "SET lakefusion.cache_enabled = false").await;
     rows(
         &remote,
         "SELECT count(*) FROM events WHERE region = 'apac' AND amount > 1",
     )
     .await
     .unwrap();
-    exec(&remote, "SET query_context.cache_enabled = true").await;
+    exec(&remote, "SET lakefusion.cache_enabled = true").await;
     let log = end_process_tracing();
     let decoded: Vec<&str> = log
         .lines()

@@ -166,13 +166,13 @@ async fn cache_switched_off_per_query() {
         .build_context();
     ctx.register_table("events", table(&ctx, dir.path(), false).await)
         .unwrap();
-    exec(&ctx, "SET query_context.cache_enabled = false").await;
+    exec(&ctx, "SET lakefusion.cache_enabled = false").await;
     let plan = physical_plan_text(&ctx, QUERY).await;
     assert!(
         !plan.contains("CachedScanExec") && plan.contains("PartitionedScanExec"),
         "{plan}"
     );
-    exec(&ctx, "SET query_context.cache_enabled = true").await;
+    exec(&ctx, "SET lakefusion.cache_enabled = true").await;
     assert!(physical_plan_text(&ctx, QUERY)
         .await
         .contains("CachedScanExec"));
@@ -425,7 +425,7 @@ async fn failed_and_cancelled_fills_leave_no_marker() {
     use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::error::DataFusionError;
     use datafusion::execution::memory_pool::UnboundedMemoryPool;
-    use lakefusion::cache::CacheKey;
+    use lakefusion::CacheKey;
 
     let cache = TableCache::new(CacheConfig::default());
     let pool: Arc<dyn MemoryPool> = Arc::new(UnboundedMemoryPool::default());

@@ -384,9 +384,8 @@ async fn distributed_scan_decodes_into_the_executor_scan() {
     let setup = BallistaSetup::default();
     let codec = setup.physical_codec();
     for cached in [false, true] {
-        let carrier: Arc<dyn ExecutionPlan> = Arc::new(
-            lakefusion::distributed::DistributedScanExec::new(original, cached),
-        );
+        let carrier: Arc<dyn ExecutionPlan> =
+            Arc::new(lakefusion::DistributedScanExec::new(original, cached));
         assert_eq!(
             sorted_rows(Arc::clone(&carrier), ctx.task_ctx()).await,
             sorted_rows(Arc::clone(&scan), ctx.task_ctx()).await

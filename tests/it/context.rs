@@ -1,45 +1,23 @@
-//! QueryContext: SET, round trips, errors, and propagation into scans.
+//! QueryContext and ScanOptions: SET, round trips, errors, and propagation
+//! into scans.
 
 use std::sync::Arc;
 
-use datafusion::common::config::ConfigExtension;
+use datafusion::common::config::{ConfigExtension, ExtensionOptions};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use lakefusion::{QueryContext, SessionBuilder};
+use lakefusion::{QueryContext, ScanOptions, SessionBuilder};
 
 use crate::common::*;
 
 #[test]
 fn key_value_round_trip_into_a_fresh_config() {
-    let original = QueryContext {
-        read_ahead_requests: 7,
-        read_ahead_bytes: 1 << 20,
-        whole_file_bytes: 4096,
-        ..QueryContext::new("q-17")
-            .with_tenant_id("acme")
-            .with_cache_enabled(false)
-    };
+    let original = QueryContext::new("q-17").with_tenant_id("acme");
     let pairs = original.to_key_value_pairs();
     assert_eq!(
         pairs,
         vec![
             ("query_context.query_id".to_string(), "q-17".to_string()),
             ("query_context.tenant_id".to_string(), "acme".to_string()),
-            (
-                "query_context.cache_enabled".to_string(),
-                "false".to_string()
-            ),
-            (
-                "query_context.read_ahead_requests".to_string(),
-                "7".to_string()
-            ),
-            (
-                "query_context.read_ahead_bytes".to_string(),
-                "1048576".to_string()
-            ),
-            (
-                "query_context.whole_file_bytes".to_string(),
-                "4096".to_string()
-            ),
         ]
     );
     let mut fresh = SessionConfig::new().with_option_extension(QueryContext::default());
@@ -47,6 +25,69 @@ fn key_value_round_trip_into_a_fresh_config() {
         fresh.options_mut().set(key, value).unwrap();
     }
     assert_eq!(QueryContext::from_session_config(&fresh), original);
+}
+
+/// Scan options travel as fully prefixed entries too (Ballista re-applies
+/// them by key).
+#[test]
+fn scan_options_round_trip_into_a_fresh_config() {
+    let original = ScanOptions::default()
+        .with_cache_enabled(false)
+        .with_read_ahead_requests(7)
+        .with_read_ahead_bytes(1 << 20)
+        .with_whole_file_bytes(4096);
+    let pairs: Vec<(String, String)> = original
+        .entries()
+        .into_iter()
+        .filter_map(|e| e.value.map(|v| (e.key, v)))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ("lakefusion.cache_enabled".to_string(), "false".to_string()),
+            (
+                "lakefusion.read_ahead_requests".to_string(),
+                "7".to_string()
+            ),
+            (
+                "lakefusion.read_ahead_bytes".to_string(),
+                "1048576".to_string()
+            ),
+            (
+                "lakefusion.whole_file_bytes".to_string(),
+                "4096".to_string()
+            ),
+        ]
+    );
+    let mut fresh = SessionConfig::new().with_option_extension(ScanOptions::default());
+    for (key, value) in &pairs {
+        fresh.options_mut().set(key, value).unwrap();
+    }
+    assert_eq!(ScanOptions::from_session_config(&fresh), original);
+}
+
+/// The settings that moved from `query_context` to `lakefusion` are refused
+/// under their old key with an error naming the new one.
+#[tokio::test]
+async fn a_moved_setting_names_its_new_key() {
+    let ctx = SessionBuilder::new().build_context();
+    for key in [
+        "cache_enabled",
+        "read_ahead_requests",
+        "read_ahead_bytes",
+        "whole_file_bytes",
+    ] {
+        let err = ctx
+            .sql(&format!("SET query_context.{key} = 1"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("lakefusion.{key}")), "{err}");
+    }
+    assert_eq!(
+        ScanOptions::from_session_config(&ctx.copied_config()),
+        ScanOptions::default()
+    );
 }
 
 /// Without the extension registered, the keys are refused (so Ballista, which
@@ -79,13 +120,15 @@ async fn set_in_sql() {
     let ctx = SessionBuilder::new().build_context();
     exec(&ctx, "SET query_context.query_id = 'abc'").await;
     exec(&ctx, "SET query_context.tenant_id = 'globex'").await;
-    exec(&ctx, "SET query_context.cache_enabled = false").await;
-    let context = QueryContext::from_session_config(&ctx.copied_config());
+    exec(&ctx, "SET lakefusion.cache_enabled = false").await;
+    let config = ctx.copied_config();
     assert_eq!(
-        context,
-        QueryContext::new("abc")
-            .with_tenant_id("globex")
-            .with_cache_enabled(false)
+        QueryContext::from_session_config(&config),
+        QueryContext::new("abc").with_tenant_id("globex")
+    );
+    assert_eq!(
+        ScanOptions::from_session_config(&config),
+        ScanOptions::default().with_cache_enabled(false)
     );
 }
 
@@ -93,21 +136,30 @@ async fn set_in_sql() {
 async fn bad_values_and_keys_name_the_key() {
     let ctx = SessionBuilder::new().build_context();
     let err = ctx
-        .sql("SET query_context.cache_enabled = 'maybe'")
+        .sql("SET lakefusion.cache_enabled = 'maybe'")
         .await
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("query_context.cache_enabled") && err.contains("maybe"),
+        err.contains("lakefusion.cache_enabled") && err.contains("maybe"),
         "{err}"
     );
     let err = ctx
-        .sql("SET query_context.read_ahead_bytes = '-5'")
+        .sql("SET lakefusion.read_ahead_bytes = '-5'")
         .await
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("query_context.read_ahead_bytes") && err.contains("a number of bytes"),
+        err.contains("lakefusion.read_ahead_bytes") && err.contains("a number of bytes"),
+        "{err}"
+    );
+    let err = ctx
+        .sql("SET lakefusion.bogus = 1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("lakefusion.bogus") && err.contains("lakefusion.read_ahead_requests"),
         "{err}"
     );
     let err = ctx
@@ -120,6 +172,10 @@ async fn bad_values_and_keys_name_the_key() {
     assert_eq!(
         QueryContext::from_session_config(&ctx.copied_config()),
         QueryContext::default()
+    );
+    assert_eq!(
+        ScanOptions::from_session_config(&ctx.copied_config()),
+        ScanOptions::default()
     );
 }
 

@@ -1,4 +1,4 @@
-//! Reading ahead on an object store (`QueryContext::read_ahead_requests`):
+//! Reading ahead on an object store (`ScanOptions::read_ahead_requests`):
 //! one request per small file, many requests in flight, none before the
 //! first poll and none after the streams are dropped, few under a `LIMIT`,
 //! bytes within the budget — and still the right rows, dynamic filters that
@@ -101,7 +101,7 @@ async fn a_small_file_is_read_in_one_request() {
 
     // Without reading ahead, DataFusion's reader makes a footer and a data
     // request per file: the same rows for twice the requests.
-    exec(&ctx, "SET query_context.read_ahead_requests = 0").await;
+    exec(&ctx, "SET lakefusion.read_ahead_requests = 0").await;
     ctx.runtime_env()
         .cache_manager
         .get_file_metadata_cache()
@@ -130,7 +130,7 @@ async fn many_reads_are_in_flight_at_once_within_the_setting() {
     let lake = memory_lake().await;
     let (ctx, store) = session(&lake, 2).await;
     store.inject(FaultRule::new(Fault::Latency(Duration::from_millis(20))).on(RequestKind::Read));
-    exec(&ctx, "SET query_context.read_ahead_requests = 16").await;
+    exec(&ctx, "SET lakefusion.read_ahead_requests = 16").await;
     let ahead = rows(&ctx, TOTAL).await.unwrap();
     let peak = store.peak_reads_in_flight();
     println!("peak reads in flight: {peak}");
@@ -141,7 +141,7 @@ async fn many_reads_are_in_flight_at_once_within_the_setting() {
         "peak of {peak} reads in flight"
     );
 
-    exec(&ctx, "SET query_context.read_ahead_requests = 0").await;
+    exec(&ctx, "SET lakefusion.read_ahead_requests = 0").await;
     store.reset_counts();
     assert_eq!(rows(&ctx, TOTAL).await.unwrap(), ahead);
     let peak = store.peak_reads_in_flight();
@@ -204,11 +204,7 @@ async fn the_bytes_held_stay_within_the_budget() {
         .unwrap();
     let budget = 3 * meta.size as usize + meta.size as usize / 2;
     let expected = rows(&ctx, TOTAL).await.unwrap();
-    exec(
-        &ctx,
-        &format!("SET query_context.read_ahead_bytes = {budget}"),
-    )
-    .await;
+    exec(&ctx, &format!("SET lakefusion.read_ahead_bytes = {budget}")).await;
     let plan = physical_plan(&ctx, TOTAL).await;
     let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);

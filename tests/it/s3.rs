@@ -74,7 +74,7 @@ async fn session(server: &S3Server) -> (SessionContext, Arc<FaultyStore>, Arc<Pa
             .unwrap(),
     );
     ctx.register_table("t", Arc::clone(&table) as _).unwrap();
-    exec(&ctx, "SET query_context.cache_enabled = false").await;
+    exec(&ctx, "SET lakefusion.cache_enabled = false").await;
     (ctx, store, table)
 }
 
@@ -145,14 +145,14 @@ async fn build_scan_cache_insert_and_refresh_on_s3() {
 
     // The cache: a one-partition scan is filled once, then served without
     // a request.
-    exec(&ctx, "SET query_context.cache_enabled = true").await;
+    exec(&ctx, "SET lakefusion.cache_enabled = true").await;
     let small = "SELECT sum(id) FROM t WHERE p = 3 AND id % 2 = 0";
     let filled = rows(&ctx, small).await.unwrap();
     store.reset_counts();
     assert_eq!(rows(&ctx, small).await.unwrap(), filled);
     assert_eq!(reads(&store), 0, "served from the cache");
 
-    exec(&ctx, "SET query_context.cache_enabled = false").await;
+    exec(&ctx, "SET lakefusion.cache_enabled = false").await;
 
     // INSERT INTO on a store without rename: the files appear under their
     // final names, whole, with no copy and no temporary object left. Per

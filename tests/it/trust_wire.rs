@@ -252,7 +252,7 @@ async fn executors_refuse_conflicting_file_types_like_a_local_scan() {
     let remote = start_cluster(&setup, 2, 2, QueryContext::default())
         .await
         .expect("cluster starts");
-    exec(&remote, "SET query_context.cache_enabled = false").await;
+    exec(&remote, "SET lakefusion.cache_enabled = false").await;
     let remote = register(remote).await;
     let result = rows(&remote, sql).await;
     let err = result

@@ -22,11 +22,13 @@ use object_store::{ObjectMeta, ObjectStore};
 use percent_encoding::percent_decode_str;
 
 use crate::error::{Error, PathProblem, Result, TableProblem};
+use crate::lake::index::{IndexedFile, ListedPartition, PartitionIndex};
+use crate::lake::partitioning::{
+    is_hidden, parse_value, partition_dir, split_key_value, PartitionSpec,
+};
+use crate::lake::TableDefinition;
+use crate::store::local::{LinkTarget, LocalRoot};
 use crate::store::{RetryPolicy, StoreKind};
-use crate::table::hive::{is_hidden, parse_value, partition_dir, split_key_value};
-use crate::table::index::{IndexedFile, ListedPartition, PartitionIndex};
-use crate::table::spec::PartitionSpec;
-use crate::table::TableDefinition;
 
 /// What one listing found: the (declared or inferred) spec and the partitions.
 pub(crate) struct Listing {
@@ -39,6 +41,8 @@ pub(crate) struct Listing {
 pub(crate) struct Lister<'a> {
     store: &'a Arc<dyn ObjectStore>,
     root: &'a ListingTableUrl,
+    /// What kind of storage the root is on.
+    kind: StoreKind,
     /// Listings run at once.
     concurrency: usize,
     /// How a range listing (streamed, so not retried by the store) is retried.
@@ -136,6 +140,7 @@ impl<'a> Lister<'a> {
         Self {
             store,
             root,
+            kind: StoreKind::of_root(root),
             concurrency: concurrency.max(1),
             retry,
             split_after: SPLIT_AFTER,
@@ -147,12 +152,15 @@ impl<'a> Lister<'a> {
         store: &'a Arc<dyn ObjectStore>,
         definition: &'a TableDefinition,
     ) -> Self {
-        Self::new(
-            store,
-            &definition.root,
-            definition.listing_concurrency,
-            definition.retry,
-        )
+        Self {
+            kind: definition.store_kind(),
+            ..Self::new(
+                store,
+                &definition.root,
+                definition.options.listing_concurrency,
+                definition.options.retry,
+            )
+        }
     }
 
     fn listing_error(&self, source: object_store::Error) -> Error {
@@ -182,7 +190,7 @@ impl<'a> Lister<'a> {
         extension: &str,
     ) -> Result<Listing> {
         let objects = self.list_root().await?;
-        partitions_from(objects, self.root, declared, extension).await
+        partitions_from(objects, self.root, self.kind, declared, extension).await
     }
 
     /// Every object under the root, sorted by path.
@@ -205,11 +213,11 @@ impl<'a> Lister<'a> {
     /// hide) are listed with one listing.
     async fn list_root(&self) -> Result<Vec<ObjectMeta>> {
         let prefix = self.root.prefix();
-        if self.concurrency == 1 || !StoreKind::of_root(self.root).has_request_latency() {
+        if self.concurrency == 1 || !self.kind.has_request_latency() {
             return self.list_under(vec![prefix.clone()]).await;
         }
         // Where keys begin to differ below the root: never cut above it.
-        let floor = below(prefix);
+        let floor = offset_below(prefix);
         let (splits, mut posted) = tokio::sync::mpsc::unbounded_channel::<KeyRange>();
         let shared = Splitting {
             splits,
@@ -521,7 +529,7 @@ impl<'a> Lister<'a> {
         coverage.listed = selected.iter().map(|dir| dir.to_string()).collect();
         coverage.root = root.prefix().to_string();
         let objects = self.list_under(selected).await?;
-        let listing = partitions_from(objects, root, Some(spec), extension).await?;
+        let listing = partitions_from(objects, root, self.kind, Some(spec), extension).await?;
         Ok((listing, coverage))
     }
 }
@@ -589,7 +597,7 @@ pub(crate) fn dirs_at_level(
     root: &ListingTableUrl,
     levels: usize,
 ) -> Vec<Path> {
-    let below = below(root.prefix());
+    let below = offset_below(root.prefix());
     let mut dirs: Vec<Path> = index
         .partitions()
         .iter()
@@ -609,8 +617,9 @@ pub(crate) fn dirs_at_level(
     dirs
 }
 
-/// Where the parts of a key below `prefix` begin (after `prefix/`).
-fn below(prefix: &Path) -> usize {
+/// The offset in a key under `prefix` where the parts below it begin
+/// (after `prefix/`).
+fn offset_below(prefix: &Path) -> usize {
     match prefix.as_ref() {
         "" => 0,
         p => p.len() + 1,
@@ -623,12 +632,13 @@ fn below(prefix: &Path) -> usize {
 async fn partitions_from(
     objects: Vec<ObjectMeta>,
     root: &ListingTableUrl,
+    kind: StoreKind,
     declared: Option<&PartitionSpec>,
     extension: &str,
 ) -> Result<Listing> {
     let prefix = root.prefix();
     // Where a path's parts under the root begin.
-    let below = below(prefix);
+    let below = offset_below(prefix);
     // The data files (at 10⁶ files, no allocation per file here: their
     // parts are read from the path itself).
     let files: Vec<ObjectMeta> = objects
@@ -649,7 +659,7 @@ async fn partitions_from(
         .collect();
 
     // The file system checks block: off the async runtime.
-    let files = if LocalLinks::applies(root) {
+    let files = if kind.is_local_disk() {
         let owned = root.clone();
         tokio::task::spawn_blocking(move || {
             if files.is_empty() {
@@ -734,28 +744,20 @@ fn infer_spec(path: &str, dirs: &[&str]) -> Result<PartitionSpec> {
 
 /// The symbolic-link check of a `file://` root: every directory and data file
 /// under the root is looked at (`lstat`, each directory once); a link must
-/// resolve to somewhere inside the root's real path.
+/// resolve to somewhere inside the root's real path ([`LocalRoot`]).
 struct LocalLinks {
     root: String,
     dir: PathBuf,
-    real_root: PathBuf,
+    real_root: LocalRoot,
     checked: HashSet<PathBuf>,
 }
 
 impl LocalLinks {
-    /// Whether `root` is on the local file system.
-    fn applies(root: &ListingTableUrl) -> bool {
-        StoreKind::of_root(root).is_local_disk()
-    }
-
     /// `None` for roots that are not on the local file system.
     fn new(root: &ListingTableUrl) -> Option<Self> {
-        if !Self::applies(root) {
-            return None;
-        }
         let url: &url::Url = root.as_ref();
         let dir = url.to_file_path().ok()?;
-        let real_root = std::fs::canonicalize(&dir).ok()?;
+        let real_root = LocalRoot::of_dir(&dir)?;
         Some(Self {
             root: root.to_string(),
             dir,
@@ -779,30 +781,21 @@ impl LocalLinks {
             if !is_link {
                 continue;
             }
-            let inside = std::fs::canonicalize(&local)
-                .map(|target| (target.starts_with(&self.real_root), target))
-                .ok();
-            match inside {
-                Some((true, _)) => {}
-                Some((false, target)) => {
-                    return Err(Error::PartitionPath {
-                        path: path.to_string(),
-                        problem: PathProblem::LinkOutsideRoot {
-                            link: local.display().to_string(),
-                            target: target.display().to_string(),
-                            root: self.root.clone(),
-                        },
-                    })
-                }
-                None => {
-                    return Err(Error::PartitionPath {
-                        path: path.to_string(),
-                        problem: PathProblem::BrokenLink {
-                            link: local.display().to_string(),
-                        },
-                    })
-                }
-            }
+            let problem = match self.real_root.resolve(&local) {
+                LinkTarget::Inside => continue,
+                LinkTarget::Outside(target) => PathProblem::LinkOutsideRoot {
+                    link: local.display().to_string(),
+                    target: target.display().to_string(),
+                    root: self.root.clone(),
+                },
+                LinkTarget::Broken => PathProblem::BrokenLink {
+                    link: local.display().to_string(),
+                },
+            };
+            return Err(Error::PartitionPath {
+                path: path.to_string(),
+                problem,
+            });
         }
         Ok(())
     }
@@ -812,9 +805,6 @@ impl LocalLinks {
 /// on the local file system a root that does not exist at all is almost always
 /// a typo, so it is reported.
 fn check_local_root_exists(root: &ListingTableUrl) -> Result<()> {
-    if !StoreKind::of_root(root).is_local_disk() {
-        return Ok(());
-    }
     let url: &url::Url = root.as_ref();
     match url.to_file_path() {
         Ok(path) if !path.exists() => Err(Error::RootNotFound {
@@ -937,7 +927,7 @@ mod tests {
                         .times(5),
                 );
             }
-            let store: Arc<dyn ObjectStore> = faulty.clone();
+            let store: Arc<dyn ObjectStore> = Arc::clone(&faulty) as _;
             let listed =
                 list_root(&store, concurrency, split_after, faults.then_some(policy)).await;
             assert_eq!(
@@ -958,7 +948,7 @@ mod tests {
                 .on(RequestKind::List)
                 .times(1),
         );
-        let store: Arc<dyn ObjectStore> = faulty.clone();
+        let store: Arc<dyn ObjectStore> = Arc::clone(&faulty) as _;
         assert_eq!(list_root(&store, 4, 7, None).await, expected);
         assert_eq!(
             faulty.requests_of(RequestKind::List),
@@ -975,7 +965,7 @@ mod tests {
                     .every(nth)
                     .times(1),
             );
-            let store: Arc<dyn ObjectStore> = faulty.clone();
+            let store: Arc<dyn ObjectStore> = Arc::clone(&faulty) as _;
             assert_eq!(
                 list_root(&store, 2, 7, None).await,
                 expected,

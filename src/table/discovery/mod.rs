@@ -1,10 +1,11 @@
 //! Discovery: everything a table learns from storage, at `build()` and
 //! `refresh()` only — one listing of the root into partitions
-//! ([`listing`]), the schema from one footer or all of them, and, when the
+//! ([`listing`]), refreshes that install a new listing ([`refresh`]), the schema from one footer or all of them, and, when the
 //! table needs them, every footer's statistics and layout metadata
 //! (bucketing, sort order). Never while planning or executing a query.
 
 mod listing;
+mod refresh;
 
 use std::sync::Arc;
 
@@ -19,19 +20,28 @@ use datafusion::error::DataFusionError;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore};
 
-pub(in crate::table) use listing::{dirs_at_level, Lister};
+pub(in crate::table) use listing::Lister;
+pub(in crate::table) use refresh::{refresh, refresh_partitions};
 
-use super::definition::TableDefinition;
-use super::index::{ListedPartition, PartitionIndex};
-use super::layout::{SortKey, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
-use super::spec::PartitionSpec;
 use crate::error::{Error, Result, TableProblem};
+use crate::lake::index::{ListedPartition, PartitionIndex};
+use crate::lake::layout::{SortKey, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
+use crate::lake::partitioning::PartitionSpec;
+use crate::lake::TableDefinition;
 use crate::scan::reader::footer_without_panics;
 use crate::scan::schema::merge_schemas;
 use crate::store::{ResilientStore, RetryPolicy};
 
 /// How many footers discovery reads at once.
 const FOOTER_READ_CONCURRENCY: usize = 16;
+
+/// The store `definition`'s table reads through (see [`object_store_for`]).
+pub(in crate::table) fn table_store(
+    state: &dyn Session,
+    definition: &TableDefinition,
+) -> Result<Arc<dyn ObjectStore>> {
+    object_store_for(state, &definition.root, definition.options.retry)
+}
 
 /// The store a table's discovery reads through: the runtime's, with the
 /// table's retries and timeouts.
@@ -143,7 +153,7 @@ pub(in crate::table) async fn index_from(
         .iter()
         .flat_map(|p| p.files.iter().map(|f| f.meta.clone()))
         .collect();
-    if definition.collect_statistics {
+    if definition.options.collect_statistics {
         let format = &parquet_format(state);
         let file_schema = &definition.file_schema;
         // `buffered` keeps the listing order, so results zip back onto the files.
@@ -166,9 +176,9 @@ pub(in crate::table) async fn index_from(
         }
     }
     let mut bucket_note = None;
-    let reads_layout = definition.bucketing.is_some()
-        || definition.sort.is_some()
-        || definition.collect_statistics;
+    let reads_layout = definition.options.bucketing.is_some()
+        || definition.options.sort.is_some()
+        || definition.options.collect_statistics;
     let mut common_sort_order = None;
     if reads_layout && !metas.is_empty() {
         let layouts = read_layouts(state, store, metas, definition).await?;
@@ -186,6 +196,7 @@ pub(in crate::table) async fn index_from(
                 None => None,
             };
             file.sorted = definition
+                .options
                 .sort
                 .as_ref()
                 .is_some_and(|sort| sort.trusts(layout.sort_order.as_deref()));
@@ -219,8 +230,8 @@ async fn read_layouts(
     definition: &TableDefinition,
 ) -> Result<Vec<RecordedLayout>> {
     // The bucketing, and the type of its column the table's scans produce.
-    let bucketing = definition.bucketing.as_ref().and_then(|b| {
-        let field = definition.table_schema.field_with_name(&b.column).ok()?;
+    let bucketing = definition.options.bucketing.as_ref().and_then(|b| {
+        let field = definition.table_schema().field_with_name(&b.column).ok()?;
         Some((b, field.data_type()))
     });
     let size_hint = state.table_options().parquet.global.metadata_size_hint;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use lakefusion::{
-    Error, PartitionedTable, PathProblem, QueryContext, SessionBuilder, TableProblem,
+    Error, PartitionedTable, PathProblem, QueryContext, ScanOptions, SessionBuilder, TableProblem,
 };
 
 use crate::common::*;
@@ -23,23 +23,28 @@ async fn set_error(sql: &str) -> String {
         QueryContext::default(),
         "a failed SET changed the context"
     );
+    assert_eq!(
+        ScanOptions::from_session_config(&ctx.copied_config()),
+        ScanOptions::default(),
+        "a failed SET changed the scan options"
+    );
     err
 }
 
 #[tokio::test]
 async fn set_cache_switch_to_an_empty_value() {
-    let err = set_error("SET query_context.cache_enabled = ''").await;
+    let err = set_error("SET lakefusion.cache_enabled = ''").await;
     assert!(
-        err.contains("query_context.cache_enabled") && err.contains("expected true or false"),
+        err.contains("lakefusion.cache_enabled") && err.contains("expected true or false"),
         "{err}"
     );
 }
 
 #[tokio::test]
 async fn set_cache_switch_to_a_number() {
-    let err = set_error("SET query_context.cache_enabled = 2").await;
+    let err = set_error("SET lakefusion.cache_enabled = 2").await;
     assert!(
-        err.contains("query_context.cache_enabled") && err.contains("'2'"),
+        err.contains("lakefusion.cache_enabled") && err.contains("'2'"),
         "{err}"
     );
 }

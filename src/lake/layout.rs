@@ -17,19 +17,20 @@ use parquet::file::metadata::ParquetMetaData;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 /// Key-value metadata key: the bucketing spec a file was written with.
-pub const BUCKETING_KEY: &str = "lakefusion.bucketing";
+pub(crate) const BUCKETING_KEY: &str = "lakefusion.bucketing";
 /// Key-value metadata key: the bucket a file holds.
-pub const BUCKET_KEY: &str = "lakefusion.bucket";
+pub(crate) const BUCKET_KEY: &str = "lakefusion.bucket";
 
 /// The name of the hash our writer assigns buckets with: DataFusion's
 /// `RepartitionExec` hash (`create_hashes` with `REPARTITION_RANDOM_STATE`,
 /// seed 0) modulo the bucket count — rows are assigned by DataFusion's own
 /// `BatchPartitioner`, so a scan may declare `Partitioning::Hash` and
 /// DataFusion's repartitioned side of a join agrees with it row for row.
-pub const BUCKET_HASH: &str = "datafusion-repartition-hash-seed0";
+pub(crate) const BUCKET_HASH: &str = "datafusion-repartition-hash-seed0";
 
 /// A table hash-bucketed on one column.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Bucketing {
     /// The column rows are bucketed by.
     pub column: String,
@@ -145,7 +146,7 @@ impl Bucketing {
 /// Key-value metadata key: the sort order of a file's rows, as
 /// [`SortKey::encode_all`] writes it. Our writer always records it; an empty
 /// value means the rows are in no particular order.
-pub const SORT_ORDER_KEY: &str = "lakefusion.sort_order";
+pub(crate) const SORT_ORDER_KEY: &str = "lakefusion.sort_order";
 
 /// One key of a table's sort order: a column inside the files, its
 /// direction, and where its NULLs go.
@@ -154,6 +155,7 @@ pub const SORT_ORDER_KEY: &str = "lakefusion.sort_order";
 /// `DESC NULLS FIRST`: what `ORDER BY ts` and `ORDER BY ts DESC` mean in
 /// DataFusion's SQL by default, so that such queries match the declaration.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct SortKey {
     /// The column (inside the files; partition columns cannot be sort keys).
     pub column: String,
@@ -191,7 +193,7 @@ impl SortKey {
     /// The value recorded under [`SORT_ORDER_KEY`] for `keys`: one
     /// `column ASC|DESC NULLS FIRST|LAST` per key, comma-separated, with
     /// the column name percent-encoded so any name survives.
-    pub fn encode_all(keys: &[SortKey]) -> String {
+    pub fn encode_all(keys: &[Self]) -> String {
         let keys: Vec<String> = keys
             .iter()
             .map(|k| {
@@ -208,7 +210,7 @@ impl SortKey {
 
     /// Parses what [`encode_all`](Self::encode_all) wrote; `None` for
     /// anything else (a file whose order cannot be read is not trusted).
-    pub fn decode_all(value: &str) -> Option<Vec<SortKey>> {
+    pub fn decode_all(value: &str) -> Option<Vec<Self>> {
         if value.is_empty() {
             return Some(Vec::new());
         }
@@ -230,7 +232,7 @@ impl SortKey {
                     _ => return None,
                 };
                 let column = percent_decode_str(column).decode_utf8().ok()?.into_owned();
-                Some(SortKey {
+                Some(Self {
                     column,
                     descending,
                     nulls_first,
@@ -271,7 +273,7 @@ impl TableSort {
     /// Whether a file that recorded `recorded` under [`SORT_ORDER_KEY`]
     /// (`None`: no such key) holds its rows in this order. A file sorted by
     /// more keys than the table's is sorted by the table's.
-    pub fn trusts(&self, recorded: Option<&str>) -> bool {
+    pub(crate) fn trusts(&self, recorded: Option<&str>) -> bool {
         match recorded {
             None => self.declared,
             Some(value) => SortKey::decode_all(value)
