@@ -54,7 +54,7 @@
 //! query runs and skip files and row groups that can no longer match.
 //! `INSERT INTO` goes through [`PartitionedSink`]: new files only, added to
 //! the index at once (whole to queries through the same table, file by file
-//! to other processes: see [`PartitionedSink`] and `docs/writing.md`); a table declared with
+//! to other processes: see `docs/writing.md`); a table declared with
 //! [`bucket_by`](PartitionedTableBuilder::bucket_by) is written with
 //! DataFusion's own hash partitioner and records the Arrow type it hashed,
 //! so its scans declare `Hash` partitioning only where DataFusion can trust
@@ -74,54 +74,8 @@
 //! the commit (a conditional PUT, or a multipart upload completed then), as
 //! S3 has no rename.
 //!
-//! ## Quick start
-//!
-//! ```
-//! # use std::sync::Arc;
-//! # use datafusion::arrow::array::{Int64Array, RecordBatch};
-//! # use datafusion::arrow::datatypes::{DataType, Field, Schema};
-//! use datafusion::prelude::SessionContext;
-//! use lakefusion::PartitionedTable;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> datafusion::error::Result<()> {
-//! # let dir = tempfile::tempdir()?;
-//! # for (date, region, amount) in [("2026-03-01", "eu", 10), ("2026-03-01", "us", 20), ("2026-03-02", "eu", 30)] {
-//! #     let part = dir.path().join(format!("date={date}/region={region}"));
-//! #     std::fs::create_dir_all(&part)?;
-//! #     let schema = Arc::new(Schema::new(vec![Field::new("amount", DataType::Int64, false)]));
-//! #     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![amount]))])?;
-//! #     let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(part.join("part-0.parquet"))?, schema, None)?;
-//! #     w.write(&batch)?;
-//! #     w.close()?;
-//! # }
-//! # let root = format!("file://{}/", dir.path().display());
-//! let ctx = SessionContext::new();
-//! let events = PartitionedTable::builder(root)       // e.g. "file:///data/events/"
-//!     .partition_column("date", DataType::Date32)
-//!     .partition_column("region", DataType::Utf8)
-//!     .build(&ctx.state())                           // lists the root once, here
-//!     .await?;
-//! ctx.register_table("events", Arc::new(events))?;
-//!
-//! let batches = ctx
-//!     .sql("SELECT region, sum(amount) AS total FROM events \
-//!           WHERE date = DATE '2026-03-01' GROUP BY region ORDER BY region")
-//!     .await?
-//!     .collect()
-//!     .await?;
-//! datafusion::assert_batches_eq!(
-//!     ["+--------+-------+",
-//!      "| region | total |",
-//!      "+--------+-------+",
-//!      "| eu     | 10    |",
-//!      "| us     | 20    |",
-//!      "+--------+-------+"],
-//!     &batches
-//! );
-//! # Ok(())
-//! # }
-//! ```
+//! How to use it — the quick start, each capability, the benchmarks — is
+//! the README and its `docs/` chapters; this guide is the map of the code.
 //!
 //! ## Modules
 //!
@@ -146,7 +100,7 @@
 //! error.rs                         Error
 //! ```
 //!
-//! * `lake`: what a table is ([`TableDefinition`](lake::TableDefinition),
+//! * `lake`: what a table is (`TableDefinition`,
 //!   built and checked in one place, `try_new`), its partitioning (the
 //!   [`PartitionSpec`] and every Hive path rule: parse, write, NULL, hidden
 //!   names, percent-encoding), its layout (bucketing, sort order, as our
@@ -226,7 +180,7 @@ pub use distributed::{DistributedScanExec, DistributedScanRule};
 #[cfg(feature = "ballista")]
 pub use error::WireVersion;
 pub use error::{Error, PathProblem, Result, TableProblem, ValueProblem};
-pub use lake::index::{FileRef, IndexedFile, ListedPartition, Partition, PartitionIndex};
+pub use lake::index::{FileRef, IndexedFile, Partition, PartitionIndex};
 pub use lake::layout::{Bucketing, SortKey};
 pub use lake::partitioning::{
     partition_dir, PartitionColumn, PartitionSpec, HIVE_NULL, MAX_DIR_NAME_BYTES,

@@ -141,11 +141,6 @@ impl SessionBuilder {
         for (url, store) in &self.object_stores {
             runtime.register_object_store(url, Arc::clone(store));
         }
-        let mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> = Vec::new();
-        if let Some(cache) = &self.cache {
-            rules.push(Arc::new(SmallTableCacheRule::new(cache.clone())));
-        }
-        rules.extend(self.extra_rules.iter().cloned());
         let mut builder = SessionStateBuilder::new()
             .with_config(self.config.clone().unwrap_or_default())
             .with_runtime_env(runtime)
@@ -154,7 +149,13 @@ impl SessionBuilder {
         if let Some(query_context) = &self.query_context {
             builder = builder.with_lakefusion_query_context(query_context.clone());
         }
-        builder.with_rules_before_sanity_check(rules).build()
+        if let Some(cache) = &self.cache {
+            builder = builder.with_lakefusion_cache(cache.clone());
+        }
+        // After the cache rule: each insert goes right before the check.
+        builder
+            .with_rules_before_sanity_check(self.extra_rules.clone())
+            .build()
     }
 
     /// Builds a `SessionContext`.
@@ -179,8 +180,10 @@ impl SessionBuilder {
 /// assert_eq!(QueryContext::from_session_config(state.config()).query_id, "q-42");
 /// ```
 ///
-/// [`SessionBuilder`] is built on these steps.
-pub trait SessionStateBuilderExt: Sized {
+/// [`SessionBuilder`] is built on these steps. The trait is sealed: only
+/// DataFusion's `SessionStateBuilder` implements it, so methods can be
+/// added without breaking anyone.
+pub trait SessionStateBuilderExt: sealed::Sealed + Sized {
     /// Registers [`QueryContext`] and [`ScanOptions`](crate::ScanOptions) as
     /// config extensions (keeping values the config already has) and the
     /// table factory for `STORED AS PARTITIONED_PARQUET`.
@@ -237,4 +240,14 @@ impl SessionStateBuilderExt for SessionStateBuilder {
         rules.splice(at..at, ours);
         self.with_physical_optimizer_rules(rules)
     }
+}
+
+mod sealed {
+    /// Keeps [`SessionStateBuilderExt`](super::SessionStateBuilderExt)
+    /// implemented by DataFusion's builder only (public in a private
+    /// module: nameable by no one outside).
+    #[allow(unreachable_pub)]
+    pub trait Sealed {}
+
+    impl Sealed for datafusion::execution::session_state::SessionStateBuilder {}
 }

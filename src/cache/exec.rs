@@ -58,7 +58,7 @@ impl CachedScanExec {
     }
 
     /// Serves `inner` through `cache` under `key`, which the caller vouches
-    /// describes `inner`'s rows ([`cache_key`] computes one). Decoded plans
+    /// describes `inner`'s rows ([`new`](Self::new) computes it from the scan). Decoded plans
     /// never use this: an executor recomputes the key from the scan it
     /// decoded.
     pub fn with_key(inner: Arc<PartitionedScanExec>, cache: TableCache, key: CacheKey) -> Self {

@@ -12,7 +12,7 @@ use prost::Message;
 
 use super::roots::AllowedRoots;
 use crate::error::{Error, WireVersion};
-use crate::settings::QueryContext;
+use crate::settings::{QueryContext, ScanOptions};
 
 /// The version of lakefusion's wire format this build writes, and the only
 /// one it reads. Raised when bytes change in a way another version would
@@ -218,12 +218,14 @@ impl PhysicalExtensionCodec for CompositePhysicalCodec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let envelope = Envelope::decode_from(buf, "CompositePhysicalCodec")?;
         // Plans are decoded where they run (on an executor, inside the task's
-        // context): what the query context says here is what the task sees.
+        // context): what the settings say here is what the task sees.
         let query = QueryContext::from_task_context(ctx);
+        let scan = ScanOptions::from_task_context(ctx);
         tracing::debug!(
             codec = %envelope.codec,
             query_id = %query.query_id,
             tenant_id = %query.tenant_id,
+            read_ahead_requests = scan.read_ahead_requests,
             task_id = ctx.task_id().as_deref().unwrap_or(""),
             "decoding plan node"
         );

@@ -377,12 +377,6 @@ impl LakefusionLogicalCodec {
         );
         let root = ListingTableUrl::parse(&node.root)
             .map_err(|e| bad(format!("root '{}': {e}", node.root)))?;
-        let partitions = node
-            .index
-            .as_ref()
-            .ok_or_else(|| bad("no partition index".to_string()))?
-            .decode(&root, &spec, &bad)?;
-        let index = PartitionIndex::try_new(&spec, partitions)?;
         let sort = match SortKey::decode_all(&node.sort_order) {
             Some(keys) if keys.is_empty() => None,
             Some(keys) => Some(TableSort {
@@ -411,8 +405,17 @@ impl LakefusionLogicalCodec {
                 listings => count(listings, "listing concurrency")?,
             },
         };
+        // Checked as a builder's definition is, before the index is read;
+        // refused as bytes that are not a table.
         let definition =
-            TableDefinition::try_new(node.name.as_str().into(), root, spec, file_schema, options)?;
+            TableDefinition::try_new(node.name.as_str().into(), root, spec, file_schema, options)
+                .map_err(|e| bad(e.to_string()))?;
+        let partitions = node
+            .index
+            .as_ref()
+            .ok_or_else(|| bad("no partition index".to_string()))?
+            .decode(&definition.root, &definition.spec, &bad)?;
+        let index = PartitionIndex::try_new(&definition.spec, partitions)?;
         Ok(PartitionedTable::new(definition, index))
     }
 }

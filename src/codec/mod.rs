@@ -4,7 +4,7 @@
 //! * [`LakefusionLogicalCodec`] — `PartitionedTable`;
 //! * [`CompositePhysicalCodec`] — named codecs with a fallback, so bytes stay
 //!   decodable when codecs are added;
-//! * the wire form of [`DistributedScanExec`](crate::distributed::DistributedScanExec),
+//! * the wire form of [`DistributedScanExec`](crate::DistributedScanExec),
 //!   the form a scan travels in to Ballista executors;
 //! * [`ObjectStoreFactory`] and [`AllowedRoots`]: what a decoding executor
 //!   injects — how to reach storage, and where it may read.

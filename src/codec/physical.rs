@@ -107,12 +107,20 @@ pub(crate) struct RetryNode {
 }
 
 impl From<RetryPolicy> for RetryNode {
-    fn from(config: RetryPolicy) -> Self {
+    /// Taken apart exhaustively: a field added to the policy does not
+    /// compile here until it travels.
+    fn from(policy: RetryPolicy) -> Self {
+        let RetryPolicy {
+            max_retries,
+            initial_backoff,
+            max_backoff,
+            request_timeout,
+        } = policy;
         Self {
-            max_retries: config.max_retries,
-            initial_backoff_ms: config.initial_backoff.as_millis() as u64,
-            max_backoff_ms: config.max_backoff.as_millis() as u64,
-            request_timeout_ms: config.request_timeout.as_millis() as u64,
+            max_retries,
+            initial_backoff_ms: initial_backoff.as_millis() as u64,
+            max_backoff_ms: max_backoff.as_millis() as u64,
+            request_timeout_ms: request_timeout.as_millis() as u64,
         }
     }
 }

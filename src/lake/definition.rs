@@ -57,7 +57,9 @@ impl Default for TableOptions {
 /// Only [`try_new`](Self::try_new) builds one (only it can make a
 /// [`Derived`]), so every definition in use — a builder's, a decoded one —
 /// has passed the same checks. Codecs take one apart by exhaustive
-/// destructuring, so a new field does not compile until it travels.
+/// destructuring, so a new field does not compile until it travels. Its
+/// fields are read, never assigned, once it is built (the derived ones
+/// would go stale): a change is a new definition.
 #[derive(Debug)]
 pub(crate) struct TableDefinition {
     pub name: Arc<str>,

@@ -47,20 +47,19 @@ pub struct IndexedFile {
     /// `collect_statistics(true)`.
     pub statistics: Option<Arc<Statistics>>,
     /// The bucket the file holds, when its metadata says it was written
-    /// with the table's bucketing (see [`Bucketing`](super::Bucketing)).
+    /// with the table's bucketing (see [`Bucketing`](crate::Bucketing)).
     pub bucket: Option<u32>,
     /// The file's rows are in the table's sort order: its metadata records
     /// that order (or one that starts with it), or the order was declared
     /// with `sort_order` and the file records none (see
-    /// [`SortKey`](super::SortKey)).
+    /// [`SortKey`](crate::SortKey)).
     pub sorted: bool,
 }
 
 /// One leaf partition directory and its files, as a listing finds them
 /// (the index's input; [`PartitionIndex::try_new`] packs it).
 #[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ListedPartition {
+pub(crate) struct ListedPartition {
     /// Typed values of the partition columns, in spec order (NULL for
     /// `__HIVE_DEFAULT_PARTITION__`).
     pub values: Vec<ScalarValue>,
@@ -507,7 +506,10 @@ pub struct PartitionIndex {
 impl PartitionIndex {
     /// Builds an index from listed partitions (in any order) under `spec`.
     /// A partition without files is left out.
-    pub fn try_new(spec: &PartitionSpec, partitions: Vec<ListedPartition>) -> DFResult<Self> {
+    pub(crate) fn try_new(
+        spec: &PartitionSpec,
+        partitions: Vec<ListedPartition>,
+    ) -> DFResult<Self> {
         let mut builder = IndexBuilder::default();
         builder.push_listed(partitions)?;
         builder.finish(spec)

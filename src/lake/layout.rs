@@ -39,7 +39,7 @@ pub struct Bucketing {
 }
 
 impl Bucketing {
-    /// The value our writer records under [`BUCKETING_KEY`]: column, count,
+    /// The value our writer records under `lakefusion.bucketing`: column, count,
     /// hash, the exact Arrow type it hashed and the DataFusion version that
     /// hashed it. DataFusion's hash differs between `Utf8`, `LargeUtf8` and
     /// `Utf8View`, between `Int32` and `Int64`, and between dictionaries and
@@ -190,7 +190,7 @@ impl SortKey {
         self
     }
 
-    /// The value recorded under [`SORT_ORDER_KEY`] for `keys`: one
+    /// The value recorded under `lakefusion.sort_order` for `keys`: one
     /// `column ASC|DESC NULLS FIRST|LAST` per key, comma-separated, with
     /// the column name percent-encoded so any name survives.
     pub fn encode_all(keys: &[Self]) -> String {

@@ -47,7 +47,7 @@ use crate::store::RetryPolicy;
 ///
 /// # Runtime steps
 ///
-/// 1. `execute(partition)` returns a [`LazyScanStream`] over that partition's
+/// 1. `execute(partition)` returns a `LazyScanStream` over that partition's
 ///    file group. Nothing is opened yet.
 /// 2. On the first poll the stream opens DataFusion's `FileStream` through
 ///    `FileScanConfig::open_with_args`, with `ParquetSource` wrapped so that
@@ -56,9 +56,9 @@ use crate::store::RetryPolicy;
 ///    [`with_work_stealing`](Self::with_work_stealing) — files shared with the
 ///    sibling partitions of this execution through DataFusion's work stealing.
 ///    On an object store (not `file://`), the partitions of one execution
-///    read through a shared read-ahead (`scan::read_ahead`): the files they
+///    read through a shared read-ahead (`store::read_ahead`): the files they
 ///    will open next, in order, with many requests in flight
-///    ([`QueryContext`](crate::QueryContext)'s `read_ahead_requests`) and at
+///    ([`ScanOptions`](crate::ScanOptions)' `read_ahead_requests`) and at
 ///    most `read_ahead_bytes` held, reserved from the memory pool; small files
 ///    in one request. Without work stealing, each partition reads ahead its
 ///    own group with its share of both.

@@ -2,7 +2,7 @@
 //!
 //! A scan reports three families of metrics in `EXPLAIN ANALYZE`:
 //!
-//! * these, recorded by [`LazyScanStream`](super::LazyScanStream):
+//! * these, recorded by `LazyScanStream`:
 //!   `time_to_first_batch`, `scan_time` and `open_readers`;
 //! * DataFusion's `FileStream` metrics: `files_opened`, `files_processed`,
 //!   `output_rows`, `elapsed_compute`, `time_elapsed_opening`, …;

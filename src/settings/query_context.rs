@@ -8,8 +8,8 @@ use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::prelude::SessionConfig;
 
-use super::{entries, set, Setting};
-use crate::error::Error;
+use super::setting::{entries, key_value_pairs, registered, set, Moved, Setting};
+use super::ScanOptions;
 
 /// Per-query context: the query id and the tenant, for logs, traces and
 /// metrics (each scan runs in a `lakefusion.scan` tracing span carrying
@@ -80,13 +80,16 @@ const SETTINGS: &[Setting<QueryContext>] = &[
     },
 ];
 
-/// Keys that moved to [`ScanOptions`](crate::ScanOptions).
-const MOVED: [&str; 4] = [
-    "cache_enabled",
-    "read_ahead_requests",
-    "read_ahead_bytes",
-    "whole_file_bytes",
-];
+/// Keys that moved to [`ScanOptions`] (on 2026-12-02).
+const MOVED: Moved = Moved {
+    keys: &[
+        "cache_enabled",
+        "read_ahead_requests",
+        "read_ahead_bytes",
+        "whole_file_bytes",
+    ],
+    to: ScanOptions::PREFIX,
+};
 
 impl QueryContext {
     /// A context for the query `query_id`, with no tenant.
@@ -111,21 +114,13 @@ impl QueryContext {
 
     /// The context registered in a session config (defaults if none is).
     pub fn from_session_config(config: &SessionConfig) -> Self {
-        config
-            .options()
-            .extensions
-            .get::<Self>()
-            .cloned()
-            .unwrap_or_default()
+        registered(config)
     }
 
     /// The fully prefixed key/value pairs of this context
     /// (`query_context.query_id`, …), as `SET` and Ballista expect them.
     pub fn to_key_value_pairs(&self) -> Vec<(String, String)> {
-        self.entries()
-            .into_iter()
-            .filter_map(|e| e.value.map(|v| (e.key, v)))
-            .collect()
+        key_value_pairs(self)
     }
 }
 
@@ -147,18 +142,7 @@ impl ExtensionOptions for QueryContext {
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        let bare = key
-            .strip_prefix(Self::PREFIX)
-            .and_then(|k| k.strip_prefix('.'))
-            .unwrap_or(key);
-        if MOVED.contains(&bare) {
-            return Err(Error::MovedSetting {
-                key: format!("{}.{bare}", Self::PREFIX),
-                now: format!("{}.{bare}", crate::ScanOptions::PREFIX),
-            }
-            .into());
-        }
-        Ok(set(SETTINGS, self, key, value)?)
+        Ok(set(SETTINGS, Some(&MOVED), self, key, value)?)
     }
 
     fn entries(&self) -> Vec<ConfigEntry> {

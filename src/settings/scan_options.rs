@@ -8,7 +8,7 @@ use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::prelude::SessionConfig;
 
-use super::{entries, parse_count, set, Setting};
+use super::setting::{entries, key_value_pairs, parse_count, registered, set, Setting};
 
 /// How scans read: a DataFusion [`ConfigExtension`] under the prefix
 /// `lakefusion`, set like any other option and shipped with the query:
@@ -136,12 +136,13 @@ impl ScanOptions {
 
     /// The options registered in a session config (defaults if none are).
     pub fn from_session_config(config: &SessionConfig) -> Self {
-        config
-            .options()
-            .extensions
-            .get::<Self>()
-            .cloned()
-            .unwrap_or_default()
+        registered(config)
+    }
+
+    /// The fully prefixed key/value pairs of these options
+    /// (`lakefusion.cache_enabled`, …), as `SET` and Ballista expect them.
+    pub fn to_key_value_pairs(&self) -> Vec<(String, String)> {
+        key_value_pairs(self)
     }
 }
 
@@ -163,7 +164,7 @@ impl ExtensionOptions for ScanOptions {
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        Ok(set(SETTINGS, self, key, value)?)
+        Ok(set(SETTINGS, None, self, key, value)?)
     }
 
     fn entries(&self) -> Vec<ConfigEntry> {

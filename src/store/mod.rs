@@ -6,7 +6,7 @@
 //! flight for a scan (`read_ahead`), what kind of storage a root is on
 //! (`kind`), where a local root really is (`local`, the symbolic-link
 //! check), and — behind the `test-utils` feature — a fault-injecting store
-//! ([`faults::FaultyStore`]) to prove they work.
+//! (`faults::FaultyStore`) to prove they work.
 
 #[cfg(feature = "test-utils")]
 pub mod faults;

@@ -13,7 +13,7 @@ use crate::lake::definition::check_spec;
 use crate::lake::layout::{Bucketing, SortKey, TableSort};
 use crate::lake::partitioning::PartitionSpec;
 use crate::lake::{TableDefinition, TableOptions};
-use crate::store::RetryPolicy;
+use crate::store::{RetryPolicy, StoreKind};
 
 impl PartitionedTable {
     /// Starts declaring a table rooted at `root` (a URL such as
@@ -175,7 +175,7 @@ impl PartitionedTableBuilder {
     /// Azurite emulator), each range costs a listing from the start: use 1
     /// there.
     pub fn listing_concurrency(mut self, listings: usize) -> Self {
-        self.options.listing_concurrency = listings.max(1);
+        self.options.listing_concurrency = listings;
         self
     }
 
@@ -204,9 +204,18 @@ impl PartitionedTableBuilder {
         }
         let options = self.options;
         let store = object_store_for(state, &root, options.retry)?;
-        let listing = Lister::new(&store, &root, options.listing_concurrency, options.retry)
-            .list_partitions(declared.as_ref(), &options.file_extension)
-            .await?;
+        // Before a definition exists (the listing finds the spec), the
+        // kind of storage is the root's.
+        let kind = StoreKind::of_root(&root);
+        let listing = Lister::new(
+            &store,
+            &root,
+            kind,
+            options.listing_concurrency,
+            options.retry,
+        )
+        .list_partitions(declared.as_ref(), &options.file_extension)
+        .await?;
         let spec = listing.spec;
         let file_schema = match self.schema {
             // Checked by the definition: no partition column inside.

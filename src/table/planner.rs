@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{ScanArgs, Session};
 use datafusion::common::stats::Precision;
@@ -20,7 +19,7 @@ use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::Partitioning;
 use datafusion_datasource::TableSchema;
 
-use super::pushdown::{classify_for_scan, FilterKind};
+use super::pushdown::{classify_for_scan, matches, FilterKind};
 use crate::lake::index::{FileRef, PartitionIndex};
 use crate::lake::TableDefinition;
 use crate::scan::{PartitionedScanExec, ScanDescription};
@@ -154,28 +153,6 @@ fn prune(
     };
     let mask = matches(state, &predicate, index.values(), &definition.name)?;
     Ok((0..all).filter(|&i| mask[i]).collect())
-}
-
-/// Which rows of `values` (partition values, one row per partition or
-/// directory) `predicate` selects. NULL (unknown) is not a match: `shop = 1`
-/// must not select the NULL partition.
-pub(super) fn matches(
-    state: &dyn Session,
-    predicate: &Expr,
-    values: &RecordBatch,
-    table: &str,
-) -> DFResult<Vec<bool>> {
-    let df_schema = DFSchema::try_from(values.schema())?;
-    let physical = state.create_physical_expr(predicate.clone(), &df_schema)?;
-    let result = physical.evaluate(values)?.into_array(values.num_rows())?;
-    let mask = result.as_boolean_opt().ok_or_else(|| {
-        datafusion::error::DataFusionError::Plan(format!(
-            "partition filter on table {table} did not evaluate to a boolean"
-        ))
-    })?;
-    Ok((0..values.num_rows())
-        .map(|i| mask.is_valid(i) && mask.value(i))
-        .collect())
 }
 
 /// One file group per bucket, and the `Hash` partitioning they make true,

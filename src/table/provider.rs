@@ -34,9 +34,56 @@ use crate::write::{remove_abandoned, PartitionedSink};
 /// into a [`PartitionIndex`] the table holds. From then on planning a query is
 /// pure computation over that index: partition filters are evaluated against
 /// the partition values, and the surviving files become a
-/// [`PartitionedScanExec`] — no object-store request is made until the scan's
+/// [`PartitionedScanExec`](crate::PartitionedScanExec) — no object-store request is made until the scan's
 /// stream is polled. [`refresh`](Self::refresh) lists again and swaps the whole
 /// index atomically, so a scan always sees exactly one listing.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use datafusion::arrow::array::{Int64Array, RecordBatch};
+/// # use datafusion::arrow::datatypes::{DataType, Field, Schema};
+/// use datafusion::prelude::SessionContext;
+/// use lakefusion::PartitionedTable;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> datafusion::error::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// # for (date, region, amount) in [("2026-03-01", "eu", 10), ("2026-03-01", "us", 20), ("2026-03-02", "eu", 30)] {
+/// #     let part = dir.path().join(format!("date={date}/region={region}"));
+/// #     std::fs::create_dir_all(&part)?;
+/// #     let schema = Arc::new(Schema::new(vec![Field::new("amount", DataType::Int64, false)]));
+/// #     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![amount]))])?;
+/// #     let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(part.join("part-0.parquet"))?, schema, None)?;
+/// #     w.write(&batch)?;
+/// #     w.close()?;
+/// # }
+/// # let root = format!("file://{}/", dir.path().display());
+/// let ctx = SessionContext::new();
+/// let events = PartitionedTable::builder(root)       // e.g. "file:///data/events/"
+///     .partition_column("date", DataType::Date32)
+///     .partition_column("region", DataType::Utf8)
+///     .build(&ctx.state())                           // lists the root once, here
+///     .await?;
+/// ctx.register_table("events", Arc::new(events))?;
+///
+/// let batches = ctx
+///     .sql("SELECT region, sum(amount) AS total FROM events \
+///           WHERE date = DATE '2026-03-01' GROUP BY region ORDER BY region")
+///     .await?
+///     .collect()
+///     .await?;
+/// datafusion::assert_batches_eq!(
+///     ["+--------+-------+",
+///      "| region | total |",
+///      "+--------+-------+",
+///      "| eu     | 10    |",
+///      "| us     | 20    |",
+///      "+--------+-------+"],
+///     &batches
+/// );
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct PartitionedTable {
     definition: Arc<TableDefinition>,
@@ -232,8 +279,8 @@ impl TableProvider for PartitionedTable {
         Ok(self.scan_with_args(state, args).await?.into_inner())
     }
 
-    /// Plans a scan from the partition index alone: no I/O (see
-    /// [`planner`](super::planner)).
+    /// Plans a scan from the partition index alone: no I/O (the table's
+    /// `planner` module).
     async fn scan_with_args<'a>(
         &self,
         state: &dyn Session,

@@ -1,11 +1,16 @@
 //! Filter pushdown: which filters the table answers exactly from its partition
-//! index, which it uses to skip row groups, and which it leaves to DataFusion.
+//! index, which it uses to skip row groups, and which it leaves to DataFusion;
+//! and which partitions a partition predicate selects ([`matches`], for
+//! planning and for `refresh_partitions`).
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::DFSchema;
+use datafusion::error::Result as DFResult;
 use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -147,4 +152,26 @@ fn can_prune_row_groups(filter: &Expr, table_schema: &SchemaRef) -> bool {
         .with_file_schema(Arc::clone(table_schema))
         .build(physical)
         .is_some()
+}
+
+/// Which rows of `values` (partition values, one row per partition or
+/// directory) `predicate` selects. NULL (unknown) is not a match: `shop = 1`
+/// must not select the NULL partition.
+pub(in crate::table) fn matches(
+    state: &dyn Session,
+    predicate: &Expr,
+    values: &RecordBatch,
+    table: &str,
+) -> DFResult<Vec<bool>> {
+    let df_schema = DFSchema::try_from(values.schema())?;
+    let physical = state.create_physical_expr(predicate.clone(), &df_schema)?;
+    let result = physical.evaluate(values)?.into_array(values.num_rows())?;
+    let mask = result.as_boolean_opt().ok_or_else(|| {
+        datafusion::error::DataFusionError::Plan(format!(
+            "partition filter on table {table} did not evaluate to a boolean"
+        ))
+    })?;
+    Ok((0..values.num_rows())
+        .map(|i| mask.is_valid(i) && mask.value(i))
+        .collect())
 }

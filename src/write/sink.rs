@@ -50,7 +50,7 @@ use crate::lake::{PublishedFile, SharedIndex, TableDefinition};
 ///    with DataFusion's own `BatchPartitioner` for `Partitioning::Hash`) and
 ///    then by partition values; each `(partition, bucket)` gets one file.
 ///    A partition value that cannot be a directory fails the write (see
-///    [`partition_dir`](super::partition_dir)).
+///    [`partition_dir`](crate::partition_dir)).
 /// 2. Files are written with the session's Parquet writer options, staged so
 ///    that nothing shows under their final names yet (see
 ///    the `staging` module: a hidden temporary name on the local
@@ -89,8 +89,26 @@ use crate::lake::{PublishedFile, SharedIndex, TableDefinition};
 /// lifecycle rules expire it (S3's `AbortIncompleteMultipartUpload`); a
 /// small file was only in memory. A process that dies during step 3 leaves
 /// the files committed so far visible, and its record:
-/// `remove_abandoned_writes` removes both. What other processes see of a
-/// write is described in the [module docs](super): file by file, not whole.
+/// `remove_abandoned_writes` removes both.
+///
+/// # What a reader sees of a write
+///
+/// * **In this process**, through the table the `INSERT` went through: all
+///   of a write or none of it. Its files join the table's index in one swap
+///   after every file is in place; a refresh running meanwhile keeps them
+///   if they were published, and leaves out whatever it listed of a write
+///   still committing or taken back.
+/// * **In other processes** (another table object, another session's
+///   `build()`/`refresh()`, another engine listing the root): file by file.
+///   Files are committed under their final names a few at a time (renamed
+///   on the local disk; on object stores written with one PUT, or their
+///   multipart uploads completed), so a listing that runs during the commit
+///   can see some of a write's files. Each file is whole; there is no
+///   cross-process atomicity.
+/// * **Memory**: every byte a write stages (a file's part being filled, its
+///   parts uploading, and on object stores each small file held whole until
+///   the commit) is reserved from the session's memory pool; a write whose
+///   staged files do not fit fails, naming the file, with nothing visible.
 #[derive(Clone)]
 pub struct PartitionedSink {
     table: Arc<TableDefinition>,

@@ -65,6 +65,7 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
     exec(&remote, "SET query_context.query_id = 'ballista-q-4711'").await;
     exec(&remote, "SET query_context.tenant_id = 'umbrella'").await;
     exec(&remote, "SET lakefusion.cache_enabled = false").await;
+    exec(&remote, "SET lakefusion.read_ahead_requests = 7").await;
     rows(
         &remote,
         "SELECT count(*) FROM events WHERE region = 'apac' AND amount > 1",
@@ -72,6 +73,7 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
     .await
     .unwrap();
     exec(&remote, "SET lakefusion.cache_enabled = true").await;
+    exec(&remote, "SET lakefusion.read_ahead_requests = 64").await;
     let log = end_process_tracing();
     let decoded: Vec<&str> = log
         .lines()
@@ -95,6 +97,11 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
         decoded
             .iter()
             .all(|l| l.contains("tenant_id=umbrella") && !task_id(l).is_empty()),
+        "{decoded:?}"
+    );
+    // The scan options set on the client reach them too.
+    assert!(
+        decoded.iter().all(|l| l.contains("read_ahead_requests=7")),
         "{decoded:?}"
     );
     let scans: Vec<&str> = log

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use datafusion::common::config::{ConfigExtension, ExtensionOptions};
+use datafusion::common::config::ConfigExtension;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use lakefusion::{QueryContext, ScanOptions, SessionBuilder};
 
@@ -36,11 +36,7 @@ fn scan_options_round_trip_into_a_fresh_config() {
         .with_read_ahead_requests(7)
         .with_read_ahead_bytes(1 << 20)
         .with_whole_file_bytes(4096);
-    let pairs: Vec<(String, String)> = original
-        .entries()
-        .into_iter()
-        .filter_map(|e| e.value.map(|v| (e.key, v)))
-        .collect();
+    let pairs = original.to_key_value_pairs();
     assert_eq!(
         pairs,
         vec![

@@ -131,16 +131,19 @@ fn split_points(first: &str, last: &str, end: Option<&str>, floor: usize) -> Vec
 }
 
 impl<'a> Lister<'a> {
+    /// How `root` (on `kind` of storage) is listed in `store`, with at most
+    /// `concurrency` listings at once and `retry`'s policy.
     pub(crate) fn new(
         store: &'a Arc<dyn ObjectStore>,
         root: &'a ListingTableUrl,
+        kind: StoreKind,
         concurrency: usize,
         retry: Option<RetryPolicy>,
     ) -> Self {
         Self {
             store,
             root,
-            kind: StoreKind::of_root(root),
+            kind,
             concurrency: concurrency.max(1),
             retry,
             split_after: SPLIT_AFTER,
@@ -152,15 +155,13 @@ impl<'a> Lister<'a> {
         store: &'a Arc<dyn ObjectStore>,
         definition: &'a TableDefinition,
     ) -> Self {
-        Self {
-            kind: definition.store_kind(),
-            ..Self::new(
-                store,
-                &definition.root,
-                definition.options.listing_concurrency,
-                definition.options.retry,
-            )
-        }
+        Self::new(
+            store,
+            &definition.root,
+            definition.store_kind(),
+            definition.options.listing_concurrency,
+            definition.options.retry,
+        )
     }
 
     fn listing_error(&self, source: object_store::Error) -> Error {
@@ -904,7 +905,7 @@ mod tests {
             retry: Option<RetryPolicy>,
         ) -> Vec<String> {
             let root = ListingTableUrl::parse("s3://bucket/lake/").unwrap();
-            let mut lister = Lister::new(store, &root, concurrency, retry);
+            let mut lister = Lister::new(store, &root, StoreKind::Remote, concurrency, retry);
             lister.split_after = split_after;
             let listed = lister.list_root().await.unwrap();
             listed.iter().map(|m| m.location.to_string()).collect()

@@ -16,7 +16,7 @@ use super::{index_from, table_store};
 use crate::error::{Error, Result, TableProblem};
 use crate::lake::partitioning::PartitionSpec;
 use crate::lake::{SharedIndex, TableDefinition};
-use crate::table::planner::matches;
+use crate::table::pushdown::matches;
 
 /// Lists the table root again and installs the new index (see
 /// `PartitionedTable::refresh`).
