@@ -150,6 +150,7 @@
     missing_debug_implementations,
     missing_docs,
     clippy::explicit_iter_loop,
+    clippy::future_not_send,
     clippy::use_self,
     clippy::clone_on_ref_ptr,
     unreachable_pub

@@ -209,8 +209,9 @@ impl ResilientStore {
     /// Runs `attempt` with the store's policy (see [`RetryPolicy::retry`]).
     async fn retry<T, F, Fut>(&self, operation: &'static str, path: &str, attempt: F) -> Result<T>
     where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T>>,
+        T: Send,
+        F: Fn() -> Fut + Sync,
+        Fut: Future<Output = Result<T>> + Send,
     {
         self.policy.retry(operation, path, attempt).await
     }
@@ -226,8 +227,9 @@ impl RetryPolicy {
         attempt: F,
     ) -> Result<T>
     where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T>>,
+        T: Send,
+        F: Fn() -> Fut + Sync,
+        Fut: Future<Output = Result<T>> + Send,
     {
         let timeout = self.request_timeout;
         self.retry_attempts(operation, path, |number| {
@@ -255,8 +257,9 @@ impl RetryPolicy {
     /// after another.
     pub(crate) async fn retry_listing<T, F, Fut>(&self, path: &str, attempt: F) -> Result<T>
     where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T>>,
+        T: Send,
+        F: Fn() -> Fut + Sync,
+        Fut: Future<Output = Result<T>> + Send,
     {
         self.retry_attempts("list", path, |_| attempt()).await
     }
