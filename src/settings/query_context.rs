@@ -1,14 +1,9 @@
 //! [`QueryContext`]: who is asking — carried in the session config so it
 //! reaches every operator (and, on Ballista, every executor) with the query.
 
-use std::any::Any;
+use datafusion::common::config::ConfigExtension;
 
-use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
-use datafusion::error::Result;
-use datafusion::execution::TaskContext;
-use datafusion::prelude::SessionConfig;
-
-use super::setting::{entries, key_value_pairs, registered, set, Moved, Setting};
+use super::setting::{config_extension, Moved, Setting};
 use super::ScanOptions;
 
 /// Per-query context: the query id and the tenant, for logs, traces and
@@ -105,47 +100,6 @@ impl QueryContext {
         self.tenant_id = tenant_id.into();
         self
     }
-
-    /// The context of the query a task belongs to (defaults if the session
-    /// never registered the extension).
-    pub fn from_task_context(ctx: &TaskContext) -> Self {
-        Self::from_session_config(ctx.session_config())
-    }
-
-    /// The context registered in a session config (defaults if none is).
-    pub fn from_session_config(config: &SessionConfig) -> Self {
-        registered(config)
-    }
-
-    /// The fully prefixed key/value pairs of this context
-    /// (`query_context.query_id`, …), as `SET` and Ballista expect them.
-    pub fn to_key_value_pairs(&self) -> Vec<(String, String)> {
-        key_value_pairs(self)
-    }
 }
 
-impl ConfigExtension for QueryContext {
-    const PREFIX: &'static str = "query_context";
-}
-
-impl ExtensionOptions for QueryContext {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        Ok(set(SETTINGS, Some(&MOVED), self, key, value)?)
-    }
-
-    fn entries(&self) -> Vec<ConfigEntry> {
-        entries(SETTINGS, self)
-    }
-}
+config_extension!(QueryContext, "query_context", SETTINGS, Some(&MOVED));

@@ -1,14 +1,10 @@
 //! [`ScanOptions`]: how scans read — the small-table cache switch and how
 //! far scans of object stores read ahead — under `lakefusion.*`.
 
-use std::any::Any;
+#[cfg(doc)]
+use datafusion::common::config::ConfigExtension;
 
-use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
-use datafusion::error::Result;
-use datafusion::execution::TaskContext;
-use datafusion::prelude::SessionConfig;
-
-use super::setting::{entries, key_value_pairs, parse_count, registered, set, Setting};
+use super::setting::{config_extension, parse_count, Setting};
 
 /// How scans read: a DataFusion [`ConfigExtension`] under the prefix
 /// `lakefusion`, set like any other option and shipped with the query:
@@ -127,47 +123,6 @@ impl ScanOptions {
         self.whole_file_bytes = bytes;
         self
     }
-
-    /// The options of the session a task runs in (defaults if the session
-    /// never registered the extension).
-    pub fn from_task_context(ctx: &TaskContext) -> Self {
-        Self::from_session_config(ctx.session_config())
-    }
-
-    /// The options registered in a session config (defaults if none are).
-    pub fn from_session_config(config: &SessionConfig) -> Self {
-        registered(config)
-    }
-
-    /// The fully prefixed key/value pairs of these options
-    /// (`lakefusion.cache_enabled`, …), as `SET` and Ballista expect them.
-    pub fn to_key_value_pairs(&self) -> Vec<(String, String)> {
-        key_value_pairs(self)
-    }
 }
 
-impl ConfigExtension for ScanOptions {
-    const PREFIX: &'static str = "lakefusion";
-}
-
-impl ExtensionOptions for ScanOptions {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        Ok(set(SETTINGS, None, self, key, value)?)
-    }
-
-    fn entries(&self) -> Vec<ConfigEntry> {
-        entries(SETTINGS, self)
-    }
-}
+config_extension!(ScanOptions, "lakefusion", SETTINGS, None);

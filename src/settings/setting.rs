@@ -99,3 +99,60 @@ pub(crate) fn registered<T: ConfigExtension + Clone + Default>(config: &SessionC
 pub(crate) fn parse_count(value: &str, expected: &'static str) -> Result<u64, &'static str> {
     value.trim().parse::<u64>().map_err(|_| expected)
 }
+
+/// Implements a config extension over its table of settings, once for
+/// both: `ConfigExtension` with `$prefix`, `ExtensionOptions` over
+/// `$settings` (refusing the keys of `$moved`, an `Option<&Moved>`), and
+/// the lookups `from_task_context`, `from_session_config` and
+/// `to_key_value_pairs`.
+macro_rules! config_extension {
+    ($type:ty, $prefix:literal, $settings:expr, $moved:expr) => {
+        impl $type {
+            /// The value of the session a task runs in (defaults if the
+            /// session never registered the extension).
+            pub fn from_task_context(ctx: &datafusion::execution::TaskContext) -> Self {
+                Self::from_session_config(ctx.session_config())
+            }
+
+            /// The value registered in a session config (defaults if none is).
+            pub fn from_session_config(config: &datafusion::prelude::SessionConfig) -> Self {
+                $crate::settings::setting::registered(config)
+            }
+
+            #[doc = concat!("The fully prefixed key/value pairs (`", $prefix, ".…`), as `SET` and Ballista expect them.")]
+            pub fn to_key_value_pairs(&self) -> Vec<(String, String)> {
+                $crate::settings::setting::key_value_pairs(self)
+            }
+        }
+
+        impl datafusion::common::config::ConfigExtension for $type {
+            const PREFIX: &'static str = $prefix;
+        }
+
+        impl datafusion::common::config::ExtensionOptions for $type {
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+
+            fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+                self
+            }
+
+            fn cloned(&self) -> Box<dyn datafusion::common::config::ExtensionOptions> {
+                Box::new(self.clone())
+            }
+
+            fn set(&mut self, key: &str, value: &str) -> datafusion::error::Result<()> {
+                Ok($crate::settings::setting::set(
+                    $settings, $moved, self, key, value,
+                )?)
+            }
+
+            fn entries(&self) -> Vec<datafusion::common::config::ConfigEntry> {
+                $crate::settings::setting::entries($settings, self)
+            }
+        }
+    };
+}
+
+pub(crate) use config_extension;
