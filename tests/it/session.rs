@@ -1,6 +1,11 @@
 //! SessionBuilder wiring and SQL DDL.
 
-use lakefusion::{CacheConfig, SessionBuilder, SmallTableCacheRule};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::SessionConfig;
+use lakefusion::{
+    CacheConfig, QueryContext, ScanOptions, SessionBuilder, SessionStateBuilderExt,
+    SmallTableCacheRule, TableCache,
+};
 
 use crate::common::*;
 
@@ -30,6 +35,46 @@ fn cache_rule_sits_right_before_sanity_check() {
     let mut without: Vec<String> = names.clone();
     without.remove(rule);
     assert_eq!(without, plain);
+}
+
+/// The same set-up as steps on DataFusion's own builder: the rules where
+/// `SessionBuilder` puts them, both config extensions (keeping what the
+/// config already said), and the table factory.
+#[test]
+fn the_extension_trait_sets_up_what_the_session_builder_does() {
+    let names = |state: &datafusion::execution::SessionState| -> Vec<String> {
+        state
+            .physical_optimizers()
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect()
+    };
+    let cache = TableCache::new(CacheConfig::default());
+    let ours = SessionBuilder::new()
+        .with_table_cache(cache.clone())
+        .build_state();
+    let config = SessionConfig::new()
+        .with_option_extension(ScanOptions::default().with_read_ahead_requests(3));
+    let theirs = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_lakefusion()
+        .with_lakefusion_query_context(QueryContext::new("q-9"))
+        .with_lakefusion_cache(cache)
+        .build();
+    assert_eq!(names(&theirs), names(&ours));
+    assert!(names(&theirs)
+        .iter()
+        .any(|n| n == SmallTableCacheRule::NAME));
+    assert_eq!(
+        QueryContext::from_session_config(theirs.config()).query_id,
+        "q-9"
+    );
+    assert_eq!(
+        ScanOptions::from_session_config(theirs.config()).read_ahead_requests,
+        3
+    );
+    assert!(theirs.table_factories().contains_key("PARTITIONED_PARQUET"));
 }
 
 #[tokio::test]
