@@ -8,7 +8,7 @@ use datafusion_datasource::file_scan_config::FileScanConfig;
 use object_store::ObjectMeta;
 
 use crate::settings::ScanOptions;
-use crate::store::read_ahead::{ReadAheadOptions, FOOTER_BYTES};
+use crate::store::read_ahead::ReadAheadOptions;
 use crate::store::StoreKind;
 
 /// The read-ahead `options` ask for one read-ahead of a scan of `groups`
@@ -41,7 +41,6 @@ pub(crate) fn read_ahead_options(
         bytes: options.read_ahead_bytes / share,
         files,
         whole_file_bytes: options.whole_file_bytes,
-        footer_bytes: FOOTER_BYTES,
     })
 }
 

@@ -63,10 +63,9 @@ pub(crate) struct ReadAheadOptions {
     pub bytes: usize,
     /// Files read ahead and not yet consumed, at most.
     pub files: usize,
-    /// Files up to this size are read in one request.
+    /// Files up to this size are read in one request; of a larger one,
+    /// the last [`FOOTER_BYTES`].
     pub whole_file_bytes: u64,
-    /// How much of the end of a larger file is read ahead for its footer.
-    pub footer_bytes: u64,
 }
 
 /// The read-ahead the partitions of one execution share: started by the
@@ -90,7 +89,7 @@ impl SharedReadAhead {
 
 /// Read ahead of a file too large to read whole: its footer, as a reader
 /// without a size hint would fetch it in two requests (length, then footer).
-pub(crate) const FOOTER_BYTES: u64 = 64 * 1024;
+const FOOTER_BYTES: u64 = 64 * 1024;
 
 /// Metrics of a scan's read-ahead (one per execution, not per partition).
 #[derive(Debug, Clone)]
@@ -186,7 +185,7 @@ impl State {
         if size <= self.options.whole_file_bytes {
             (0, size)
         } else {
-            let len = self.options.footer_bytes.min(size);
+            let len = FOOTER_BYTES.min(size);
             (size - len, len)
         }
     }
