@@ -334,6 +334,67 @@ pub enum Error {
         /// The write's record, under the root's `_lakefusion/writes/`.
         record: String,
     },
+
+    /// An object in a table's journal (`_lakefusion/writes/`) is not a
+    /// record or commit marker this version can read.
+    #[error("write journal object '{path}' cannot be read: {problem}")]
+    WriteRecord {
+        /// The object.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// A write that replaces partitions (`INSERT OVERWRITE`, `DELETE`,
+    /// compaction) found another such write holding a claim on one of them:
+    /// of two writes racing on the same partitions only one commits. This
+    /// one was taken back whole; nothing of it is visible.
+    #[error(
+        "table '{table}': another write is replacing partition(s) {partitions} \
+         (claimed by write(s) {holders}); this write was taken back and changed nothing. \
+         Try again; if that writer died, recover() removes its claim once it is older than \
+         the bound given",
+        partitions = partitions.join(", "),
+        holders = holders.join(", ")
+    )]
+    WriteConflict {
+        /// The table being written.
+        table: String,
+        /// The partitions claimed by another write (directories in our
+        /// writer's spelling).
+        partitions: Vec<String>,
+        /// The ids of the writes holding them.
+        holders: Vec<String>,
+    },
+
+    /// A write that replaces partitions needs a conditional PUT
+    /// (`PutMode::Create`) to claim them, and the store has none.
+    #[error(
+        "table '{table}': the store refuses conditional PUTs ('{path}': {source}), which \
+         INSERT OVERWRITE, DELETE and compaction need to claim partitions"
+    )]
+    NoConditionalPut {
+        /// The table being written.
+        table: String,
+        /// The claim that could not be created.
+        path: String,
+        /// The store's answer.
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// Writes kept committing while the table root was listed, every time:
+    /// no listing could be taken as one moment of the table.
+    #[error(
+        "table root '{root}': writes committed during each of {attempts} listings; \
+         no consistent view of the table could be taken (try again)"
+    )]
+    ListingRaced {
+        /// The table root.
+        root: String,
+        /// How many listings were tried.
+        attempts: usize,
+    },
 }
 
 /// What is wrong with a partition path ([`Error::PartitionPath`]).

@@ -181,6 +181,7 @@ pub use distributed::{DistributedScanExec, DistributedScanRule};
 #[cfg(feature = "ballista")]
 pub use error::WireVersion;
 pub use error::{Error, PathProblem, Result, TableProblem, ValueProblem};
+pub use lake::definition::OverwriteMode;
 pub use lake::index::{FileRef, IndexedFile, Partition, PartitionIndex};
 pub use lake::layout::{Bucketing, SortKey};
 pub use lake::partitioning::{
@@ -190,5 +191,7 @@ pub use scan::{PartitionedScanExec, ScanDescription, ScanMetrics};
 pub use session::{SessionBuilder, SessionStateBuilderExt};
 pub use settings::{QueryContext, ScanOptions};
 pub use store::RetryPolicy;
-pub use table::{PartitionedTable, PartitionedTableBuilder, PartitionedTableFactory};
-pub use write::PartitionedSink;
+pub use table::{
+    CompactOptions, Compaction, PartitionedTable, PartitionedTableBuilder, PartitionedTableFactory,
+};
+pub use write::{PartitionedSink, Recovered};

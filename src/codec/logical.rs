@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::lake::index::{FileRef, IndexedFile, ListedPartition, PartitionIndex, NO_BUCKET};
 use crate::lake::layout::{Bucketing, SortKey, TableSort};
 use crate::lake::partitioning::PartitionSpec;
-use crate::lake::{TableDefinition, TableOptions};
+use crate::lake::{OverwriteMode, TableDefinition, TableOptions};
 use crate::store::RetryPolicy;
 use crate::table::PartitionedTable;
 
@@ -62,6 +62,10 @@ struct TableNode {
     /// the default).
     #[prost(uint64, tag = "14")]
     listing_concurrency: u64,
+    /// `INSERT OVERWRITE`'s mode ("", from bytes before it travelled: the
+    /// default).
+    #[prost(string, tag = "15")]
+    overwrite_mode: String,
 }
 
 /// The partition index, packed as the index holds it: one entry per
@@ -326,6 +330,7 @@ impl LakefusionLogicalCodec {
             sort,
             retry,
             listing_concurrency,
+            overwrite_mode,
         } = options;
         let partition_schema = Schema::new(spec.fields());
         let index = IndexNode::encode(table, &table.index())?;
@@ -346,6 +351,7 @@ impl LakefusionLogicalCodec {
             sort_declared: sort.as_ref().is_some_and(|s| s.declared),
             retry: retry.map(RetryNode::from),
             listing_concurrency: *listing_concurrency as u64,
+            overwrite_mode: overwrite_mode.as_str().to_string(),
         })
     }
 
@@ -403,6 +409,11 @@ impl LakefusionLogicalCodec {
             listing_concurrency: match node.listing_concurrency {
                 0 => TableOptions::default().listing_concurrency,
                 listings => count(listings, "listing concurrency")?,
+            },
+            overwrite_mode: match node.overwrite_mode.as_str() {
+                "" => OverwriteMode::default(),
+                name => OverwriteMode::parse(name)
+                    .ok_or_else(|| bad(format!("overwrite mode '{name}'")))?,
             },
         };
         // Checked as a builder's definition is, before the index is read;
@@ -616,6 +627,7 @@ mod tests {
             }),
             retry: Some(RetryPolicy::default()),
             listing_concurrency: 3,
+            overwrite_mode: OverwriteMode::Table,
         };
         let table = table_with("memory:///lake/t/", spec, index, options.clone());
         let node = LakefusionLogicalCodec::encode_table(&table).unwrap();
@@ -627,10 +639,15 @@ mod tests {
         // Bytes from before the field travelled: the default, not 0.
         let old = TableNode {
             listing_concurrency: 0,
+            overwrite_mode: String::new(),
             ..node.clone()
         };
         let decoded = LakefusionLogicalCodec::decode_table(old).unwrap();
         assert_eq!(decoded.definition().options.listing_concurrency, 64);
+        assert_eq!(
+            decoded.definition().options.overwrite_mode,
+            OverwriteMode::Partitions
+        );
         // A decoded definition is checked as a builder's is.
         let forged = TableNode {
             bucket_column: "day".to_string(),

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 
 use super::layout::{Bucketing, SortKey, TableSort};
-use super::partitioning::PartitionSpec;
+use super::partitioning::{partition_dir, PartitionSpec};
 use crate::error::{Error, Result, TableProblem};
 use crate::store::{RetryPolicy, StoreKind};
 
@@ -34,6 +35,42 @@ pub(crate) struct TableOptions {
     /// Listings discovery runs at once (see
     /// `PartitionedTableBuilder::listing_concurrency`); at least 1.
     pub listing_concurrency: usize,
+    /// What `INSERT OVERWRITE` replaces.
+    pub overwrite_mode: OverwriteMode,
+}
+
+/// What `INSERT OVERWRITE` replaces in a partitioned table (an
+/// unpartitioned one is always replaced whole).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverwriteMode {
+    /// Exactly the partitions the write produces; every other partition
+    /// stays as it is (Spark's `partitionOverwriteMode=dynamic`). The
+    /// default.
+    #[default]
+    Partitions,
+    /// The whole table: partitions the write produces no rows for are
+    /// emptied.
+    Table,
+}
+
+impl OverwriteMode {
+    /// The name DDL uses (`'overwrite_mode' 'partitions'` or `'table'`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Partitions => "partitions",
+            Self::Table => "table",
+        }
+    }
+
+    /// The mode a DDL name names.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "partitions" | "dynamic" => Some(Self::Partitions),
+            "table" | "static" => Some(Self::Table),
+            _ => None,
+        }
+    }
 }
 
 /// Listings discovery runs at once by default.
@@ -48,6 +85,7 @@ impl Default for TableOptions {
             sort: None,
             retry: None,
             listing_concurrency: DEFAULT_LISTING_CONCURRENCY,
+            overwrite_mode: OverwriteMode::default(),
         }
     }
 }
@@ -105,6 +143,21 @@ fn invalid(root: &ListingTableUrl, problem: TableProblem) -> Error {
 }
 
 impl TableDefinition {
+    /// The directory of the partition with `values`, in our writer's
+    /// spelling (`date=2026-03-01/region=eu`; `""` for an unpartitioned
+    /// table): the one name of a partition whatever other writers called
+    /// its directory (`hour=07`, `hour=7`).
+    pub(crate) fn canonical_dir(&self, values: &[ScalarValue]) -> Result<String> {
+        let dirs = self
+            .spec
+            .columns()
+            .iter()
+            .zip(values)
+            .map(|(column, value)| partition_dir(&self.name, column, value))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(dirs.join("/"))
+    }
+
     /// Checks and builds a definition: partition columns are distinct and
     /// not inside the files, a bucket column is a file column and the
     /// bucket count at least 1, a declared sort order names file columns,

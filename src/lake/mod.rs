@@ -15,10 +15,12 @@
 
 pub(crate) mod definition;
 pub(crate) mod index;
+pub(crate) mod journal;
 pub(crate) mod layout;
+pub(crate) mod listing;
 pub(crate) mod partitioning;
 pub(crate) mod shared;
 
-pub(crate) use definition::{TableDefinition, TableOptions};
+pub(crate) use definition::{OverwriteMode, TableDefinition, TableOptions};
 pub(crate) use index::PublishedFile;
 pub(crate) use shared::SharedIndex;

@@ -1,6 +1,7 @@
 //! [`SharedIndex`]: the one home of a table's current [`PartitionIndex`],
-//! and the only place it changes — scans take snapshots, `INSERT INTO`
-//! publishes what it committed, a refresh installs a new listing.
+//! and the only place it changes — scans take snapshots, writes publish
+//! what they committed (and what they removed), a refresh installs a new
+//! listing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -40,6 +41,9 @@ struct Shared {
     /// What was appended since the oldest running refresh began (empty when
     /// none runs).
     appended: Vec<PublishedFile>,
+    /// What replacing writes removed since the oldest running refresh
+    /// began (empty when none runs).
+    removed: Vec<Path>,
     /// The files of the writes committing now, by write.
     committing: HashMap<u64, Vec<Path>>,
     /// The files of the writes that ended since the oldest running refresh
@@ -58,6 +62,8 @@ pub(crate) struct RefreshTicket<'a> {
     start: usize,
     /// The length of the settled log when the refresh began.
     settled_start: usize,
+    /// The length of the removal log when the refresh began.
+    removed_start: usize,
 }
 
 impl Drop for RefreshTicket<'_> {
@@ -66,6 +72,7 @@ impl Drop for RefreshTicket<'_> {
         state.refreshes = state.refreshes.saturating_sub(1);
         if state.refreshes == 0 {
             state.appended = Vec::new();
+            state.removed = Vec::new();
             state.settled = Vec::new();
         }
     }
@@ -91,6 +98,22 @@ impl CommitTicket {
         state.settle(self.write);
         Ok(())
     }
+
+    /// Like [`publish`](Self::publish), for a write that also removes
+    /// files (an overwrite, a delete, a compaction): the added files in and
+    /// the removed ones out, in one swap.
+    pub(crate) fn publish_replacing(
+        self,
+        spec: &PartitionSpec,
+        removed: &HashSet<Path>,
+        files: Vec<PublishedFile>,
+    ) -> DFResult<()> {
+        let mut state = self.index.write();
+        state.append(spec, files)?;
+        state.remove(spec, removed)?;
+        state.settle(self.write);
+        Ok(())
+    }
 }
 
 impl Drop for CommitTicket {
@@ -106,6 +129,7 @@ impl SharedIndex {
                 current: Arc::new(index),
                 refreshes: 0,
                 appended: Vec::new(),
+                removed: Vec::new(),
                 committing: HashMap::new(),
                 settled: Vec::new(),
                 next_write: 0,
@@ -139,6 +163,7 @@ impl SharedIndex {
             index: self,
             start: state.appended.len(),
             settled_start: state.settled.len(),
+            removed_start: state.removed.len(),
         }
     }
 
@@ -154,11 +179,12 @@ impl SharedIndex {
             let mut state = self.write();
             let listed = state.without_unsettled(&ticket, spec, listed)?;
             let since = state.appended.get(ticket.start..).unwrap_or_default();
-            state.current = Arc::new(if since.is_empty() {
+            let listed = if since.is_empty() {
                 listed
             } else {
                 listed.with_files(spec, since.iter().cloned())?
-            });
+            };
+            state.current = Arc::new(state.without_removed(&ticket, spec, listed)?);
         }
         drop(ticket);
         Ok(())
@@ -186,7 +212,7 @@ impl SharedIndex {
             if !since.is_empty() {
                 merged = merged.with_files(spec, since.iter().cloned())?;
             }
-            state.current = Arc::new(merged);
+            state.current = Arc::new(state.without_removed(&ticket, spec, merged)?);
         }
         drop(ticket);
         Ok(())
@@ -212,6 +238,37 @@ impl Shared {
             self.appended.extend(files);
         }
         Ok(())
+    }
+
+    /// Removes files a replacing write removed from the current index (and
+    /// logs them while a refresh runs).
+    fn remove(&mut self, spec: &PartitionSpec, removed: &HashSet<Path>) -> DFResult<()> {
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let excluded: HashSet<&str> = removed.iter().map(|p| p.as_ref()).collect();
+        self.current = Arc::new(self.current.without(spec, &excluded)?);
+        if self.refreshes > 0 {
+            self.removed.extend(removed.iter().cloned());
+        }
+        Ok(())
+    }
+
+    /// `index` without what replacing writes removed since `ticket`'s
+    /// refresh began (its listing may have seen those files before they
+    /// went).
+    fn without_removed(
+        &self,
+        ticket: &RefreshTicket<'_>,
+        spec: &PartitionSpec,
+        index: PartitionIndex,
+    ) -> DFResult<PartitionIndex> {
+        let since = self.removed.get(ticket.removed_start..).unwrap_or_default();
+        if since.is_empty() {
+            return Ok(index);
+        }
+        let excluded: HashSet<&str> = since.iter().map(|p| p.as_ref()).collect();
+        index.without(spec, &excluded)
     }
 
     /// Ends write `write`'s commit (once; later calls do nothing): its files

@@ -5,14 +5,15 @@ use datafusion::catalog::Session;
 use datafusion::datasource::listing::ListingTableUrl;
 
 use super::discovery::{
-    index_from, infer_schema, object_store_for, without_partition_columns, Lister,
+    consistent, index_from, infer_schema, object_store_for, without_hidden,
+    without_partition_columns, Lister,
 };
 use super::provider::PartitionedTable;
 use crate::error::{Error, Result};
 use crate::lake::definition::check_spec;
 use crate::lake::layout::{Bucketing, SortKey, TableSort};
 use crate::lake::partitioning::PartitionSpec;
-use crate::lake::{TableDefinition, TableOptions};
+use crate::lake::{OverwriteMode, TableDefinition, TableOptions};
 use crate::store::{RetryPolicy, StoreKind};
 
 impl PartitionedTable {
@@ -179,6 +180,16 @@ impl PartitionedTableBuilder {
         self
     }
 
+    /// What `INSERT OVERWRITE` replaces (default
+    /// [`OverwriteMode::Partitions`]: exactly the partitions the write
+    /// produces; [`OverwriteMode::Table`]: the whole table). DDL:
+    /// `OPTIONS ('overwrite_mode' 'table')`. An unpartitioned table is
+    /// always replaced whole.
+    pub fn overwrite_mode(mut self, mode: OverwriteMode) -> Self {
+        self.options.overwrite_mode = mode;
+        self
+    }
+
     /// The name `EXPLAIN` and errors use for the table (default: the root URL).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -207,15 +218,18 @@ impl PartitionedTableBuilder {
         // Before a definition exists (the listing finds the spec), the
         // kind of storage is the root's.
         let kind = StoreKind::of_root(&root);
-        let listing = Lister::new(
+        let lister = Lister::new(
             &store,
             &root,
             kind,
             options.listing_concurrency,
             options.retry,
-        )
-        .list_partitions(declared.as_ref(), &options.file_extension)
+        );
+        let (mut listing, hidden) = consistent(&store, &root, || {
+            lister.list_partitions(declared.as_ref(), &options.file_extension)
+        })
         .await?;
+        without_hidden(&mut listing.partitions, &hidden);
         let spec = listing.spec;
         let file_schema = match self.schema {
             // Checked by the definition: no partition column inside.

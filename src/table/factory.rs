@@ -12,6 +12,7 @@ use datafusion::logical_expr::CreateExternalTable;
 
 use super::provider::PartitionedTable;
 use crate::error::Error;
+use crate::lake::OverwriteMode;
 
 /// Creates [`PartitionedTable`]s from SQL DDL:
 ///
@@ -88,11 +89,21 @@ impl TableProviderFactory for PartitionedTableFactory {
                         builder.merge_schema(on)
                     };
                 }
+                "overwrite_mode" => {
+                    let mode =
+                        OverwriteMode::parse(value).ok_or_else(|| Error::InvalidSetting {
+                            scope: format!("table {}", cmd.name),
+                            key: key.clone(),
+                            value: value.clone(),
+                            expected: "partitions or table",
+                        })?;
+                    builder = builder.overwrite_mode(mode);
+                }
                 _ => {
                     return Err(Error::UnknownSetting {
                         scope: format!("table {} (STORED AS {})", cmd.name, Self::FORMAT),
                         key: key.clone(),
-                        known: "collect_statistics, merge_schema".to_string(),
+                        known: "collect_statistics, merge_schema, overwrite_mode".to_string(),
                     }
                     .into())
                 }

@@ -5,6 +5,8 @@
 //!   the refreshes, the schema, footers and layout metadata);
 //! * `planner` and `pushdown`: filters and an index snapshot turned into a
 //!   scan, without I/O;
+//! * `maintenance`: `DELETE FROM` over partitions and compaction, chosen
+//!   from a fresh listing and replaced through the writer's commit;
 //! * `provider`: the thin `TableProvider`; `factory`: SQL DDL.
 //!
 //! What a table is and the index it plans from live below, in `lake`,
@@ -13,10 +15,12 @@
 mod builder;
 mod discovery;
 mod factory;
+mod maintenance;
 mod planner;
 mod provider;
 mod pushdown;
 
 pub use builder::PartitionedTableBuilder;
 pub use factory::PartitionedTableFactory;
+pub use maintenance::{CompactOptions, Compaction};
 pub use provider::PartitionedTable;

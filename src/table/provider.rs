@@ -18,6 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_datasource::sink::DataSinkExec;
 
 use super::discovery::{refresh, table_store};
+use super::maintenance::{compact, plan_delete, CompactOptions, Compaction};
 use super::planner::{plan_scan, table_statistics};
 use super::pushdown::classify;
 use crate::error::Result;
@@ -26,7 +27,7 @@ use crate::lake::layout::{Bucketing, SortKey};
 use crate::lake::partitioning::PartitionSpec;
 use crate::lake::{SharedIndex, TableDefinition};
 use crate::store::RetryPolicy;
-use crate::write::{remove_abandoned, PartitionedSink};
+use crate::write::{recover, PartitionedSink, Recovered, SinkMode};
 
 /// A Hive-partitioned Parquet table on any object store.
 ///
@@ -214,25 +215,64 @@ impl PartitionedTable {
         table_statistics(&self.definition, &self.index());
     }
 
-    /// Deletes what writes that never finished left under the table root,
-    /// if last modified more than `older_than` ago, and returns the paths
-    /// deleted: the files of every write record (the visible files of an
-    /// `INSERT` that failed during its commit and could not delete them, or
-    /// whose process died then — readers that list the root see those), and
-    /// the record itself; then the hidden temporary files of a cancelled
-    /// `INSERT` or a writer process that died (never read: that part only
-    /// frees space). Pick a bound longer than any write takes: a running
-    /// write's record and temporary files look the same. One listing of the
-    /// records and one of the root, one delete per file. The table's own
-    /// index is not changed: call [`refresh`](Self::refresh) after it if
-    /// this table listed such files.
+    /// Finishes or takes back what writes that never ended left under the
+    /// table root (a writer process that died, a write whose clean-up
+    /// failed), as each write's journal says: a write that had committed
+    /// is finished (the files it replaced are deleted, whatever its age: a
+    /// writer still finishing is not disturbed); one that had not is taken
+    /// back if last modified more than `older_than` ago (its files
+    /// deleted); claims older than that whose write is gone are released;
+    /// then the hidden temporary files of cancelled or killed writes older
+    /// than that are deleted. Pick a bound longer than any write takes: a
+    /// running write looks the same as a dead one. Readers that honour the
+    /// journal see the same rows before and after; readers that do not
+    /// (Spark, DuckDB, `ListingTable`) stop seeing the leftovers. One
+    /// listing of the journal, one of the claims and one of the root, and
+    /// one delete per object.
+    pub async fn recover(
+        &self,
+        state: &dyn Session,
+        older_than: std::time::Duration,
+    ) -> Result<Recovered> {
+        let store = table_store(state, &self.definition)?;
+        recover(&store, &self.definition, older_than).await
+    }
+
+    /// Rewrites, in each partition `predicate` selects (an expression over
+    /// partition columns; `None`: every partition), the files smaller than
+    /// `options.target_file_bytes` into files of about that size, and
+    /// returns what it did. A partition with fewer than `options.min_files`
+    /// such files is left as it is. The same rows stay, with every
+    /// declaration true: a sorted table's files are merged in its order
+    /// (sorted again only where a file is not), a bucketed table's rows stay
+    /// in their buckets, statistics are read from the new files' footers.
+    ///
+    /// Each partition is one replacing write (see the crate guide's commit
+    /// protocol): readers that honour the journal see it before or after,
+    /// never both; readers that do not (Spark, DuckDB, `ListingTable`) see
+    /// the new files appear, then the old ones disappear, file by file — so
+    /// for a moment both. A partition whose files another write replaces
+    /// meanwhile fails with [`Error::WriteConflict`](crate::Error::WriteConflict)
+    /// and is left as it was; partitions compacted before it stay compacted.
+    pub async fn compact(
+        &self,
+        state: &dyn Session,
+        predicate: Option<Expr>,
+        options: CompactOptions,
+    ) -> Result<Compaction> {
+        let done = compact(&self.definition, &self.index, state, predicate, &options).await?;
+        self.compute_statistics();
+        Ok(done)
+    }
+
+    /// [`recover`](Self::recover), returning only the paths it deleted (the
+    /// name this had before writes could replace files).
     pub async fn remove_abandoned_writes(
         &self,
         state: &dyn Session,
         older_than: std::time::Duration,
     ) -> Result<Vec<object_store::path::Path>> {
-        let store = table_store(state, &self.definition)?;
-        remove_abandoned(&store, &self.definition, older_than).await
+        Ok(self.recover(state, older_than).await?.removed)
     }
 }
 
@@ -298,12 +338,17 @@ impl TableProvider for PartitionedTable {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        if insert_op != InsertOp::Append {
-            return not_impl_err!(
-                "table {}: only appending inserts are supported (got {insert_op}); files are never overwritten",
-                self.definition.name
-            );
-        }
+        let mode = match insert_op {
+            InsertOp::Append => SinkMode::Append,
+            InsertOp::Overwrite => SinkMode::Overwrite,
+            InsertOp::Replace => {
+                return not_impl_err!(
+                    "table {}: REPLACE INTO is not supported (rows have no keys to replace by); \
+                     INSERT OVERWRITE replaces partitions",
+                    self.definition.name
+                )
+            }
+        };
         let (table, rows) = (self.schema(), input.schema());
         let mismatch = table.fields().len() != rows.fields().len()
             || table
@@ -319,7 +364,8 @@ impl TableProvider for PartitionedTable {
                 describe(&table)
             )));
         }
-        let sink = PartitionedSink::new(Arc::clone(&self.definition), Arc::clone(&self.index));
+        let sink =
+            PartitionedSink::new(Arc::clone(&self.definition), Arc::clone(&self.index), mode);
         // A sorted table's files must each be sorted: DataFusion sorts the
         // input (the sink takes one partition, so the whole input) first.
         let sort_requirement = self.definition.lex_ordering().map(LexRequirement::from);
@@ -328,6 +374,26 @@ impl TableProvider for PartitionedTable {
             Arc::new(sink),
             sort_requirement,
         )))
+    }
+
+    /// `DELETE FROM t WHERE <predicate over partition columns>`: when the
+    /// plan runs, removes every file of the partitions the predicate
+    /// selects (from a fresh listing: partitions other processes wrote
+    /// count), as one replacing write, and returns the rows removed
+    /// (counted from the files' footers). A predicate that names a column
+    /// inside the files is refused: removing some rows of a file would mean
+    /// rewriting it. No predicate removes every file.
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        plan_delete(&self.definition, &self.index, state, filters)
+    }
+
+    /// `TRUNCATE t`: [`delete_from`](Self::delete_from) with no predicate.
+    async fn truncate(&self, state: &dyn Session) -> DFResult<Arc<dyn ExecutionPlan>> {
+        plan_delete(&self.definition, &self.index, state, Vec::new())
     }
 
     /// The whole table's statistics, computed once per index snapshot (at

@@ -15,7 +15,7 @@ use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::physical_expr::create_physical_expr;
+use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 
 use crate::lake::partitioning::PartitionSpec;
@@ -165,6 +165,15 @@ pub(in crate::table) fn matches(
 ) -> DFResult<Vec<bool>> {
     let df_schema = DFSchema::try_from(values.schema())?;
     let physical = state.create_physical_expr(predicate.clone(), &df_schema)?;
+    selected_by(&physical, values, table)
+}
+
+/// [`matches`] for a predicate already planned over the partition columns.
+pub(in crate::table) fn selected_by(
+    physical: &Arc<dyn PhysicalExpr>,
+    values: &RecordBatch,
+    table: &str,
+) -> DFResult<Vec<bool>> {
     let result = physical.evaluate(values)?.into_array(values.num_rows())?;
     let mask = result.as_boolean_opt().ok_or_else(|| {
         datafusion::error::DataFusionError::Plan(format!(

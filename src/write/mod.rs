@@ -19,10 +19,12 @@
 //!   `_lakefusion/writes/` while it commits;
 //! * `cleanup`: removing what unfinished writes left.
 
-mod cleanup;
-mod record;
+mod commit;
+mod recover;
 mod sink;
 mod staging;
 
-pub(crate) use cleanup::remove_abandoned;
+pub(crate) use recover::recover;
+pub use recover::Recovered;
 pub use sink::PartitionedSink;
+pub(crate) use sink::{delete_partitions, rewrite, SinkMode};

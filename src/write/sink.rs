@@ -1,6 +1,6 @@
 //! [`PartitionedSink`]: `INSERT INTO` a [`PartitionedTable`](crate::PartitionedTable).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,14 +32,14 @@ use parquet::file::metadata::{KeyValue, ParquetMetaData};
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use tokio::sync::mpsc;
 
-use super::cleanup::temp_name;
-use super::record::WriteRecord;
+use super::commit::{ClosedFile, Commit, Committed};
+use super::recover::temp_name;
 use super::staging::{Staged, StagedWriter, Staging};
 use crate::error::Error;
-use crate::lake::index::IndexedFile;
+use crate::lake::journal::{Replaced, WriteKind, WriteRecord};
 use crate::lake::layout::{SortKey, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
 use crate::lake::partitioning::{child, partition_dir};
-use crate::lake::{PublishedFile, SharedIndex, TableDefinition};
+use crate::lake::{OverwriteMode, SharedIndex, TableDefinition};
 
 /// Writes the rows of an `INSERT INTO` as new Hive-partitioned Parquet files
 /// under the table root, and adds them to the table's partition index.
@@ -113,11 +113,50 @@ use crate::lake::{PublishedFile, SharedIndex, TableDefinition};
 pub struct PartitionedSink {
     table: Arc<TableDefinition>,
     index: Arc<SharedIndex>,
+    mode: SinkMode,
+}
+
+/// What a sink's write does to the rows already in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SinkMode {
+    /// `INSERT INTO`: adds files.
+    Append,
+    /// `INSERT OVERWRITE`: replaces the partitions the write produces, or
+    /// the whole table (the table's [`OverwriteMode`]).
+    Overwrite,
 }
 
 impl PartitionedSink {
-    pub(crate) fn new(table: Arc<TableDefinition>, index: Arc<SharedIndex>) -> Self {
-        Self { table, index }
+    pub(crate) fn new(
+        table: Arc<TableDefinition>,
+        index: Arc<SharedIndex>,
+        mode: SinkMode,
+    ) -> Self {
+        Self { table, index, mode }
+    }
+
+    /// What the write replaces: nothing for an append; for an overwrite,
+    /// the partitions of `closed` or the whole table. `None`: an overwrite
+    /// of partitions that produced none, which changes nothing.
+    fn replaced(&self, closed: &[ClosedFile]) -> DFResult<Option<(WriteKind, Replaced)>> {
+        let table = &self.table;
+        if self.mode == SinkMode::Append {
+            return Ok(Some((WriteKind::Append, Replaced::Nothing)));
+        }
+        if table.spec.is_empty() || table.options.overwrite_mode == OverwriteMode::Table {
+            return Ok(Some((WriteKind::Overwrite, Replaced::Table)));
+        }
+        let dirs: BTreeSet<String> = closed
+            .iter()
+            .map(|file| table.canonical_dir(&file.values))
+            .collect::<crate::error::Result<_>>()?;
+        if dirs.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((
+            WriteKind::Overwrite,
+            Replaced::Partitions(dirs.into_iter().collect()),
+        )))
     }
 }
 
@@ -132,6 +171,16 @@ impl fmt::Debug for PartitionedSink {
 impl DisplayAs for PartitionedSink {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PartitionedSink: table={}", self.table.name)?;
+        match (self.mode, self.table.options.overwrite_mode) {
+            (SinkMode::Append, _) => {}
+            (SinkMode::Overwrite, _) if self.table.spec.is_empty() => {
+                write!(f, ", overwrite=table")?
+            }
+            (SinkMode::Overwrite, OverwriteMode::Partitions) => {
+                write!(f, ", overwrite=partitions")?
+            }
+            (SinkMode::Overwrite, OverwriteMode::Table) => write!(f, ", overwrite=table")?,
+        }
         if let Some(b) = &self.table.options.bucketing {
             write!(f, ", bucket_by={}({})", b.column, b.buckets)?;
         }
@@ -158,29 +207,113 @@ impl DataSink for PartitionedSink {
         let rows = write.rows;
         let id = write.id.clone();
         let (store, closed) = write.close().await?;
-        // From the record on, the write runs to its end in a task of its
-        // own, even if this INSERT is cancelled meanwhile: a cancelled
-        // commit would leave part of the write visible to the next listing.
-        let sink = self.clone();
-        let committing = tokio::spawn(async move {
-            let commit = Commit {
-                table: &sink.table,
-                store: &store,
-                record: WriteRecord::new(
-                    sink.table.root.prefix(),
-                    &id,
-                    closed.iter().map(|f| f.target.clone()).collect(),
-                ),
-            };
-            let ticket = sink.index.begin_commit(commit.record.files.clone());
-            let written = commit.run(closed).await?;
-            ticket.publish(&sink.table.spec, written)
-        });
-        committing
-            .await
-            .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))??;
+        let Some((kind, replaces)) = self.replaced(&closed)? else {
+            return Ok(rows);
+        };
+        let table = Arc::clone(&self.table);
+        commit_in_task(
+            table,
+            Arc::clone(&self.index),
+            store,
+            id,
+            kind,
+            replaces,
+            closed,
+            None,
+        )
+        .await?;
         Ok(rows)
     }
+}
+
+/// Runs the commit protocol (see the `commit` module) for `closed` in a
+/// task of its own, which runs to its end even if the caller is cancelled
+/// meanwhile: a cancelled commit would leave part of the write visible to
+/// the next listing.
+#[allow(clippy::too_many_arguments)]
+async fn commit_in_task(
+    table: Arc<TableDefinition>,
+    index: Arc<SharedIndex>,
+    store: Arc<dyn ObjectStore>,
+    id: String,
+    kind: WriteKind,
+    replaces: Replaced,
+    closed: Vec<ClosedFile>,
+    inputs: Option<Vec<Path>>,
+) -> DFResult<Committed> {
+    let committing = tokio::spawn(async move {
+        let files = closed.iter().map(|f| f.target.clone()).collect();
+        let commit = Commit {
+            table: &table,
+            store: &store,
+            record: WriteRecord::new(table.root.prefix(), &id, kind, replaces, files),
+            inputs,
+        };
+        let ticket = index.begin_commit(commit.record.files.clone());
+        commit.run(closed, ticket).await
+    });
+    committing
+        .await
+        .map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))?
+}
+
+/// `DELETE FROM`: removes every file of the partitions `replaces` names
+/// (in our writer's spelling; every spelling is removed), or of the whole
+/// table, as one replacing write.
+pub(crate) async fn delete_partitions(
+    table: &Arc<TableDefinition>,
+    index: &Arc<SharedIndex>,
+    store: Arc<dyn ObjectStore>,
+    replaces: Replaced,
+) -> DFResult<Committed> {
+    let (table, index) = (Arc::clone(table), Arc::clone(index));
+    commit_in_task(
+        table,
+        index,
+        store,
+        write_id(),
+        WriteKind::Delete,
+        replaces,
+        Vec::new(),
+        None,
+    )
+    .await
+}
+
+/// Compaction: writes `data` (the rows of `inputs`, in the table's order
+/// for a sorted table) as new files of about `rows_per_file` rows each, and
+/// replaces exactly `inputs` with them, as one replacing write over the
+/// partitions in `dirs`.
+pub(crate) async fn rewrite(
+    table: &Arc<TableDefinition>,
+    index: &Arc<SharedIndex>,
+    context: &Arc<TaskContext>,
+    data: SendableRecordBatchStream,
+    rows_per_file: u64,
+    inputs: Vec<Path>,
+    dirs: Vec<String>,
+) -> DFResult<Committed> {
+    let mut write = Writing::try_new(table, context)?;
+    write.rows_per_file = Some(rows_per_file.max(1));
+    if let Err(e) = write.consume(data).await {
+        write.abort().await;
+        return Err(e);
+    }
+    let id = write.id.clone();
+    let (store, closed) = write.close().await?;
+    let replaces = Replaced::Partitions(dirs);
+    let (table, index) = (Arc::clone(table), Arc::clone(index));
+    commit_in_task(
+        table,
+        index,
+        store,
+        id,
+        WriteKind::Compact,
+        replaces,
+        closed,
+        Some(inputs),
+    )
+    .await
 }
 
 /// One file being written.
@@ -193,6 +326,21 @@ struct OpenFile {
     /// Batches for the file's encoder; dropping it lets the encoder finish.
     rows: mpsc::Sender<RecordBatch>,
     encoder: SpawnedTask<DFResult<(ParquetMetaData, Staged)>>,
+    /// Rows sent to it so far.
+    written: u64,
+}
+
+impl OpenFile {
+    /// Lets the encoder finish the file (its sender dropped).
+    fn into_closing(self) -> Closing {
+        Closing {
+            values: self.values,
+            bucket: self.bucket,
+            temp: self.temp,
+            target: self.target,
+            encoder: self.encoder,
+        }
+    }
 }
 
 /// Batches waiting per file: enough to keep an encoder busy while the
@@ -267,6 +415,11 @@ struct Writing<'a> {
     /// Set before the encoders' senders are dropped when the write fails.
     aborted: Arc<AtomicBool>,
     rows: u64,
+    /// A file holding this many rows is closed and the next rows of its
+    /// partition and bucket go to a new one (compaction's file size).
+    rows_per_file: Option<u64>,
+    /// Files closed early (at `rows_per_file`), their encoders finishing.
+    retired: Vec<Closing>,
 }
 
 /// The file schema with string and binary views stored as plain strings and
@@ -371,6 +524,8 @@ impl<'a> Writing<'a> {
             opened: 0,
             aborted: Arc::default(),
             rows: 0,
+            rows_per_file: None,
+            retired: Vec::new(),
         })
     }
 
@@ -433,10 +588,24 @@ impl<'a> Writing<'a> {
                 let file = self.open_file(&batch, first, bucket)?;
                 self.open.insert(slot.clone(), file);
             }
-            let sent = match self.open.get(&slot) {
-                Some(file) => file.rows.send(part).await.is_ok(),
+            let part_rows = part.num_rows() as u64;
+            let sent = match self.open.get_mut(&slot) {
+                Some(file) => {
+                    file.written += part_rows;
+                    file.rows.send(part).await.is_ok()
+                }
                 None => true,
             };
+            let full = self.rows_per_file.is_some_and(|limit| {
+                self.open
+                    .get(&slot)
+                    .is_some_and(|file| file.written >= limit)
+            });
+            if sent && full {
+                if let Some(file) = self.open.remove(&slot) {
+                    self.retired.push(file.into_closing());
+                }
+            }
             if !sent {
                 // The encoder stopped early: its result says why.
                 if let Some(file) = self.open.remove(&slot) {
@@ -512,6 +681,7 @@ impl<'a> Writing<'a> {
             target,
             rows,
             encoder,
+            written: 0,
         })
     }
 
@@ -532,6 +702,13 @@ impl<'a> Writing<'a> {
             let _ = finish(file.encoder).await;
             let _ = self.store.delete(&file.temp).await;
         }
+        // Closed early: their encoders may have finished before the abort.
+        for file in self.retired {
+            if let Ok((_, staged)) = finish(file.encoder).await {
+                staged.discard(&self.store, &file.temp).await;
+            }
+            let _ = self.store.delete(&file.temp).await;
+        }
     }
 
     /// Closes every file (its encoder finishes it; statistics computed if
@@ -549,15 +726,9 @@ impl<'a> Writing<'a> {
         };
         // Every sender first, so that all files close concurrently.
         let files: Vec<Closing> = self
-            .open
-            .into_values()
-            .map(|f| Closing {
-                values: f.values,
-                bucket: f.bucket,
-                temp: f.temp,
-                target: f.target,
-                encoder: f.encoder,
-            })
+            .retired
+            .into_iter()
+            .chain(self.open.into_values().map(OpenFile::into_closing))
             .collect();
         let mut closed: Vec<ClosedFile> = Vec::with_capacity(files.len());
         let mut files = files.into_iter();
@@ -617,178 +788,6 @@ struct Closing {
     temp: Path,
     target: Path,
     encoder: SpawnedTask<DFResult<(ParquetMetaData, Staged)>>,
-}
-
-/// A closed file, whole and not yet visible, ready for its commit.
-struct ClosedFile {
-    values: Vec<ScalarValue>,
-    bucket: Option<u32>,
-    temp: Path,
-    target: Path,
-    staged: Staged,
-    statistics: Option<Arc<datafusion::common::Statistics>>,
-}
-
-/// Files committed at once: on an object store each commit is a request
-/// (completing an upload) and a HEAD, so one at a time is latency-bound.
-const COMMIT_CONCURRENCY: usize = 16;
-
-/// How one file's commit ended.
-enum Committed {
-    /// Visible under its final name.
-    Visible(PublishedFile),
-    /// Its commit failed (the target may exist: a commit may have succeeded
-    /// before the `head` that followed it failed).
-    Failed {
-        target: Path,
-        error: object_store::Error,
-    },
-    /// Not started: an earlier commit had failed; the file was dropped.
-    Skipped,
-}
-
-/// The commit of one write: its record first, then every file, then the
-/// record removed; if anything fails, every file made visible is deleted
-/// again, and what cannot be is named in the error and left to the record.
-struct Commit<'a> {
-    table: &'a TableDefinition,
-    store: &'a Arc<dyn ObjectStore>,
-    record: WriteRecord,
-}
-
-impl Commit<'_> {
-    /// Makes every closed file visible (several at once), or none of them
-    /// for long: see [`Commit`].
-    async fn run(&self, closed: Vec<ClosedFile>) -> DFResult<Vec<PublishedFile>> {
-        let store = self.store;
-        if let Err(e) = self.record.put(store).await {
-            for file in closed {
-                file.staged.discard(store, &file.temp).await;
-            }
-            return Err(self.error(&self.record.location, e.into()));
-        }
-        let failed = AtomicBool::new(false);
-        let failed = &failed;
-        let sorted = self.table.options.sort.is_some();
-        let outcomes: Vec<Committed> =
-            futures::stream::iter(closed.into_iter().map(|file| async move {
-                // No commit starts once one has failed.
-                if failed.load(Ordering::Acquire) {
-                    file.staged.discard(store, &file.temp).await;
-                    return Committed::Skipped;
-                }
-                match file.staged.commit(store, &file.temp, &file.target).await {
-                    Ok(meta) => Committed::Visible(PublishedFile {
-                        values: file.values,
-                        file: IndexedFile {
-                            meta,
-                            statistics: file.statistics,
-                            bucket: file.bucket,
-                            // The input was sorted in the table's order (the
-                            // sink's required ordering), and this file says so.
-                            sorted,
-                        },
-                    }),
-                    Err(error) => {
-                        failed.store(true, Ordering::Release);
-                        if file.temp != file.target {
-                            // The hidden temporary file a failed rename left.
-                            let _ = store.delete(&file.temp).await;
-                        }
-                        Committed::Failed {
-                            target: file.target,
-                            error,
-                        }
-                    }
-                }
-            }))
-            .buffer_unordered(COMMIT_CONCURRENCY)
-            .collect()
-            .await;
-        let mut written = Vec::with_capacity(outcomes.len());
-        let mut failure = None;
-        let mut maybe_visible = Vec::new();
-        for outcome in outcomes {
-            match outcome {
-                Committed::Visible(file) => written.push(file),
-                Committed::Failed { target, error } => {
-                    maybe_visible.push(target.clone());
-                    failure.get_or_insert((target, DataFusionError::from(error)));
-                }
-                Committed::Skipped => {}
-            }
-        }
-        let (path, source) = match failure {
-            // Every file is visible: the write is done once its record is
-            // gone (a record left behind would have the write removed).
-            // Retried (the table's policy, or the default): a write whose
-            // record cannot be removed is taken back whole.
-            None => {
-                let policy = self.table.options.retry.unwrap_or_default();
-                let location = self.record.location.as_ref();
-                match policy
-                    .retry("delete", location, || self.record.remove(store))
-                    .await
-                {
-                    Ok(()) => return Ok(written),
-                    Err(e) => (self.record.location.clone(), e.into()),
-                }
-            }
-            Some(failure) => failure,
-        };
-        maybe_visible.extend(written.into_iter().map(|w| w.file.meta.location));
-        self.take_back(&path, source, maybe_visible).await
-    }
-
-    /// Deletes `visible` after the commit of `path` failed with `source`;
-    /// removes the record if that worked, names what stays visible if not.
-    async fn take_back(
-        &self,
-        path: &Path,
-        source: DataFusionError,
-        visible: Vec<Path>,
-    ) -> DFResult<Vec<PublishedFile>> {
-        let store = self.store;
-        let left: Vec<String> =
-            futures::stream::iter(visible.into_iter().map(|target| async move {
-                match store.delete(&target).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => None,
-                    // A failed commit may never have made its file visible:
-                    // only a file that is there is left.
-                    Err(_) => match store.head(&target).await {
-                        Err(object_store::Error::NotFound { .. }) => None,
-                        _ => Some(target.to_string()),
-                    },
-                }
-            }))
-            .buffer_unordered(COMMIT_CONCURRENCY)
-            .filter_map(futures::future::ready)
-            .collect()
-            .await;
-        if left.is_empty() {
-            // A record left behind would list only files that are gone:
-            // `remove_abandoned_writes` removes it and nothing else.
-            let _ = self.record.remove(self.store).await;
-            return Err(self.error(path, source));
-        }
-        Err(Error::WriteLeftVisible {
-            table: self.table.name.to_string(),
-            path: path.to_string(),
-            source: Box::new(source),
-            left,
-            record: self.record.location.to_string(),
-        }
-        .into())
-    }
-
-    fn error(&self, path: &Path, source: DataFusionError) -> DataFusionError {
-        Error::WriteFile {
-            table: self.table.name.to_string(),
-            path: path.to_string(),
-            source: Box::new(source),
-        }
-        .into()
-    }
 }
 
 /// Best-effort removal after a failed write: a path that cannot be deleted

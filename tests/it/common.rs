@@ -293,7 +293,9 @@ pub fn end_process_tracing() -> String {
     String::from_utf8_lossy(&captured).into_owned()
 }
 
-/// Every file under `root`, hidden ones included, relative to it.
+/// Every file under `root`, hidden ones included, relative to it — but
+/// `_lakefusion/writes/latest`, which every write rewrites and leaves (see
+/// the commit protocol), so that a finished write shows as its files only.
 pub fn all_files(root: &Path) -> BTreeSet<String> {
     fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -301,7 +303,10 @@ pub fn all_files(root: &Path) -> BTreeSet<String> {
             if path.is_dir() {
                 walk(&path, root, out);
             } else {
-                out.insert(path.strip_prefix(root).unwrap().display().to_string());
+                let relative = path.strip_prefix(root).unwrap().display().to_string();
+                if relative != "_lakefusion/writes/latest" {
+                    out.insert(relative);
+                }
             }
         }
     }

@@ -15,6 +15,7 @@ mod dynamic_filters;
 mod explain;
 mod faults;
 mod load;
+mod maintenance;
 mod no_io;
 mod parity;
 mod properties;

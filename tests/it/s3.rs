@@ -96,11 +96,12 @@ async fn build_scan_cache_insert_and_refresh_on_s3() {
     let total = (files * ROWS) as i64;
 
     // build(): one listing (1,010 keys: two pages, and nothing to split the
-    // last ten keys into); one footer read for the schema.
+    // last ten keys into), and the journal's before and after; one footer
+    // read for the schema.
     let (ctx, store, table) = session(&server).await;
     assert_eq!(table.index().file_count(), files);
     assert_eq!(table.index().partitions().len(), PARTITIONS);
-    assert_eq!(build_requests(&store), (1, 1));
+    assert_eq!(build_requests(&store), (3, 1));
 
     // A full scan: one request per file (small files are read whole).
     store.reset_counts();
@@ -157,18 +158,24 @@ async fn build_scan_cache_insert_and_refresh_on_s3() {
     // INSERT INTO on a store without rename: the files appear under their
     // final names, whole, with no copy and no temporary object left. Per
     // file: one PUT, and a HEAD for the index; per write: the PUT and the
-    // DELETE of its record; nothing else.
+    // DELETE of its record and the PUT of `latest`; nothing else.
     store.reset_counts();
     exec(
         &ctx,
         "INSERT INTO t VALUES (-1, 'u', 1.0, 1, 500), (-2, 'u', 2.0, 2, 501)",
     )
     .await;
-    assert_eq!(store.requests_of(RequestKind::Write), 2 + 2);
+    assert_eq!(store.requests_of(RequestKind::Write), 2 + 3);
     assert_eq!(store.requests_of(RequestKind::Head), 2);
-    assert_eq!(store.requests(), 6);
-    assert!(
-        keys(&s3).await.iter().all(|k| !k.contains("_lakefusion")),
+    assert_eq!(store.requests(), 7);
+    let journal: Vec<String> = keys(&s3)
+        .await
+        .into_iter()
+        .filter(|k| k.contains("_lakefusion"))
+        .collect();
+    assert_eq!(
+        journal,
+        ["lake/_lakefusion/writes/latest"],
         "the record is removed"
     );
     assert_eq!(count(&ctx, "SELECT count(*) FROM t").await, total + 2);
@@ -189,9 +196,10 @@ async fn build_scan_cache_insert_and_refresh_on_s3() {
     .unwrap();
     store.reset_counts();
     table.refresh(&ctx.state()).await.unwrap();
-    // A few more keys now: still one listing; no read.
-    assert_eq!(store.requests_of(RequestKind::List), 1);
-    assert_eq!(store.requests(), 1, "refresh() only lists");
+    // A few more keys now: still one listing, and the journal's two (it
+    // holds `latest` only, which is not read); no read.
+    assert_eq!(store.requests_of(RequestKind::List), 3);
+    assert_eq!(store.requests(), 3, "refresh() only lists");
     assert_eq!(
         count(&ctx, "SELECT count(*) FROM t").await,
         total + 2 + ROWS as i64
@@ -332,7 +340,8 @@ async fn a_splitting_listing_finds_every_file_once() {
     // 1 at once: one listing of three pages. More: after its first page
     // (`p=0`, then most values starting with 1), the listing hands the keys
     // from `p=2`, `p=3`, … `p=9` onwards to 8 more.
-    for (concurrency, listings) in [(1, 1), (8, 9), (200, 9)] {
+    // Two more: the journal, before and after.
+    for (concurrency, listings) in [(1, 3), (8, 11), (200, 11)] {
         let store = FaultyStore::new(server.store());
         let table = build(store.clone(), concurrency, None).await.unwrap();
         assert_eq!(table.index().file_count(), DIRS, "{concurrency}");

@@ -11,9 +11,9 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::utils::{Guarantee, LiteralGuarantee};
 
-use super::listing::{dirs_at_level, Lister};
-use super::{index_from, table_store};
+use super::{consistent, index_from, table_store, without_hidden};
 use crate::error::{Error, Result, TableProblem};
+use crate::lake::listing::{dirs_at_level, Lister};
 use crate::lake::partitioning::PartitionSpec;
 use crate::lake::{SharedIndex, TableDefinition};
 use crate::table::pushdown::matches;
@@ -28,9 +28,11 @@ pub(in crate::table) async fn refresh(
     let ticket = index.begin_refresh();
     let store = table_store(state, definition)?;
     let lister = Lister::of_table(&store, definition);
-    let listing = lister
-        .list_partitions(Some(&definition.spec), &definition.options.file_extension)
-        .await?;
+    let (mut listing, hidden) = consistent(&store, &definition.root, || {
+        lister.list_partitions(Some(&definition.spec), &definition.options.file_extension)
+    })
+    .await?;
+    without_hidden(&mut listing.partitions, &hidden);
     let listed = index_from(state, &store, definition, listing.partitions)
         .await?
         .index;
@@ -89,18 +91,20 @@ pub(in crate::table) async fn refresh_partitions(
     };
     let store = table_store(state, definition)?;
     let lister = Lister::of_table(&store, definition);
-    let (listing, coverage) = lister
-        .list_selected_partitions(
+    let ((mut listing, coverage), hidden) = consistent(&store, &definition.root, || {
+        lister.list_selected_partitions(
             spec,
             &definition.options.file_extension,
             levels,
             &pinned,
-            known,
+            known.clone(),
             |candidates| {
                 matches(state, &predicate, candidates, &definition.name).map_err(evaluation)
             },
         )
-        .await?;
+    })
+    .await?;
+    without_hidden(&mut listing.partitions, &hidden);
     let listed = index_from(state, &store, definition, listing.partitions)
         .await?
         .index;

@@ -1,0 +1,729 @@
+//! The journal of a table's writes: the small objects the commit protocol
+//! keeps under the root's hidden `_lakefusion/` prefix (hidden by the Hive
+//! rules from every reader: ours, Spark, DuckDB, DataFusion's
+//! `ListingTable`), what they say, and what a reader makes of them.
+//!
+//! * `_lakefusion/writes/<id>`: a write's [`WriteRecord`] — what kind of
+//!   write it is, the partitions it replaces, the files it adds. Put before
+//!   its first visible change; removed when it is done.
+//! * `_lakefusion/writes/<id>.committed`: a replacing write's
+//!   [`CommitMarker`] — the partitions it claimed and the files it removes.
+//!   Its presence *is* the commit.
+//! * `_lakefusion/writes/latest`: rewritten by every write as it ends, so
+//!   that a reader can tell that a write began and ended while it listed.
+//! * `_lakefusion/claims/<partition dir>`: a replacing write's claim on one
+//!   partition (its content: the write id), created with a conditional PUT,
+//!   so two writes that replace the same partition cannot both commit.
+//!
+//! The protocol's steps are on the writer's side (`write::commit`); a
+//! reader's rule is [`Journal::hidden`]: the files of a write not committed
+//! are not read, nor the files a committed write removes. Every object here
+//! is read as untrusted input: each line is checked, and a record can only
+//! add files whose names carry its write id, under the table root.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::datasource::listing::ListingTableUrl;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use crate::error::{Error, Result};
+
+/// The hidden prefix, under the table root, of every journal object.
+pub(crate) const JOURNAL_DIR: &str = "_lakefusion";
+
+/// The name of the object every write rewrites as it ends.
+pub(crate) const LATEST: &str = "latest";
+
+/// The suffix of a commit marker's name (after the write id).
+pub(crate) const COMMITTED_SUFFIX: &str = ".committed";
+
+/// The first line of a record written before replacing writes existed
+/// (appends only): still read.
+const RECORD_HEADER_V1: &str = "lakefusion write record 1";
+
+/// The first line of every record.
+const RECORD_HEADER: &str = "lakefusion write record 2";
+
+/// The first line of every commit marker.
+const MARKER_HEADER: &str = "lakefusion commit 1";
+
+/// Journal objects are read whole: one larger than this is not ours.
+pub(crate) const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Journal objects read at once.
+const READ_CONCURRENCY: usize = 16;
+
+/// What a write does to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteKind {
+    /// `INSERT INTO`: adds files.
+    Append,
+    /// `INSERT OVERWRITE`: adds files, replaces what was in their
+    /// partitions (or the whole table).
+    Overwrite,
+    /// `DELETE FROM`: removes every file of some partitions.
+    Delete,
+    /// Compaction: replaces some files with fewer, larger ones.
+    Compact,
+}
+
+impl WriteKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Overwrite => "overwrite",
+            Self::Delete => "delete",
+            Self::Compact => "compact",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::Append, Self::Overwrite, Self::Delete, Self::Compact]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// The partitions a write replaces (and claims before it commits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Replaced {
+    /// None: the write only adds files.
+    Nothing,
+    /// These partitions, by their directory in our writer's spelling
+    /// (`date=2026-03-01/region=eu`), whatever other writers called them.
+    Partitions(Vec<String>),
+    /// The whole table.
+    Table,
+}
+
+/// What one write is doing: `_lakefusion/writes/<write id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WriteRecord {
+    /// Where the record lives.
+    pub location: Path,
+    /// The write's id (also in every file name it writes).
+    pub write_id: String,
+    pub kind: WriteKind,
+    pub replaces: Replaced,
+    /// The files it adds, under their final names.
+    pub files: Vec<Path>,
+}
+
+/// A replacing write's commit: `_lakefusion/writes/<write id>.committed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommitMarker {
+    pub location: Path,
+    pub write_id: String,
+    /// The partitions it claimed (directories in our writer's spelling).
+    pub claims: Vec<String>,
+    /// The files it removes, under the table root.
+    pub removes: Vec<Path>,
+}
+
+/// `<root>/_lakefusion/<parts…>`.
+fn journal_path(root: &Path, parts: &[&str]) -> Path {
+    parts
+        .iter()
+        .fold(root.clone().join(JOURNAL_DIR), |path, part| {
+            path.join(*part)
+        })
+}
+
+/// `<root>/_lakefusion/writes`: records, commit markers and `latest`.
+pub(crate) fn writes_prefix(root: &Path) -> Path {
+    journal_path(root, &["writes"])
+}
+
+/// `<root>/_lakefusion/claims`.
+pub(crate) fn claims_prefix(root: &Path) -> Path {
+    journal_path(root, &["claims"])
+}
+
+/// `<root>/_lakefusion/writes/latest`.
+pub(crate) fn latest_path(root: &Path) -> Path {
+    writes_prefix(root).join(LATEST)
+}
+
+/// The claim on the partition in directory `dir` (our writer's spelling,
+/// relative to the root; `""`, the root of an unpartitioned table, is
+/// claimed as `_table`).
+pub(crate) fn claim_path(
+    root: &Path,
+    dir: &str,
+) -> std::result::Result<Path, object_store::path::Error> {
+    if dir.is_empty() {
+        return Ok(claims_prefix(root).join("_table"));
+    }
+    Path::parse(format!("{}/{dir}", claims_prefix(root)))
+}
+
+fn problem(location: &Path, problem: String) -> Error {
+    Error::WriteRecord {
+        path: location.to_string(),
+        problem,
+    }
+}
+
+/// Whether `file` can be a data file of the table at `root`: under it, and
+/// not in the journal.
+fn in_table(root: &Path, file: &Path) -> bool {
+    file.prefix_matches(root) && !file.prefix_matches(&root.clone().join(JOURNAL_DIR))
+}
+
+impl WriteRecord {
+    /// The record of write `write_id` under `root` (the table root's prefix).
+    pub(crate) fn new(
+        root: &Path,
+        write_id: &str,
+        kind: WriteKind,
+        replaces: Replaced,
+        files: Vec<Path>,
+    ) -> Self {
+        Self {
+            location: writes_prefix(root).join(write_id),
+            write_id: write_id.to_string(),
+            kind,
+            replaces,
+            files,
+        }
+    }
+
+    /// The record's bytes: the header, the kind, one `replaces` line per
+    /// partition (`replaces-table` for the whole table), one `add <path>`
+    /// line per file (object paths hold no line breaks: object_store
+    /// encodes them).
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut text = format!("{RECORD_HEADER}\nkind {}\n", self.kind.as_str());
+        match &self.replaces {
+            Replaced::Nothing => {}
+            Replaced::Table => text.push_str("replaces-table\n"),
+            Replaced::Partitions(dirs) => {
+                for dir in dirs {
+                    text.push_str("replaces ");
+                    text.push_str(dir);
+                    text.push('\n');
+                }
+            }
+        }
+        for file in &self.files {
+            text.push_str("add ");
+            text.push_str(file.as_ref());
+            text.push('\n');
+        }
+        Bytes::from(text)
+    }
+
+    /// Reads the record at `location` (under `root`) from `bytes`: the
+    /// header must match, and every added file must be under `root`, out of
+    /// the journal, with the record's write id in its name.
+    pub(crate) fn decode(root: &Path, location: &Path, bytes: &[u8]) -> Result<Self> {
+        let write_id = location
+            .filename()
+            .filter(|id| location.prefix_matches(&writes_prefix(root)) && !id.is_empty())
+            .ok_or_else(|| problem(location, "not a record of this table".into()))?
+            .to_string();
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| problem(location, format!("not text: {e}")))?;
+        let mut lines = text.lines().enumerate();
+        let (mut kind, mut replaces) = match lines.next() {
+            Some((_, RECORD_HEADER_V1)) => (Some(WriteKind::Append), Replaced::Nothing),
+            Some((_, RECORD_HEADER)) => (None, Replaced::Nothing),
+            _ => {
+                return Err(problem(
+                    location,
+                    format!(
+                        "its first line is not '{RECORD_HEADER}' (written by another version?)"
+                    ),
+                ))
+            }
+        };
+        let mut files = Vec::new();
+        for (number, line) in lines {
+            let line_problem =
+                |what: String| problem(location, format!("line {}: {what}", number + 1));
+            let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+            match (word, kind) {
+                ("kind", None) => {
+                    kind =
+                        Some(WriteKind::parse(rest).ok_or_else(|| {
+                            line_problem(format!("'{rest}' is no kind of write"))
+                        })?);
+                }
+                ("replaces-table", Some(_)) if rest.is_empty() => replaces = Replaced::Table,
+                ("replaces", Some(_)) if !rest.is_empty() => match &mut replaces {
+                    Replaced::Nothing => replaces = Replaced::Partitions(vec![rest.to_string()]),
+                    Replaced::Partitions(dirs) => dirs.push(rest.to_string()),
+                    Replaced::Table => {
+                        return Err(line_problem("a partition after 'replaces-table'".into()))
+                    }
+                },
+                ("add", Some(_)) => {
+                    let file =
+                        Path::parse(rest).map_err(|e| line_problem(format!("'{rest}': {e}")))?;
+                    let ours = in_table(root, &file)
+                        && file
+                            .filename()
+                            .is_some_and(|name| name.contains(&format!("-{write_id}-")));
+                    if !ours {
+                        return Err(line_problem(format!(
+                            "'{rest}' is not a file of write '{write_id}' under '{root}'"
+                        )));
+                    }
+                    files.push(file);
+                }
+                _ => return Err(line_problem(format!("'{line}' is not a line of a record"))),
+            }
+        }
+        let kind = kind.ok_or_else(|| problem(location, "it names no kind of write".into()))?;
+        if (kind == WriteKind::Append) != (replaces == Replaced::Nothing) {
+            return Err(problem(
+                location,
+                format!(
+                    "a write of kind '{}' with replaced partitions {replaces:?}",
+                    kind.as_str()
+                ),
+            ));
+        }
+        Ok(Self {
+            location: location.clone(),
+            write_id,
+            kind,
+            replaces,
+            files,
+        })
+    }
+}
+
+impl CommitMarker {
+    /// The commit marker of write `write_id` under `root`.
+    pub(crate) fn new(
+        root: &Path,
+        write_id: &str,
+        claims: Vec<String>,
+        removes: Vec<Path>,
+    ) -> Self {
+        Self {
+            location: writes_prefix(root).join(format!("{write_id}{COMMITTED_SUFFIX}")),
+            write_id: write_id.to_string(),
+            claims,
+            removes,
+        }
+    }
+
+    /// The marker's bytes: the header, one `claim <dir>` line per claimed
+    /// partition, one `remove <path>` line per removed file.
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut text = format!("{MARKER_HEADER}\n");
+        for dir in &self.claims {
+            text.push_str("claim ");
+            text.push_str(dir);
+            text.push('\n');
+        }
+        for file in &self.removes {
+            text.push_str("remove ");
+            text.push_str(file.as_ref());
+            text.push('\n');
+        }
+        Bytes::from(text)
+    }
+
+    /// Reads the marker at `location` (under `root`): every removed file
+    /// must be a data file under `root`.
+    pub(crate) fn decode(root: &Path, location: &Path, bytes: &[u8]) -> Result<Self> {
+        let write_id = location
+            .filename()
+            .filter(|_| location.prefix_matches(&writes_prefix(root)))
+            .and_then(|name| name.strip_suffix(COMMITTED_SUFFIX))
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| problem(location, "not a commit marker of this table".into()))?
+            .to_string();
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| problem(location, format!("not text: {e}")))?;
+        let mut lines = text.lines().enumerate();
+        if lines.next().map(|(_, line)| line) != Some(MARKER_HEADER) {
+            return Err(problem(
+                location,
+                format!("its first line is not '{MARKER_HEADER}' (written by another version?)"),
+            ));
+        }
+        let (mut claims, mut removes) = (Vec::new(), Vec::new());
+        for (number, line) in lines {
+            let line_problem =
+                |what: String| problem(location, format!("line {}: {what}", number + 1));
+            match line.split_once(' ') {
+                Some(("claim", dir)) => claims.push(dir.to_string()),
+                Some(("remove", path)) => {
+                    let file =
+                        Path::parse(path).map_err(|e| line_problem(format!("'{path}': {e}")))?;
+                    if !in_table(root, &file) {
+                        return Err(line_problem(format!(
+                            "'{path}' is not a data file under '{root}'"
+                        )));
+                    }
+                    removes.push(file);
+                }
+                _ => {
+                    return Err(line_problem(format!(
+                        "'{line}' is not a line of a commit marker"
+                    )))
+                }
+            }
+        }
+        Ok(Self {
+            location: location.clone(),
+            write_id,
+            claims,
+            removes,
+        })
+    }
+}
+
+/// What the journal of a table says at one moment: every write under way
+/// (its record), and every replacing write that has committed and not yet
+/// finished (its marker).
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    /// Everything listed under `_lakefusion/writes/`, sorted by location:
+    /// compared with a later listing to tell whether any write moved.
+    objects: Vec<ObjectMeta>,
+    records: HashMap<String, WriteRecord>,
+    markers: HashMap<String, CommitMarker>,
+    /// The objects that are no record or marker this version can read:
+    /// where, and why.
+    unreadable: Vec<(String, String)>,
+}
+
+impl Journal {
+    /// Lists `root`'s journal and reads every record and marker in it
+    /// (usually none: one listing request).
+    pub(crate) async fn read(store: &Arc<dyn ObjectStore>, root: &ListingTableUrl) -> Result<Self> {
+        let objects = list_writes(store, root).await?;
+        let prefix = root.prefix();
+        let read: Vec<Option<std::result::Result<Entry, Error>>> =
+            futures::stream::iter(objects.iter().cloned())
+                .map(|meta| async move { read_entry(store, prefix, meta).await })
+                .buffer_unordered(READ_CONCURRENCY)
+                .try_collect()
+                .await?;
+        let mut journal = Self {
+            objects,
+            ..Self::default()
+        };
+        for entry in read.into_iter().flatten() {
+            match entry {
+                Err(Error::WriteRecord { path, problem }) => {
+                    journal.unreadable.push((path, problem))
+                }
+                Err(other) => return Err(other),
+                Ok(Entry::Record(record)) => {
+                    journal.records.insert(record.write_id.clone(), record);
+                }
+                Ok(Entry::Marker(marker)) => {
+                    journal.markers.insert(marker.write_id.clone(), marker);
+                }
+            }
+        }
+        Ok(journal)
+    }
+
+    /// Whether the journal listed now differs from this one: a write began,
+    /// committed or ended since (one listing request).
+    pub(crate) async fn changed_since(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        root: &ListingTableUrl,
+    ) -> Result<bool> {
+        let now = list_writes(store, root).await?;
+        let same = |a: &ObjectMeta, b: &ObjectMeta| {
+            a.location == b.location
+                && a.size == b.size
+                && a.last_modified == b.last_modified
+                && a.e_tag == b.e_tag
+        };
+        Ok(now.len() != self.objects.len()
+            || !now.iter().zip(&self.objects).all(|(a, b)| same(a, b)))
+    }
+
+    /// The data files a reader must not read: those of every write that
+    /// has not committed, and those every committed write removes.
+    pub(crate) fn hidden(&self) -> HashSet<Path> {
+        let uncommitted = self
+            .records
+            .values()
+            .filter(|record| !self.is_committed(record))
+            .flat_map(|record| record.files.iter().cloned());
+        let removed = self
+            .markers
+            .values()
+            .flat_map(|m| m.removes.iter().cloned());
+        uncommitted.chain(removed).collect()
+    }
+
+    /// Whether `record`'s write has committed: an append commits by
+    /// removing its record (so a record present means "not yet"); a
+    /// replacing write by putting its marker.
+    pub(crate) fn is_committed(&self, record: &WriteRecord) -> bool {
+        record.kind != WriteKind::Append && self.markers.contains_key(&record.write_id)
+    }
+
+    /// The records (writes under way), in no order.
+    pub(crate) fn records(&self) -> impl Iterator<Item = &WriteRecord> {
+        self.records.values()
+    }
+
+    /// The commit markers, in no order.
+    pub(crate) fn markers(&self) -> impl Iterator<Item = &CommitMarker> {
+        self.markers.values()
+    }
+
+    /// When the journal object at `location` was last modified, as listed.
+    pub(crate) fn modified(&self, location: &Path) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.objects
+            .iter()
+            .find(|meta| &meta.location == location)
+            .map(|meta| meta.last_modified)
+    }
+
+    /// The objects that are no record or marker this version can read
+    /// (where, and why): recovery leaves them alone.
+    pub(crate) fn unreadable(&self) -> &[(String, String)] {
+        &self.unreadable
+    }
+
+    /// Refuses a journal with an object this version cannot read: a reader
+    /// cannot tell what it hides.
+    pub(crate) fn refuse_unreadable(&self) -> Result<()> {
+        match self.unreadable.first() {
+            None => Ok(()),
+            Some((path, problem)) => Err(Error::WriteRecord {
+                path: path.clone(),
+                problem: format!(
+                    "{problem}; readers cannot tell what it hides, so the table is not read \
+                     until it is removed"
+                ),
+            }),
+        }
+    }
+}
+
+enum Entry {
+    Record(WriteRecord),
+    Marker(CommitMarker),
+}
+
+/// Everything under `_lakefusion/writes/`, sorted by location.
+async fn list_writes(
+    store: &Arc<dyn ObjectStore>,
+    root: &ListingTableUrl,
+) -> Result<Vec<ObjectMeta>> {
+    let mut objects: Vec<ObjectMeta> = store
+        .list(Some(&writes_prefix(root.prefix())))
+        .try_collect()
+        .await
+        .map_err(|source| Error::Listing {
+            root: root.to_string(),
+            source,
+        })?;
+    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(objects)
+}
+
+/// Reads one journal object: `None` for `latest`, an empty object (a
+/// console's folder marker) or one gone since the listing; `Some(Err)` for
+/// one that is no record or marker of this version.
+async fn read_entry(
+    store: &Arc<dyn ObjectStore>,
+    root: &Path,
+    meta: ObjectMeta,
+) -> Result<Option<Result<Entry>>> {
+    let location = &meta.location;
+    if meta.size == 0 || location.filename() == Some(LATEST) {
+        return Ok(None);
+    }
+    if meta.size > MAX_RECORD_BYTES {
+        let size = meta.size;
+        return Ok(Some(Err(problem(
+            location,
+            format!("{size} bytes is too large for a journal object"),
+        ))));
+    }
+    let bytes = match store.get(location).await {
+        Ok(got) => got.bytes().await,
+        Err(e) => Err(e),
+    };
+    let bytes = match bytes {
+        Ok(bytes) => bytes,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => {
+            return Err(Error::ReadFile {
+                path: location.to_string(),
+                source: Box::new(e.into()),
+            })
+        }
+    };
+    Ok(Some(if location.as_ref().ends_with(COMMITTED_SUFFIX) {
+        CommitMarker::decode(root, location, &bytes).map(Entry::Marker)
+    } else {
+        WriteRecord::decode(root, location, &bytes).map(Entry::Record)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_back_and_refuses_what_is_not_its_own() {
+        let root = Path::from("lake");
+        let files = vec![
+            Path::from("lake/p=1/part-abc-1-0-00000.parquet"),
+            Path::from("lake/p=2/x%3Ay/bucket-00001-abc-1-0-00001.parquet"),
+        ];
+        for (kind, replaces) in [
+            (WriteKind::Append, Replaced::Nothing),
+            (
+                WriteKind::Overwrite,
+                Replaced::Partitions(vec!["p=1".into(), "p=2/x%3Ay".into()]),
+            ),
+            (WriteKind::Overwrite, Replaced::Table),
+        ] {
+            let record = WriteRecord::new(&root, "abc-1-0", kind, replaces, files.clone());
+            assert_eq!(record.location.as_ref(), "lake/_lakefusion/writes/abc-1-0");
+            let bytes = record.encode();
+            assert_eq!(
+                WriteRecord::decode(&root, &record.location, &bytes).unwrap(),
+                record
+            );
+        }
+        // A record of the first version (appends only) still reads.
+        let location = Path::from("lake/_lakefusion/writes/abc-1-0");
+        let v1 = format!("{RECORD_HEADER_V1}\nadd lake/p=1/part-abc-1-0-00000.parquet\n");
+        let old = WriteRecord::decode(&root, &location, v1.as_bytes()).unwrap();
+        assert_eq!((old.kind, old.files.len()), (WriteKind::Append, 1));
+
+        let refused = |text: &str| {
+            WriteRecord::decode(&root, &location, text.as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        // Another write's file, a file outside the root, a path that does
+        // not parse, a journal object in place of a file, an unknown line,
+        // an append that replaces, an overwrite that replaces nothing.
+        for (text, says) in [
+            (
+                "kind append\nadd lake/p=1/part-other-00000.parquet",
+                "not a file of write",
+            ),
+            (
+                "kind append\nadd elsewhere/part-abc-1-0-00000.parquet",
+                "not a file of write",
+            ),
+            (
+                "kind append\nadd lake/../part-abc-1-0-00000.parquet",
+                "lake/../part",
+            ),
+            (
+                "kind append\nadd lake/_lakefusion/writes/x-abc-1-0-1",
+                "not a file of write",
+            ),
+            (
+                "kind append\nremove lake/p=1/part-abc-1-0-00000.parquet",
+                "not a line of a record",
+            ),
+            ("kind append\nreplaces p=1", "a write of kind 'append'"),
+            ("kind overwrite", "a write of kind 'overwrite'"),
+            ("kind rename", "no kind of write"),
+            (
+                "add lake/p=1/part-abc-1-0-00000.parquet",
+                "not a line of a record",
+            ),
+        ] {
+            let error = refused(&format!("{RECORD_HEADER}\n{text}\n"));
+            assert!(error.contains(says), "{text}: {error}");
+            assert!(error.contains("lake/_lakefusion/writes/abc-1-0"), "{error}");
+        }
+        assert!(refused("garbage\n").contains("first line"));
+        let elsewhere = Path::from("other/_lakefusion/writes/abc-1-0");
+        let bytes = WriteRecord::new(
+            &root,
+            "abc-1-0",
+            WriteKind::Append,
+            Replaced::Nothing,
+            files,
+        )
+        .encode();
+        assert!(WriteRecord::decode(&root, &elsewhere, &bytes).is_err());
+    }
+
+    #[test]
+    fn a_marker_reads_back_and_removes_only_data_files_of_its_table() {
+        let root = Path::from("lake");
+        let marker = CommitMarker::new(
+            &root,
+            "abc-1-0",
+            vec!["p=1".into()],
+            vec![
+                Path::from("lake/p=1/part-0.parquet"),
+                Path::from("lake/p=01/x.parquet"),
+            ],
+        );
+        assert_eq!(
+            marker.location.as_ref(),
+            "lake/_lakefusion/writes/abc-1-0.committed"
+        );
+        assert_eq!(
+            CommitMarker::decode(&root, &marker.location, &marker.encode()).unwrap(),
+            marker
+        );
+        for text in [
+            "remove other/p=1/part-0.parquet",
+            "remove lake/_lakefusion/writes/abc-1-0",
+            "add lake/p=1/part-0.parquet",
+        ] {
+            let bytes = format!("{MARKER_HEADER}\n{text}\n");
+            let error =
+                CommitMarker::decode(&root, &marker.location, bytes.as_bytes()).unwrap_err();
+            assert!(error.to_string().contains("line 2"), "{text}: {error}");
+        }
+        let record_location = Path::from("lake/_lakefusion/writes/abc-1-0");
+        assert!(CommitMarker::decode(&root, &record_location, &marker.encode()).is_err());
+    }
+
+    #[test]
+    fn readers_hide_uncommitted_adds_and_committed_removes() {
+        let root = Path::from("lake");
+        let add = |id: &str| Path::from(format!("lake/p=1/part-{id}-00000.parquet"));
+        let mut journal = Journal::default();
+        for (id, kind, replaces) in [
+            ("a-1-0", WriteKind::Append, Replaced::Nothing),
+            (
+                "o-1-0",
+                WriteKind::Overwrite,
+                Replaced::Partitions(vec!["p=1".into()]),
+            ),
+            (
+                "c-1-0",
+                WriteKind::Overwrite,
+                Replaced::Partitions(vec!["p=1".into()]),
+            ),
+        ] {
+            let record = WriteRecord::new(&root, id, kind, replaces, vec![add(id)]);
+            journal.records.insert(id.into(), record);
+        }
+        let old = Path::from("lake/p=1/old.parquet");
+        journal.markers.insert(
+            "c-1-0".into(),
+            CommitMarker::new(&root, "c-1-0", vec!["p=1".into()], vec![old.clone()]),
+        );
+        let hidden = journal.hidden();
+        assert!(hidden.contains(&add("a-1-0")));
+        assert!(hidden.contains(&add("o-1-0")));
+        assert!(!hidden.contains(&add("c-1-0")));
+        assert!(hidden.contains(&old));
+        assert_eq!(hidden.len(), 3);
+    }
+}

@@ -1,0 +1,370 @@
+//! Recovery: finishing or taking back what writes that never ended left.
+//!
+//! A writer that dies mid-write leaves its journal objects (see
+//! `lake::journal`): its record, perhaps its claims, perhaps its commit
+//! marker. Readers already hide what they must (an uncommitted write's
+//! files, a committed write's removed files), so nothing wrong is read; but
+//! readers that do not know the journal see those files, a claim blocks the
+//! next overwrite of its partition, and the files take space.
+//! [`recover`] ends each such write the way its journal says:
+//!
+//! * **committed** (its marker is there): finished — the files it removes
+//!   are deleted, then its claims, its record and its marker. Whatever its
+//!   age: every step is idempotent, so a writer still finishing is not
+//!   disturbed;
+//! * **not committed**, and older than the bound: taken back — the files it
+//!   added are deleted, then its claims and its record. Younger writes may
+//!   still be running and are left alone;
+//! * claims older than the bound whose write has no record left.
+//!
+//! Then the hidden temporary files of cancelled or killed writes, older
+//! than the bound, are deleted (never read: that part only frees space).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use datafusion::datasource::listing::ListingTableUrl;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use crate::error::{Error, Result, TableProblem};
+use crate::lake::journal::{claims_prefix, CommitMarker, Journal, WriteRecord};
+use crate::lake::partitioning::{parse_value, split_key_value};
+use crate::lake::TableDefinition;
+use crate::store::StoreKind;
+
+/// What [`PartitionedTable::recover`](crate::PartitionedTable::recover) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovered {
+    /// The writes that had committed and were finished (their ids).
+    pub completed: Vec<String>,
+    /// The writes that had not committed and were taken back (their ids).
+    pub rolled_back: Vec<String>,
+    /// Every object deleted: data files, journal objects, temporary files.
+    pub removed: Vec<Path>,
+}
+
+/// Ends what unfinished writes left under `table`'s root (see the module):
+/// committed writes are finished whatever their age; others, claims and
+/// temporary files only once last modified more than `older_than` ago.
+pub(crate) async fn recover(
+    store: &Arc<dyn ObjectStore>,
+    table: &TableDefinition,
+    older_than: Duration,
+) -> Result<Recovered> {
+    let cutoff =
+        Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let root = &table.root;
+    let journal = Journal::read(store, root).await?;
+    for (path, problem) in journal.unreadable() {
+        // Left alone, so that it cannot stop the recovery of the others.
+        tracing::warn!(root = %root, path = %path, problem = %problem,
+            "a journal object was left as it is");
+    }
+    let claims = list_claims(store, table).await?;
+    let mut recovered = Recovered::default();
+    let mut ended: HashSet<String> = HashSet::new();
+    for marker in journal.markers() {
+        check_removes(table, marker)?;
+        recovered
+            .removed
+            .extend(delete_each(store, root, marker.removes.iter().cloned()).await?);
+        let held = claims
+            .iter()
+            .filter(|c| c.holder == marker.write_id)
+            .map(|c| c.location.clone());
+        recovered
+            .removed
+            .extend(delete_each(store, root, held).await?);
+        let record = journal
+            .records()
+            .find(|r| r.write_id == marker.write_id)
+            .map(|r| r.location.clone());
+        recovered
+            .removed
+            .extend(delete_each(store, root, record.into_iter()).await?);
+        recovered
+            .removed
+            .extend(delete_each(store, root, std::iter::once(marker.location.clone())).await?);
+        recovered.completed.push(marker.write_id.clone());
+        ended.insert(marker.write_id.clone());
+    }
+    let old = |location: &Path| journal.modified(location).is_some_and(|at| at < cutoff);
+    let abandoned: Vec<&WriteRecord> = journal
+        .records()
+        .filter(|r| !ended.contains(&r.write_id) && old(&r.location))
+        .collect();
+    for record in abandoned {
+        recovered
+            .removed
+            .extend(delete_each(store, root, record.files.iter().cloned()).await?);
+        let held = claims
+            .iter()
+            .filter(|c| c.holder == record.write_id)
+            .map(|c| c.location.clone());
+        recovered
+            .removed
+            .extend(delete_each(store, root, held).await?);
+        recovered
+            .removed
+            .extend(delete_each(store, root, std::iter::once(record.location.clone())).await?);
+        recovered.rolled_back.push(record.write_id.clone());
+        ended.insert(record.write_id.clone());
+    }
+    let live: HashSet<&str> = journal.records().map(|r| r.write_id.as_str()).collect();
+    let orphans = claims
+        .iter()
+        .filter(|c| {
+            !ended.contains(&c.holder) && !live.contains(c.holder.as_str()) && c.modified < cutoff
+        })
+        .map(|c| c.location.clone());
+    recovered
+        .removed
+        .extend(delete_each(store, root, orphans).await?);
+    recovered
+        .removed
+        .extend(remove_temporary(store, root, table.store_kind(), cutoff).await?);
+    recovered.completed.sort();
+    recovered.rolled_back.sort();
+    Ok(recovered)
+}
+
+/// One claim on a partition, and the write holding it.
+struct Claim {
+    location: Path,
+    holder: String,
+    modified: DateTime<Utc>,
+}
+
+/// Every claim under the root (usually none: one listing request).
+async fn list_claims(store: &Arc<dyn ObjectStore>, table: &TableDefinition) -> Result<Vec<Claim>> {
+    let root = &table.root;
+    let metas: Vec<ObjectMeta> = store
+        .list(Some(&claims_prefix(root.prefix())))
+        .try_collect()
+        .await
+        .map_err(|source| Error::Listing {
+            root: root.to_string(),
+            source,
+        })?;
+    futures::stream::iter(metas)
+        .map(|meta| async move {
+            let holder = match store.get(&meta.location).await {
+                Ok(got) => got
+                    .bytes()
+                    .await
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_string()),
+                Err(e) => Err(e),
+            };
+            match holder {
+                Ok(holder) => Ok(Some(Claim {
+                    location: meta.location,
+                    holder,
+                    modified: meta.last_modified,
+                })),
+                // Released since the listing.
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(Error::Cleanup {
+                    root: root.to_string(),
+                    path: meta.location.to_string(),
+                    source: e.into(),
+                }),
+            }
+        })
+        .buffer_unordered(16)
+        .try_filter_map(|claim| futures::future::ready(Ok(claim)))
+        .try_collect()
+        .await
+}
+
+/// A marker is untrusted input: every file it removes must lie in a
+/// partition it claimed (parsed from the path, whatever its spelling), or
+/// it is refused, naming it, and nothing of it is deleted.
+fn check_removes(table: &TableDefinition, marker: &CommitMarker) -> Result<()> {
+    let claims: HashSet<&str> = marker.claims.iter().map(String::as_str).collect();
+    let root = table.root.prefix().as_ref();
+    for file in &marker.removes {
+        let relative = file
+            .as_ref()
+            .strip_prefix(root)
+            .map(|rest| rest.trim_start_matches('/'))
+            .unwrap_or_default();
+        let dirs: Vec<&str> = relative.split('/').collect();
+        let dirs = &dirs[..dirs.len().saturating_sub(1)];
+        let claimed = dirs.len() == table.spec.len()
+            && table
+                .spec
+                .columns()
+                .iter()
+                .zip(dirs)
+                .map(|(column, dir)| {
+                    let (key, raw) = split_key_value(file.as_ref(), dir).ok()?;
+                    (key == column.name).then_some(())?;
+                    parse_value(file.as_ref(), column, raw).ok()
+                })
+                .collect::<Option<Vec<_>>>()
+                .and_then(|values| table.canonical_dir(&values).ok())
+                .is_some_and(|dir| claims.contains(dir.as_str()));
+        if !claimed {
+            return Err(Error::WriteRecord {
+                path: marker.location.to_string(),
+                problem: format!("it removes '{file}', outside the partitions it claimed"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The suffix of the hidden name a file is written under until its commit
+/// (`.<final name>.inprogress`); a store's own staging files for it add
+/// more after it (the local file system's multipart uploads: `#<n>`).
+pub(crate) const TEMP_SUFFIX: &str = ".inprogress";
+
+/// The hidden temporary name a file to be committed as `name` is written under.
+pub(crate) fn temp_name(name: &str) -> String {
+    format!(".{name}{TEMP_SUFFIX}")
+}
+
+/// Whether `file_name` is one of our writer's temporary files (or a store's
+/// staging file of one).
+fn is_temporary(file_name: &str) -> bool {
+    file_name.starts_with('.')
+        && (file_name.ends_with(TEMP_SUFFIX) || file_name.contains(&format!("{TEMP_SUFFIX}#")))
+}
+
+/// Deletes `paths` (16 at once); a path already gone is not an error.
+/// Returns the paths deleted.
+async fn delete_each(
+    store: &Arc<dyn ObjectStore>,
+    root: &ListingTableUrl,
+    paths: impl Iterator<Item = Path>,
+) -> Result<Vec<Path>> {
+    let deleted: Vec<Option<Path>> = futures::stream::iter(paths)
+        .map(|path| {
+            let store = Arc::clone(store);
+            async move {
+                match store.delete(&path).await {
+                    Ok(()) => Ok(Some(path)),
+                    // Never made visible, or removed already.
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(source) => Err(Error::Cleanup {
+                        root: root.to_string(),
+                        path: path.to_string(),
+                        source: source.into(),
+                    }),
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    Ok(deleted.into_iter().flatten().collect())
+}
+
+/// Removes our writer's hidden temporary files older than `cutoff`.
+async fn remove_temporary(
+    store: &Arc<dyn ObjectStore>,
+    root: &ListingTableUrl,
+    kind: StoreKind,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<Path>> {
+    let url: &url::Url = root.as_ref();
+    if kind.is_local_disk() {
+        if let Ok(dir) = url.to_file_path() {
+            let owned = root.to_string();
+            return tokio::task::spawn_blocking(move || remove_local(&owned, &dir, cutoff))
+                .await
+                .map_err(|source| Error::InvalidTable {
+                    root: root.to_string(),
+                    problem: TableProblem::BlockingTask {
+                        what: "removing abandoned writes",
+                        source,
+                    },
+                })?;
+        }
+    }
+    let doomed: Vec<Path> = store
+        .list(Some(root.prefix()))
+        .try_filter(|meta| {
+            let old = meta.last_modified < cutoff;
+            let temporary = meta.location.filename().is_some_and(is_temporary);
+            futures::future::ready(old && temporary)
+        })
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await
+        .map_err(|source| Error::Listing {
+            root: root.to_string(),
+            source,
+        })?;
+    delete_each(store, root, doomed.into_iter()).await
+}
+
+/// The temporary-file part of [`recover`] on the local file system (blocking).
+fn remove_local(root: &str, dir: &std::path::Path, cutoff: DateTime<Utc>) -> Result<Vec<Path>> {
+    let io_error = |path: &std::path::Path, source: std::io::Error| Error::Cleanup {
+        root: root.to_string(),
+        path: path.display().to_string(),
+        source: source.into(),
+    };
+    let mut removed = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error(&dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(&dir, e))?;
+            let path = entry.path();
+            // Not followed: a link may lead out of the table root.
+            let kind = entry.file_type().map_err(|e| io_error(&path, e))?;
+            if kind.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let name = entry.file_name();
+            if !kind.is_file() || !is_temporary(&name.to_string_lossy()) {
+                continue;
+            }
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(|e| io_error(&path, e))?;
+            if DateTime::<Utc>::from(modified) >= cutoff {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&path, e)),
+            }
+            removed.push(Path::from_absolute_path(&path).map_err(|e| Error::Cleanup {
+                root: root.to_string(),
+                path: path.display().to_string(),
+                source: e.into(),
+            })?);
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_temporary_files_match() {
+        assert!(is_temporary(&temp_name("part-1-00000.parquet")));
+        assert!(is_temporary(".part-1-00000.parquet.inprogress#3"));
+        assert!(!is_temporary("part-1-00000.parquet"));
+        assert!(!is_temporary(".part-1-00000.parquet.crc"));
+        assert!(!is_temporary("x.inprogress"));
+    }
+}
