@@ -99,7 +99,8 @@ impl FaultRule {
         self
     }
 
-    /// Only requests whose path contains `pattern`.
+    /// Only requests whose path contains `pattern` (a copy's or rename's
+    /// path is `<from> -> <to>`: the pattern may match either).
     pub fn path_contains(mut self, pattern: impl Into<String>) -> Self {
         self.path_contains = Some(pattern.into());
         self
@@ -490,12 +491,14 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.before(RequestKind::Write, from.as_ref()).await?;
+        self.before(RequestKind::Write, &format!("{from} -> {to}"))
+            .await?;
         self.inner.copy_opts(from, to, options).await
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        self.before(RequestKind::Write, from.as_ref()).await?;
+        self.before(RequestKind::Write, &format!("{from} -> {to}"))
+            .await?;
         self.inner.rename_opts(from, to, options).await
     }
 }

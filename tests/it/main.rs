@@ -9,6 +9,7 @@ mod cancel;
 mod cluster;
 #[cfg(feature = "ballista")]
 mod codec;
+mod commit_protocol;
 mod common;
 mod context;
 mod dynamic_filters;
