@@ -168,7 +168,11 @@ async fn seeded(root: &Path) -> String {
     let ctx = SessionContext::new();
     ctx.register_table("t", Arc::new(table_at(&ctx, file_url(root)).await))
         .unwrap();
-    exec(&ctx, "INSERT INTO t VALUES (1, 'a'), (2, 'a'), (3, 'b'), (4, 'c')").await;
+    exec(
+        &ctx,
+        "INSERT INTO t VALUES (1, 'a'), (2, 'a'), (3, 'b'), (4, 'c')",
+    )
+    .await;
     let file = data_files(root).into_iter().next().unwrap();
     // k=a/part-<id>-00000.parquet
     let name = file.rsplit('/').next().unwrap();
@@ -187,13 +191,21 @@ async fn a_writer_killed_after_each_step_leaves_the_table_before_or_after() {
         (
             "record written, no file visible",
             |_| "hang:/part-".into(),
-            |root, _| journal(root).iter().any(|f| f.starts_with("_lakefusion/writes/") && !f.ends_with(".committed")),
+            |root, _| {
+                journal(root)
+                    .iter()
+                    .any(|f| f.starts_with("_lakefusion/writes/") && !f.ends_with(".committed"))
+            },
             false,
         ),
         (
             "some files visible",
             |_| "hang:k=b/part-".into(),
-            |root, old| data_files(root).iter().any(|f| f.starts_with("k=a/part-") && !f.contains(old)),
+            |root, old| {
+                data_files(root)
+                    .iter()
+                    .any(|f| f.starts_with("k=a/part-") && !f.contains(old))
+            },
             false,
         ),
         (
@@ -211,7 +223,11 @@ async fn a_writer_killed_after_each_step_leaves_the_table_before_or_after() {
         (
             "committed, some old files removed",
             |old| format!("hang:k=b/part-{old}"),
-            |root, old| !data_files(root).iter().any(|f| f.starts_with("k=a/") && f.contains(old)),
+            |root, old| {
+                !data_files(root)
+                    .iter()
+                    .any(|f| f.starts_with("k=a/") && f.contains(old))
+            },
             true,
         ),
     ];
@@ -246,7 +262,13 @@ async fn a_writer_killed_after_each_step_leaves_the_table_before_or_after() {
         let files = data_files(root);
         if committed {
             assert_eq!(files.len(), 3, "{step}: {files:?}");
-            assert!(files.iter().filter(|f| f.contains(&old)).all(|f| f.starts_with("k=c/")), "{step}: {files:?}");
+            assert!(
+                files
+                    .iter()
+                    .filter(|f| f.contains(&old))
+                    .all(|f| f.starts_with("k=c/")),
+                "{step}: {files:?}"
+            );
         } else {
             assert_eq!(files, before, "{step}");
         }
@@ -259,8 +281,20 @@ async fn a_writer_killed_after_each_step_leaves_the_table_before_or_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_overwrites_of_one_partition_commit_once() {
     for (sqls, both) in [
-        (["INSERT OVERWRITE t VALUES (100, 'a')", "INSERT OVERWRITE t VALUES (200, 'a')"], false),
-        (["INSERT OVERWRITE t VALUES (100, 'a')", "INSERT OVERWRITE t VALUES (200, 'b')"], true),
+        (
+            [
+                "INSERT OVERWRITE t VALUES (100, 'a')",
+                "INSERT OVERWRITE t VALUES (200, 'a')",
+            ],
+            false,
+        ),
+        (
+            [
+                "INSERT OVERWRITE t VALUES (100, 'a')",
+                "INSERT OVERWRITE t VALUES (200, 'b')",
+            ],
+            true,
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -286,10 +320,19 @@ async fn racing_overwrites_of_one_partition_commit_once() {
         } else {
             assert_eq!(ok, 1, "{outcomes:?}");
             let loser = outcomes.iter().find(|o| *o != "ok").unwrap();
-            assert!(loser.contains("another write is replacing partition(s) k=a"), "{loser}");
+            assert!(
+                loser.contains("another write is replacing partition(s) k=a"),
+                "{loser}"
+            );
             // Exactly the winner's row in `a`, nothing lost elsewhere.
             assert!(sum == 100 + 3 + 4 || sum == 200 + 3 + 4, "{sum}");
-            assert_eq!(data_files(root).iter().filter(|f| f.starts_with("k=a/")).count(), 1);
+            assert_eq!(
+                data_files(root)
+                    .iter()
+                    .filter(|f| f.starts_with("k=a/"))
+                    .count(),
+                1
+            );
         }
         assert!(journal(root).is_empty(), "{:?}", journal(root));
     }
@@ -319,7 +362,10 @@ async fn a_reader_during_an_overwrite_sees_before_or_after() {
         }
     }
     assert_eq!(outcome(child), "ok");
-    assert!(seen.is_subset(&BTreeSet::from([10, 10 + 20 + 30 + 4])), "{seen:?} in {reads} reads");
+    assert!(
+        seen.is_subset(&BTreeSet::from([10, 10 + 20 + 30 + 4])),
+        "{seen:?} in {reads} reads"
+    );
     assert!(seen.contains(&(10 + 20 + 30 + 4)));
     assert!(reads > 3, "{reads} reads");
 }
@@ -334,7 +380,11 @@ async fn a_failure_at_each_step_leaves_the_table_as_it_was() {
         ("a file's commit", |_| "fail:k=b/part-".into(), false),
         ("a claim", |_| "fail:_lakefusion/claims/k=b".into(), false),
         ("the commit marker", |_| "fail:.committed".into(), false),
-        ("removing a replaced file", |old| format!("fail:k=b/part-{old}"), true),
+        (
+            "removing a replaced file",
+            |old| format!("fail:k=b/part-{old}"),
+            true,
+        ),
     ];
     for (step, fault, committed) in steps {
         let dir = tempfile::tempdir().unwrap();
@@ -408,7 +458,10 @@ fn values(rows: &[(i64, u8)]) -> String {
 }
 
 fn keys_of(ks: &[u8]) -> String {
-    ks.iter().map(|k| format!("'k{k}'")).collect::<Vec<_>>().join(", ")
+    ks.iter()
+        .map(|k| format!("'k{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs `ops` on our table at `url` (served by `store`) and on a MemTable
@@ -430,10 +483,16 @@ async fn check_against_model(store: Arc<dyn ObjectStore>, url: &str, root: &str,
             .unwrap()
     };
     let ctx = session();
-    ctx.register_table("t", Arc::new(build(ctx.clone(), OverwriteMode::Partitions).await))
-        .unwrap();
-    ctx.register_table("whole", Arc::new(build(ctx.clone(), OverwriteMode::Table).await))
-        .unwrap();
+    ctx.register_table(
+        "t",
+        Arc::new(build(ctx.clone(), OverwriteMode::Partitions).await),
+    )
+    .unwrap();
+    ctx.register_table(
+        "whole",
+        Arc::new(build(ctx.clone(), OverwriteMode::Table).await),
+    )
+    .unwrap();
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("k", DataType::Utf8, false),
@@ -449,7 +508,11 @@ async fn check_against_model(store: Arc<dyn ObjectStore>, url: &str, root: &str,
             Op::Overwrite(rows) if !rows.is_empty() => {
                 exec(&ctx, &format!("INSERT OVERWRITE t VALUES {}", values(rows))).await;
                 let ks: Vec<u8> = rows.iter().map(|(_, k)| *k).collect();
-                exec(&ctx, &format!("DELETE FROM m WHERE k IN ({})", keys_of(&ks))).await;
+                exec(
+                    &ctx,
+                    &format!("DELETE FROM m WHERE k IN ({})", keys_of(&ks)),
+                )
+                .await;
                 exec(&ctx, &format!("INSERT INTO m VALUES {}", values(rows))).await;
             }
             Op::OverwriteTable(rows) => {
@@ -479,12 +542,19 @@ async fn check_against_model(store: Arc<dyn ObjectStore>, url: &str, root: &str,
             }
             _ => {}
         }
-        let expected = rows(&ctx, "SELECT k, id FROM m ORDER BY k, id").await.unwrap();
+        let expected = rows(&ctx, "SELECT k, id FROM m ORDER BY k, id")
+            .await
+            .unwrap();
         let fresh = session();
         fresh
-            .register_table("t", Arc::new(build(fresh.clone(), OverwriteMode::Partitions).await))
+            .register_table(
+                "t",
+                Arc::new(build(fresh.clone(), OverwriteMode::Partitions).await),
+            )
             .unwrap();
-        let got = rows(&fresh, "SELECT k, id FROM t ORDER BY k, id").await.unwrap();
+        let got = rows(&fresh, "SELECT k, id FROM t ORDER BY k, id")
+            .await
+            .unwrap();
         assert_eq!(got, expected, "after {op:?}");
         // The table object the writes went through, refreshed, agrees.
         let table = build(ctx.clone(), OverwriteMode::Partitions).await;
@@ -515,7 +585,12 @@ fn writes_equal_a_memtable_model_on_memory() {
     runner
         .run(&proptest::collection::vec(op(), 1..7), |ops| {
             let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-            runtime.block_on(check_against_model(store, "memory://", "memory:///lake/t/", &ops));
+            runtime.block_on(check_against_model(
+                store,
+                "memory://",
+                "memory:///lake/t/",
+                &ops,
+            ));
             Ok(())
         })
         .unwrap();
@@ -535,8 +610,76 @@ fn writes_equal_a_memtable_model_on_s3() {
         .run(&proptest::collection::vec(op(), 1..6), |ops| {
             let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let root = format!("{}/lake{case}/", server.url());
-            runtime.block_on(check_against_model(server.store(), &server.url(), &root, &ops));
+            runtime.block_on(check_against_model(
+                server.store(),
+                &server.url(),
+                &root,
+                &ops,
+            ));
             Ok(())
         })
         .unwrap();
+}
+
+/// On S3 (no rename; claims by `If-None-Match: *`), two overwrites of one
+/// partition racing in two sessions: one commits, the other loses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_overwrites_on_s3_commit_once() {
+    let server = S3Server::start("race").await;
+    let root = format!("{}/lake/", server.url());
+    let session = || {
+        let store = FaultyStore::new(server.store());
+        store.inject(
+            FaultRule::new(Fault::Latency(Duration::from_millis(800)))
+                .on(RequestKind::Write)
+                .path_contains(".committed"),
+        );
+        let ctx = SessionContext::new();
+        ctx.register_object_store(&Url::parse(&server.url()).unwrap(), store);
+        ctx
+    };
+    let seed = session();
+    seed.register_table("t", Arc::new(table_at(&seed, root.clone()).await))
+        .unwrap();
+    exec(&seed, "INSERT INTO t VALUES (1, 'a'), (3, 'b')").await;
+    let (one, two) = (session(), session());
+    one.register_table("t", Arc::new(table_at(&one, root.clone()).await))
+        .unwrap();
+    two.register_table("t", Arc::new(table_at(&two, root.clone()).await))
+        .unwrap();
+    let run = |ctx: SessionContext, sql: &'static str| async move {
+        ctx.sql(sql).await?.collect().await.map(|_| ())
+    };
+    let (a, b) = tokio::join!(
+        run(one, "INSERT OVERWRITE t VALUES (100, 'a')"),
+        run(two, "INSERT OVERWRITE t VALUES (200, 'a')")
+    );
+    let outcomes = [a, b];
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    let loser = outcomes
+        .iter()
+        .find_map(|o| o.as_ref().err())
+        .unwrap()
+        .to_string();
+    assert!(
+        loser.contains("another write is replacing partition(s) k=a"),
+        "{loser}"
+    );
+    let fresh = SessionContext::new();
+    fresh.register_object_store(&Url::parse(&server.url()).unwrap(), server.store());
+    fresh
+        .register_table("t", Arc::new(table_at(&fresh, root.clone()).await))
+        .unwrap();
+    let sum = count(&fresh, "SELECT sum(id) FROM t").await;
+    assert!(sum == 103 || sum == 203, "{sum}");
+    let journal: Vec<String> = keys(&server.store())
+        .await
+        .into_iter()
+        .filter(|k| k.contains("_lakefusion"))
+        .collect();
+    assert_eq!(journal, ["lake/_lakefusion/writes/latest"]);
 }

@@ -63,3 +63,84 @@ async fn limit_is_pushed_and_shown() {
         .unwrap();
     assert_eq!(got.len(), 7);
 }
+
+/// `bucket-00001-<write id>-00003.parquet` → `bucket-00001-ID-00003.parquet`:
+/// write ids differ from run to run.
+fn without_write_ids(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("bucket-") {
+        let (before, after) = rest.split_at(at + "bucket-".len() + 6);
+        out.push_str(before);
+        let end = after.find(".parquet").unwrap_or(0);
+        let name = &after[..end];
+        match name.rfind('-') {
+            Some(dash) if end > 0 => {
+                out.push_str("ID");
+                out.push_str(&name[dash..]);
+                rest = &after[end..];
+            }
+            _ => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A sorted, bucketed table compacted from many small INSERTs still
+/// declares its order and its hash partitioning: the plan is the one its
+/// `INSERT`ed files had, with fewer files.
+#[tokio::test]
+async fn compaction_keeps_the_declared_order_and_buckets() {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use lakefusion::{CompactOptions, PartitionedTable, SortKey};
+    let dir = tempfile::tempdir().unwrap();
+    let build = |ctx: SessionContext| {
+        let root = file_url(dir.path());
+        async move {
+            PartitionedTable::builder(root)
+                .schema(Arc::new(Schema::new(vec![Field::new(
+                    "id",
+                    DataType::Int64,
+                    false,
+                )])))
+                .partition_column("k", DataType::Utf8)
+                .sort_order(vec![SortKey::asc("id")])
+                .bucket_by("id", 2)
+                .build(&ctx.state())
+                .await
+                .unwrap()
+        }
+    };
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+    ctx.register_table("t", Arc::new(build(ctx.clone()).await))
+        .unwrap();
+    for i in 0..4 {
+        exec(
+            &ctx,
+            &format!(
+                "INSERT INTO t SELECT value AS id, 'a' AS k FROM generate_series({}, {})",
+                i * 100,
+                i * 100 + 99
+            ),
+        )
+        .await;
+    }
+    let sql = "SELECT id, count(*) FROM t GROUP BY id ORDER BY id";
+    let table = build(ctx.clone()).await;
+    let done = table
+        .compact(&ctx.state(), None, CompactOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((done.files_in, done.files_out), (8, 2), "{done:?}");
+    let fresh = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+    fresh
+        .register_table("t", Arc::new(build(fresh.clone()).await))
+        .unwrap();
+    let plan = explain_text(&fresh, sql).await;
+    assert!(plan.contains("output_ordering=[id@"), "{plan}");
+    insta::assert_snapshot!(
+        "compacted_sorted_bucketed",
+        without_write_ids(&redacted(&plan, dir.path()))
+    );
+}
