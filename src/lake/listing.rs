@@ -194,6 +194,72 @@ impl<'a> Lister<'a> {
         partitions_from(objects, self.root, self.kind, declared, extension).await
     }
 
+    /// The partitions whose values are among `targets` (one value per
+    /// partition column each), in every spelling other writers gave their
+    /// directories (`hour=07` and `hour=7`): each level is listed with a
+    /// delimiter under the directories that still match a target, so a
+    /// write that replaces a few partitions lists a few directories, not
+    /// the table.
+    pub(crate) async fn list_partitions_with(
+        &self,
+        spec: &PartitionSpec,
+        extension: &str,
+        targets: &[Vec<ScalarValue>],
+    ) -> Result<Vec<ListedPartition>> {
+        let (store, root) = (self.store, self.root);
+        let table = root.to_string();
+        let mut dirs: Vec<(Path, Vec<ScalarValue>)> = vec![(root.prefix().clone(), Vec::new())];
+        for (level, column) in spec.columns().iter().enumerate() {
+            let listed = futures::stream::iter(dirs.into_iter().map(|(dir, values)| {
+                async move {
+                    let listing = store.list_with_delimiter(Some(&dir)).await?;
+                    Ok::<_, object_store::Error>((values, listing.common_prefixes))
+                }
+                .boxed()
+            }))
+            .buffer_unordered(self.concurrency)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|source| Error::Listing {
+                root: table.clone(),
+                source,
+            })?;
+            let mut next = Vec::new();
+            for (values, children) in listed {
+                for child in children {
+                    let Some(name) = child.filename().filter(|name| !is_hidden(name)) else {
+                        continue;
+                    };
+                    let path = child.to_string();
+                    let value = split_key_value(&path, name)
+                        .ok()
+                        .filter(|(key, _)| *key == column.name)
+                        .and_then(|(_, raw)| parse_value(&path, column, raw).ok());
+                    let Some(value) = value else {
+                        continue;
+                    };
+                    let wanted = targets.iter().any(|t| {
+                        t.get(..level) == Some(values.as_slice()) && t.get(level) == Some(&value)
+                    });
+                    if wanted {
+                        let mut values = values.clone();
+                        values.push(value);
+                        next.push((child, values));
+                    }
+                }
+            }
+            dirs = next;
+        }
+        if dirs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let objects = self
+            .list_under(dirs.into_iter().map(|(dir, _)| dir).collect())
+            .await?;
+        let listing = partitions_from(objects, root, self.kind, Some(spec), extension).await?;
+        Ok(listing.partitions)
+    }
+
     /// Every object under the root, sorted by path.
     ///
     /// One recursive listing is one request per 1,000 keys, one after

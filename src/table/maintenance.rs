@@ -375,6 +375,12 @@ async fn compact_partition(
         .map_err(|e| failed(definition, e))?;
     let target_files = bytes_in.div_ceil(options.target_file_bytes.max(1)).max(1);
     let rows_per_file = rows.div_ceil(target_files).max(1);
+    // An unpartitioned table's one "partition" is the table.
+    let replaces = if definition.spec.is_empty() {
+        Replaced::Table
+    } else {
+        Replaced::Partitions(vec![dir])
+    };
     let committed = rewrite(
         definition,
         index,
@@ -382,7 +388,7 @@ async fn compact_partition(
         stream,
         rows_per_file,
         inputs,
-        vec![dir],
+        replaces,
     )
     .await
     .map_err(|e| failed(definition, e))?;

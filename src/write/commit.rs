@@ -319,14 +319,31 @@ impl Commit<'_> {
                 self.claim(&dir).await?;
                 claimed.insert(dir);
             }
-            let listing = Lister::of_table(self.store, table)
-                .list_partitions(Some(&table.spec), &table.options.file_extension)
-                .await?;
+            let lister = Lister::of_table(self.store, table);
+            let extension = &table.options.file_extension;
+            let partitions = match &self.record.replaces {
+                // Only the claimed partitions, in every spelling.
+                Replaced::Partitions(_) => {
+                    let targets: Vec<_> = claimed
+                        .iter()
+                        .filter_map(|dir| table.values_of_dir(dir))
+                        .collect();
+                    lister
+                        .list_partitions_with(&table.spec, extension, &targets)
+                        .await?
+                }
+                Replaced::Table | Replaced::Nothing => {
+                    lister
+                        .list_partitions(Some(&table.spec), extension)
+                        .await?
+                        .partitions
+                }
+            };
             // After the listing: a write whose files it saw put its record before.
             let hidden = Journal::read(self.store, &table.root).await?.hidden();
             let mut files = Vec::new();
             let mut found_inputs = 0;
-            for partition in listing.partitions {
+            for partition in partitions {
                 let dir = table.canonical_dir(&partition.values)?;
                 let replaced = match &self.record.replaces {
                     Replaced::Table => true,

@@ -32,7 +32,6 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::error::{Error, Result, TableProblem};
 use crate::lake::journal::{claims_prefix, CommitMarker, Journal, WriteRecord};
-use crate::lake::partitioning::{parse_value, split_key_value};
 use crate::lake::TableDefinition;
 use crate::store::StoreKind;
 
@@ -193,22 +192,11 @@ fn check_removes(table: &TableDefinition, marker: &CommitMarker) -> Result<()> {
             .strip_prefix(root)
             .map(|rest| rest.trim_start_matches('/'))
             .unwrap_or_default();
-        let dirs: Vec<&str> = relative.split('/').collect();
-        let dirs = &dirs[..dirs.len().saturating_sub(1)];
-        let claimed = dirs.len() == table.spec.len()
-            && table
-                .spec
-                .columns()
-                .iter()
-                .zip(dirs)
-                .map(|(column, dir)| {
-                    let (key, raw) = split_key_value(file.as_ref(), dir).ok()?;
-                    (key == column.name).then_some(())?;
-                    parse_value(file.as_ref(), column, raw).ok()
-                })
-                .collect::<Option<Vec<_>>>()
-                .and_then(|values| table.canonical_dir(&values).ok())
-                .is_some_and(|dir| claims.contains(dir.as_str()));
+        let dir = relative.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let claimed = table
+            .values_of_dir(dir)
+            .and_then(|values| table.canonical_dir(&values).ok())
+            .is_some_and(|dir| claims.contains(dir.as_str()));
         if !claimed {
             return Err(Error::WriteRecord {
                 path: marker.location.to_string(),

@@ -283,7 +283,7 @@ pub(crate) async fn delete_partitions(
 /// Compaction: writes `data` (the rows of `inputs`, in the table's order
 /// for a sorted table) as new files of about `rows_per_file` rows each, and
 /// replaces exactly `inputs` with them, as one replacing write over the
-/// partitions in `dirs`.
+/// partitions `replaces` names.
 pub(crate) async fn rewrite(
     table: &Arc<TableDefinition>,
     index: &Arc<SharedIndex>,
@@ -291,7 +291,7 @@ pub(crate) async fn rewrite(
     data: SendableRecordBatchStream,
     rows_per_file: u64,
     inputs: Vec<Path>,
-    dirs: Vec<String>,
+    replaces: Replaced,
 ) -> DFResult<Committed> {
     let mut write = Writing::try_new(table, context)?;
     write.rows_per_file = Some(rows_per_file.max(1));
@@ -301,7 +301,6 @@ pub(crate) async fn rewrite(
     }
     let id = write.id.clone();
     let (store, closed) = write.close().await?;
-    let replaces = Replaced::Partitions(dirs);
     let (table, index) = (Arc::clone(table), Arc::clone(index));
     commit_in_task(
         table,

@@ -174,6 +174,29 @@ async fn an_unpartitioned_table_is_overwritten_whole_and_replace_into_is_refused
     exec(&ctx, "INSERT OVERWRITE t VALUES (9)").await;
     assert_eq!(count(&ctx, "SELECT sum(id) FROM t").await, 9);
     assert_eq!(data_files(dir.path()).len(), 1);
+    // Compaction and DELETE work on it as on one partition.
+    exec(&ctx, "INSERT INTO t VALUES (10)").await;
+    let table = PartitionedTable::builder(file_url(dir.path()))
+        .schema(id_schema())
+        .build(&ctx.state())
+        .await
+        .unwrap();
+    let done = table
+        .compact(&ctx.state(), None, CompactOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.files_in, done.files_out, done.rows),
+        (2, 1, 2),
+        "{done:?}"
+    );
+    assert_eq!(data_files(dir.path()).len(), 1);
+    ctx.deregister_table("t").unwrap();
+    ctx.register_table("t", Arc::new(table)).unwrap();
+    assert_eq!(count(&ctx, "SELECT sum(id) FROM t").await, 19);
+    let deleted = rows(&ctx, "DELETE FROM t").await.unwrap();
+    assert!(deleted[0].contains("| 2 "), "{deleted:?}");
+    assert!(data_files(dir.path()).is_empty());
     let error = match ctx.sql("REPLACE INTO t VALUES (1)").await {
         Err(e) => e.to_string(),
         Ok(df) => df.collect().await.unwrap_err().to_string(),
