@@ -162,6 +162,18 @@ fn data_files(root: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// One step of an overwrite of `a` and `b`.
+struct Step {
+    name: &'static str,
+    /// The fault rules that stop (or fail) the writer there, given the id
+    /// of the write that wrote the old files.
+    fault: fn(&str) -> String,
+    /// Whether the writer got there (the table root, the old write id).
+    reached: fn(&Path, &str) -> bool,
+    /// Whether the write has committed there.
+    committed: bool,
+}
+
 /// A table with (1, a), (2, a), (3, b), (4, c), one file per partition;
 /// returns the id of the write that wrote them.
 async fn seeded(root: &Path) -> String {
@@ -187,51 +199,57 @@ async fn seeded(root: &Path) -> String {
 async fn a_writer_killed_after_each_step_leaves_the_table_before_or_after() {
     const BEFORE: i64 = 10;
     const AFTER: i64 = 10 + 20 + 4;
-    let steps: [(&str, fn(&str) -> String, fn(&Path, &str) -> bool, bool); 5] = [
-        (
-            "record written, no file visible",
-            |_| "hang:/part-".into(),
-            |root, _| {
+    let steps = [
+        Step {
+            name: "record written, no file visible",
+            fault: |_| "hang:/part-".into(),
+            reached: |root, _| {
                 journal(root)
                     .iter()
                     .any(|f| f.starts_with("_lakefusion/writes/") && !f.ends_with(".committed"))
             },
-            false,
-        ),
-        (
-            "some files visible",
-            |_| "hang:k=b/part-".into(),
-            |root, old| {
+            committed: false,
+        },
+        Step {
+            name: "some files visible",
+            fault: |_| "hang:k=b/part-".into(),
+            reached: |root, old| {
                 data_files(root)
                     .iter()
                     .any(|f| f.starts_with("k=a/part-") && !f.contains(old))
             },
-            false,
-        ),
-        (
-            "partitions claimed, not committed",
-            |_| "hang:.committed".into(),
-            |root, _| journal(root).contains("_lakefusion/claims/k=b"),
-            false,
-        ),
-        (
-            "committed, nothing removed",
-            |old| format!("hang:{old}"),
-            |root, _| journal(root).iter().any(|f| f.ends_with(".committed")),
-            true,
-        ),
-        (
-            "committed, some old files removed",
-            |old| format!("hang:k=b/part-{old}"),
-            |root, old| {
+            committed: false,
+        },
+        Step {
+            name: "partitions claimed, not committed",
+            fault: |_| "hang:.committed".into(),
+            reached: |root, _| journal(root).contains("_lakefusion/claims/k=b"),
+            committed: false,
+        },
+        Step {
+            name: "committed, nothing removed",
+            fault: |old| format!("hang:{old}"),
+            reached: |root, _| journal(root).iter().any(|f| f.ends_with(".committed")),
+            committed: true,
+        },
+        Step {
+            name: "committed, some old files removed",
+            fault: |old| format!("hang:k=b/part-{old}"),
+            reached: |root, old| {
                 !data_files(root)
                     .iter()
                     .any(|f| f.starts_with("k=a/") && f.contains(old))
             },
-            true,
-        ),
+            committed: true,
+        },
     ];
-    for (step, faults, reached, committed) in steps {
+    for Step {
+        name: step,
+        fault: faults,
+        reached,
+        committed,
+    } in steps
+    {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let old = seeded(root).await;
@@ -375,18 +393,30 @@ async fn a_reader_during_an_overwrite_sees_before_or_after() {
 /// its leftovers for `recover()`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_at_each_step_leaves_the_table_as_it_was() {
-    let steps: [(&str, fn(&str) -> String, bool); 5] = [
-        ("the record", |_| "fail:_lakefusion/writes/".into(), false),
-        ("a file's commit", |_| "fail:k=b/part-".into(), false),
-        ("a claim", |_| "fail:_lakefusion/claims/k=b".into(), false),
-        ("the commit marker", |_| "fail:.committed".into(), false),
-        (
+    let failing = |name, fault, committed| Step {
+        name,
+        fault,
+        reached: |_, _| true,
+        committed,
+    };
+    let steps = [
+        failing("the record", |_| "fail:_lakefusion/writes/".into(), false),
+        failing("a file's commit", |_| "fail:k=b/part-".into(), false),
+        failing("a claim", |_| "fail:_lakefusion/claims/k=b".into(), false),
+        failing("the commit marker", |_| "fail:.committed".into(), false),
+        failing(
             "removing a replaced file",
             |old| format!("fail:k=b/part-{old}"),
             true,
         ),
     ];
-    for (step, fault, committed) in steps {
+    for Step {
+        name: step,
+        fault,
+        committed,
+        ..
+    } in steps
+    {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let old = seeded(root).await;
