@@ -677,12 +677,17 @@ async fn racing_overwrites_on_s3_commit_once() {
         .unwrap();
     two.register_table("t", Arc::new(table_at(&two, root.clone()).await))
         .unwrap();
-    let run = |ctx: SessionContext, sql: &'static str| async move {
+    let run = |ctx: SessionContext, sql: &'static str, after: u64| async move {
+        tokio::time::sleep(Duration::from_millis(after)).await;
         ctx.sql(sql).await?.collect().await.map(|_| ())
     };
+    // The second starts while the first holds its claim (its commit waits
+    // 800 ms): s3s-fs checks `If-None-Match` and then writes, not
+    // atomically as S3 does, so claims sent at the same instant could both
+    // pass there.
     let (a, b) = tokio::join!(
-        run(one, "INSERT OVERWRITE t VALUES (100, 'a')"),
-        run(two, "INSERT OVERWRITE t VALUES (200, 'a')")
+        run(one, "INSERT OVERWRITE t VALUES (100, 'a')", 0),
+        run(two, "INSERT OVERWRITE t VALUES (200, 'a')", 300)
     );
     let outcomes = [a, b];
     assert_eq!(
