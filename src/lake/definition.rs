@@ -13,7 +13,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 
 use super::layout::{Bucketing, SortKey, TableSort};
-use super::partitioning::{parse_value, partition_dir, split_key_value, PartitionSpec};
+use super::partitioning::PartitionSpec;
 use crate::error::{Error, Result, TableProblem};
 use crate::store::{RetryPolicy, StoreKind};
 
@@ -144,42 +144,9 @@ fn invalid(root: &ListingTableUrl, problem: TableProblem) -> Error {
 
 impl TableDefinition {
     /// The directory of the partition with `values`, in our writer's
-    /// spelling (`date=2026-03-01/region=eu`; `""` for an unpartitioned
-    /// table): the one name of a partition whatever other writers called
-    /// its directory (`hour=07`, `hour=7`).
+    /// spelling (see [`PartitionSpec::canonical_dir`]).
     pub(crate) fn canonical_dir(&self, values: &[ScalarValue]) -> Result<String> {
-        let dirs = self
-            .spec
-            .columns()
-            .iter()
-            .zip(values)
-            .map(|(column, value)| partition_dir(&self.name, column, value))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(dirs.join("/"))
-    }
-
-    /// The partition values of directory `dir` (relative to the root, in
-    /// any writer's spelling: `hour=07` is 7), or `None` if it is not a
-    /// partition directory of this table.
-    pub(crate) fn values_of_dir(&self, dir: &str) -> Option<Vec<ScalarValue>> {
-        let segments: Vec<&str> = if dir.is_empty() {
-            Vec::new()
-        } else {
-            dir.split('/').collect()
-        };
-        if segments.len() != self.spec.len() {
-            return None;
-        }
-        self.spec
-            .columns()
-            .iter()
-            .zip(segments)
-            .map(|(column, segment)| {
-                let (key, raw) = split_key_value(dir, segment).ok()?;
-                (key == column.name).then_some(())?;
-                parse_value(dir, column, raw).ok()
-            })
-            .collect()
+        self.spec.canonical_dir(&self.name, values)
     }
 
     /// Checks and builds a definition: partition columns are distinct and

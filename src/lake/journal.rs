@@ -9,8 +9,11 @@
 //! * `_lakefusion/writes/<id>.committed`: a replacing write's
 //!   [`CommitMarker`] — the partitions it claimed and the files it removes.
 //!   Its presence *is* the commit.
-//! * `_lakefusion/writes/latest`: rewritten by every write as it ends, so
-//!   that a reader can tell that a write began and ended while it listed.
+//! * `_lakefusion/writes/<id>.done`: a [`DoneMarker`], put by every write
+//!   as it ends (committed or taken back), naming the partitions it
+//!   touched, so that a reader whose listing a whole write ran inside knows
+//!   which partitions to list again. Kept [`DONE_RETENTION`], then removed
+//!   by later writes.
 //! * `_lakefusion/claims/<partition dir>`: a replacing write's claim on one
 //!   partition (its content: the write id), created with a conditional PUT,
 //!   so two writes that replace the same partition cannot both commit.
@@ -21,7 +24,7 @@
 //! is read as untrusted input: each line is checked, and a record can only
 //! add files whose names carry its write id, under the table root.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,11 +38,18 @@ use crate::error::{Error, Result};
 /// The hidden prefix, under the table root, of every journal object.
 pub(crate) const JOURNAL_DIR: &str = "_lakefusion";
 
-/// The name of the object every write rewrites as it ends.
-pub(crate) const LATEST: &str = "latest";
-
 /// The suffix of a commit marker's name (after the write id).
 pub(crate) const COMMITTED_SUFFIX: &str = ".committed";
+
+/// The suffix of a done marker's name (after the write id).
+pub(crate) const DONE_SUFFIX: &str = ".done";
+
+/// How long done markers are kept: a reader whose listing takes longer
+/// than this could miss a write that began and ended inside it.
+pub(crate) const DONE_RETENTION: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The first line of every done marker.
+const DONE_HEADER: &str = "lakefusion done 1";
 
 /// The first line of a record written before replacing writes existed
 /// (appends only): still read.
@@ -54,8 +64,8 @@ const MARKER_HEADER: &str = "lakefusion commit 1";
 /// Journal objects are read whole: one larger than this is not ours.
 pub(crate) const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Journal objects read at once.
-const READ_CONCURRENCY: usize = 16;
+/// Journal objects read at once (each at most [`MAX_RECORD_BYTES`]).
+const READ_CONCURRENCY: usize = 4;
 
 /// What a write does to the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +143,7 @@ fn journal_path(root: &Path, parts: &[&str]) -> Path {
         })
 }
 
-/// `<root>/_lakefusion/writes`: records, commit markers and `latest`.
+/// `<root>/_lakefusion/writes`: records, commit markers and done markers.
 pub(crate) fn writes_prefix(root: &Path) -> Path {
     journal_path(root, &["writes"])
 }
@@ -141,11 +151,6 @@ pub(crate) fn writes_prefix(root: &Path) -> Path {
 /// `<root>/_lakefusion/claims`.
 pub(crate) fn claims_prefix(root: &Path) -> Path {
     journal_path(root, &["claims"])
-}
-
-/// `<root>/_lakefusion/writes/latest`.
-pub(crate) fn latest_path(root: &Path) -> Path {
-    writes_prefix(root).join(LATEST)
 }
 
 /// The claim on the partition in directory `dir` (our writer's spelling,
@@ -159,6 +164,33 @@ pub(crate) fn claim_path(
         return Ok(claims_prefix(root).join("_table"));
     }
     Path::parse(format!("{}/{dir}", claims_prefix(root)))
+}
+
+/// Whether `id` has the form our writer gives write ids
+/// (`<hex nanos>-<hex pid>-<hex sequence>`): names are checked against it,
+/// so a journal object named otherwise cannot claim other writes' files.
+pub(crate) fn is_write_id(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('-').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 32 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether `name` is the name of a file our writer wrote for write `id`:
+/// `part-<id>-<seq>.parquet…` or `bucket-<n>-<id>-<seq>.…`.
+fn is_file_of(name: &str, id: &str) -> bool {
+    let rest = name.strip_prefix("part-").or_else(|| {
+        name.strip_prefix("bucket-")
+            .and_then(|r| r.split_once('-').map(|(_, r)| r))
+    });
+    rest.and_then(|r| r.strip_prefix(id))
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|r| {
+            r.split('.')
+                .next()
+                .is_some_and(|seq| !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 fn problem(location: &Path, problem: String) -> Error {
@@ -223,7 +255,7 @@ impl WriteRecord {
     pub(crate) fn decode(root: &Path, location: &Path, bytes: &[u8]) -> Result<Self> {
         let write_id = location
             .filename()
-            .filter(|id| location.prefix_matches(&writes_prefix(root)) && !id.is_empty())
+            .filter(|id| location.prefix_matches(&writes_prefix(root)) && is_write_id(id))
             .ok_or_else(|| problem(location, "not a record of this table".into()))?
             .to_string();
         let text =
@@ -254,6 +286,7 @@ impl WriteRecord {
                         })?);
                 }
                 ("replaces-table", Some(_)) if rest.is_empty() => replaces = Replaced::Table,
+                // Never "": an unpartitioned table is replaced as a table.
                 ("replaces", Some(_)) if !rest.is_empty() => match &mut replaces {
                     Replaced::Nothing => replaces = Replaced::Partitions(vec![rest.to_string()]),
                     Replaced::Partitions(dirs) => dirs.push(rest.to_string()),
@@ -267,7 +300,7 @@ impl WriteRecord {
                     let ours = in_table(root, &file)
                         && file
                             .filename()
-                            .is_some_and(|name| name.contains(&format!("-{write_id}-")));
+                            .is_some_and(|name| is_file_of(name, &write_id));
                     if !ours {
                         return Err(line_problem(format!(
                             "'{rest}' is not a file of write '{write_id}' under '{root}'"
@@ -338,7 +371,7 @@ impl CommitMarker {
             .filename()
             .filter(|_| location.prefix_matches(&writes_prefix(root)))
             .and_then(|name| name.strip_suffix(COMMITTED_SUFFIX))
-            .filter(|id| !id.is_empty())
+            .filter(|id| is_write_id(id))
             .ok_or_else(|| problem(location, "not a commit marker of this table".into()))?
             .to_string();
         let text =
@@ -382,37 +415,156 @@ impl CommitMarker {
     }
 }
 
+/// The partitions a write touched (or the whole table), as directories in
+/// our writer's spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Touched {
+    Table,
+    Partitions(BTreeSet<String>),
+}
+
+impl Touched {
+    fn nothing() -> Self {
+        Self::Partitions(BTreeSet::new())
+    }
+
+    /// This and `other` together.
+    fn with(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Partitions(mut a), Self::Partitions(b)) => {
+                a.extend(b);
+                Self::Partitions(a)
+            }
+            _ => Self::Table,
+        }
+    }
+
+    #[cfg(test)]
+    fn is_nothing(&self) -> bool {
+        matches!(self, Self::Partitions(dirs) if dirs.is_empty())
+    }
+}
+
+/// A write's end: `_lakefusion/writes/<write id>.done`, naming what it
+/// touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DoneMarker {
+    pub location: Path,
+    pub touched: Touched,
+}
+
+impl DoneMarker {
+    pub(crate) fn new(root: &Path, write_id: &str, touched: Touched) -> Self {
+        Self {
+            location: writes_prefix(root).join(format!("{write_id}{DONE_SUFFIX}")),
+            touched,
+        }
+    }
+
+    /// The header, then `table` or one `partition <dir>` line per partition.
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut text = format!("{DONE_HEADER}\n");
+        match &self.touched {
+            Touched::Table => text.push_str("table\n"),
+            Touched::Partitions(dirs) => {
+                for dir in dirs {
+                    text.push_str("partition ");
+                    text.push_str(dir);
+                    text.push('\n');
+                }
+            }
+        }
+        Bytes::from(text)
+    }
+
+    pub(crate) fn decode(location: &Path, bytes: &[u8]) -> Result<Self> {
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| problem(location, format!("not text: {e}")))?;
+        let mut lines = text.lines();
+        if lines.next() != Some(DONE_HEADER) {
+            return Err(problem(
+                location,
+                format!("its first line is not '{DONE_HEADER}'"),
+            ));
+        }
+        let mut touched = Touched::nothing();
+        for line in lines {
+            touched = touched.with(match line.split_once(' ') {
+                None if line == "table" => Touched::Table,
+                Some(("partition", dir)) if !dir.is_empty() => {
+                    Touched::Partitions(BTreeSet::from([dir.to_string()]))
+                }
+                _ => {
+                    return Err(problem(
+                        location,
+                        format!("'{line}' is not a line of a done marker"),
+                    ))
+                }
+            });
+        }
+        Ok(Self {
+            location: location.clone(),
+            touched,
+        })
+    }
+}
+
 /// What the journal of a table says at one moment: every write under way
-/// (its record), and every replacing write that has committed and not yet
-/// finished (its marker).
+/// (its record), every replacing write that has committed and not yet
+/// finished (its marker), and the writes that ended lately (their done
+/// markers, read only when they appeared since an earlier reading).
 #[derive(Debug, Default)]
 pub(crate) struct Journal {
-    /// Everything listed under `_lakefusion/writes/`, sorted by location:
-    /// compared with a later listing to tell whether any write moved.
-    objects: Vec<ObjectMeta>,
+    /// Everything listed under `_lakefusion/writes/`, by location.
+    objects: BTreeMap<Path, ObjectMeta>,
     records: HashMap<String, WriteRecord>,
     markers: HashMap<String, CommitMarker>,
+    /// Done markers read (those new since the earlier reading), by location.
+    dones: HashMap<Path, DoneMarker>,
     /// The objects that are no record or marker this version can read:
     /// where, and why.
     unreadable: Vec<(String, String)>,
 }
 
+/// Whether two listings of one object show the same object.
+fn same(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+    a.location == b.location
+        && a.size == b.size
+        && a.last_modified == b.last_modified
+        && a.e_tag == b.e_tag
+}
+
 impl Journal {
-    /// Lists `root`'s journal and reads every record and marker in it
-    /// (usually none: one listing request).
-    pub(crate) async fn read(store: &Arc<dyn ObjectStore>, root: &ListingTableUrl) -> Result<Self> {
+    /// Lists `root`'s journal (one listing request) and reads every record
+    /// and marker in it (usually none), reusing what `earlier` read of
+    /// objects unchanged since; done markers are read only if they are new
+    /// since `earlier` (with no `earlier`, none is read).
+    pub(crate) async fn read(
+        store: &Arc<dyn ObjectStore>,
+        root: &ListingTableUrl,
+        earlier: Option<&Self>,
+    ) -> Result<Self> {
         let objects = list_writes(store, root).await?;
         let prefix = root.prefix();
-        let read: Vec<Option<std::result::Result<Entry, Error>>> =
-            futures::stream::iter(objects.iter().cloned())
-                .map(|meta| async move { read_entry(store, prefix, meta).await })
-                .buffer_unordered(READ_CONCURRENCY)
-                .try_collect()
-                .await?;
-        let mut journal = Self {
-            objects,
-            ..Self::default()
-        };
+        let mut journal = Self::default();
+        let mut to_read = Vec::new();
+        for meta in &objects {
+            let location = &meta.location;
+            let unchanged = earlier
+                .and_then(|e| e.objects.get(location))
+                .is_some_and(|old| same(old, meta));
+            let done = location.as_ref().ends_with(DONE_SUFFIX);
+            match (earlier, unchanged) {
+                (Some(earlier), true) => journal.reuse(earlier, location),
+                (None, _) if done => {}
+                _ => to_read.push(meta.clone()),
+            }
+        }
+        let read: Vec<Option<Result<Entry>>> = futures::stream::iter(to_read)
+            .map(|meta| async move { read_entry(store, prefix, meta).await })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect()
+            .await?;
         for entry in read.into_iter().flatten() {
             match entry {
                 Err(Error::WriteRecord { path, problem }) => {
@@ -425,31 +577,107 @@ impl Journal {
                 Ok(Entry::Marker(marker)) => {
                     journal.markers.insert(marker.write_id.clone(), marker);
                 }
+                Ok(Entry::Done(done)) => {
+                    journal.dones.insert(done.location.clone(), done);
+                }
             }
         }
+        journal.objects = objects
+            .into_iter()
+            .map(|m| (m.location.clone(), m))
+            .collect();
         Ok(journal)
     }
 
-    /// Whether the journal listed now differs from this one: a write began,
-    /// committed or ended since (one listing request).
-    pub(crate) async fn changed_since(
-        &self,
-        store: &Arc<dyn ObjectStore>,
-        root: &ListingTableUrl,
-    ) -> Result<bool> {
-        let now = list_writes(store, root).await?;
-        let same = |a: &ObjectMeta, b: &ObjectMeta| {
-            a.location == b.location
-                && a.size == b.size
-                && a.last_modified == b.last_modified
-                && a.e_tag == b.e_tag
-        };
-        Ok(now.len() != self.objects.len()
-            || !now.iter().zip(&self.objects).all(|(a, b)| same(a, b)))
+    /// Takes over what `earlier` read of the (unchanged) object at `location`.
+    fn reuse(&mut self, earlier: &Self, location: &Path) {
+        if let Some(record) = earlier.records.values().find(|r| &r.location == location) {
+            self.records.insert(record.write_id.clone(), record.clone());
+        } else if let Some(marker) = earlier.markers.values().find(|m| &m.location == location) {
+            self.markers.insert(marker.write_id.clone(), marker.clone());
+        } else if let Some(done) = earlier.dones.get(location) {
+            self.dones.insert(location.clone(), done.clone());
+        } else if let Some(bad) = earlier
+            .unreadable
+            .iter()
+            .find(|(p, _)| p == location.as_ref())
+        {
+            self.unreadable.push(bad.clone());
+        }
+    }
+
+    /// What the writes that moved between `earlier` and this reading
+    /// touched: a write that began, committed or ended (a record, a marker
+    /// or a done marker that appeared, changed or went). A listing taken
+    /// between the two readings may hold part of such a write in those
+    /// partitions; everywhere else it is whole. `root` is the table root's
+    /// prefix (records name their files under it).
+    pub(crate) fn touched_since(&self, earlier: &Self, root: &Path) -> Touched {
+        let mut touched = Touched::nothing();
+        let moved = self
+            .objects
+            .values()
+            .filter(|now| {
+                earlier
+                    .objects
+                    .get(&now.location)
+                    .is_none_or(|old| !same(old, now))
+            })
+            .map(|now| &now.location)
+            .chain(
+                earlier
+                    .objects
+                    .keys()
+                    .filter(|location| !self.objects.contains_key(*location)),
+            );
+        for location in moved {
+            let name = location.filename().unwrap_or_default();
+            let part = if let Some(id) = name.strip_suffix(DONE_SUFFIX) {
+                match self.dones.get(location) {
+                    Some(done) => done.touched.clone(),
+                    // A done marker removed by its retention: long ended.
+                    None if !self.objects.contains_key(location) => Touched::nothing(),
+                    // Unreadable: the write is not known.
+                    None => {
+                        let _ = id;
+                        Touched::Table
+                    }
+                }
+            } else {
+                let id = name.strip_suffix(COMMITTED_SUFFIX).unwrap_or(name);
+                let record = self.records.get(id).or_else(|| earlier.records.get(id));
+                match record {
+                    Some(record) => record_touches(record, root),
+                    // A marker whose record is gone: its removes are gone
+                    // too (a record is removed only after them).
+                    None if name.ends_with(COMMITTED_SUFFIX) => Touched::nothing(),
+                    None => Touched::Table,
+                }
+            };
+            touched = touched.with(part);
+            if touched == Touched::Table {
+                break;
+            }
+        }
+        touched
+    }
+
+    /// Whether a write moved since `earlier`.
+    pub(crate) fn moved_since(&self, earlier: &Self) -> bool {
+        self.objects.len() != earlier.objects.len()
+            || self.objects.values().any(|now| {
+                earlier
+                    .objects
+                    .get(&now.location)
+                    .is_none_or(|old| !same(old, now))
+            })
     }
 
     /// The data files a reader must not read: those of every write that
-    /// has not committed, and those every committed write removes.
+    /// has not committed, and those every committed write removes (a
+    /// marker counts only with its record: a writer removes its record only
+    /// once the files it removes are gone, and a marker that lands after
+    /// its write was taken back must change nothing).
     pub(crate) fn hidden(&self) -> HashSet<Path> {
         let uncommitted = self
             .records
@@ -457,8 +685,10 @@ impl Journal {
             .filter(|record| !self.is_committed(record))
             .flat_map(|record| record.files.iter().cloned());
         let removed = self
-            .markers
+            .records
             .values()
+            .filter(|record| self.is_committed(record))
+            .filter_map(|record| self.markers.get(&record.write_id))
             .flat_map(|m| m.removes.iter().cloned());
         uncommitted.chain(removed).collect()
     }
@@ -475,17 +705,26 @@ impl Journal {
         self.records.values()
     }
 
+    /// The record of write `write_id`, if it is under way.
+    pub(crate) fn record(&self, write_id: &str) -> Option<&WriteRecord> {
+        self.records.get(write_id)
+    }
+
     /// The commit markers, in no order.
     pub(crate) fn markers(&self) -> impl Iterator<Item = &CommitMarker> {
         self.markers.values()
     }
 
+    /// The done markers listed, with when they were last modified.
+    pub(crate) fn done_markers(&self) -> impl Iterator<Item = &ObjectMeta> {
+        self.objects
+            .values()
+            .filter(|meta| meta.location.as_ref().ends_with(DONE_SUFFIX))
+    }
+
     /// When the journal object at `location` was last modified, as listed.
     pub(crate) fn modified(&self, location: &Path) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.objects
-            .iter()
-            .find(|meta| &meta.location == location)
-            .map(|meta| meta.last_modified)
+        self.objects.get(location).map(|meta| meta.last_modified)
     }
 
     /// The objects that are no record or marker this version can read
@@ -510,38 +749,65 @@ impl Journal {
     }
 }
 
+/// What a record's write touches: the partitions it replaces (or the
+/// table), and the partitions of the files it adds.
+fn record_touches(record: &WriteRecord, root: &Path) -> Touched {
+    match &record.replaces {
+        Replaced::Table => Touched::Table,
+        Replaced::Nothing => touched_by_files(root, &record.files),
+        Replaced::Partitions(dirs) => Touched::Partitions(dirs.iter().cloned().collect())
+            .with(touched_by_files(root, &record.files)),
+    }
+}
+
+/// The partition directories `files` (paths under `root`) are in; the
+/// table for a file at the root (an unpartitioned table).
+pub(crate) fn touched_by_files(root: &Path, files: &[Path]) -> Touched {
+    let prefix = format!("{root}/");
+    let mut dirs = BTreeSet::new();
+    for file in files {
+        let relative = file.as_ref().strip_prefix(&prefix).unwrap_or(file.as_ref());
+        match relative.rsplit_once('/') {
+            Some((dir, _)) => {
+                dirs.insert(dir.to_string());
+            }
+            None => return Touched::Table,
+        }
+    }
+    Touched::Partitions(dirs)
+}
+
 enum Entry {
     Record(WriteRecord),
     Marker(CommitMarker),
+    Done(DoneMarker),
 }
 
-/// Everything under `_lakefusion/writes/`, sorted by location.
+/// Everything under `_lakefusion/writes/`.
 async fn list_writes(
     store: &Arc<dyn ObjectStore>,
     root: &ListingTableUrl,
 ) -> Result<Vec<ObjectMeta>> {
-    let mut objects: Vec<ObjectMeta> = store
+    store
         .list(Some(&writes_prefix(root.prefix())))
         .try_collect()
         .await
         .map_err(|source| Error::Listing {
             root: root.to_string(),
             source,
-        })?;
-    objects.sort_by(|a, b| a.location.cmp(&b.location));
-    Ok(objects)
+        })
 }
 
-/// Reads one journal object: `None` for `latest`, an empty object (a
-/// console's folder marker) or one gone since the listing; `Some(Err)` for
-/// one that is no record or marker of this version.
+/// Reads one journal object: `None` for an empty object (a console's
+/// folder marker) or one gone since the listing; `Some(Err)` for one that
+/// is no journal object of this version.
 async fn read_entry(
     store: &Arc<dyn ObjectStore>,
     root: &Path,
     meta: ObjectMeta,
 ) -> Result<Option<Result<Entry>>> {
     let location = &meta.location;
-    if meta.size == 0 || location.filename() == Some(LATEST) {
+    if meta.size == 0 {
         return Ok(None);
     }
     if meta.size > MAX_RECORD_BYTES {
@@ -565,8 +831,11 @@ async fn read_entry(
             })
         }
     };
-    Ok(Some(if location.as_ref().ends_with(COMMITTED_SUFFIX) {
+    let name = location.as_ref();
+    Ok(Some(if name.ends_with(COMMITTED_SUFFIX) {
         CommitMarker::decode(root, location, &bytes).map(Entry::Marker)
+    } else if name.ends_with(DONE_SUFFIX) {
+        DoneMarker::decode(location, &bytes).map(Entry::Done)
     } else {
         WriteRecord::decode(root, location, &bytes).map(Entry::Record)
     }))
@@ -701,7 +970,7 @@ mod tests {
         for (id, kind, replaces) in [
             ("a-1-0", WriteKind::Append, Replaced::Nothing),
             (
-                "o-1-0",
+                "b-1-0",
                 WriteKind::Overwrite,
                 Replaced::Partitions(vec!["p=1".into()]),
             ),
@@ -721,9 +990,112 @@ mod tests {
         );
         let hidden = journal.hidden();
         assert!(hidden.contains(&add("a-1-0")));
-        assert!(hidden.contains(&add("o-1-0")));
+        assert!(hidden.contains(&add("b-1-0")));
         assert!(!hidden.contains(&add("c-1-0")));
         assert!(hidden.contains(&old));
         assert_eq!(hidden.len(), 3);
+        // A marker without its record (it landed after its write was taken
+        // back) hides nothing.
+        let stray = Path::from("lake/p=1/kept.parquet");
+        journal.markers.insert(
+            "d-1-0".into(),
+            CommitMarker::new(&root, "d-1-0", vec!["p=1".into()], vec![stray.clone()]),
+        );
+        assert!(!journal.hidden().contains(&stray));
+    }
+
+    #[test]
+    fn names_follow_the_writers_grammar() {
+        assert!(is_write_id("18ed65df417b5838-1cd0-0"));
+        for id in ["0", "a-b", "x-1-0", "a--0", "a-1-0-0", ""] {
+            assert!(!is_write_id(id), "{id}");
+        }
+        assert!(is_file_of("part-a-1-0-00000.parquet", "a-1-0"));
+        assert!(is_file_of("bucket-00003-a-1-0-00012.parquet", "a-1-0"));
+        // A first write of another process is not write `1-0`'s file.
+        assert!(!is_file_of("part-18e-1cd0-0-00000.parquet", "1cd0-0"));
+        assert!(!is_file_of("part-a-1-0x-00000.parquet", "a-1-0"));
+        assert!(!is_file_of("part-a-1-0-.parquet", "a-1-0"));
+    }
+
+    fn meta(location: &str, tag: &str) -> ObjectMeta {
+        ObjectMeta {
+            location: Path::from(location),
+            last_modified: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+            size: 10,
+            e_tag: Some(tag.into()),
+            version: None,
+        }
+    }
+
+    /// What a reader lists again: the partitions of each write that moved
+    /// between two readings of the journal, and nothing when none did.
+    #[test]
+    fn what_moved_between_two_readings_is_what_is_listed_again() {
+        let root = Path::from("lake");
+        let record = WriteRecord::new(
+            &root,
+            "a-1-0",
+            WriteKind::Append,
+            Replaced::Nothing,
+            vec![Path::from("lake/p=1/part-a-1-0-00000.parquet")],
+        );
+        let mut earlier = Journal::default();
+        earlier
+            .objects
+            .insert(record.location.clone(), meta(record.location.as_ref(), "1"));
+        earlier.records.insert("a-1-0".into(), record.clone());
+        // Unchanged: nothing.
+        let same = Journal {
+            objects: earlier.objects.clone(),
+            records: earlier.records.clone(),
+            ..Journal::default()
+        };
+        assert!(same.touched_since(&earlier, &root).is_nothing());
+        assert!(!same.moved_since(&earlier));
+        // The append ended (its record went): its partition.
+        let ended = Journal::default();
+        assert_eq!(
+            ended.touched_since(&earlier, &root),
+            Touched::Partitions(BTreeSet::from(["p=1".to_string()]))
+        );
+        // A whole write inside the window: its done marker says where.
+        let done = DoneMarker::new(
+            &root,
+            "b-1-0",
+            Touched::Partitions(BTreeSet::from(["p=2".to_string()])),
+        );
+        let mut later = Journal {
+            objects: earlier.objects.clone(),
+            records: earlier.records.clone(),
+            ..Journal::default()
+        };
+        later
+            .objects
+            .insert(done.location.clone(), meta(done.location.as_ref(), "2"));
+        later.dones.insert(
+            done.location.clone(),
+            DoneMarker::decode(&done.location, &done.encode()).unwrap(),
+        );
+        assert_eq!(
+            later.touched_since(&earlier, &root),
+            Touched::Partitions(BTreeSet::from(["p=2".to_string()]))
+        );
+        // One that replaced the table, or one that cannot be read: everything.
+        let table = DoneMarker::new(&root, "c-1-0", Touched::Table);
+        later
+            .objects
+            .insert(table.location.clone(), meta(table.location.as_ref(), "3"));
+        later.dones.insert(table.location.clone(), table);
+        assert_eq!(later.touched_since(&earlier, &root), Touched::Table);
+        let mut unread = Journal::default();
+        unread.objects.insert(
+            Path::from("lake/_lakefusion/writes/d-1-0.done"),
+            meta("lake/_lakefusion/writes/d-1-0.done", "4"),
+        );
+        assert_eq!(
+            unread.touched_since(&Journal::default(), &root),
+            Touched::Table
+        );
     }
 }

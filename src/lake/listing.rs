@@ -194,6 +194,16 @@ impl<'a> Lister<'a> {
         partitions_from(objects, self.root, self.kind, declared, extension).await
     }
 
+    /// The store the lister lists.
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        self.store
+    }
+
+    /// The table root it lists.
+    pub(crate) fn root(&self) -> &ListingTableUrl {
+        self.root
+    }
+
     /// The partitions whose values are among `targets` (one value per
     /// partition column each), in every spelling other writers gave their
     /// directories (`hour=07` and `hour=7`): each level is listed with a

@@ -20,6 +20,7 @@ pub(crate) mod layout;
 pub(crate) mod listing;
 pub(crate) mod partitioning;
 pub(crate) mod shared;
+pub(crate) mod snapshot;
 
 pub(crate) use definition::{OverwriteMode, TableDefinition, TableOptions};
 pub(crate) use index::PublishedFile;

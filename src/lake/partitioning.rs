@@ -34,6 +34,43 @@ pub struct PartitionSpec {
 }
 
 impl PartitionSpec {
+    /// The directory of the partition with `values`, in our writer's
+    /// spelling (`date=2026-03-01/region=eu`; `""` for an unpartitioned
+    /// table): the one name of a partition whatever other writers called
+    /// its directory (`hour=07`, `hour=7`). Errors name `table`.
+    pub(crate) fn canonical_dir(&self, table: &str, values: &[ScalarValue]) -> Result<String> {
+        let dirs = self
+            .columns
+            .iter()
+            .zip(values)
+            .map(|(column, value)| partition_dir(table, column, value))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(dirs.join("/"))
+    }
+
+    /// The partition values of directory `dir` (relative to the root, in
+    /// any writer's spelling: `hour=07` is 7), or `None` if it is not a
+    /// partition directory of this spec.
+    pub(crate) fn values_of_dir(&self, dir: &str) -> Option<Vec<ScalarValue>> {
+        let segments: Vec<&str> = if dir.is_empty() {
+            Vec::new()
+        } else {
+            dir.split('/').collect()
+        };
+        if segments.len() != self.columns.len() {
+            return None;
+        }
+        self.columns
+            .iter()
+            .zip(segments)
+            .map(|(column, segment)| {
+                let (key, raw) = split_key_value(dir, segment).ok()?;
+                (key == column.name).then_some(())?;
+                parse_value(dir, column, raw).ok()
+            })
+            .collect()
+    }
+
     /// A spec from `(name, type)` pairs, outermost directory first.
     pub fn new(columns: impl IntoIterator<Item = (String, DataType)>) -> Self {
         Self {

@@ -94,7 +94,7 @@ impl CommitTicket {
     /// between the two.
     pub(crate) fn publish(self, spec: &PartitionSpec, files: Vec<PublishedFile>) -> DFResult<()> {
         let mut state = self.index.write();
-        state.append(spec, files)?;
+        state.apply(spec, files, &HashSet::new())?;
         state.settle(self.write);
         Ok(())
     }
@@ -109,8 +109,7 @@ impl CommitTicket {
         files: Vec<PublishedFile>,
     ) -> DFResult<()> {
         let mut state = self.index.write();
-        state.append(spec, files)?;
-        state.remove(spec, removed)?;
+        state.apply(spec, files, removed)?;
         state.settle(self.write);
         Ok(())
     }
@@ -230,25 +229,23 @@ impl SharedIndex {
 }
 
 impl Shared {
-    /// Adds published files to the current index (and to the append log
-    /// while a refresh runs).
-    fn append(&mut self, spec: &PartitionSpec, files: Vec<PublishedFile>) -> DFResult<()> {
-        self.current = Arc::new(self.current.with_files(spec, files.iter().cloned())?);
+    /// Adds published files to the current index and takes removed ones
+    /// out, built aside and swapped in whole (a failure changes nothing),
+    /// and logs both while a refresh runs.
+    fn apply(
+        &mut self,
+        spec: &PartitionSpec,
+        files: Vec<PublishedFile>,
+        removed: &HashSet<Path>,
+    ) -> DFResult<()> {
+        let mut next = self.current.with_files(spec, files.iter().cloned())?;
+        if !removed.is_empty() {
+            let excluded: HashSet<&str> = removed.iter().map(|p| p.as_ref()).collect();
+            next = next.without(spec, &excluded)?;
+        }
+        self.current = Arc::new(next);
         if self.refreshes > 0 {
             self.appended.extend(files);
-        }
-        Ok(())
-    }
-
-    /// Removes files a replacing write removed from the current index (and
-    /// logs them while a refresh runs).
-    fn remove(&mut self, spec: &PartitionSpec, removed: &HashSet<Path>) -> DFResult<()> {
-        if removed.is_empty() {
-            return Ok(());
-        }
-        let excluded: HashSet<&str> = removed.iter().map(|p| p.as_ref()).collect();
-        self.current = Arc::new(self.current.without(spec, &excluded)?);
-        if self.refreshes > 0 {
             self.removed.extend(removed.iter().cloned());
         }
         Ok(())

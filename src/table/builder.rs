@@ -5,14 +5,14 @@ use datafusion::catalog::Session;
 use datafusion::datasource::listing::ListingTableUrl;
 
 use super::discovery::{
-    consistent, index_from, infer_schema, object_store_for, without_hidden,
-    without_partition_columns, Lister,
+    index_from, infer_schema, object_store_for, without_partition_columns, Lister,
 };
 use super::provider::PartitionedTable;
 use crate::error::{Error, Result};
 use crate::lake::definition::check_spec;
 use crate::lake::layout::{Bucketing, SortKey, TableSort};
 use crate::lake::partitioning::PartitionSpec;
+use crate::lake::snapshot::{snapshot, Scope};
 use crate::lake::{OverwriteMode, TableDefinition, TableOptions};
 use crate::store::{RetryPolicy, StoreKind};
 
@@ -225,11 +225,12 @@ impl PartitionedTableBuilder {
             options.listing_concurrency,
             options.retry,
         );
-        let (mut listing, hidden) = consistent(&store, &root, || {
-            lister.list_partitions(declared.as_ref(), &options.file_extension)
-        })
+        let listing = snapshot(
+            &lister,
+            Scope::Table(declared.as_ref()),
+            &options.file_extension,
+        )
         .await?;
-        without_hidden(&mut listing.partitions, &hidden);
         let spec = listing.spec;
         let file_schema = match self.schema {
             // Checked by the definition: no partition column inside.

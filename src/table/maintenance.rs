@@ -13,7 +13,6 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{ScanArgs, Session};
 use datafusion::common::DFSchema;
-use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
@@ -27,16 +26,17 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
 };
 use datafusion_datasource::sink::{DataSink, DataSinkExec};
-use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 
-use super::discovery::{consistent, index_from, table_store, without_hidden};
+use super::discovery::{index_from, table_store};
 use super::planner::plan_scan;
 use super::pushdown::{matches, selected_by};
 use crate::error::{Error, Result};
 use crate::lake::index::{IndexedFile, ListedPartition, PartitionIndex};
 use crate::lake::journal::Replaced;
+use crate::lake::layout::rows_in;
 use crate::lake::listing::Lister;
+use crate::lake::snapshot::{snapshot, Scope};
 use crate::lake::{SharedIndex, TableDefinition};
 use crate::store::ResilientStore;
 use crate::write::{delete_partitions, rewrite};
@@ -48,14 +48,10 @@ async fn current_partitions(
     definition: &TableDefinition,
 ) -> Result<Vec<ListedPartition>> {
     let lister = Lister::of_table(store, definition);
-    let spec = &definition.spec;
-    let extension = &definition.options.file_extension;
-    let (mut listing, hidden) = consistent(store, &definition.root, || {
-        lister.list_partitions(Some(spec), extension)
-    })
-    .await?;
-    without_hidden(&mut listing.partitions, &hidden);
-    Ok(listing.partitions)
+    let scope = Scope::Table(Some(&definition.spec));
+    Ok(snapshot(&lister, scope, &definition.options.file_extension)
+        .await?
+        .partitions)
 }
 
 /// `DELETE FROM t WHERE …`: checks that `filters` name partition columns
@@ -323,25 +319,8 @@ async fn compact_partition(
     }
     let bytes_in: u64 = files.iter().map(|f| f.meta.size).sum();
     let inputs: Vec<_> = files.iter().map(|f| f.meta.location.clone()).collect();
-    let footer_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-    let rows: u64 = futures::stream::iter(files.iter().map(|f| f.meta.clone()))
-        .map(|meta| {
-            let cache = Arc::clone(&footer_cache);
-            async move {
-                DFParquetMetadata::new(store.as_ref(), &meta)
-                    .with_file_metadata_cache(Some(cache))
-                    .fetch_metadata()
-                    .await
-                    .map(|footer| footer.file_metadata().num_rows().max(0) as u64)
-                    .map_err(|e| Error::ReadFile {
-                        path: meta.location.to_string(),
-                        source: Box::new(e),
-                    })
-            }
-        })
-        .buffer_unordered(16)
-        .try_fold(0u64, |total, rows| futures::future::ready(Ok(total + rows)))
-        .await?;
+    let metas: Vec<_> = files.iter().map(|f| f.meta.clone()).collect();
+    let rows = rows_in(store, &metas).await?;
     let chosen = PartitionIndex::try_new(&definition.spec, vec![ListedPartition { values, files }])
         .map_err(|e| failed(definition, e))?;
     let scan: Arc<dyn ExecutionPlan> = Arc::new(

@@ -9,30 +9,35 @@
 //!    kind of write, the partitions it replaces, the files it adds. From
 //!    here on, readers hide the files it adds.
 //! 2. **Files** — make every closed file visible under its final name (16
-//!    at a time). If one fails, the ones made visible are deleted again
-//!    and the record removed.
-//! 3. An append then **commits by removing its record** (after rewriting
-//!    `_lakefusion/writes/latest`, so a reader that listed while the whole
-//!    write ran knows to list again), and is done.
+//!    at a time). If one fails, the ones made visible are deleted again,
+//!    a done marker is put and the record removed.
+//! 3. An append then puts its **done marker** (the partitions it wrote,
+//!    for readers whose listing the whole write ran inside) and **commits
+//!    by removing its record**, and is done.
 //! 4. A replacing write **claims** each partition it replaces: one
 //!    conditional PUT of `_lakefusion/claims/<partition dir>` per partition,
-//!    in sorted order. A claim already there is another replacing write's:
-//!    this one loses with [`Error::WriteConflict`], releases its claims and
-//!    takes back its files and record. It then **lists** the table and
-//!    reads the journal (in that order: a write whose files the listing saw
-//!    has put its record before), and the files to remove are the ones in
-//!    the claimed partitions that belong to no write still under way (or,
-//!    for a compaction, exactly its inputs). A replace of the whole table
-//!    claims every partition the listing shows, and lists again until no
-//!    new one appears.
+//!    in sorted order (a whole-table replace claims `_table` as well). A
+//!    claim already there is another replacing write's: this one loses with
+//!    [`Error::WriteConflict`], releases its claims and takes back its files
+//!    and record. It then **lists** the claimed partitions (the whole table,
+//!    for a whole-table replace, which claims every partition it shows
+//!    until no new one appears) as one moment of the table (see
+//!    `lake::snapshot`): the files to remove are the ones there that
+//!    belong to no write under way (for a compaction, exactly its inputs).
+//!    If its own record is gone (`recover()` judged it dead), it stops; if
+//!    a write moved in the claimed partitions since, it lists again.
 //! 5. **Commit** — put `_lakefusion/writes/<id>.committed` (a conditional
-//!    PUT) listing the claims and the files removed. Its presence is the
-//!    commit: from here on readers read the new files and hide the removed
-//!    ones. The table's own index swaps both in one step.
-//! 6. **Remove** the replaced files, rewrite `latest`, release the claims,
-//!    remove the record, and last the marker. A failure here leaves the
-//!    write committed: the marker stays, readers keep hiding what it
-//!    removes, and `recover()` finishes it.
+//!    PUT) listing the claims and the files removed. Its presence, with
+//!    the record, is the commit: from here on readers read the new files
+//!    and hide the removed ones. The table's own index swaps both in one
+//!    step. A failed PUT is checked with HEAD: absent, the write is taken
+//!    back; unknown, everything stays for `recover()`.
+//! 6. **Remove** the replaced files, put the done marker, release the
+//!    claims and remove the record, and last the marker. A failure here
+//!    leaves the write committed: the marker stays, readers keep hiding
+//!    what it removes, and `recover()` finishes it.
+//!
+//! Every write ends by removing done markers past their retention.
 //!
 //! A writer that dies anywhere leaves its record (and marker, claims):
 //! `recover()` finishes a committed write and takes back any other.
@@ -42,8 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result as DFResult, ScalarValue, Statistics};
-use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
@@ -51,10 +55,13 @@ use super::staging::{put_new, Staged};
 use crate::error::Error;
 use crate::lake::index::IndexedFile;
 use crate::lake::journal::{
-    claim_path, latest_path, CommitMarker, Journal, Replaced, WriteKind, WriteRecord,
+    claim_path, touched_by_files, CommitMarker, DoneMarker, Journal, Replaced, Touched, WriteKind,
+    WriteRecord, DONE_RETENTION,
 };
+use crate::lake::layout::rows_in;
 use crate::lake::listing::Lister;
 use crate::lake::shared::CommitTicket;
+use crate::lake::snapshot::{snapshot, Scope};
 use crate::lake::{PublishedFile, TableDefinition};
 
 /// Files committed (or deleted) at once: on an object store each is a
@@ -101,6 +108,8 @@ pub(crate) struct Committed {
 struct Removal {
     claims: Vec<String>,
     files: Vec<ObjectMeta>,
+    /// The rows in `files` (counted for a delete only).
+    rows: u64,
 }
 
 /// The commit of one write: see the module's steps.
@@ -121,43 +130,16 @@ impl Commit<'_> {
         ticket: CommitTicket,
     ) -> DFResult<Committed> {
         let store = self.store;
-        if let Err(e) = put_new(
-            store,
-            &self.record.location,
-            PutPayload::from(self.record.encode()),
-        )
-        .await
-        {
+        let record = &self.record;
+        if let Err(e) = put_new(store, &record.location, PutPayload::from(record.encode())).await {
             for file in closed {
                 file.staged.discard(store, &file.temp).await;
             }
-            return Err(self.error(&self.record.location, e.into()));
+            return Err(self.error(&record.location, e.into()));
         }
         let added = self.make_visible(closed).await?;
-        if self.record.kind == WriteKind::Append {
-            // Every file is visible: the write commits by removing its
-            // record (a record left behind would have the write taken
-            // back). Retried: a write whose record cannot be removed is
-            // taken back whole.
-            let policy = self.table.options.retry.unwrap_or_default();
-            let location = self.record.location.as_ref();
-            let ended = async {
-                self.put_latest().await?;
-                policy
-                    .retry("delete", location, || remove(store, &self.record.location))
-                    .await
-            };
-            if let Err(e) = ended.await {
-                let visible = added.into_iter().map(|w| w.file.meta.location).collect();
-                return Err(self
-                    .take_back(&self.record.location, e.into(), visible)
-                    .await);
-            }
-            ticket.publish(&self.table.spec, added.clone())?;
-            return Ok(Committed {
-                added,
-                ..Committed::default()
-            });
+        if record.kind == WriteKind::Append {
+            return self.commit_append(added, ticket).await;
         }
         let visible = || {
             added
@@ -166,53 +148,107 @@ impl Commit<'_> {
                 .collect::<Vec<_>>()
         };
         let mut claimed = BTreeSet::new();
-        let removal = match self.claim_and_list(&added, &mut claimed).await {
-            Ok(removal) => removal,
+        let (removal, journal) = match self.claim_and_list(&added, &mut claimed).await {
+            Ok(found) => found,
             Err(e) => {
                 self.release(&claimed).await;
                 return Err(self.take_back_error(e, visible()).await);
             }
         };
-        let rows_removed = if self.record.kind == WriteKind::Delete {
-            match self.count_rows(&removal.files).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    self.release(&claimed).await;
-                    return Err(self.take_back_error(e, visible()).await);
-                }
-            }
-        } else {
-            0
-        };
         let marker = CommitMarker::new(
             self.table.root.prefix(),
-            &self.record.write_id,
+            &record.write_id,
             removal.claims.clone(),
             removal.files.iter().map(|f| f.location.clone()).collect(),
         );
         if let Err(e) = put_new(store, &marker.location, PutPayload::from(marker.encode())).await {
-            // A PUT that failed may still have landed: the marker decides.
-            let landed = store.head(&marker.location).await.is_ok();
-            if !landed {
-                self.release(&claimed).await;
-                return Err(self.take_back(&marker.location, e.into(), visible()).await);
+            // A PUT that failed may still have landed: only a marker known
+            // to be absent lets the write be taken back. Unknown: every
+            // object stays, and `recover()` decides from what it finds.
+            match self.marker_landed(&marker).await {
+                Some(true) => {}
+                Some(false) => {
+                    self.release(&claimed).await;
+                    return Err(self.take_back(&marker.location, e.into(), visible()).await);
+                }
+                None => {
+                    return Err(Error::WriteFile {
+                        table: self.table.name.to_string(),
+                        path: marker.location.to_string(),
+                        source: Box::new(DataFusionError::Execution(format!(
+                            "{e}; whether the write committed is unknown: its record, claims and \
+                             files stay, and recover() finishes or takes it back"
+                        ))),
+                    }
+                    .into());
+                }
             }
         }
         // Committed: the table's own index swaps in one step.
         let removed: HashSet<Path> = removal.files.iter().map(|f| f.location.clone()).collect();
-        ticket.publish_replacing(&self.table.spec, &removed, added.clone())?;
-        self.finish(&marker, &claimed).await;
+        if let Err(e) = ticket.publish_replacing(&self.table.spec, &removed, added.clone()) {
+            tracing::warn!(table = %self.table.name, error = %e,
+                "committed; this table's index could not take the write in (refresh() does)");
+        }
+        self.finish(&marker, &claimed, &journal).await;
         Ok(Committed {
             added,
             removed: removal.files,
-            rows_removed,
+            rows_removed: removal.rows,
         })
+    }
+
+    /// Step 3: an append commits by removing its record, once its done
+    /// marker is there.
+    async fn commit_append(
+        &self,
+        added: Vec<PublishedFile>,
+        ticket: CommitTicket,
+    ) -> DFResult<Committed> {
+        let store = self.store;
+        let location = &self.record.location;
+        let policy = self.table.options.retry.unwrap_or_default();
+        let touched = self.touched_by(&added);
+        let ended = async {
+            self.put_done(touched).await?;
+            // Retried: a write whose record cannot be removed is taken back whole.
+            policy
+                .retry("delete", location.as_ref(), || remove(store, location))
+                .await
+        };
+        if let Err(e) = ended.await {
+            let visible = added.into_iter().map(|w| w.file.meta.location).collect();
+            return Err(self.take_back(location, e.into(), visible).await);
+        }
+        ticket.publish(&self.table.spec, added.clone())?;
+        self.collect_done(None).await;
+        Ok(Committed {
+            added,
+            ..Committed::default()
+        })
+    }
+
+    /// Whether `marker` is there after its PUT failed: `None` if the store
+    /// cannot say (every HEAD failed otherwise than "not found").
+    async fn marker_landed(&self, marker: &CommitMarker) -> Option<bool> {
+        let policy = self.table.options.retry.unwrap_or_default();
+        let location = marker.location.as_ref();
+        let head = policy
+            .retry("head", location, || async {
+                match self.store.head(&marker.location).await {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        head.ok()
     }
 
     /// Step 6: what follows the commit. Failures are logged, not returned:
     /// the write has taken effect, and its marker lets readers and
     /// `recover()` finish it.
-    async fn finish(&self, marker: &CommitMarker, claimed: &BTreeSet<String>) {
+    async fn finish(&self, marker: &CommitMarker, claimed: &BTreeSet<String>, journal: &Journal) {
         let store = self.store;
         let left = delete_all(store, marker.removes.iter().cloned()).await;
         if !left.is_empty() {
@@ -221,16 +257,26 @@ impl Commit<'_> {
                  do not read them; recover() removes them)");
             return;
         }
+        let touched = match &self.record.replaces {
+            Replaced::Table => Touched::Table,
+            _ => Touched::Partitions(claimed.iter().cloned().collect()),
+        };
         let ended = async {
-            self.put_latest().await?;
-            self.release(claimed).await;
-            remove(store, &self.record.location).await?;
+            self.put_done(touched).await?;
+            let (released, record) =
+                futures::join!(self.release(claimed), remove(store, &self.record.location));
+            record?;
+            if !released {
+                // Claims left: the marker stays too, for `recover()`.
+                return Ok(());
+            }
             remove(store, &marker.location).await
         };
         if let Err(e) = ended.await {
             tracing::warn!(table = %self.table.name, record = %self.record.location, error = %e,
                 "committed; the write's journal objects could not all be removed (recover() removes them)");
         }
+        self.collect_done(Some(journal)).await;
     }
 
     /// Step 2: makes every closed file visible (several at once), or none
@@ -295,71 +341,76 @@ impl Commit<'_> {
         Err(self.take_back(&path, source, maybe_visible).await)
     }
 
-    /// Step 4: claims the partitions to replace, then lists what to remove;
-    /// a whole-table replace claims what each listing shows until no new
-    /// partition appears.
+    /// Step 4: claims the partitions to replace, then lists what to remove
+    /// as one moment of the table (see `lake::snapshot`); a whole-table
+    /// replace claims the table and every partition the listing shows,
+    /// until no new one appears. Returns the removal and the journal it
+    /// stands on.
     async fn claim_and_list(
         &self,
         added: &[PublishedFile],
         claimed: &mut BTreeSet<String>,
-    ) -> crate::error::Result<Removal> {
+    ) -> crate::error::Result<(Removal, Journal)> {
         let table = self.table;
-        let own: HashSet<&Path> = added.iter().map(|f| &f.file.meta.location).collect();
         let mut needed: BTreeSet<String> = match &self.record.replaces {
             Replaced::Partitions(dirs) => dirs.iter().cloned().collect(),
-            Replaced::Table | Replaced::Nothing => added
-                .iter()
-                .map(|f| table.canonical_dir(&f.values))
-                .collect::<crate::error::Result<_>>()?,
+            // "" claims the table itself: two whole-table replaces always
+            // meet there, whatever partitions each sees.
+            _ => std::iter::once(String::new())
+                .chain(
+                    added
+                        .iter()
+                        .map(|f| claim_key(table, &f.values, &f.file.meta.location)),
+                )
+                .collect(),
         };
         let inputs: Option<HashSet<&Path>> = self.inputs.as_ref().map(|i| i.iter().collect());
+        let lister = Lister::of_table(self.store, table);
+        let extension = &table.options.file_extension;
         loop {
             let new: Vec<String> = needed.difference(claimed).cloned().collect();
             for dir in new {
                 self.claim(&dir).await?;
                 claimed.insert(dir);
             }
-            let lister = Lister::of_table(self.store, table);
-            let extension = &table.options.file_extension;
-            let partitions = match &self.record.replaces {
+            let targets: Vec<Vec<ScalarValue>>;
+            let scope = match &self.record.replaces {
                 // Only the claimed partitions, in every spelling.
                 Replaced::Partitions(_) => {
-                    let targets: Vec<_> = claimed
+                    targets = claimed
                         .iter()
-                        .filter_map(|dir| table.values_of_dir(dir))
+                        .filter_map(|dir| table.spec.values_of_dir(dir))
                         .collect();
-                    lister
-                        .list_partitions_with(&table.spec, extension, &targets)
-                        .await?
+                    Scope::Partitions(&table.spec, &targets)
                 }
-                Replaced::Table | Replaced::Nothing => {
-                    lister
-                        .list_partitions(Some(&table.spec), extension)
-                        .await?
-                        .partitions
-                }
+                _ => Scope::Table(Some(&table.spec)),
             };
-            // After the listing: a write whose files it saw put its record before.
-            let hidden = Journal::read(self.store, &table.root).await?.hidden();
+            let taken = snapshot(&lister, scope, extension).await?;
+            if taken.journal.record(&self.record.write_id).is_none() {
+                // Taken back by `recover()`, which judged the write dead.
+                return Err(Error::WriteFile {
+                    table: table.name.to_string(),
+                    path: self.record.location.to_string(),
+                    source: Box::new(DataFusionError::Execution(
+                        "the write's record is gone (recover() took the write back): nothing was committed".into(),
+                    )),
+                });
+            }
             let mut files = Vec::new();
             let mut found_inputs = 0;
-            for partition in partitions {
-                let dir = table.canonical_dir(&partition.values)?;
-                let replaced = match &self.record.replaces {
-                    Replaced::Table => true,
-                    Replaced::Partitions(_) => claimed.contains(&dir),
-                    Replaced::Nothing => false,
+            for partition in taken.partitions {
+                let Some(sample) = partition.files.first() else {
+                    continue;
                 };
-                if !replaced {
+                let dir = claim_key(table, &partition.values, &sample.meta.location);
+                if matches!(self.record.replaces, Replaced::Partitions(_))
+                    && !claimed.contains(&dir)
+                {
                     continue;
                 }
                 for file in partition.files {
-                    let location = &file.meta.location;
-                    if own.contains(location) || hidden.contains(location) {
-                        continue;
-                    }
                     if let Some(inputs) = &inputs {
-                        if !inputs.contains(location) {
+                        if !inputs.contains(&file.meta.location) {
                             continue;
                         }
                         found_inputs += 1;
@@ -373,36 +424,43 @@ impl Commit<'_> {
                     // Another write replaced some of the inputs meanwhile.
                     return Err(Error::WriteConflict {
                         table: table.name.to_string(),
-                        partitions: claimed.iter().cloned().collect(),
-                        holders: vec!["(a write that removed some of the compacted files)".into()],
+                        partitions: claimed.iter().filter(|d| !d.is_empty()).cloned().collect(),
+                        holders: vec![
+                            "a write that removed some of the files being compacted".into()
+                        ],
                     });
                 }
             }
-            if needed.is_subset(claimed) {
-                return Ok(Removal {
+            if !needed.is_subset(claimed) {
+                continue;
+            }
+            let rows = if self.record.kind == WriteKind::Delete {
+                rows_in(self.store, &files).await?
+            } else {
+                0
+            };
+            // Whatever moved in the claimed partitions since the listing
+            // (an append that committed there) is listed again first.
+            let now = Journal::read(self.store, &table.root, Some(&taken.journal)).await?;
+            let moved = match now.touched_since(&taken.journal, table.root.prefix()) {
+                Touched::Table => true,
+                Touched::Partitions(dirs) => {
+                    dirs.iter().any(|d| claimed.contains(d))
+                        || matches!(self.record.replaces, Replaced::Table) && !dirs.is_empty()
+                }
+            };
+            if moved {
+                continue;
+            }
+            return Ok((
+                Removal {
                     claims: claimed.iter().cloned().collect(),
                     files,
-                });
-            }
+                    rows,
+                },
+                now,
+            ));
         }
-    }
-
-    /// The rows of `files`, from their footers.
-    async fn count_rows(&self, files: &[ObjectMeta]) -> crate::error::Result<u64> {
-        let store = self.store;
-        futures::stream::iter(files.iter().cloned().map(|meta| async move {
-            DFParquetMetadata::new(store.as_ref(), &meta)
-                .fetch_metadata()
-                .await
-                .map(|footer| footer.file_metadata().num_rows().max(0) as u64)
-                .map_err(|e| Error::ReadFile {
-                    path: meta.location.to_string(),
-                    source: Box::new(e),
-                })
-        }))
-        .buffer_unordered(COMMIT_CONCURRENCY)
-        .try_fold(0u64, |total, rows| futures::future::ready(Ok(total + rows)))
-        .await
     }
 
     /// Claims the partition in `dir`: one conditional PUT.
@@ -428,6 +486,10 @@ impl Commit<'_> {
                         .unwrap_or_else(|_| "unknown".into()),
                     Err(_) => "unknown (released since)".into(),
                 };
+                // A retried create whose first attempt landed: ours.
+                if holder == self.record.write_id {
+                    return Ok(());
+                }
                 Err(Error::WriteConflict {
                     table: table.name.to_string(),
                     partitions: vec![dir.to_string()],
@@ -451,8 +513,8 @@ impl Commit<'_> {
     }
 
     /// Deletes this write's claims (best effort: `recover()` removes what
-    /// is left).
-    async fn release(&self, claimed: &BTreeSet<String>) {
+    /// is left); whether all went.
+    async fn release(&self, claimed: &BTreeSet<String>) -> bool {
         let root = self.table.root.prefix();
         let claims: Vec<Path> = claimed
             .iter()
@@ -462,16 +524,52 @@ impl Commit<'_> {
         if !left.is_empty() {
             tracing::warn!(table = %self.table.name, left = ?left, "claims left for recover()");
         }
+        left.is_empty()
     }
 
-    /// Rewrites `latest`: a reader whose listing spanned this whole write
-    /// sees it changed and lists again.
-    async fn put_latest(&self) -> object_store::Result<()> {
-        let location = latest_path(self.table.root.prefix());
-        self.store
-            .put(&location, PutPayload::from(self.record.write_id.clone()))
-            .await
-            .map(|_| ())
+    /// The partitions `added` are in (the table, unpartitioned).
+    fn touched_by(&self, added: &[PublishedFile]) -> Touched {
+        if self.table.spec.is_empty() {
+            return Touched::Table;
+        }
+        Touched::Partitions(
+            added
+                .iter()
+                .map(|f| claim_key(self.table, &f.values, &f.file.meta.location))
+                .collect(),
+        )
+    }
+
+    /// Puts this write's done marker: a reader whose listing this whole
+    /// write ran inside lists `touched` again.
+    async fn put_done(&self, touched: Touched) -> object_store::Result<()> {
+        let done = DoneMarker::new(self.table.root.prefix(), &self.record.write_id, touched);
+        put_new(self.store, &done.location, PutPayload::from(done.encode())).await
+    }
+
+    /// Removes done markers past their retention (one listing of the
+    /// journal, unless `journal` was just read), best effort.
+    async fn collect_done(&self, journal: Option<&Journal>) {
+        let read;
+        let journal = match journal {
+            Some(journal) => journal,
+            None => match Journal::read(self.store, &self.table.root, None).await {
+                Ok(fresh) => {
+                    read = fresh;
+                    &read
+                }
+                Err(_) => return,
+            },
+        };
+        let cutoff = chrono::Utc::now()
+            .checked_sub_signed(chrono::Duration::from_std(DONE_RETENTION).unwrap_or_default())
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let old: Vec<Path> = journal
+            .done_markers()
+            .filter(|meta| meta.last_modified < cutoff)
+            .map(|meta| meta.location.clone())
+            .collect();
+        delete_all(self.store, old.into_iter()).await;
     }
 
     /// Takes the write back after `error` (raised by the write's own
@@ -520,9 +618,16 @@ impl Commit<'_> {
             .collect()
             .await;
         if left.is_empty() {
-            // A record left behind would list only files that are gone:
-            // `recover()` removes it and nothing else.
-            let _ = remove(self.store, &self.record.location).await;
+            // A reader whose listing this whole write ran inside may have
+            // seen some of its files: the done marker says where. Then the
+            // record, which would list only files that are gone.
+            let touched = match &self.record.replaces {
+                Replaced::Table => Touched::Table,
+                _ => touched_by_files(self.table.root.prefix(), &self.record.files),
+            };
+            if self.put_done(touched).await.is_ok() {
+                let _ = remove(self.store, &self.record.location).await;
+            }
         }
         left
     }
@@ -580,4 +685,18 @@ pub(super) async fn delete_all(
     .filter_map(futures::future::ready)
     .collect()
     .await
+}
+
+/// The key a partition is claimed (and named in journals) by: its
+/// directory in our writer's spelling, or, for values our writer cannot
+/// spell (another tool's directory), the directory `file` is in, as it is.
+pub(crate) fn claim_key(table: &TableDefinition, values: &[ScalarValue], file: &Path) -> String {
+    table.canonical_dir(values).unwrap_or_else(|_| {
+        let prefix = format!("{}/", table.root.prefix());
+        let relative = file.as_ref().strip_prefix(&prefix).unwrap_or(file.as_ref());
+        relative
+            .rsplit_once('/')
+            .map_or("", |(dir, _)| dir)
+            .to_string()
+    })
 }

@@ -31,7 +31,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::error::{Error, Result, TableProblem};
-use crate::lake::journal::{claims_prefix, CommitMarker, Journal, WriteRecord};
+use crate::lake::journal::{claims_prefix, CommitMarker, Journal, WriteRecord, DONE_RETENTION};
 use crate::lake::TableDefinition;
 use crate::store::StoreKind;
 
@@ -55,75 +55,105 @@ pub(crate) async fn recover(
     table: &TableDefinition,
     older_than: Duration,
 ) -> Result<Recovered> {
-    let cutoff =
-        Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let now = Utc::now();
+    let before = |age: Duration| {
+        chrono::Duration::from_std(age)
+            .ok()
+            .and_then(|age| now.checked_sub_signed(age))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    };
+    let cutoff = before(older_than);
     let root = &table.root;
-    let journal = Journal::read(store, root).await?;
+    let journal = Journal::read(store, root, None).await?;
     for (path, problem) in journal.unreadable() {
         // Left alone, so that it cannot stop the recovery of the others.
         tracing::warn!(root = %root, path = %path, problem = %problem,
             "a journal object was left as it is");
     }
     let claims = list_claims(store, table).await?;
+    let held = |id: &str| -> Vec<Path> {
+        claims
+            .iter()
+            .filter(|c| c.holder == id)
+            .map(|c| c.location.clone())
+            .collect()
+    };
+    let old = |location: &Path| journal.modified(location).is_some_and(|at| at < cutoff);
     let mut recovered = Recovered::default();
     let mut ended: HashSet<String> = HashSet::new();
     for marker in journal.markers() {
-        check_removes(table, marker)?;
+        let Some(record) = journal.record(&marker.write_id) else {
+            // Its write finished but for this, or it landed after its write
+            // was taken back: it removes nothing either way.
+            if old(&marker.location) {
+                recovered
+                    .removed
+                    .extend(delete_each(store, root, [marker.location.clone()]).await?);
+            }
+            continue;
+        };
+        if let Err(e) = check_removes(table, marker) {
+            tracing::warn!(root = %root, error = %e, "a commit marker was left as it is");
+            continue;
+        }
+        // Deleting what a committed write removes is safe at any age.
         recovered
             .removed
             .extend(delete_each(store, root, marker.removes.iter().cloned()).await?);
-        let held = claims
-            .iter()
-            .filter(|c| c.holder == marker.write_id)
-            .map(|c| c.location.clone());
+        // Its claims, record and marker are its writer's while it may run.
+        if !old(&record.location) {
+            continue;
+        }
         recovered
             .removed
-            .extend(delete_each(store, root, held).await?);
-        let record = journal
-            .records()
-            .find(|r| r.write_id == marker.write_id)
-            .map(|r| r.location.clone());
+            .extend(delete_each(store, root, held(&marker.write_id)).await?);
         recovered
             .removed
-            .extend(delete_each(store, root, record.into_iter()).await?);
+            .extend(delete_each(store, root, [record.location.clone()]).await?);
         recovered
             .removed
-            .extend(delete_each(store, root, std::iter::once(marker.location.clone())).await?);
+            .extend(delete_each(store, root, [marker.location.clone()]).await?);
         recovered.completed.push(marker.write_id.clone());
         ended.insert(marker.write_id.clone());
     }
-    let old = |location: &Path| journal.modified(location).is_some_and(|at| at < cutoff);
     let abandoned: Vec<&WriteRecord> = journal
         .records()
-        .filter(|r| !ended.contains(&r.write_id) && old(&r.location))
+        .filter(|r| !journal.is_committed(r) && old(&r.location))
         .collect();
     for record in abandoned {
         recovered
             .removed
             .extend(delete_each(store, root, record.files.iter().cloned()).await?);
-        let held = claims
-            .iter()
-            .filter(|c| c.holder == record.write_id)
-            .map(|c| c.location.clone());
         recovered
             .removed
-            .extend(delete_each(store, root, held).await?);
+            .extend(delete_each(store, root, held(&record.write_id)).await?);
         recovered
             .removed
-            .extend(delete_each(store, root, std::iter::once(record.location.clone())).await?);
+            .extend(delete_each(store, root, [record.location.clone()]).await?);
         recovered.rolled_back.push(record.write_id.clone());
         ended.insert(record.write_id.clone());
     }
     let live: HashSet<&str> = journal.records().map(|r| r.write_id.as_str()).collect();
-    let orphans = claims
+    let orphans: Vec<Path> = claims
         .iter()
         .filter(|c| {
             !ended.contains(&c.holder) && !live.contains(c.holder.as_str()) && c.modified < cutoff
         })
-        .map(|c| c.location.clone());
+        .map(|c| c.location.clone())
+        .collect();
     recovered
         .removed
         .extend(delete_each(store, root, orphans).await?);
+    // Kept for readers listing now; a bound under the retention says none is.
+    let retention = before(older_than.min(DONE_RETENTION));
+    let done: Vec<Path> = journal
+        .done_markers()
+        .filter(|meta| meta.last_modified < retention)
+        .map(|meta| meta.location.clone())
+        .collect();
+    recovered
+        .removed
+        .extend(delete_each(store, root, done).await?);
     recovered
         .removed
         .extend(remove_temporary(store, root, table.store_kind(), cutoff).await?);
@@ -193,10 +223,12 @@ fn check_removes(table: &TableDefinition, marker: &CommitMarker) -> Result<()> {
             .map(|rest| rest.trim_start_matches('/'))
             .unwrap_or_default();
         let dir = relative.rsplit_once('/').map_or("", |(dir, _)| dir);
-        let claimed = table
+        let key = table
+            .spec
             .values_of_dir(dir)
             .and_then(|values| table.canonical_dir(&values).ok())
-            .is_some_and(|dir| claims.contains(dir.as_str()));
+            .unwrap_or_else(|| dir.to_string());
+        let claimed = claims.contains(key.as_str());
         if !claimed {
             return Err(Error::WriteRecord {
                 path: marker.location.to_string(),
@@ -229,7 +261,7 @@ fn is_temporary(file_name: &str) -> bool {
 async fn delete_each(
     store: &Arc<dyn ObjectStore>,
     root: &ListingTableUrl,
-    paths: impl Iterator<Item = Path>,
+    paths: impl IntoIterator<Item = Path>,
 ) -> Result<Vec<Path>> {
     let deleted: Vec<Option<Path>> = futures::stream::iter(paths)
         .map(|path| {
@@ -289,7 +321,7 @@ async fn remove_temporary(
             root: root.to_string(),
             source,
         })?;
-    delete_each(store, root, doomed.into_iter()).await
+    delete_each(store, root, doomed).await
 }
 
 /// The temporary-file part of [`recover`] on the local file system (blocking).

@@ -293,9 +293,10 @@ pub fn end_process_tracing() -> String {
     String::from_utf8_lossy(&captured).into_owned()
 }
 
-/// Every file under `root`, hidden ones included, relative to it — but
-/// `_lakefusion/writes/latest`, which every write rewrites and leaves (see
-/// the commit protocol), so that a finished write shows as its files only.
+/// Every file under `root`, hidden ones included, relative to it — but the
+/// done markers (`_lakefusion/writes/<id>.done`) every write leaves for a
+/// while (see the commit protocol), so that a finished write shows as its
+/// files only.
 pub fn all_files(root: &Path) -> BTreeSet<String> {
     fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -304,7 +305,9 @@ pub fn all_files(root: &Path) -> BTreeSet<String> {
                 walk(&path, root, out);
             } else {
                 let relative = path.strip_prefix(root).unwrap().display().to_string();
-                if relative != "_lakefusion/writes/latest" {
+                let done =
+                    relative.starts_with("_lakefusion/writes/") && relative.ends_with(".done");
+                if !done {
                     out.insert(relative);
                 }
             }
@@ -494,12 +497,15 @@ impl MemoryPool for PeakPool {
     }
 }
 
-/// Every key in `store`, sorted.
+/// Every key in `store`, sorted — but done markers (see [`all_files`]).
 pub async fn keys(store: &Arc<dyn object_store::ObjectStore>) -> Vec<String> {
     use futures::TryStreamExt;
     let mut keys: Vec<String> = store
         .list(None)
         .map_ok(|m| m.location.to_string())
+        .try_filter(|k| {
+            futures::future::ready(!(k.contains("_lakefusion/writes/") && k.ends_with(".done")))
+        })
         .try_collect()
         .await
         .unwrap();

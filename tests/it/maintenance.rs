@@ -102,7 +102,7 @@ async fn overwrite_replaces_exactly_the_partitions_it_writes() {
     );
     assert!(all_files(dir.path())
         .iter()
-        .all(|f| !f.starts_with("_lakefusion/writes") || f.ends_with("latest")));
+        .all(|f| !f.starts_with("_lakefusion/writes")));
     assert!(
         !dir.path().join("_lakefusion/claims").exists()
             || all_files(&dir.path().join("_lakefusion/claims")).is_empty()
@@ -296,20 +296,20 @@ async fn readers_honour_the_journal_a_writer_left() {
     // An overwrite of `a` that made its file visible and had not committed.
     let batch =
         RecordBatch::try_new(id_schema(), vec![Arc::new(Int64Array::from(vec![100]))]).unwrap();
-    write_parquet(&dir.path().join("k=a/part-w1-1-0-00000.parquet"), &batch);
+    write_parquet(&dir.path().join("k=a/part-a1-1-0-00000.parquet"), &batch);
     let root = dir.path().display().to_string();
     let root = root.trim_start_matches('/');
     let writes = dir.path().join("_lakefusion/writes");
     std::fs::create_dir_all(&writes).unwrap();
     std::fs::write(
-        writes.join("w1-1-0"),
-        format!("lakefusion write record 2\nkind overwrite\nreplaces k=a\nadd {root}/k=a/part-w1-1-0-00000.parquet\n"),
+        writes.join("a1-1-0"),
+        format!("lakefusion write record 2\nkind overwrite\nreplaces k=a\nadd {root}/k=a/part-a1-1-0-00000.parquet\n"),
     )
     .unwrap();
     assert_eq!(fresh_count(dir.path(), "SELECT sum(id) FROM t").await, 3);
     // Committed: the new file is read, the old one is not, though it is there.
     std::fs::write(
-        writes.join("w1-1-0.committed"),
+        writes.join("a1-1-0.committed"),
         format!("lakefusion commit 1\nclaim k=a\nremove {root}/{old_a}\n"),
     )
     .unwrap();
@@ -322,20 +322,26 @@ async fn readers_honour_the_journal_a_writer_left() {
     ctx.register_table("t", Arc::new(table)).unwrap();
     assert_eq!(count(&ctx, "SELECT sum(id) FROM t").await, 102);
 
-    // recover() finishes the committed write: the old file goes, and the
-    // journal with it; the answer does not change.
+    // recover() deletes what the committed write removes whatever its age;
+    // its journal objects are its writer's until they are older than the
+    // bound, then it finishes the write. The answer does not change.
     let table = ids_by_k(&ctx, dir.path(), OverwriteMode::Partitions).await;
     let recovered = table
         .recover(&ctx.state(), Duration::from_secs(3600))
         .await
         .unwrap();
-    assert_eq!(recovered.completed, vec!["w1-1-0".to_string()]);
+    assert!(recovered.completed.is_empty(), "{recovered:?}");
     assert!(!dir.path().join(&old_a).exists());
-    assert!(!writes.join("w1-1-0").exists() && !writes.join("w1-1-0.committed").exists());
+    assert!(writes.join("a1-1-0.committed").exists());
+    assert_eq!(fresh_count(dir.path(), "SELECT sum(id) FROM t").await, 102);
+    let recovered = table.recover(&ctx.state(), Duration::ZERO).await.unwrap();
+    assert_eq!(recovered.completed, vec!["a1-1-0".to_string()]);
+    assert!(!dir.path().join(&old_a).exists());
+    assert!(!writes.join("a1-1-0").exists() && !writes.join("a1-1-0.committed").exists());
     assert_eq!(fresh_count(dir.path(), "SELECT sum(id) FROM t").await, 102);
 
     // A record this version cannot read stops readers, naming it.
-    std::fs::write(writes.join("w2-1-0"), "lakefusion write record 9\n").unwrap();
+    std::fs::write(writes.join("a2-1-0"), "lakefusion write record 9\n").unwrap();
     let ctx = SessionContext::new();
     let error = PartitionedTable::builder(file_url(dir.path()))
         .schema(id_schema())
@@ -345,7 +351,7 @@ async fn readers_honour_the_journal_a_writer_left() {
         .unwrap_err();
     assert!(matches!(error, Error::WriteRecord { .. }), "{error}");
     assert!(
-        error.to_string().contains("_lakefusion/writes/w2-1-0"),
+        error.to_string().contains("_lakefusion/writes/a2-1-0"),
         "{error}"
     );
 }
@@ -362,19 +368,19 @@ async fn recover_takes_back_only_uncommitted_writes_older_than_its_bound() {
     let before = all_files(dir.path());
     let batch =
         RecordBatch::try_new(id_schema(), vec![Arc::new(Int64Array::from(vec![100]))]).unwrap();
-    write_parquet(&dir.path().join("k=b/part-w3-1-0-00000.parquet"), &batch);
+    write_parquet(&dir.path().join("k=b/part-a3-1-0-00000.parquet"), &batch);
     let root = dir.path().display().to_string();
     let root = root.trim_start_matches('/');
     let writes = dir.path().join("_lakefusion/writes");
     std::fs::create_dir_all(&writes).unwrap();
     std::fs::write(
-        writes.join("w3-1-0"),
-        format!("lakefusion write record 2\nkind overwrite\nreplaces k=b\nadd {root}/k=b/part-w3-1-0-00000.parquet\n"),
+        writes.join("a3-1-0"),
+        format!("lakefusion write record 2\nkind overwrite\nreplaces k=b\nadd {root}/k=b/part-a3-1-0-00000.parquet\n"),
     )
     .unwrap();
     let claims = dir.path().join("_lakefusion/claims");
     std::fs::create_dir_all(&claims).unwrap();
-    std::fs::write(claims.join("k=b"), "w3-1-0").unwrap();
+    std::fs::write(claims.join("k=b"), "a3-1-0").unwrap();
     assert_eq!(fresh_count(dir.path(), "SELECT sum(id) FROM t").await, 1);
     // The claim blocks an overwrite of `b` meanwhile, naming the holder.
     let error = execution_error(&ctx, "INSERT OVERWRITE t VALUES (5, 'b')").await;
@@ -382,7 +388,7 @@ async fn recover_takes_back_only_uncommitted_writes_older_than_its_bound() {
         error.contains("another write is replacing partition(s) k=b"),
         "{error}"
     );
-    assert!(error.contains("w3-1-0"), "{error}");
+    assert!(error.contains("a3-1-0"), "{error}");
     assert_eq!(fresh_count(dir.path(), "SELECT sum(id) FROM t").await, 1);
 
     let table = ids_by_k(&ctx, dir.path(), OverwriteMode::Partitions).await;
@@ -395,11 +401,10 @@ async fn recover_takes_back_only_uncommitted_writes_older_than_its_bound() {
         "{young:?}"
     );
     let old = table.recover(&ctx.state(), Duration::ZERO).await.unwrap();
-    assert_eq!(old.rolled_back, vec!["w3-1-0".to_string()]);
-    let mut left = all_files(dir.path());
-    left.retain(|f| !f.ends_with("_lakefusion/writes/latest"));
-    let mut expected = before.clone();
-    expected.retain(|f| !f.ends_with("_lakefusion/writes/latest"));
+    assert_eq!(old.rolled_back, vec!["a3-1-0".to_string()]);
+    let left = all_files(dir.path());
+    let expected = before.clone();
+
     assert_eq!(left, expected);
     // The overwrite goes through now.
     exec(&ctx, "INSERT OVERWRITE t VALUES (5, 'b')").await;

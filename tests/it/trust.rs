@@ -612,10 +612,12 @@ async fn abandoned_writes_of_a_killed_writer_are_removed() {
         .await
         .unwrap();
     assert!(removed.is_empty(), "{removed:?}");
-    let removed = table
+    let mut removed = table
         .remove_abandoned_writes(&fresh.state(), std::time::Duration::ZERO)
         .await
         .unwrap();
+    // The done marker the first INSERT left goes too: no reader is running.
+    removed.retain(|p| !p.as_ref().ends_with(".done"));
     assert_eq!(removed.len(), left.len(), "{removed:?} vs {left:?}");
     assert_eq!(all_files(dir.path()), committed);
     assert_eq!(count(&fresh, "SELECT count(*) FROM t").await, 3);

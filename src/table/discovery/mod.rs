@@ -6,9 +6,7 @@
 
 mod refresh;
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::Session;
@@ -19,7 +17,6 @@ use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::error::DataFusionError;
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
 
 pub(in crate::table) use crate::lake::listing::Lister;
@@ -27,7 +24,6 @@ pub(in crate::table) use refresh::{refresh, refresh_partitions};
 
 use crate::error::{Error, Result, TableProblem};
 use crate::lake::index::{ListedPartition, PartitionIndex};
-use crate::lake::journal::Journal;
 use crate::lake::layout::{SortKey, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
 use crate::lake::partitioning::PartitionSpec;
 use crate::lake::TableDefinition;
@@ -37,60 +33,6 @@ use crate::store::{ResilientStore, RetryPolicy};
 
 /// How many footers discovery reads at once.
 const FOOTER_READ_CONCURRENCY: usize = 16;
-
-/// How many times a listing is taken before discovery gives up on one that
-/// no write moved during ([`consistent`]).
-const LISTING_ATTEMPTS: u32 = 8;
-
-/// Runs `list` (a listing of the table) between two listings of the
-/// table's journal, again until no write began, committed or ended
-/// meanwhile, and returns it with the files the journal says readers must
-/// not read (see [`Journal::hidden`]). A listing is not one moment of the
-/// table; with the journal unchanged around it, it is as good as one: a
-/// write under way throughout only adds files the journal hides, and a
-/// committed one only removes files the journal hides. Two more listing
-/// requests per discovery (the journal is usually empty).
-pub(in crate::table) async fn consistent<T, F, Fut>(
-    store: &Arc<dyn ObjectStore>,
-    root: &ListingTableUrl,
-    mut list: F,
-) -> Result<(T, HashSet<Path>)>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    for attempt in 0..LISTING_ATTEMPTS {
-        let journal = Journal::read(store, root).await?;
-        journal.refuse_unreadable()?;
-        let listing = list().await?;
-        if !journal.changed_since(store, root).await? {
-            return Ok((listing, journal.hidden()));
-        }
-        tracing::debug!(root = %root, attempt, "a write moved while the table was listed: listing again");
-        tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
-    }
-    Err(Error::ListingRaced {
-        root: root.to_string(),
-        attempts: LISTING_ATTEMPTS as usize,
-    })
-}
-
-/// Leaves the `hidden` files out of `partitions`, and the partitions left
-/// with none.
-pub(in crate::table) fn without_hidden(
-    partitions: &mut Vec<ListedPartition>,
-    hidden: &HashSet<Path>,
-) {
-    if hidden.is_empty() {
-        return;
-    }
-    for partition in partitions.iter_mut() {
-        partition
-            .files
-            .retain(|f| !hidden.contains(&f.meta.location));
-    }
-    partitions.retain(|p| !p.files.is_empty());
-}
 
 /// The store `definition`'s table reads through (see [`object_store_for`]).
 pub(in crate::table) fn table_store(

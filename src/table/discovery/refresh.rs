@@ -11,10 +11,11 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::utils::{Guarantee, LiteralGuarantee};
 
-use super::{consistent, index_from, table_store, without_hidden};
+use super::{index_from, table_store};
 use crate::error::{Error, Result, TableProblem};
 use crate::lake::listing::{dirs_at_level, Lister};
 use crate::lake::partitioning::PartitionSpec;
+use crate::lake::snapshot::{consistent, snapshot, without_hidden, Scope};
 use crate::lake::{SharedIndex, TableDefinition};
 use crate::table::pushdown::matches;
 
@@ -28,11 +29,12 @@ pub(in crate::table) async fn refresh(
     let ticket = index.begin_refresh();
     let store = table_store(state, definition)?;
     let lister = Lister::of_table(&store, definition);
-    let (mut listing, hidden) = consistent(&store, &definition.root, || {
-        lister.list_partitions(Some(&definition.spec), &definition.options.file_extension)
-    })
+    let listing = snapshot(
+        &lister,
+        Scope::Table(Some(&definition.spec)),
+        &definition.options.file_extension,
+    )
     .await?;
-    without_hidden(&mut listing.partitions, &hidden);
     let listed = index_from(state, &store, definition, listing.partitions)
         .await?
         .index;
@@ -91,7 +93,7 @@ pub(in crate::table) async fn refresh_partitions(
     };
     let store = table_store(state, definition)?;
     let lister = Lister::of_table(&store, definition);
-    let ((mut listing, coverage), hidden) = consistent(&store, &definition.root, || {
+    let ((mut listing, coverage), hidden) = consistent(&lister, || {
         lister.list_selected_partitions(
             spec,
             &definition.options.file_extension,
