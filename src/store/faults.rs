@@ -47,6 +47,8 @@ pub struct ListHold {
     pub listed: Arc<tokio::sync::Notify>,
     /// Notify to let the held listing return.
     pub release: Arc<tokio::sync::Notify>,
+    /// Hold only listings of exactly this prefix (`None`: every listing).
+    pub prefix: Option<String>,
 }
 
 /// What happens to a matching request.
@@ -316,7 +318,12 @@ impl FaultyStore {
         listing: impl FnOnce() -> BoxStream<'static, Result<ObjectMeta>>,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
         let path = prefix.map_or("", |p| p.as_ref()).to_string();
-        let hold = self.hold.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let hold = self
+            .hold
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|hold| hold.prefix.as_ref().is_none_or(|p| *p == path));
         match self.fault_for(RequestKind::List, &path) {
             None | Some(Fault::ShortRead) if hold.is_some() => {
                 let listing = listing();

@@ -718,3 +718,91 @@ async fn racing_overwrites_on_s3_commit_once() {
         .collect();
     assert!(journal.iter().all(|k| k.ends_with(".done")), "{journal:?}");
 }
+
+/// A whole overwrite runs inside a reader's listing (held after it read
+/// everything): the reader's second reading of the journal finds the
+/// write's done marker and lists that one partition again, so it installs
+/// the new file, not the replaced one it had listed (which is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_inside_a_readers_listing_is_listed_again() {
+    use lakefusion::store::faults::ListHold;
+    let lake: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let session = |store: Arc<dyn ObjectStore>| {
+        let ctx = SessionContext::new();
+        ctx.register_object_store(&Url::parse("memory://").unwrap(), store);
+        ctx
+    };
+    let root = "memory:///lake/".to_string();
+    let writer = session(Arc::clone(&lake));
+    writer
+        .register_table("t", Arc::new(table_at(&writer, root.clone()).await))
+        .unwrap();
+    exec(&writer, "INSERT INTO t VALUES (1, 'a'), (3, 'b'), (4, 'c')").await;
+
+    let store = FaultyStore::new(Arc::clone(&lake));
+    let hold = ListHold {
+        prefix: Some("lake".into()),
+        ..ListHold::default()
+    };
+    store.hold_listings(Some(hold.clone()));
+    let reader = session(store.clone());
+    let building = {
+        let reader = reader.clone();
+        let root = root.clone();
+        tokio::spawn(async move { table_at(&reader, root).await })
+    };
+    hold.listed.notified().await;
+    store.hold_listings(None);
+    exec(&writer, "INSERT OVERWRITE t VALUES (20, 'b')").await;
+    store.reset_counts();
+    hold.release.notify_one();
+    let table = building.await.unwrap();
+    // The journal again, `b` again (a delimiter listing of the root, then
+    // its directory), and the journal once more; not the whole table.
+    assert_eq!(store.requests_of(RequestKind::List), 4);
+    reader.register_table("t", Arc::new(table)).unwrap();
+    assert_eq!(count(&reader, "SELECT sum(id) FROM t").await, 1 + 20 + 4);
+}
+
+/// A commit marker whose PUT fails and whose presence cannot be checked
+/// leaves the write as it is — record, claims, files — for `recover()`,
+/// which takes it back (the marker is not there); readers see the table
+/// as it was throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_commit_is_left_to_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    seeded(root).await;
+    let before = data_files(root);
+    let store = FaultyStore::new(Arc::new(LocalFileSystem::new()));
+    store.inject(
+        FaultRule::new(Fault::Permanent)
+            .on(RequestKind::Write)
+            .path_contains(".committed"),
+    );
+    store.inject(
+        FaultRule::new(Fault::Permanent)
+            .on(RequestKind::Head)
+            .path_contains(".committed"),
+    );
+    let ctx = SessionContext::new();
+    ctx.register_object_store(&Url::parse("file://").unwrap(), store);
+    ctx.register_table("t", Arc::new(table_at(&ctx, file_url(root)).await))
+        .unwrap();
+    let error = execution_error(&ctx, "INSERT OVERWRITE t VALUES (10, 'a')").await;
+    assert!(
+        error.contains("whether the write committed is unknown"),
+        "{error}"
+    );
+    assert!(journal(root)
+        .iter()
+        .any(|f| f.starts_with("_lakefusion/claims/")));
+    assert_eq!(fresh_sum(root).await, 10);
+    let fresh = SessionContext::new();
+    let table = table_at(&fresh, file_url(root)).await;
+    let recovered = table.recover(&fresh.state(), Duration::ZERO).await.unwrap();
+    assert_eq!(recovered.rolled_back.len(), 1, "{recovered:?}");
+    assert!(journal(root).is_empty(), "{:?}", journal(root));
+    assert_eq!(data_files(root), before);
+    assert_eq!(fresh_sum(root).await, 10);
+}
