@@ -342,7 +342,7 @@ async fn protocol_requests(args: &Args) -> Result<()> {
     let overwrite = started.elapsed();
     println!(
         "protocol on the latency store: build() {build:.2?} with {build_lists} listings (2 of the journal); \
-         INSERT INTO one file {insert:.2?} with {writes} writes (the file, the record, latest, the record's delete) and {heads} HEAD; \
+         INSERT INTO one file {insert:.2?} with {writes} writes (the file, the record, its done marker, the record's delete) and {heads} HEAD; \
          INSERT OVERWRITE of one file {overwrite:.2?} with {} listings, {} reads, {} writes",
         store.requests_of(RequestKind::List),
         store.requests_of(RequestKind::Read) + store.requests_of(RequestKind::Head),

@@ -309,15 +309,16 @@ pub enum Error {
         source: Box<DataFusionError>,
     },
 
-    /// A write failed while making its files visible, and some files it had
-    /// already made visible could not be removed again: readers that list
-    /// the root (other processes, other engines) see them until
-    /// `PartitionedTable::remove_abandoned_writes` removes them, guided by
-    /// the write's record, which stays for that purpose.
+    /// A write failed before its commit, and some files it had already
+    /// made visible could not be removed again. Readers that honour the
+    /// write's journal (every lakefusion reader) do not read them, since
+    /// its record stays; readers that do not (Spark, DuckDB,
+    /// `ListingTable`) see them until `PartitionedTable::recover` removes
+    /// them, guided by that record.
     #[error(
         "table '{table}': writing '{path}' failed: {source}; {count} file(s) of the write \
-         could not be removed and stay visible to other readers until \
-         remove_abandoned_writes removes them (the write's record '{record}' lists them): {files}",
+         could not be removed: lakefusion readers do not read them (the write's record \
+         '{record}' lists them), other readers see them until recover() removes them: {files}",
         count = left.len(),
         files = left.join(", ")
     )]

@@ -52,9 +52,10 @@
 //!
 //! Dynamic filters (TopK, hash-join build sides) reach the scan while the
 //! query runs and skip files and row groups that can no longer match.
-//! `INSERT INTO` goes through [`PartitionedSink`]: new files only, added to
-//! the index at once (whole to queries through the same table, file by file
-//! to other processes: see `docs/writing.md`); a table declared with
+//! `INSERT INTO` and `INSERT OVERWRITE` go through [`PartitionedSink`],
+//! `DELETE FROM` (over partition columns) and [`PartitionedTable::compact`]
+//! through the same commit protocol (below): every lakefusion reader, in
+//! any process, sees each write whole or not at all; a table declared with
 //! [`bucket_by`](PartitionedTableBuilder::bucket_by) is written with
 //! DataFusion's own hash partitioner and records the Arrow type it hashed,
 //! so its scans declare `Hash` partitioning only where DataFusion can trust
@@ -77,6 +78,40 @@
 //! How to use it — the quick start, each capability, the benchmarks — is
 //! the README and its `docs/` chapters; this guide is the map of the code.
 //!
+//! ## The commit protocol
+//!
+//! Every write — `INSERT INTO`, `INSERT OVERWRITE`, `DELETE FROM`, a
+//! compaction — keeps a journal under the table root's hidden
+//! `_lakefusion/` prefix (hidden by the Hive rules from every reader), with
+//! no rename, so it works the same on the local disk and on S3:
+//!
+//! ```text
+//! _lakefusion/writes/<id>            record: kind, partitions replaced, files added
+//! _lakefusion/claims/<partition>     a replacing write's claim (conditional PUT)
+//! _lakefusion/writes/<id>.committed  commit marker: claims, files removed
+//! _lakefusion/writes/<id>.done       done marker: what it touched (kept 15 min)
+//! ```
+//!
+//! A write puts its record (1), makes its files visible (2); an append then
+//! puts its done marker and commits by removing its record (3). A replacing
+//! write claims its partitions — a claim already held is a
+//! [`WriteConflict`](Error::WriteConflict) — and lists them as one moment
+//! of the table (4), commits by putting its marker (5), then removes the
+//! replaced files, puts its done marker, releases its claims and removes
+//! its record and, last, its marker (6). A reader (`build()`, `refresh()`,
+//! a writer choosing what to replace) reads the journal before and after
+//! its listing and lists again the partitions of every write that moved
+//! meanwhile (`lake::snapshot`); it reads neither the files of a write not
+//! committed nor those a committed write removes. So each write is seen
+//! whole or not at all, and never with the files it replaced; a writer
+//! that dies leaves a journal that readers honour and
+//! [`PartitionedTable::recover`] finishes (committed) or takes back (not).
+//! Readers that do not know the journal (Spark, DuckDB, DataFusion's
+//! `ListingTable`) see plain Hive semantics: new files appear one by one,
+//! replaced ones disappear one by one. The steps, each failure and each
+//! race are documented on `write::commit`, and the user's view in
+//! `docs/maintenance.md`.
+//!
 //! ## Modules
 //!
 //! This map is the guide to the code as it is (it supersedes the first plan
@@ -92,9 +127,10 @@
 //! distributed/                     the carrier of scans to Ballista executors
 //! cache/                           TableCache, CachedScanExec, SmallTableCacheRule
 //! table/                           PartitionedTable: builder, discovery, planner, provider
-//! write/                           INSERT INTO: the sink, staging, write records, cleanup
+//! write/                           writes: the sink, staging, the commit protocol, recovery
 //! scan/                            PartitionedScanExec and its streams
-//! lake/                            what reading and writing share: definition, partitioning, index
+//! lake/                            what reading and writing share: definition, partitioning,
+//!                                  index, listing, the journal and snapshots of it
 //! store/                           stores, retries, read-ahead, what kind of storage a root is
 //! settings/                        QueryContext, ScanOptions
 //! error.rs                         Error
@@ -106,18 +142,23 @@
 //!   names, percent-encoding), its layout (bucketing, sort order, as our
 //!   writer records them), the [`PartitionIndex`] (files packed column by
 //!   column) and `SharedIndex`, the one home of a table's current index;
+//!   the listing (`listing`: the whole root — split into ranges listed at
+//!   once on object stores — or the partitions a predicate or a set of
+//!   values selects), the journal's objects and what a reader makes of them
+//!   (`journal`), and a listing taken as one moment of the table
+//!   (`snapshot`);
 //! * `table`: [`PartitionedTable`] by job — `builder`, `discovery`
-//!   (listing — split into ranges listed at once on object stores, or only
-//!   the partitions a predicate selects —, `refresh`, schema, footers:
-//!   `build()`, `refresh()`, `refresh_partitions()` only),
-//!   `planner`/`pushdown` (filters and a snapshot into a scan, no I/O),
-//!   `provider` (the thin `TableProvider`), `factory` (SQL DDL);
-//! * `write`: `INSERT INTO` as new Hive-partitioned files
-//!   ([`PartitionedSink`]), how a file stays invisible until its commit on
+//!   (`refresh`, schema, footers: `build()`, `refresh()`,
+//!   `refresh_partitions()` only), `planner`/`pushdown` (filters and a
+//!   snapshot into a scan, no I/O), `maintenance` (`DELETE FROM` and
+//!   compaction, chosen from a fresh snapshot), `provider` (the thin
+//!   `TableProvider`), `factory` (SQL DDL);
+//! * `write`: writes as new Hive-partitioned files ([`PartitionedSink`] for
+//!   `INSERT INTO` and `INSERT OVERWRITE`; the rewrites of a compaction; the
+//!   removal of a `DELETE`), how a file stays invisible until its commit on
 //!   stores with and without rename, its bytes reserved from the memory
-//!   pool (`staging`), the record a write keeps under the root's hidden
-//!   `_lakefusion/writes/` while it commits (`record`), and removing what
-//!   unfinished writes left (`cleanup`);
+//!   pool (`staging`), the commit protocol's steps (`commit`), and
+//!   finishing or taking back what writers that died left (`recover`);
 //! * `scan`: [`PartitionedScanExec`] and its one [`ScanDescription`], the
 //!   stream of each partition (`stream`), what partitions of one execution
 //!   share (`siblings`) and what they read ahead (`read_ahead`), the

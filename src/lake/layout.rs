@@ -283,24 +283,30 @@ impl TableSort {
     }
 }
 
-/// The rows of `files`, from their footers (16 read at once).
+/// The rows of `files`, from their footers (16 read at once; through
+/// `cache`, the runtime's footer cache, when a scan will read them next).
 pub(crate) async fn rows_in(
     store: &Arc<dyn object_store::ObjectStore>,
     files: &[object_store::ObjectMeta],
+    cache: Option<Arc<datafusion::execution::cache::cache_manager::FileMetadataCache>>,
 ) -> crate::error::Result<u64> {
     use futures::{StreamExt, TryStreamExt};
-    futures::stream::iter(files.iter().cloned().map(|meta| async move {
-        datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata::new(
-            store.as_ref(),
-            &meta,
-        )
-        .fetch_metadata()
-        .await
-        .map(|footer| footer.file_metadata().num_rows().max(0) as u64)
-        .map_err(|e| crate::error::Error::ReadFile {
-            path: meta.location.to_string(),
-            source: Box::new(e),
-        })
+    futures::stream::iter(files.iter().cloned().map(|meta| {
+        let cache = cache.clone();
+        async move {
+            datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata::new(
+                store.as_ref(),
+                &meta,
+            )
+            .with_file_metadata_cache(cache)
+            .fetch_metadata()
+            .await
+            .map(|footer| footer.file_metadata().num_rows().max(0) as u64)
+            .map_err(|e| crate::error::Error::ReadFile {
+                path: meta.location.to_string(),
+                source: Box::new(e),
+            })
+        }
     }))
     .buffer_unordered(16)
     .try_fold(0u64, |total, rows| futures::future::ready(Ok(total + rows)))

@@ -26,6 +26,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
 };
 use datafusion_datasource::sink::{DataSink, DataSinkExec};
+use futures::StreamExt;
 use object_store::ObjectStore;
 
 use super::discovery::{index_from, table_store};
@@ -180,6 +181,10 @@ pub struct CompactOptions {
     /// A partition is compacted only if it has at least this many files
     /// smaller than the target (default 2: one small file is left as it is).
     pub min_files: usize,
+    /// Partitions compacted at once (default 8: on an object store each
+    /// partition's compaction is a few hundred requests, mostly one after
+    /// another).
+    pub partitions_at_once: usize,
 }
 
 impl Default for CompactOptions {
@@ -187,6 +192,7 @@ impl Default for CompactOptions {
         Self {
             target_file_bytes: 128 * 1024 * 1024,
             min_files: 2,
+            partitions_at_once: 8,
         }
     }
 }
@@ -228,7 +234,7 @@ pub(in crate::table) async fn compact(
             // The index orders partitions by directory; match them back by values.
             let keep = matches(state, predicate, listed.values(), &definition.name)
                 .map_err(|e| failed(definition, e))?;
-            let chosen: Vec<&[datafusion::common::ScalarValue]> = listed
+            let chosen: std::collections::HashSet<&[datafusion::common::ScalarValue]> = listed
                 .partitions()
                 .iter()
                 .zip(keep)
@@ -237,44 +243,52 @@ pub(in crate::table) async fn compact(
                 .collect();
             partitions
                 .iter()
-                .map(|p| chosen.contains(&p.values.as_slice()))
+                .map(|p| chosen.contains(p.values.as_slice()))
                 .collect()
         }
     };
+    let work = partitions
+        .into_iter()
+        .zip(selected)
+        .filter(|(_, selected)| *selected)
+        .filter_map(|(partition, _)| {
+            let small: Vec<_> = partition
+                .files
+                .into_iter()
+                .filter(|f| f.meta.size < options.target_file_bytes)
+                .collect();
+            (small.len() >= options.min_files.max(2)).then_some((partition.values, small))
+        });
+    let store = &store;
+    let results: Vec<Result<Compaction>> = futures::stream::iter(work.map(|(values, small)| {
+        compact_partition(definition, index, state, store, values, small, options)
+    }))
+    .buffer_unordered(options.partitions_at_once.max(1))
+    .collect()
+    .await;
     let mut done = Compaction::default();
-    for (partition, selected) in partitions.into_iter().zip(selected) {
-        if !selected {
-            continue;
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(one) if one.files_in > 0 => {
+                done.partitions += 1;
+                done.files_in += one.files_in;
+                done.files_out += one.files_out;
+                done.bytes_in += one.bytes_in;
+                done.bytes_out += one.bytes_out;
+                done.rows += one.rows;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
-        let small: Vec<_> = partition
-            .files
-            .into_iter()
-            .filter(|f| f.meta.size < options.target_file_bytes)
-            .collect();
-        if small.len() < options.min_files.max(2) {
-            continue;
-        }
-        let one = compact_partition(
-            definition,
-            index,
-            state,
-            &store,
-            partition.values,
-            small,
-            options,
-        )
-        .await?;
-        if one.files_in == 0 {
-            continue;
-        }
-        done.partitions += 1;
-        done.files_in += one.files_in;
-        done.files_out += one.files_out;
-        done.bytes_in += one.bytes_in;
-        done.bytes_out += one.bytes_out;
-        done.rows += one.rows;
     }
-    Ok(done)
+    match first_error {
+        // The partitions compacted stay compacted; a second run does the rest.
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
 }
 
 /// Rewrites `files` (one partition's small files) into files of about the
@@ -320,7 +334,9 @@ async fn compact_partition(
     let bytes_in: u64 = files.iter().map(|f| f.meta.size).sum();
     let inputs: Vec<_> = files.iter().map(|f| f.meta.location.clone()).collect();
     let metas: Vec<_> = files.iter().map(|f| f.meta.clone()).collect();
-    let rows = rows_in(store, &metas).await?;
+    // Through the footer cache: the scan below reads them next.
+    let footers = state.runtime_env().cache_manager.get_file_metadata_cache();
+    let rows = rows_in(store, &metas, Some(footers)).await?;
     let chosen = PartitionIndex::try_new(&definition.spec, vec![ListedPartition { values, files }])
         .map_err(|e| failed(definition, e))?;
     let scan: Arc<dyn ExecutionPlan> = Arc::new(

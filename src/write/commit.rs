@@ -137,18 +137,36 @@ impl Commit<'_> {
             }
             return Err(self.error(&record.location, e.into()));
         }
-        let added = self.make_visible(closed).await?;
         if record.kind == WriteKind::Append {
+            let added = self.make_visible(closed).await?;
             return self.commit_append(added, ticket).await;
         }
+        // The partitions known up front are claimed while the files become
+        // visible (readers hide both until the commit).
+        let first = self.first_claims(&closed);
+        let mut claimed = BTreeSet::new();
+        let (made, claiming) = futures::join!(
+            self.make_visible(closed),
+            self.claim_all(&first, &mut claimed)
+        );
+        let added = match made {
+            Ok(added) => added,
+            Err(e) => {
+                self.release(&claimed).await;
+                return Err(e);
+            }
+        };
         let visible = || {
             added
                 .iter()
                 .map(|w| w.file.meta.location.clone())
                 .collect::<Vec<_>>()
         };
-        let mut claimed = BTreeSet::new();
-        let (removal, journal) = match self.claim_and_list(&added, &mut claimed).await {
+        if let Err(e) = claiming {
+            self.release(&claimed).await;
+            return Err(self.take_back_error(e, visible()).await);
+        }
+        let (removal, journal) = match self.claim_and_list(&mut claimed).await {
             Ok(found) => found,
             Err(e) => {
                 self.release(&claimed).await;
@@ -211,17 +229,19 @@ impl Commit<'_> {
         let touched = self.touched_by(&added);
         let ended = async {
             self.put_done(touched).await?;
-            // Retried: a write whose record cannot be removed is taken back whole.
-            policy
-                .retry("delete", location.as_ref(), || remove(store, location))
-                .await
+            // Retried: a write whose record cannot be removed is taken back
+            // whole. Old done markers go meanwhile.
+            let (removed, ()) = futures::join!(
+                policy.retry("delete", location.as_ref(), || remove(store, location)),
+                self.collect_done(None)
+            );
+            removed
         };
         if let Err(e) = ended.await {
             let visible = added.into_iter().map(|w| w.file.meta.location).collect();
             return Err(self.take_back(location, e.into(), visible).await);
         }
         ticket.publish(&self.table.spec, added.clone())?;
-        self.collect_done(None).await;
         Ok(Committed {
             added,
             ..Committed::default()
@@ -250,19 +270,22 @@ impl Commit<'_> {
     /// `recover()` finish it.
     async fn finish(&self, marker: &CommitMarker, claimed: &BTreeSet<String>, journal: &Journal) {
         let store = self.store;
-        let left = delete_all(store, marker.removes.iter().cloned()).await;
+        let touched = match &self.record.replaces {
+            Replaced::Table => Touched::Table,
+            _ => Touched::Partitions(claimed.iter().cloned().collect()),
+        };
+        let (left, done) = futures::join!(
+            delete_all(store, marker.removes.iter().cloned()),
+            self.put_done(touched)
+        );
         if !left.is_empty() {
             tracing::warn!(table = %self.table.name, record = %self.record.location, left = ?left,
                 "committed; replaced files could not all be removed (readers that honour the journal \
                  do not read them; recover() removes them)");
             return;
         }
-        let touched = match &self.record.replaces {
-            Replaced::Table => Touched::Table,
-            _ => Touched::Partitions(claimed.iter().cloned().collect()),
-        };
         let ended = async {
-            self.put_done(touched).await?;
+            done?;
             let (released, record) =
                 futures::join!(self.release(claimed), remove(store, &self.record.location));
             record?;
@@ -348,31 +371,16 @@ impl Commit<'_> {
     /// stands on.
     async fn claim_and_list(
         &self,
-        added: &[PublishedFile],
         claimed: &mut BTreeSet<String>,
     ) -> crate::error::Result<(Removal, Journal)> {
         let table = self.table;
-        let mut needed: BTreeSet<String> = match &self.record.replaces {
-            Replaced::Partitions(dirs) => dirs.iter().cloned().collect(),
-            // "" claims the table itself: two whole-table replaces always
-            // meet there, whatever partitions each sees.
-            _ => std::iter::once(String::new())
-                .chain(
-                    added
-                        .iter()
-                        .map(|f| claim_key(table, &f.values, &f.file.meta.location)),
-                )
-                .collect(),
-        };
+        let mut needed = claimed.clone();
         let inputs: Option<HashSet<&Path>> = self.inputs.as_ref().map(|i| i.iter().collect());
         let lister = Lister::of_table(self.store, table);
         let extension = &table.options.file_extension;
         loop {
-            let new: Vec<String> = needed.difference(claimed).cloned().collect();
-            for dir in new {
-                self.claim(&dir).await?;
-                claimed.insert(dir);
-            }
+            let new: BTreeSet<String> = needed.difference(claimed).cloned().collect();
+            self.claim_all(&new, claimed).await?;
             let targets: Vec<Vec<ScalarValue>>;
             let scope = match &self.record.replaces {
                 // Only the claimed partitions, in every spelling.
@@ -434,13 +442,18 @@ impl Commit<'_> {
             if !needed.is_subset(claimed) {
                 continue;
             }
-            let rows = if self.record.kind == WriteKind::Delete {
-                rows_in(self.store, &files).await?
-            } else {
-                0
-            };
-            // Whatever moved in the claimed partitions since the listing
-            // (an append that committed there) is listed again first.
+            if self.record.kind != WriteKind::Delete {
+                let removal = Removal {
+                    claims: claimed.iter().cloned().collect(),
+                    files,
+                    rows: 0,
+                };
+                return Ok((removal, taken.journal));
+            }
+            let rows = rows_in(self.store, &files, None).await?;
+            // Counting took a while: whatever moved in the claimed
+            // partitions since the listing (an append that committed
+            // there) is listed again first.
             let now = Journal::read(self.store, &table.root, Some(&taken.journal)).await?;
             let moved = match now.touched_since(&taken.journal, table.root.prefix()) {
                 Touched::Table => true,
@@ -461,6 +474,39 @@ impl Commit<'_> {
                 now,
             ));
         }
+    }
+
+    /// What a replacing write claims before it lists: the partitions it
+    /// replaces, or, for the whole table, the table itself (`""`: two
+    /// whole-table replaces always meet there, whatever each sees) and the
+    /// partitions it writes.
+    fn first_claims(&self, closed: &[ClosedFile]) -> BTreeSet<String> {
+        match &self.record.replaces {
+            Replaced::Partitions(dirs) => dirs.iter().cloned().collect(),
+            _ => std::iter::once(String::new())
+                .chain(
+                    closed
+                        .iter()
+                        .map(|f| claim_key(self.table, &f.values, &f.target)),
+                )
+                .collect(),
+        }
+    }
+
+    /// Claims `dirs` in sorted order (so two writes that want the same
+    /// partitions meet at the first of them), adding each to `claimed`.
+    async fn claim_all(
+        &self,
+        dirs: &BTreeSet<String>,
+        claimed: &mut BTreeSet<String>,
+    ) -> crate::error::Result<()> {
+        for dir in dirs {
+            if !claimed.contains(dir) {
+                self.claim(dir).await?;
+                claimed.insert(dir.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Claims the partition in `dir`: one conditional PUT.
@@ -663,8 +709,17 @@ pub(super) async fn remove(
     store: &Arc<dyn ObjectStore>,
     location: &Path,
 ) -> object_store::Result<()> {
+    deleted(store, location).await.map(|_| ())
+}
+
+/// Deletes `location`: whether it was there (gone already is no error).
+pub(super) async fn deleted(
+    store: &Arc<dyn ObjectStore>,
+    location: &Path,
+) -> object_store::Result<bool> {
     match store.delete(location).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Ok(()) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
         Err(e) => Err(e),
     }
 }

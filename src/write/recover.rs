@@ -30,6 +30,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
+use super::commit::deleted;
 use crate::error::{Error, Result, TableProblem};
 use crate::lake::journal::{claims_prefix, CommitMarker, Journal, WriteRecord, DONE_RETENTION};
 use crate::lake::TableDefinition;
@@ -263,26 +264,23 @@ async fn delete_each(
     root: &ListingTableUrl,
     paths: impl IntoIterator<Item = Path>,
 ) -> Result<Vec<Path>> {
-    let deleted: Vec<Option<Path>> = futures::stream::iter(paths)
-        .map(|path| {
-            let store = Arc::clone(store);
-            async move {
-                match store.delete(&path).await {
-                    Ok(()) => Ok(Some(path)),
-                    // Never made visible, or removed already.
-                    Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    Err(source) => Err(Error::Cleanup {
-                        root: root.to_string(),
-                        path: path.to_string(),
-                        source: source.into(),
-                    }),
-                }
+    let found: Vec<Option<Path>> = futures::stream::iter(paths)
+        .map(|path| async move {
+            match deleted(store, &path).await {
+                Ok(true) => Ok(Some(path)),
+                // Never made visible, or removed already.
+                Ok(false) => Ok(None),
+                Err(source) => Err(Error::Cleanup {
+                    root: root.to_string(),
+                    path: path.to_string(),
+                    source: source.into(),
+                }),
             }
         })
         .buffer_unordered(16)
         .try_collect()
         .await?;
-    Ok(deleted.into_iter().flatten().collect())
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// Removes our writer's hidden temporary files older than `cutoff`.

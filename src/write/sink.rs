@@ -32,7 +32,7 @@ use parquet::file::metadata::{KeyValue, ParquetMetaData};
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use tokio::sync::mpsc;
 
-use super::commit::{ClosedFile, Commit, Committed};
+use super::commit::{delete_all, ClosedFile, Commit, Committed};
 use super::recover::temp_name;
 use super::staging::{Staged, StagedWriter, Staging};
 use crate::error::Error;
@@ -41,8 +41,9 @@ use crate::lake::layout::{SortKey, BUCKETING_KEY, BUCKET_KEY, SORT_ORDER_KEY};
 use crate::lake::partitioning::{child, partition_dir};
 use crate::lake::{OverwriteMode, SharedIndex, TableDefinition};
 
-/// Writes the rows of an `INSERT INTO` as new Hive-partitioned Parquet files
-/// under the table root, and adds them to the table's partition index.
+/// Writes the rows of an `INSERT INTO` (or an `INSERT OVERWRITE`) as new
+/// Hive-partitioned Parquet files under the table root, and adds them to
+/// the table's partition index (replacing what the overwrite replaces).
 ///
 /// # Steps
 ///
@@ -60,51 +61,54 @@ use crate::lake::{OverwriteMode, SharedIndex, TableDefinition};
 ///    the write knows recorded in their key-value metadata (bucketing, sort
 ///    order). A sorted table's input arrives sorted (the sink requires it),
 ///    and splitting keeps each file's rows in that order.
-/// 3. Only when every input row has been written are the files closed. The
-///    write then puts its *record* (see the `record` module: the files it
-///    is about to make visible, under the root's hidden
-///    `_lakefusion/writes/`), and commits the files under their final names
-///    (renamed, written with one PUT, or their uploads completed), 16 at a
-///    time, under names that carry a unique write id: a write never
-///    overwrites a file. Once a commit fails, no further commit starts.
-///    When every commit has succeeded the record is removed. The record,
-///    the commits and step 4 run in a task of their own that finishes even
-///    if the `INSERT` is cancelled meanwhile, so a cancelled write is
-///    either not visible at all or visible whole.
-/// 4. The new files (with footer statistics if the table collects them) are
-///    added to the partition index, so the next query sees them. While the
-///    files are committing, a `refresh()` of the same table leaves them out
-///    of its listing, so queries through the table see the write whole or
-///    not at all.
+/// 3. Only when every input row has been written are the files closed and
+///    committed through the commit protocol (the crate guide, and the
+///    `commit` module, have its steps): a record under the root's hidden
+///    `_lakefusion/writes/`, the files under their final names (names that
+///    carry a unique write id: a write never overwrites a file), then for
+///    an append the removal of the record, for an overwrite the claims on
+///    the partitions it replaces, its commit marker and the removal of the
+///    replaced files. This runs in a task of its own that finishes even if
+///    the statement is cancelled meanwhile.
+/// 4. At the commit, the new files (with footer statistics if the table
+///    collects them) join the partition index and the replaced ones leave
+///    it, in one swap, so the next query sees the write.
+///
+/// An `INSERT OVERWRITE` replaces, by the table's
+/// [`OverwriteMode`](crate::OverwriteMode), exactly the partitions it
+/// writes rows to (one that writes no rows changes nothing) or the whole
+/// table; an unpartitioned table is always replaced whole. Two overwrites
+/// of the same partition at once cannot both commit: the second to claim
+/// it fails with [`Error::WriteConflict`](crate::Error::WriteConflict) and
+/// leaves nothing.
 ///
 /// On a failure before step 3 the staged files are aborted or deleted. On a
-/// failure in step 3 the files already committed are deleted again and the
-/// record removed; a file whose delete fails stays visible to other
-/// readers, and the error names every such file and the record, which stays
-/// so that [`PartitionedTable::remove_abandoned_writes`](crate::PartitionedTable::remove_abandoned_writes)
-/// removes them later. A write cancelled before step 3 cannot run that
-/// clean-up: on the local disk its hidden temporary files stay (never
-/// listed, never read) until `remove_abandoned_writes`; on an object store
-/// a large file's uncompleted upload stays invisible until the store's own
-/// lifecycle rules expire it (S3's `AbortIncompleteMultipartUpload`); a
-/// small file was only in memory. A process that dies during step 3 leaves
-/// the files committed so far visible, and its record:
-/// `remove_abandoned_writes` removes both.
+/// failure in step 3 before the commit the files already made visible are
+/// deleted again and the record removed; a file whose delete fails stays
+/// (readers that honour the journal do not read it; others do), and the
+/// error names every such file and the record, which stays so that
+/// [`PartitionedTable::recover`](crate::PartitionedTable::recover) removes
+/// them later. A write cancelled before step 3 cannot run that clean-up: on
+/// the local disk its hidden temporary files stay (never listed, never
+/// read) until `recover`; on an object store a large file's uncompleted
+/// upload stays invisible until the store's own lifecycle rules expire it
+/// (S3's `AbortIncompleteMultipartUpload`); a small file was only in
+/// memory. A process that dies during step 3 leaves its journal: readers
+/// honour it, and `recover` finishes the write (if it had committed) or
+/// takes it back.
 ///
 /// # What a reader sees of a write
 ///
-/// * **In this process**, through the table the `INSERT` went through: all
-///   of a write or none of it. Its files join the table's index in one swap
-///   after every file is in place; a refresh running meanwhile keeps them
-///   if they were published, and leaves out whatever it listed of a write
-///   still committing or taken back.
-/// * **In other processes** (another table object, another session's
-///   `build()`/`refresh()`, another engine listing the root): file by file.
-///   Files are committed under their final names a few at a time (renamed
-///   on the local disk; on object stores written with one PUT, or their
-///   multipart uploads completed), so a listing that runs during the commit
-///   can see some of a write's files. Each file is whole; there is no
-///   cross-process atomicity.
+/// * **Every lakefusion reader, in any process** (this table, another
+///   table object, another process's `build()`/`refresh()`): all of a
+///   write or none of it, and never both the files an overwrite replaces
+///   and the ones it adds. See the crate guide's commit protocol.
+/// * **Readers that do not know the journal** (Spark, DuckDB, DataFusion's
+///   `ListingTable`): plain Hive semantics — new files appear one by one,
+///   replaced files disappear one by one, each file whole.
+/// * **Queries already running** on the index from before an overwrite
+///   committed may fail with a "not found" error naming a replaced file
+///   that was removed under them; they never return a mix.
 /// * **Memory**: every byte a write stages (a file's part being filled, its
 ///   parts uploading, and on object stores each small file held whole until
 ///   the commit) is reserved from the session's memory pool; a write whose
@@ -771,7 +775,8 @@ impl<'a> Writing<'a> {
                         }
                         temps.push(rest.temp);
                     }
-                    delete_all(&self.store, temps.iter()).await;
+                    // Best effort: a hidden temporary file, or one never made visible.
+                    delete_all(&self.store, temps.into_iter()).await;
                     return Err(failed(&temp, e));
                 }
             }
@@ -787,12 +792,4 @@ struct Closing {
     temp: Path,
     target: Path,
     encoder: SpawnedTask<DFResult<(ParquetMetaData, Staged)>>,
-}
-
-/// Best-effort removal after a failed write: a path that cannot be deleted
-/// is a hidden temporary file or was never made visible.
-async fn delete_all(store: &Arc<dyn ObjectStore>, paths: impl Iterator<Item = &Path>) {
-    for path in paths {
-        let _ = store.delete(path).await;
-    }
 }

@@ -566,7 +566,7 @@ async fn check_against_model(store: Arc<dyn ObjectStore>, url: &str, root: &str,
                 let table = build(ctx.clone(), OverwriteMode::Partitions).await;
                 let options = CompactOptions {
                     target_file_bytes: 1 << 20,
-                    min_files: 2,
+                    ..CompactOptions::default()
                 };
                 table.compact(&ctx.state(), None, options).await.unwrap();
             }
