@@ -216,26 +216,12 @@ impl<'a> Lister<'a> {
         extension: &str,
         targets: &[Vec<ScalarValue>],
     ) -> Result<Vec<ListedPartition>> {
-        let (store, root) = (self.store, self.root);
-        let table = root.to_string();
+        let root = self.root;
         let mut dirs: Vec<(Path, Vec<ScalarValue>)> = vec![(root.prefix().clone(), Vec::new())];
         for (level, column) in spec.columns().iter().enumerate() {
-            let listed = futures::stream::iter(dirs.into_iter().map(|(dir, values)| {
-                async move {
-                    let listing = store.list_with_delimiter(Some(&dir)).await?;
-                    Ok::<_, object_store::Error>((values, listing.common_prefixes))
-                }
-                .boxed()
-            }))
-            .buffer_unordered(self.concurrency)
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(|source| Error::Listing {
-                root: table.clone(),
-                source,
-            })?;
+            let listed = self.subdirectories(dirs).await?;
             let mut next = Vec::new();
-            for (values, children) in listed {
+            for (_, values, children) in listed {
                 for child in children {
                     let Some(name) = child.filename().filter(|name| !is_hidden(name)) else {
                         continue;
@@ -268,6 +254,29 @@ impl<'a> Lister<'a> {
             .await?;
         let listing = partitions_from(objects, root, self.kind, Some(spec), extension).await?;
         Ok(listing.partitions)
+    }
+
+    /// The subdirectories of each of `dirs` (with the partition values
+    /// that led there), one delimiter listing each, several at once.
+    async fn subdirectories(
+        &self,
+        dirs: Vec<(Path, Vec<ScalarValue>)>,
+    ) -> Result<Vec<(Path, Vec<ScalarValue>, Vec<Path>)>> {
+        let store = self.store;
+        futures::stream::iter(dirs.into_iter().map(|(dir, values)| {
+            async move {
+                let listing = store.list_with_delimiter(Some(&dir)).await?;
+                Ok::<_, object_store::Error>((dir, values, listing.common_prefixes))
+            }
+            .boxed()
+        }))
+        .buffer_unordered(self.concurrency)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(|source| Error::Listing {
+            root: self.root.to_string(),
+            source,
+        })
     }
 
     /// Every object under the root, sorted by path.
@@ -480,7 +489,7 @@ impl<'a> Lister<'a> {
         known: Vec<Path>,
         select: impl FnOnce(&RecordBatch) -> Result<Vec<bool>>,
     ) -> Result<(Listing, Coverage)> {
-        let (store, root) = (self.store, self.root);
+        let root = self.root;
         let table = root.to_string();
         let mut coverage = Coverage::default();
         // Directories that are no partition of this table's spec: listed
@@ -521,20 +530,7 @@ impl<'a> Lister<'a> {
                     })?;
                 continue;
             }
-            let listed = futures::stream::iter(dirs.into_iter().map(|(dir, values)| {
-                async move {
-                    let listing = store.list_with_delimiter(Some(&dir)).await?;
-                    Ok::<_, object_store::Error>((dir, values, listing.common_prefixes))
-                }
-                .boxed()
-            }))
-            .buffer_unordered(self.concurrency)
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(|source| Error::Listing {
-                root: table.clone(),
-                source,
-            })?;
+            let listed = self.subdirectories(dirs).await?;
             let mut next = Vec::new();
             for (parent, values, children) in listed {
                 let mut names = HashSet::with_capacity(children.len());

@@ -88,8 +88,8 @@ pub(crate) async fn recover(
             // was taken back: it removes nothing either way.
             if old(&marker.location) {
                 recovered
-                    .removed
-                    .extend(delete_each(store, root, [marker.location.clone()]).await?);
+                    .delete(store, root, [marker.location.clone()])
+                    .await?;
             }
             continue;
         };
@@ -99,21 +99,21 @@ pub(crate) async fn recover(
         }
         // Deleting what a committed write removes is safe at any age.
         recovered
-            .removed
-            .extend(delete_each(store, root, marker.removes.iter().cloned()).await?);
+            .delete(store, root, marker.removes.iter().cloned())
+            .await?;
         // Its claims, record and marker are its writer's while it may run.
         if !old(&record.location) {
             continue;
         }
         recovered
-            .removed
-            .extend(delete_each(store, root, held(&marker.write_id)).await?);
+            .delete(store, root, held(&marker.write_id))
+            .await?;
         recovered
-            .removed
-            .extend(delete_each(store, root, [record.location.clone()]).await?);
+            .delete(store, root, [record.location.clone()])
+            .await?;
         recovered
-            .removed
-            .extend(delete_each(store, root, [marker.location.clone()]).await?);
+            .delete(store, root, [marker.location.clone()])
+            .await?;
         recovered.completed.push(marker.write_id.clone());
         ended.insert(marker.write_id.clone());
     }
@@ -123,14 +123,14 @@ pub(crate) async fn recover(
         .collect();
     for record in abandoned {
         recovered
-            .removed
-            .extend(delete_each(store, root, record.files.iter().cloned()).await?);
+            .delete(store, root, record.files.iter().cloned())
+            .await?;
         recovered
-            .removed
-            .extend(delete_each(store, root, held(&record.write_id)).await?);
+            .delete(store, root, held(&record.write_id))
+            .await?;
         recovered
-            .removed
-            .extend(delete_each(store, root, [record.location.clone()]).await?);
+            .delete(store, root, [record.location.clone()])
+            .await?;
         recovered.rolled_back.push(record.write_id.clone());
         ended.insert(record.write_id.clone());
     }
@@ -142,9 +142,7 @@ pub(crate) async fn recover(
         })
         .map(|c| c.location.clone())
         .collect();
-    recovered
-        .removed
-        .extend(delete_each(store, root, orphans).await?);
+    recovered.delete(store, root, orphans).await?;
     // Kept for readers listing now; a bound under the retention says none is.
     let retention = before(older_than.min(DONE_RETENTION));
     let done: Vec<Path> = journal
@@ -152,15 +150,26 @@ pub(crate) async fn recover(
         .filter(|meta| meta.last_modified < retention)
         .map(|meta| meta.location.clone())
         .collect();
-    recovered
-        .removed
-        .extend(delete_each(store, root, done).await?);
+    recovered.delete(store, root, done).await?;
     recovered
         .removed
         .extend(remove_temporary(store, root, table.store_kind(), cutoff).await?);
     recovered.completed.sort();
     recovered.rolled_back.sort();
     Ok(recovered)
+}
+
+impl Recovered {
+    /// Deletes `paths` and notes those that were there.
+    async fn delete(
+        &mut self,
+        store: &Arc<dyn ObjectStore>,
+        root: &ListingTableUrl,
+        paths: impl IntoIterator<Item = Path>,
+    ) -> Result<()> {
+        self.removed.extend(delete_each(store, root, paths).await?);
+        Ok(())
+    }
 }
 
 /// One claim on a partition, and the write holding it.
