@@ -806,3 +806,81 @@ async fn an_unconfirmed_commit_is_left_to_recover() {
     assert_eq!(data_files(root), before);
     assert_eq!(fresh_sum(root).await, 10);
 }
+
+/// On the S3 server: a writer stopped before its commit, and one stopped
+/// after it (each hangs on its next request, as a dead process would
+/// leave it); `recover()` takes the first back and finishes the second,
+/// and a fresh build sees before, then after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_on_s3_takes_back_or_finishes_a_stopped_writer() {
+    let server = S3Server::start("recover").await;
+    for (hang, committed) in [(".committed", false), ("k=b/part-", true)] {
+        let root = format!("{}/lake-{committed}/", server.url());
+        let plain = SessionContext::new();
+        plain.register_object_store(&Url::parse(&server.url()).unwrap(), server.store());
+        plain
+            .register_table("t", Arc::new(table_at(&plain, root.clone()).await))
+            .unwrap();
+        exec(&plain, "INSERT INTO t VALUES (1, 'a'), (3, 'b')").await;
+        // The writer hangs on its marker, or on removing the old file of b
+        // (the new one, written first, is `k=b/part-…` too: hang from the
+        // second such request on).
+        let store = FaultyStore::new(server.store());
+        let rule = FaultRule::new(Fault::Hang)
+            .on(RequestKind::Write)
+            .path_contains(hang);
+        store.inject(if committed { rule.every(2) } else { rule });
+        let writer = SessionContext::new();
+        writer.register_object_store(&Url::parse(&server.url()).unwrap(), store.clone());
+        writer
+            .register_table("t", Arc::new(table_at(&writer, root.clone()).await))
+            .unwrap();
+        let running = tokio::spawn(async move {
+            let _ = writer
+                .sql("INSERT OVERWRITE t VALUES (10, 'a'), (20, 'b')")
+                .await
+                .unwrap()
+                .collect()
+                .await;
+        });
+        let started = Instant::now();
+        while store.injected() == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the writer never stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let sum = || async {
+            let fresh = SessionContext::new();
+            fresh.register_object_store(&Url::parse(&server.url()).unwrap(), server.store());
+            fresh
+                .register_table("t", Arc::new(table_at(&fresh, root.clone()).await))
+                .unwrap();
+            count(&fresh, "SELECT sum(id) FROM t").await
+        };
+        let (before, after) = (4, 30);
+        assert_eq!(sum().await, if committed { after } else { before });
+        let table = table_at(&plain, root.clone()).await;
+        let recovered = table.recover(&plain.state(), Duration::ZERO).await.unwrap();
+        assert_eq!(
+            (recovered.completed.len(), recovered.rolled_back.len()),
+            if committed { (1, 0) } else { (0, 1) },
+            "{recovered:?}"
+        );
+        assert_eq!(sum().await, if committed { after } else { before });
+        let prefix = if committed {
+            "lake-true/"
+        } else {
+            "lake-false/"
+        };
+        let left: Vec<String> = keys(&server.store())
+            .await
+            .into_iter()
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        assert!(left.iter().all(|k| !k.contains("_lakefusion")), "{left:?}");
+        assert_eq!(left.len(), 2, "one file per partition: {left:?}");
+        running.abort();
+    }
+}
