@@ -368,6 +368,21 @@ pub enum Error {
         holders: Vec<String>,
     },
 
+    /// A compaction found some of the files it rewrote already replaced by
+    /// another write (an overwrite, a delete, another compaction): it was
+    /// taken back and changed nothing; a second run compacts what is there.
+    #[error(
+        "table '{table}': some files being compacted in partition(s) {partitions} were replaced \
+         by another write meanwhile; the compaction of them was taken back and changed nothing",
+        partitions = partitions.join(", ")
+    )]
+    FilesReplaced {
+        /// The table being compacted.
+        table: String,
+        /// The partitions (directories in our writer's spelling).
+        partitions: Vec<String>,
+    },
+
     /// A write that replaces partitions needs a conditional PUT
     /// (`PutMode::Create`) to claim them, and the store has none.
     #[error(

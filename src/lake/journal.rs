@@ -61,6 +61,12 @@ const RECORD_HEADER: &str = "lakefusion write record 2";
 /// The first line of every commit marker.
 const MARKER_HEADER: &str = "lakefusion commit 1";
 
+/// The only line of an abort marker (at a commit marker's name).
+const ABORTED_HEADER: &str = "lakefusion aborted 1";
+
+/// The line of a done marker put by a write that was taken back.
+const ABORTED_LINE: &str = "aborted";
+
 /// Journal objects are read whole: one larger than this is not ours.
 pub(crate) const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -132,6 +138,10 @@ pub(crate) struct CommitMarker {
     pub claims: Vec<String>,
     /// The files it removes, under the table root.
     pub removes: Vec<Path>,
+    /// An abort marker, not a commit: put (with a conditional PUT, at the
+    /// same name) by `recover()` or by a writer whose commit PUT failed, so
+    /// that the write can no longer commit.
+    pub aborted: bool,
 }
 
 /// `<root>/_lakefusion/<parts…>`.
@@ -344,12 +354,25 @@ impl CommitMarker {
             write_id: write_id.to_string(),
             claims,
             removes,
+            aborted: false,
+        }
+    }
+
+    /// The abort marker of write `write_id`: once it is there, the write
+    /// cannot commit.
+    pub(crate) fn abort(root: &Path, write_id: &str) -> Self {
+        Self {
+            aborted: true,
+            ..Self::new(root, write_id, Vec::new(), Vec::new())
         }
     }
 
     /// The marker's bytes: the header, one `claim <dir>` line per claimed
     /// partition, one `remove <path>` line per removed file.
     pub(crate) fn encode(&self) -> Bytes {
+        if self.aborted {
+            return Bytes::from(format!("{ABORTED_HEADER}\n"));
+        }
         let mut text = format!("{MARKER_HEADER}\n");
         for dir in &self.claims {
             text.push_str("claim ");
@@ -377,7 +400,11 @@ impl CommitMarker {
         let text =
             std::str::from_utf8(bytes).map_err(|e| problem(location, format!("not text: {e}")))?;
         let mut lines = text.lines().enumerate();
-        if lines.next().map(|(_, line)| line) != Some(MARKER_HEADER) {
+        let first = lines.next().map(|(_, line)| line);
+        if first == Some(ABORTED_HEADER) && lines.next().is_none() {
+            return Ok(Self::abort(root, &write_id));
+        }
+        if first != Some(MARKER_HEADER) {
             return Err(problem(
                 location,
                 format!("its first line is not '{MARKER_HEADER}' (written by another version?)"),
@@ -411,6 +438,7 @@ impl CommitMarker {
             write_id,
             claims,
             removes,
+            aborted: false,
         })
     }
 }
@@ -451,6 +479,9 @@ impl Touched {
 pub(crate) struct DoneMarker {
     pub location: Path,
     pub touched: Touched,
+    /// Put by a take-back (`recover()`, with a conditional PUT, so that
+    /// the write can no longer commit), not by the write's own end.
+    pub aborted: bool,
 }
 
 impl DoneMarker {
@@ -458,12 +489,17 @@ impl DoneMarker {
         Self {
             location: writes_prefix(root).join(format!("{write_id}{DONE_SUFFIX}")),
             touched,
+            aborted: false,
         }
     }
 
     /// The header, then `table` or one `partition <dir>` line per partition.
     pub(crate) fn encode(&self) -> Bytes {
         let mut text = format!("{DONE_HEADER}\n");
+        if self.aborted {
+            text.push_str(ABORTED_LINE);
+            text.push('\n');
+        }
         match &self.touched {
             Touched::Table => text.push_str("table\n"),
             Touched::Partitions(dirs) => {
@@ -488,7 +524,12 @@ impl DoneMarker {
             ));
         }
         let mut touched = Touched::nothing();
+        let mut aborted = false;
         for line in lines {
+            if line == ABORTED_LINE {
+                aborted = true;
+                continue;
+            }
             touched = touched.with(match line.split_once(' ') {
                 None if line == "table" => Touched::Table,
                 Some(("partition", dir)) if !dir.is_empty() => {
@@ -505,6 +546,7 @@ impl DoneMarker {
         Ok(Self {
             location: location.clone(),
             touched,
+            aborted,
         })
     }
 }
@@ -632,22 +674,28 @@ impl Journal {
             );
         for location in moved {
             let name = location.filename().unwrap_or_default();
-            let part = if let Some(id) = name.strip_suffix(DONE_SUFFIX) {
+            // A write that only began (its record appeared, no marker):
+            // its files are hidden by this reading, wherever the listing
+            // caught them.
+            let began = !earlier.objects.contains_key(location)
+                && !name.ends_with(COMMITTED_SUFFIX)
+                && !name.ends_with(DONE_SUFFIX);
+            if began {
+                continue;
+            }
+            let part = if name.ends_with(DONE_SUFFIX) {
                 match self.dones.get(location) {
                     Some(done) => done.touched.clone(),
                     // A done marker removed by its retention: long ended.
                     None if !self.objects.contains_key(location) => Touched::nothing(),
                     // Unreadable: the write is not known.
-                    None => {
-                        let _ = id;
-                        Touched::Table
-                    }
+                    None => Touched::Table,
                 }
             } else {
                 let id = name.strip_suffix(COMMITTED_SUFFIX).unwrap_or(name);
                 let record = self.records.get(id).or_else(|| earlier.records.get(id));
                 match record {
-                    Some(record) => record_touches(record, root),
+                    Some(record) => touched_by_record(record, root),
                     // A marker whose record is gone: its removes are gone
                     // too (a record is removed only after them).
                     None if name.ends_with(COMMITTED_SUFFIX) => Touched::nothing(),
@@ -660,17 +708,6 @@ impl Journal {
             }
         }
         touched
-    }
-
-    /// Whether a write moved since `earlier`.
-    pub(crate) fn moved_since(&self, earlier: &Self) -> bool {
-        self.objects.len() != earlier.objects.len()
-            || self.objects.values().any(|now| {
-                earlier
-                    .objects
-                    .get(&now.location)
-                    .is_none_or(|old| !same(old, now))
-            })
     }
 
     /// The data files a reader must not read: those of every write that
@@ -697,7 +734,11 @@ impl Journal {
     /// removing its record (so a record present means "not yet"); a
     /// replacing write by putting its marker.
     pub(crate) fn is_committed(&self, record: &WriteRecord) -> bool {
-        record.kind != WriteKind::Append && self.markers.contains_key(&record.write_id)
+        record.kind != WriteKind::Append
+            && self
+                .markers
+                .get(&record.write_id)
+                .is_some_and(|marker| !marker.aborted)
     }
 
     /// The records (writes under way), in no order.
@@ -708,6 +749,26 @@ impl Journal {
     /// The record of write `write_id`, if it is under way.
     pub(crate) fn record(&self, write_id: &str) -> Option<&WriteRecord> {
         self.records.get(write_id)
+    }
+
+    /// The commit (or abort) marker of write `write_id`.
+    pub(crate) fn marker(&self, write_id: &str) -> Option<&CommitMarker> {
+        self.markers.get(write_id)
+    }
+
+    /// The write ids whose journal objects cannot be read: left alone.
+    pub(crate) fn unreadable_writes(&self) -> HashSet<String> {
+        self.unreadable
+            .iter()
+            .filter_map(|(path, _)| {
+                let name = path.rsplit('/').next()?;
+                let id = name
+                    .strip_suffix(COMMITTED_SUFFIX)
+                    .or_else(|| name.strip_suffix(DONE_SUFFIX))
+                    .unwrap_or(name);
+                Some(id.to_string())
+            })
+            .collect()
     }
 
     /// The commit markers, in no order.
@@ -751,7 +812,7 @@ impl Journal {
 
 /// What a record's write touches: the partitions it replaces (or the
 /// table), and the partitions of the files it adds.
-fn record_touches(record: &WriteRecord, root: &Path) -> Touched {
+pub(crate) fn touched_by_record(record: &WriteRecord, root: &Path) -> Touched {
     match &record.replaces {
         Replaced::Table => Touched::Table,
         Replaced::Nothing => touched_by_files(root, &record.files),
@@ -781,6 +842,16 @@ enum Entry {
     Record(WriteRecord),
     Marker(CommitMarker),
     Done(DoneMarker),
+}
+
+/// The done markers under `root`'s journal (one listing; none is read).
+pub(crate) async fn list_done_markers(
+    store: &Arc<dyn ObjectStore>,
+    root: &ListingTableUrl,
+) -> Result<Vec<ObjectMeta>> {
+    let mut objects = list_writes(store, root).await?;
+    objects.retain(|meta| meta.location.as_ref().ends_with(DONE_SUFFIX));
+    Ok(objects)
 }
 
 /// Everything under `_lakefusion/writes/`.
@@ -1052,7 +1123,6 @@ mod tests {
             ..Journal::default()
         };
         assert!(same.touched_since(&earlier, &root).is_nothing());
-        assert!(!same.moved_since(&earlier));
         // The append ended (its record went): its partition.
         let ended = Journal::default();
         assert_eq!(

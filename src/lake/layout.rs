@@ -283,13 +283,14 @@ impl TableSort {
     }
 }
 
-/// The rows of `files`, from their footers (16 read at once; through
-/// `cache`, the runtime's footer cache, when a scan will read them next).
+/// The rows of each of `files`, in order, from their footers (16 read at
+/// once; through `cache`, the runtime's footer cache, when a scan will read
+/// them next).
 pub(crate) async fn rows_in(
     store: &Arc<dyn object_store::ObjectStore>,
     files: &[object_store::ObjectMeta],
     cache: Option<Arc<datafusion::execution::cache::cache_manager::FileMetadataCache>>,
-) -> crate::error::Result<u64> {
+) -> crate::error::Result<Vec<u64>> {
     use futures::{StreamExt, TryStreamExt};
     futures::stream::iter(files.iter().cloned().map(|meta| {
         let cache = cache.clone();
@@ -308,8 +309,8 @@ pub(crate) async fn rows_in(
             })
         }
     }))
-    .buffer_unordered(16)
-    .try_fold(0u64, |total, rows| futures::future::ready(Ok(total + rows)))
+    .buffered(16)
+    .try_collect()
     .await
 }
 

@@ -63,7 +63,7 @@ pub(crate) async fn snapshot(
     let (store, root) = (lister.store(), lister.root());
     let mut before = Journal::read(store, root, None).await?;
     before.refuse_unreadable()?;
-    let (spec, mut partitions) = match &scope {
+    let (mut spec, mut partitions) = match &scope {
         Scope::Table(declared) => {
             let listing = lister.list_partitions(*declared, extension).await?;
             (listing.spec, listing.partitions)
@@ -118,11 +118,12 @@ pub(crate) async fn snapshot(
                     "a write over the whole table moved while it was listed: listing again");
                 tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
                 partitions = match &scope {
-                    Scope::Table(_) => {
-                        lister
-                            .list_partitions(Some(&spec), extension)
-                            .await?
-                            .partitions
+                    // Declared, or inferred again (a first listing of an
+                    // empty table inferred no partition columns).
+                    Scope::Table(declared) => {
+                        let listing = lister.list_partitions(*declared, extension).await?;
+                        spec = listing.spec;
+                        listing.partitions
                     }
                     Scope::Partitions(spec, targets) => {
                         lister
@@ -159,7 +160,11 @@ where
         let listing = list().await?;
         let after = Journal::read(store, root, Some(&before)).await?;
         after.refuse_unreadable()?;
-        if !after.moved_since(&before) {
+        let moved = match after.touched_since(&before, root.prefix()) {
+            Touched::Partitions(dirs) => !dirs.is_empty(),
+            Touched::Table => true,
+        };
+        if !moved {
             return Ok((listing, after.hidden()));
         }
         tracing::debug!(root = %root, attempt, "a write moved while the table was listed: listing again");

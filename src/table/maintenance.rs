@@ -5,14 +5,14 @@
 //! `write::commit`), so every reader that honours the journal sees the
 //! change whole.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{ScanArgs, Session};
-use datafusion::common::DFSchema;
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
@@ -40,7 +40,7 @@ use crate::lake::listing::Lister;
 use crate::lake::snapshot::{snapshot, Scope};
 use crate::lake::{SharedIndex, TableDefinition};
 use crate::store::ResilientStore;
-use crate::write::{delete_partitions, rewrite};
+use crate::write::{claim_key, delete_partitions, rewrite};
 
 /// The current partitions of the table, from a journal-consistent listing
 /// (files of writes under way and files committed writes removed left out).
@@ -53,6 +53,43 @@ async fn current_partitions(
     Ok(snapshot(&lister, scope, &definition.options.file_extension)
         .await?
         .partitions)
+}
+
+/// `partitions` with one entry per value, whatever the spellings of its
+/// directories (`h=07` and `h=7`): each is one write, one claim.
+fn one_per_value(partitions: Vec<ListedPartition>) -> Vec<ListedPartition> {
+    let mut by_values: HashMap<Vec<ScalarValue>, usize> = HashMap::new();
+    let mut merged: Vec<ListedPartition> = Vec::with_capacity(partitions.len());
+    for partition in partitions {
+        match by_values.get(&partition.values) {
+            Some(&at) => merged[at].files.extend(partition.files),
+            None => {
+                by_values.insert(partition.values.clone(), merged.len());
+                merged.push(partition);
+            }
+        }
+    }
+    merged
+}
+
+/// `files` of the partition with `values`, one listed partition per
+/// directory they are in (an index holds one directory per partition).
+fn by_directory(values: &[ScalarValue], files: Vec<IndexedFile>) -> Vec<ListedPartition> {
+    let mut dirs: BTreeMap<String, Vec<IndexedFile>> = BTreeMap::new();
+    for file in files {
+        let location = file.meta.location.as_ref();
+        let dir = location
+            .rsplit_once('/')
+            .map_or("", |(dir, _)| dir)
+            .to_string();
+        dirs.entry(dir).or_default().push(file);
+    }
+    dirs.into_values()
+        .map(|files| ListedPartition {
+            values: values.to_vec(),
+            files,
+        })
+        .collect()
 }
 
 /// `DELETE FROM t WHERE …`: checks that `filters` name partition columns
@@ -149,7 +186,9 @@ impl DataSink for PartitionDelete {
             .object_store(definition.root.object_store())?;
         let store = ResilientStore::wrap(store, definition.options.retry);
         let replaces = match &self.predicate {
+            // An unpartitioned table's one "partition" is the table.
             None => Replaced::Table,
+            Some(_) if definition.spec.is_empty() => Replaced::Table,
             Some(predicate) => {
                 let partitions = current_partitions(&store, definition).await?;
                 let index = PartitionIndex::try_new(&definition.spec, partitions)?;
@@ -234,7 +273,7 @@ pub(in crate::table) async fn compact(
             // The index orders partitions by directory; match them back by values.
             let keep = matches(state, predicate, listed.values(), &definition.name)
                 .map_err(|e| failed(definition, e))?;
-            let chosen: std::collections::HashSet<&[datafusion::common::ScalarValue]> = listed
+            let chosen: std::collections::HashSet<&[ScalarValue]> = listed
                 .partitions()
                 .iter()
                 .zip(keep)
@@ -247,7 +286,7 @@ pub(in crate::table) async fn compact(
                 .collect()
         }
     };
-    let work = partitions
+    let work = one_per_value(partitions)
         .into_iter()
         .zip(selected)
         .filter(|(_, selected)| *selected)
@@ -298,16 +337,14 @@ async fn compact_partition(
     index: &Arc<SharedIndex>,
     state: &dyn Session,
     store: &Arc<dyn ObjectStore>,
-    values: Vec<datafusion::common::ScalarValue>,
+    values: Vec<ScalarValue>,
     files: Vec<IndexedFile>,
     options: &CompactOptions,
 ) -> Result<Compaction> {
-    let dir = definition.canonical_dir(&values)?;
     // Layout (bucket, sortedness) as discovery reads it, so that files
     // merge within their bucket and the scan below declares what the files
     // prove.
-    let listed = ListedPartition { values, files };
-    let discovered = index_from(state, store, definition, vec![listed])
+    let discovered = index_from(state, store, definition, by_directory(&values, files))
         .await?
         .index;
     let mut by_bucket: BTreeMap<Option<u32>, Vec<IndexedFile>> = BTreeMap::new();
@@ -317,11 +354,6 @@ async fn compact_partition(
             by_bucket.entry(file.bucket).or_default().push(file);
         }
     }
-    let values = discovered
-        .partitions()
-        .first()
-        .map(|p| p.values().to_vec())
-        .unwrap_or_default();
     // A bucket with a single small file has nothing to merge it with.
     let files: Vec<IndexedFile> = by_bucket
         .into_values()
@@ -331,13 +363,16 @@ async fn compact_partition(
     if files.is_empty() {
         return Ok(Compaction::default());
     }
+    // Claimed by our writer's spelling, or, for a value it cannot spell,
+    // as another tool spelled it.
+    let dir = claim_key(definition, &values, &files[0].meta.location);
     let bytes_in: u64 = files.iter().map(|f| f.meta.size).sum();
     let inputs: Vec<_> = files.iter().map(|f| f.meta.location.clone()).collect();
     let metas: Vec<_> = files.iter().map(|f| f.meta.clone()).collect();
     // Through the footer cache: the scan below reads them next.
     let footers = state.runtime_env().cache_manager.get_file_metadata_cache();
-    let rows = rows_in(store, &metas, Some(footers)).await?;
-    let chosen = PartitionIndex::try_new(&definition.spec, vec![ListedPartition { values, files }])
+    let rows: u64 = rows_in(store, &metas, Some(footers)).await?.iter().sum();
+    let chosen = PartitionIndex::try_new(&definition.spec, by_directory(&values, files))
         .map_err(|e| failed(definition, e))?;
     let scan: Arc<dyn ExecutionPlan> = Arc::new(
         plan_scan(definition, &chosen, state, &ScanArgs::default())

@@ -42,7 +42,7 @@
 //! A writer that dies anywhere leaves its record (and marker, claims):
 //! `recover()` finishes a committed write and takes back any other.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -55,14 +55,18 @@ use super::staging::{put_new, Staged};
 use crate::error::Error;
 use crate::lake::index::IndexedFile;
 use crate::lake::journal::{
-    claim_path, touched_by_files, CommitMarker, DoneMarker, Journal, Replaced, Touched, WriteKind,
-    WriteRecord, DONE_RETENTION,
+    claim_path, list_done_markers, touched_by_files, CommitMarker, DoneMarker, Journal, Replaced,
+    Touched, WriteKind, WriteRecord, DONE_RETENTION,
 };
 use crate::lake::layout::rows_in;
 use crate::lake::listing::Lister;
 use crate::lake::shared::CommitTicket;
 use crate::lake::snapshot::{snapshot, Scope};
 use crate::lake::{PublishedFile, TableDefinition};
+
+/// Rounds of claiming and listing before a replacing write gives up on a
+/// table whose writes keep moving.
+const ATTEMPTS: usize = 8;
 
 /// Files committed (or deleted) at once: on an object store each is a
 /// request, so one at a time is latency-bound.
@@ -92,6 +96,15 @@ enum Made {
     Skipped,
 }
 
+/// How a commit marker's PUT ended.
+enum Outcome {
+    Committed,
+    /// The write cannot commit (an abort marker is there): take it back.
+    Aborted(Error),
+    /// Nobody can tell: everything stays for `recover()`.
+    Unknown(Error),
+}
+
 /// What a committed write did.
 #[derive(Debug, Default)]
 pub(crate) struct Committed {
@@ -106,7 +119,6 @@ pub(crate) struct Committed {
 
 /// The files a replacing write removes, once it holds its claims.
 struct Removal {
-    claims: Vec<String>,
     files: Vec<ObjectMeta>,
     /// The rows in `files` (counted for a delete only).
     rows: u64,
@@ -163,44 +175,34 @@ impl Commit<'_> {
                 .collect::<Vec<_>>()
         };
         if let Err(e) = claiming {
+            let error = self.take_back_error(e, visible()).await;
             self.release(&claimed).await;
-            return Err(self.take_back_error(e, visible()).await);
+            return Err(error);
         }
-        let (removal, journal) = match self.claim_and_list(&mut claimed).await {
+        let removal = match self.claim_and_list(&mut claimed).await {
             Ok(found) => found,
             Err(e) => {
+                let error = self.take_back_error(e, visible()).await;
                 self.release(&claimed).await;
-                return Err(self.take_back_error(e, visible()).await);
+                return Err(error);
             }
         };
         let marker = CommitMarker::new(
             self.table.root.prefix(),
             &record.write_id,
-            removal.claims.clone(),
+            claimed.iter().cloned().collect(),
             removal.files.iter().map(|f| f.location.clone()).collect(),
         );
-        if let Err(e) = put_new(store, &marker.location, PutPayload::from(marker.encode())).await {
-            // A PUT that failed may still have landed: only a marker known
-            // to be absent lets the write be taken back. Unknown: every
-            // object stays, and `recover()` decides from what it finds.
-            match self.marker_landed(&marker).await {
-                Some(true) => {}
-                Some(false) => {
-                    self.release(&claimed).await;
-                    return Err(self.take_back(&marker.location, e.into(), visible()).await);
-                }
-                None => {
-                    return Err(Error::WriteFile {
-                        table: self.table.name.to_string(),
-                        path: marker.location.to_string(),
-                        source: Box::new(DataFusionError::Execution(format!(
-                            "{e}; whether the write committed is unknown: its record, claims and \
-                             files stay, and recover() finishes or takes it back"
-                        ))),
-                    }
-                    .into());
-                }
+        match self.commit_marker(&marker).await {
+            Outcome::Committed => {}
+            Outcome::Aborted(e) => {
+                // Taken back, first the files, then the claims: while the
+                // claims hold, no other write can count this one committed.
+                let error = self.take_back_error(e, visible()).await;
+                self.release(&claimed).await;
+                return Err(error);
             }
+            Outcome::Unknown(e) => return Err(e.into()),
         }
         // Committed: the table's own index swaps in one step.
         let removed: HashSet<Path> = removal.files.iter().map(|f| f.location.clone()).collect();
@@ -208,7 +210,7 @@ impl Commit<'_> {
             tracing::warn!(table = %self.table.name, error = %e,
                 "committed; this table's index could not take the write in (refresh() does)");
         }
-        self.finish(&marker, &claimed, &journal).await;
+        self.finish(&marker, &claimed).await;
         Ok(Committed {
             added,
             removed: removal.files,
@@ -227,30 +229,43 @@ impl Commit<'_> {
         let location = &self.record.location;
         let policy = self.table.options.retry.unwrap_or_default();
         let touched = self.touched_by(&added);
-        let ended = async {
-            self.put_done(touched).await?;
-            // Retried: a write whose record cannot be removed is taken back
-            // whole. Old done markers go meanwhile.
-            let (removed, ()) = futures::join!(
-                policy.retry("delete", location.as_ref(), || remove(store, location)),
-                self.collect_done(None)
-            );
-            removed
-        };
-        if let Err(e) = ended.await {
-            let visible = added.into_iter().map(|w| w.file.meta.location).collect();
-            return Err(self.take_back(location, e.into(), visible).await);
+        let visible = || added.iter().map(|w| w.file.meta.location.clone()).collect();
+        // Its done marker is created, not overwritten: one `recover()` put
+        // first (taking the write back) stops it here.
+        if let Err(e) = self.end(touched).await {
+            return Err(self.take_back_error(e, visible()).await);
         }
-        ticket.publish(&self.table.spec, added.clone())?;
+        // Retried: a write whose record cannot be removed is taken back
+        // whole. Old done markers go meanwhile.
+        let (removed, ()) = futures::join!(
+            policy.retry("delete", location.as_ref(), || remove(store, location)),
+            self.collect_done()
+        );
+        if let Err(e) = removed {
+            return Err(self.take_back(location, e.into(), visible()).await);
+        }
+        if let Err(e) = ticket.publish(&self.table.spec, added.clone()) {
+            tracing::warn!(table = %self.table.name, error = %e,
+                "committed; this table's index could not take the write in (refresh() does)");
+        }
         Ok(Committed {
             added,
             ..Committed::default()
         })
     }
 
-    /// Whether `marker` is there after its PUT failed: `None` if the store
-    /// cannot say (every HEAD failed otherwise than "not found").
-    async fn marker_landed(&self, marker: &CommitMarker) -> Option<bool> {
+    /// Step 5: puts the commit marker (a conditional PUT). One already
+    /// there is either this write's own (a retried PUT that landed) or an
+    /// abort marker (`recover()` took the write back). After a failed PUT
+    /// whose marker a HEAD finds absent, the write closes its own door with
+    /// an abort marker, so that a PUT still in flight cannot land later.
+    async fn commit_marker(&self, marker: &CommitMarker) -> Outcome {
+        let payload = PutPayload::from(marker.encode());
+        let failure = match put_new(self.store, &marker.location, payload).await {
+            Ok(()) => return Outcome::Committed,
+            Err(object_store::Error::AlreadyExists { .. }) => return self.settled(marker).await,
+            Err(e) => e,
+        };
         let policy = self.table.options.retry.unwrap_or_default();
         let location = marker.location.as_ref();
         let head = policy
@@ -262,13 +277,71 @@ impl Commit<'_> {
                 }
             })
             .await;
-        head.ok()
+        match head {
+            Ok(true) => self.settled(marker).await,
+            Ok(false) => {
+                let abort = CommitMarker::abort(self.table.root.prefix(), &self.record.write_id);
+                match put_new(
+                    self.store,
+                    &abort.location,
+                    PutPayload::from(abort.encode()),
+                )
+                .await
+                {
+                    Ok(()) => Outcome::Aborted(self.write_error(&marker.location, failure.into())),
+                    // Our commit landed after all (or `recover()` aborted).
+                    Err(object_store::Error::AlreadyExists { .. }) => self.settled(marker).await,
+                    Err(_) => Outcome::Unknown(self.unknown(marker, failure)),
+                }
+            }
+            Err(_) => Outcome::Unknown(self.unknown(marker, failure)),
+        }
+    }
+
+    /// What the object at `marker`'s name says: committed (ours) or aborted.
+    async fn settled(&self, marker: &CommitMarker) -> Outcome {
+        let root = self.table.root.prefix();
+        let found = match self.store.get(&marker.location).await {
+            Ok(got) => got.bytes().await,
+            Err(e) => Err(e),
+        };
+        match found.map(|bytes| CommitMarker::decode(root, &marker.location, &bytes)) {
+            Ok(Ok(found)) if !found.aborted => Outcome::Committed,
+            Ok(Ok(_)) => Outcome::Aborted(Error::WriteFile {
+                table: self.table.name.to_string(),
+                path: marker.location.to_string(),
+                source: Box::new(DataFusionError::Execution(
+                    "recover() took the write back (its abort marker is there): nothing was committed".into(),
+                )),
+            }),
+            Ok(Err(e)) => Outcome::Unknown(e),
+            Err(e) => Outcome::Unknown(self.unknown(marker, e)),
+        }
+    }
+
+    fn unknown(&self, marker: &CommitMarker, source: object_store::Error) -> Error {
+        Error::WriteFile {
+            table: self.table.name.to_string(),
+            path: marker.location.to_string(),
+            source: Box::new(DataFusionError::Execution(format!(
+                "{source}; whether the write committed is unknown: its record, claims and \
+                 files stay, and recover() finishes or takes it back"
+            ))),
+        }
+    }
+
+    fn write_error(&self, path: &Path, source: DataFusionError) -> Error {
+        Error::WriteFile {
+            table: self.table.name.to_string(),
+            path: path.to_string(),
+            source: Box::new(source),
+        }
     }
 
     /// Step 6: what follows the commit. Failures are logged, not returned:
     /// the write has taken effect, and its marker lets readers and
     /// `recover()` finish it.
-    async fn finish(&self, marker: &CommitMarker, claimed: &BTreeSet<String>, journal: &Journal) {
+    async fn finish(&self, marker: &CommitMarker, claimed: &BTreeSet<String>) {
         let store = self.store;
         let touched = match &self.record.replaces {
             Replaced::Table => Touched::Table,
@@ -276,7 +349,7 @@ impl Commit<'_> {
         };
         let (left, done) = futures::join!(
             delete_all(store, marker.removes.iter().cloned()),
-            self.put_done(touched)
+            self.end(touched)
         );
         if !left.is_empty() {
             tracing::warn!(table = %self.table.name, record = %self.record.location, left = ?left,
@@ -285,7 +358,10 @@ impl Commit<'_> {
             return;
         }
         let ended = async {
-            done?;
+            done.map_err(|e| object_store::Error::Generic {
+                store: "lakefusion",
+                source: Box::new(e),
+            })?;
             let (released, record) =
                 futures::join!(self.release(claimed), remove(store, &self.record.location));
             record?;
@@ -299,7 +375,7 @@ impl Commit<'_> {
             tracing::warn!(table = %self.table.name, record = %self.record.location, error = %e,
                 "committed; the write's journal objects could not all be removed (recover() removes them)");
         }
-        self.collect_done(Some(journal)).await;
+        self.collect_done().await;
     }
 
     /// Step 2: makes every closed file visible (several at once), or none
@@ -372,13 +448,15 @@ impl Commit<'_> {
     async fn claim_and_list(
         &self,
         claimed: &mut BTreeSet<String>,
-    ) -> crate::error::Result<(Removal, Journal)> {
+    ) -> crate::error::Result<Removal> {
         let table = self.table;
         let mut needed = claimed.clone();
         let inputs: Option<HashSet<&Path>> = self.inputs.as_ref().map(|i| i.iter().collect());
         let lister = Lister::of_table(self.store, table);
         let extension = &table.options.file_extension;
-        loop {
+        // Rows counted once per file, across rounds.
+        let mut counted: HashMap<Path, u64> = HashMap::new();
+        for _ in 0..ATTEMPTS {
             let new: BTreeSet<String> = needed.difference(claimed).cloned().collect();
             self.claim_all(&new, claimed).await?;
             let targets: Vec<Vec<ScalarValue>>;
@@ -387,8 +465,19 @@ impl Commit<'_> {
                 Replaced::Partitions(_) => {
                     targets = claimed
                         .iter()
-                        .filter_map(|dir| table.spec.values_of_dir(dir))
-                        .collect();
+                        .map(|dir| {
+                            table
+                                .spec
+                                .values_of_dir(dir)
+                                .ok_or_else(|| Error::WriteRecord {
+                                    path: self.record.location.to_string(),
+                                    problem: format!(
+                                        "'{dir}' is no partition of table {}",
+                                        table.name
+                                    ),
+                                })
+                        })
+                        .collect::<crate::error::Result<_>>()?;
                     Scope::Partitions(&table.spec, &targets)
                 }
                 _ => Scope::Table(Some(&table.spec)),
@@ -429,13 +518,9 @@ impl Commit<'_> {
             }
             if let Some(inputs) = &inputs {
                 if found_inputs < inputs.len() {
-                    // Another write replaced some of the inputs meanwhile.
-                    return Err(Error::WriteConflict {
+                    return Err(Error::FilesReplaced {
                         table: table.name.to_string(),
-                        partitions: claimed.iter().filter(|d| !d.is_empty()).cloned().collect(),
-                        holders: vec![
-                            "a write that removed some of the files being compacted".into()
-                        ],
+                        partitions: claimed.iter().cloned().collect(),
                     });
                 }
             }
@@ -443,14 +528,16 @@ impl Commit<'_> {
                 continue;
             }
             if self.record.kind != WriteKind::Delete {
-                let removal = Removal {
-                    claims: claimed.iter().cloned().collect(),
-                    files,
-                    rows: 0,
-                };
-                return Ok((removal, taken.journal));
+                return Ok(Removal { files, rows: 0 });
             }
-            let rows = rows_in(self.store, &files, None).await?;
+            let uncounted: Vec<ObjectMeta> = files
+                .iter()
+                .filter(|f| !counted.contains_key(&f.location))
+                .cloned()
+                .collect();
+            let rows = rows_in(self.store, &uncounted, None).await?;
+            counted.extend(uncounted.into_iter().map(|meta| meta.location).zip(rows));
+            let rows = files.iter().filter_map(|f| counted.get(&f.location)).sum();
             // Counting took a while: whatever moved in the claimed
             // partitions since the listing (an append that committed
             // there) is listed again first.
@@ -465,15 +552,12 @@ impl Commit<'_> {
             if moved {
                 continue;
             }
-            return Ok((
-                Removal {
-                    claims: claimed.iter().cloned().collect(),
-                    files,
-                    rows,
-                },
-                now,
-            ));
+            return Ok(Removal { files, rows });
         }
+        Err(Error::ListingRaced {
+            root: table.root.to_string(),
+            attempts: ATTEMPTS,
+        })
     }
 
     /// What a replacing write claims before it lists: the partitions it
@@ -509,11 +593,39 @@ impl Commit<'_> {
         Ok(())
     }
 
-    /// Claims the partition in `dir`: one conditional PUT.
+    /// Claims the partition in `dir`: one conditional PUT (again, a few
+    /// times, if the claim it met was released before it could be read).
     async fn claim(&self, dir: &str) -> crate::error::Result<()> {
+        let mut result = self.claim_once(dir).await;
+        for _ in 0..3 {
+            match &result {
+                Err(Error::WriteConflict { holders, .. })
+                    if holders.iter().all(|h| h.is_empty()) =>
+                {
+                    result = self.claim_once(dir).await;
+                }
+                _ => break,
+            }
+        }
+        result.map_err(|e| match e {
+            Error::WriteConflict {
+                table,
+                partitions,
+                holders,
+            } if holders.iter().all(|h| h.is_empty()) => Error::WriteConflict {
+                table,
+                partitions,
+                holders: vec!["(released while it was read)".into()],
+            },
+            other => other,
+        })
+    }
+
+    /// One conditional PUT of the claim on `dir`.
+    async fn claim_once(&self, dir: &str) -> crate::error::Result<()> {
         let table = self.table;
         let path = claim_path(table.root.prefix(), dir).map_err(|source| Error::PartitionPath {
-            path: dir.to_string(),
+            path: format!("{} (table {})", dir, table.name),
             problem: crate::error::PathProblem::ObjectPath { source },
         })?;
         let payload = PutPayload::from(self.record.write_id.clone());
@@ -528,9 +640,10 @@ impl Commit<'_> {
                     Ok(got) => got
                         .bytes()
                         .await
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
                         .unwrap_or_else(|_| "unknown".into()),
-                    Err(_) => "unknown (released since)".into(),
+                    // Released since: "" asks for another try.
+                    Err(_) => String::new(),
                 };
                 // A retried create whose first attempt landed: ours.
                 if holder == self.record.write_id {
@@ -586,36 +699,49 @@ impl Commit<'_> {
         )
     }
 
-    /// Puts this write's done marker: a reader whose listing this whole
-    /// write ran inside lists `touched` again.
-    async fn put_done(&self, touched: Touched) -> object_store::Result<()> {
+    /// Puts this write's done marker (a reader whose listing this whole
+    /// write ran inside lists `touched` again), creating it: one already
+    /// there is this write's own (a retried PUT that landed) or the one
+    /// `recover()` put to take the write back, which stops it.
+    async fn end(&self, touched: Touched) -> crate::error::Result<()> {
         let done = DoneMarker::new(self.table.root.prefix(), &self.record.write_id, touched);
-        put_new(self.store, &done.location, PutPayload::from(done.encode())).await
+        match put_new(self.store, &done.location, PutPayload::from(done.encode())).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let found = match self.store.get(&done.location).await {
+                    Ok(got) => got.bytes().await,
+                    Err(e) => Err(e),
+                };
+                match found.map(|bytes| DoneMarker::decode(&done.location, &bytes)) {
+                    Ok(Ok(found)) if !found.aborted => Ok(()),
+                    Ok(Ok(_)) => Err(self.write_error(
+                        &done.location,
+                        DataFusionError::Execution(
+                            "recover() took the write back (its done marker says so): nothing was committed".into(),
+                        ),
+                    )),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(self.write_error(&done.location, e.into())),
+                }
+            }
+            Err(e) => Err(self.write_error(&done.location, e.into())),
+        }
     }
 
     /// Removes done markers past their retention (one listing of the
-    /// journal, unless `journal` was just read), best effort.
-    async fn collect_done(&self, journal: Option<&Journal>) {
-        let read;
-        let journal = match journal {
-            Some(journal) => journal,
-            None => match Journal::read(self.store, &self.table.root, None).await {
-                Ok(fresh) => {
-                    read = fresh;
-                    &read
-                }
-                Err(_) => return,
-            },
+    /// journal), best effort.
+    async fn collect_done(&self) {
+        let Ok(done) = list_done_markers(self.store, &self.table.root).await else {
+            return;
         };
         let cutoff = chrono::Utc::now()
             .checked_sub_signed(chrono::Duration::from_std(DONE_RETENTION).unwrap_or_default())
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
-        let old: Vec<Path> = journal
-            .done_markers()
+        let old = done
+            .into_iter()
             .filter(|meta| meta.last_modified < cutoff)
-            .map(|meta| meta.location.clone())
-            .collect();
-        delete_all(self.store, old.into_iter()).await;
+            .map(|meta| meta.location);
+        delete_all(self.store, old).await;
     }
 
     /// Takes the write back after `error` (raised by the write's own
@@ -671,7 +797,7 @@ impl Commit<'_> {
                 Replaced::Table => Touched::Table,
                 _ => touched_by_files(self.table.root.prefix(), &self.record.files),
             };
-            if self.put_done(touched).await.is_ok() {
+            if self.end(touched).await.is_ok() {
                 let _ = remove(self.store, &self.record.location).await;
             }
         }

@@ -30,6 +30,7 @@ mod recover;
 mod sink;
 mod staging;
 
+pub(crate) use commit::claim_key;
 pub(crate) use recover::recover;
 pub use recover::Recovered;
 pub use sink::PartitionedSink;

@@ -32,7 +32,13 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use super::commit::deleted;
 use crate::error::{Error, Result, TableProblem};
-use crate::lake::journal::{claims_prefix, CommitMarker, Journal, WriteRecord, DONE_RETENTION};
+use object_store::PutPayload;
+
+use super::staging::put_new;
+use crate::lake::journal::{
+    claims_prefix, touched_by_record, CommitMarker, DoneMarker, Journal, Touched, WriteKind,
+    WriteRecord, DONE_RETENTION,
+};
 use crate::lake::TableDefinition;
 use crate::store::StoreKind;
 
@@ -72,91 +78,228 @@ pub(crate) async fn recover(
             "a journal object was left as it is");
     }
     let claims = list_claims(store, table).await?;
-    let held = |id: &str| -> Vec<Path> {
-        claims
-            .iter()
-            .filter(|c| c.holder == id)
-            .map(|c| c.location.clone())
-            .collect()
-    };
+    let unreadable = journal.unreadable_writes();
     let old = |location: &Path| journal.modified(location).is_some_and(|at| at < cutoff);
+    let retained = before(DONE_RETENTION);
+    let ending = Ending {
+        store,
+        table,
+        claims: &claims,
+    };
     let mut recovered = Recovered::default();
-    let mut ended: HashSet<String> = HashSet::new();
-    for marker in journal.markers() {
-        let Some(record) = journal.record(&marker.write_id) else {
-            // Its write finished but for this, or it landed after its write
-            // was taken back: it removes nothing either way.
-            if old(&marker.location) {
-                recovered
-                    .delete(store, root, [marker.location.clone()])
-                    .await?;
+    let mut records: Vec<&WriteRecord> = journal.records().collect();
+    records.sort_by(|a, b| a.write_id.cmp(&b.write_id));
+    for record in records {
+        let id = &record.write_id;
+        // A write with an object this version cannot read is not known
+        // well enough to end.
+        if unreadable.contains(id) {
+            continue;
+        }
+        let state = match (record.kind, journal.marker(id)) {
+            (WriteKind::Append, _) => {
+                if !old(&record.location) {
+                    continue;
+                }
+                // Its done marker, created first, decides: the writer's own
+                // (it ended: its files were all visible) or ours (taken back).
+                match ending.close_append(record).await? {
+                    Closed::ByWriter => State::Committed(None),
+                    Closed::ByUs => State::Aborted,
+                }
             }
-            continue;
+            (_, Some(marker)) if !marker.aborted => State::Committed(Some(marker.clone())),
+            (_, Some(_)) => State::Aborted,
+            (_, None) => {
+                if !old(&record.location) {
+                    continue;
+                }
+                // An abort marker, created where the commit marker would
+                // be, decides: the write cannot commit after it.
+                match ending.close_replace(record).await? {
+                    Some(marker) => State::Committed(Some(marker)),
+                    None => State::Aborted,
+                }
+            }
         };
-        if let Err(e) = check_removes(table, marker) {
-            tracing::warn!(root = %root, error = %e, "a commit marker was left as it is");
-            continue;
+        match state {
+            State::Committed(marker) => {
+                if let Some(marker) = &marker {
+                    if let Err(e) = check_removes(table, marker) {
+                        tracing::warn!(root = %root, error = %e, "a commit marker was left as it is");
+                        continue;
+                    }
+                    // Deleting what a committed write removes is safe at any age.
+                    recovered
+                        .delete(store, root, marker.removes.iter().cloned())
+                        .await?;
+                }
+                // Its claims, record and marker are its writer's while it may run.
+                if !old(&record.location) {
+                    continue;
+                }
+                ending.done(record, false).await?;
+                recovered.delete(store, root, ending.held(id)).await?;
+                recovered
+                    .delete(store, root, [record.location.clone()])
+                    .await?;
+                if let Some(marker) = marker {
+                    recovered.delete(store, root, [marker.location]).await?;
+                }
+                recovered.completed.push(id.clone());
+            }
+            State::Aborted => {
+                // The abort marker (of a replacing write) stays until its
+                // retention ends: a writer still running meets it.
+                ending.done(record, true).await?;
+                recovered
+                    .delete(store, root, record.files.iter().cloned())
+                    .await?;
+                recovered.delete(store, root, ending.held(id)).await?;
+                recovered
+                    .delete(store, root, [record.location.clone()])
+                    .await?;
+                recovered.rolled_back.push(id.clone());
+            }
         }
-        // Deleting what a committed write removes is safe at any age.
-        recovered
-            .delete(store, root, marker.removes.iter().cloned())
-            .await?;
-        // Its claims, record and marker are its writer's while it may run.
-        if !old(&record.location) {
-            continue;
-        }
-        recovered
-            .delete(store, root, held(&marker.write_id))
-            .await?;
-        recovered
-            .delete(store, root, [record.location.clone()])
-            .await?;
-        recovered
-            .delete(store, root, [marker.location.clone()])
-            .await?;
-        recovered.completed.push(marker.write_id.clone());
-        ended.insert(marker.write_id.clone());
     }
-    let abandoned: Vec<&WriteRecord> = journal
-        .records()
-        .filter(|r| !journal.is_committed(r) && old(&r.location))
-        .collect();
-    for record in abandoned {
-        recovered
-            .delete(store, root, record.files.iter().cloned())
-            .await?;
-        recovered
-            .delete(store, root, held(&record.write_id))
-            .await?;
-        recovered
-            .delete(store, root, [record.location.clone()])
-            .await?;
-        recovered.rolled_back.push(record.write_id.clone());
-        ended.insert(record.write_id.clone());
-    }
+    // Markers whose record is gone (a write that finished but for this, or
+    // an abort marker) and done markers, past their retention.
+    let lone_markers = journal
+        .markers()
+        .filter(|m| journal.record(&m.write_id).is_none() && !unreadable.contains(&m.write_id))
+        .filter(|m| {
+            journal
+                .modified(&m.location)
+                .is_some_and(|at| at < retained)
+        })
+        .map(|m| m.location.clone());
+    let done = journal
+        .done_markers()
+        .filter(|meta| meta.last_modified < retained)
+        .map(|meta| meta.location.clone());
+    let expired: Vec<Path> = lone_markers.chain(done).collect();
+    recovered.delete(store, root, expired).await?;
     let live: HashSet<&str> = journal.records().map(|r| r.write_id.as_str()).collect();
     let orphans: Vec<Path> = claims
         .iter()
         .filter(|c| {
-            !ended.contains(&c.holder) && !live.contains(c.holder.as_str()) && c.modified < cutoff
+            !live.contains(c.holder.as_str())
+                && !unreadable.contains(&c.holder)
+                && c.modified < cutoff
         })
         .map(|c| c.location.clone())
         .collect();
     recovered.delete(store, root, orphans).await?;
-    // Kept for readers listing now; a bound under the retention says none is.
-    let retention = before(older_than.min(DONE_RETENTION));
-    let done: Vec<Path> = journal
-        .done_markers()
-        .filter(|meta| meta.last_modified < retention)
-        .map(|meta| meta.location.clone())
-        .collect();
-    recovered.delete(store, root, done).await?;
     recovered
         .removed
         .extend(remove_temporary(store, root, table.store_kind(), cutoff).await?);
     recovered.completed.sort();
     recovered.rolled_back.sort();
     Ok(recovered)
+}
+
+/// How recovery ends one write.
+enum State {
+    /// Committed: finished (its marker, for a replacing write).
+    Committed(Option<CommitMarker>),
+    /// Not committed and never will be: taken back.
+    Aborted,
+}
+
+/// Who closed an append: its writer (its done marker) or recovery.
+enum Closed {
+    ByWriter,
+    ByUs,
+}
+
+/// What ending writes needs: the store, the table, the claims listed.
+struct Ending<'a> {
+    store: &'a Arc<dyn ObjectStore>,
+    table: &'a TableDefinition,
+    claims: &'a [Claim],
+}
+
+impl Ending<'_> {
+    /// The claims write `id` holds.
+    fn held(&self, id: &str) -> Vec<Path> {
+        self.claims
+            .iter()
+            .filter(|c| c.holder == id)
+            .map(|c| c.location.clone())
+            .collect()
+    }
+
+    fn cleanup_error(
+        &self,
+        path: &Path,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Cleanup {
+            root: self.table.root.to_string(),
+            path: path.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Creates `record`'s done marker (`aborted`: a take-back), for readers
+    /// listing meanwhile; one already there is kept.
+    async fn done(&self, record: &WriteRecord, aborted: bool) -> Result<bool> {
+        let root = self.table.root.prefix();
+        let done = DoneMarker {
+            aborted,
+            ..DoneMarker::new(root, &record.write_id, touched_by_record(record, root))
+        };
+        match put_new(self.store, &done.location, PutPayload::from(done.encode())).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.cleanup_error(&done.location, e)),
+        }
+    }
+
+    /// Races an append's writer for its done marker.
+    async fn close_append(&self, record: &WriteRecord) -> Result<Closed> {
+        if self.done(record, true).await? {
+            return Ok(Closed::ByUs);
+        }
+        let location =
+            DoneMarker::new(self.table.root.prefix(), &record.write_id, Touched::Table).location;
+        let found = match self.store.get(&location).await {
+            Ok(got) => got.bytes().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| self.cleanup_error(&location, e))?;
+        match DoneMarker::decode(&location, &found) {
+            Ok(done) if !done.aborted => Ok(Closed::ByWriter),
+            Ok(_) => Ok(Closed::ByUs),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Races a replacing write's writer for its commit marker's name: the
+    /// commit found there (the write committed), or `None` (aborted).
+    async fn close_replace(&self, record: &WriteRecord) -> Result<Option<CommitMarker>> {
+        let root = self.table.root.prefix();
+        let abort = CommitMarker::abort(root, &record.write_id);
+        match put_new(
+            self.store,
+            &abort.location,
+            PutPayload::from(abort.encode()),
+        )
+        .await
+        {
+            Ok(()) => return Ok(None),
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(self.cleanup_error(&abort.location, e)),
+        }
+        let found = match self.store.get(&abort.location).await {
+            Ok(got) => got.bytes().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| self.cleanup_error(&abort.location, e))?;
+        let marker = CommitMarker::decode(root, &abort.location, &found)?;
+        Ok((!marker.aborted).then_some(marker))
+    }
 }
 
 impl Recovered {

@@ -140,12 +140,14 @@ impl PartitionedSink {
     }
 
     /// What the write replaces: nothing for an append; for an overwrite,
-    /// the partitions of `closed` or the whole table. `None`: an overwrite
-    /// of partitions that produced none, which changes nothing.
+    /// the partitions of `closed` or the whole table. `None`: an append or
+    /// an overwrite of partitions that produced nothing, which changes
+    /// nothing.
     fn replaced(&self, closed: &[ClosedFile]) -> DFResult<Option<(WriteKind, Replaced)>> {
         let table = &self.table;
         if self.mode == SinkMode::Append {
-            return Ok(Some((WriteKind::Append, Replaced::Nothing)));
+            // No rows: nothing to commit, no journal object.
+            return Ok((!closed.is_empty()).then_some((WriteKind::Append, Replaced::Nothing)));
         }
         if table.spec.is_empty() || table.options.overwrite_mode == OverwriteMode::Table {
             return Ok(Some((WriteKind::Overwrite, Replaced::Table)));

@@ -17,7 +17,7 @@ use lakefusion::store::faults::{Fault, FaultRule, FaultyStore, RequestKind};
 use lakefusion::{CompactOptions, OverwriteMode, PartitionedTable};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use url::Url;
@@ -148,10 +148,12 @@ fn wait_for(what: &str, mut reached: impl FnMut() -> bool) {
     }
 }
 
+/// The journal objects under `root` — but abort markers, which a take-back
+/// leaves until their retention ends (they hide nothing).
 fn journal(root: &Path) -> BTreeSet<String> {
     all_files(root)
         .into_iter()
-        .filter(|f| f.starts_with("_lakefusion"))
+        .filter(|f| f.starts_with("_lakefusion") && !is_abort_marker(&root.join(f)))
         .collect()
 }
 
@@ -879,8 +881,69 @@ async fn recover_on_s3_takes_back_or_finishes_a_stopped_writer() {
             .into_iter()
             .filter(|k| k.starts_with(prefix))
             .collect();
-        assert!(left.iter().all(|k| !k.contains("_lakefusion")), "{left:?}");
-        assert_eq!(left.len(), 2, "one file per partition: {left:?}");
+        for key in left.iter().filter(|k| k.contains("_lakefusion")) {
+            let text = server
+                .store()
+                .get(&object_store::path::Path::from(key.as_str()))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert!(text.starts_with(b"lakefusion aborted"), "{key} is left");
+        }
+        let data: Vec<&String> = left.iter().filter(|k| !k.contains("_lakefusion")).collect();
+        assert_eq!(data.len(), 2, "one file per partition: {left:?}");
         running.abort();
     }
+}
+
+/// `recover()` with too short a bound meets a live writer about to commit:
+/// its abort marker, created at the name the commit marker would take,
+/// wins, and the writer, whose commit PUT then finds it, takes its write
+/// back with an error that says so. Readers see the table as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_and_a_live_writer_race_for_one_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    seeded(root).await;
+    let before = data_files(root);
+    // The writer's commit marker PUT waits 1 s before it runs.
+    let store = FaultyStore::new(Arc::new(LocalFileSystem::new()));
+    store.inject(
+        FaultRule::new(Fault::Latency(Duration::from_millis(1000)))
+            .on(RequestKind::Write)
+            .path_contains(".committed"),
+    );
+    let writer = SessionContext::new();
+    writer.register_object_store(&Url::parse("file://").unwrap(), store.clone());
+    writer
+        .register_table("t", Arc::new(table_at(&writer, file_url(root)).await))
+        .unwrap();
+    let running = tokio::spawn(async move {
+        writer
+            .sql("INSERT OVERWRITE t VALUES (10, 'a')")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .map(|_| ())
+    });
+    wait_for("the writer's claim", || {
+        journal(root).contains("_lakefusion/claims/k=a")
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ctx = SessionContext::new();
+    let table = table_at(&ctx, file_url(root)).await;
+    let recovered = table.recover(&ctx.state(), Duration::ZERO).await.unwrap();
+    assert_eq!(recovered.rolled_back.len(), 1, "{recovered:?}");
+    let error = running.await.unwrap().unwrap_err().to_string();
+    assert!(error.contains("recover() took the write back"), "{error}");
+    assert_eq!(fresh_sum(root).await, 10);
+    assert_eq!(data_files(root), before);
+    // Only the abort marker stays (until its retention), and it hides nothing.
+    assert!(journal(root).is_empty(), "{:?}", journal(root));
+    assert!(all_files(root)
+        .iter()
+        .any(|f| is_abort_marker(&root.join(f))));
 }

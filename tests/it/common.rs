@@ -512,3 +512,10 @@ pub async fn keys(store: &Arc<dyn object_store::ObjectStore>) -> Vec<String> {
     keys.sort();
     keys
 }
+
+/// Whether the journal object at `path` (local) is an abort marker: left
+/// by a take-back until its retention ends, hiding nothing.
+pub fn is_abort_marker(path: &Path) -> bool {
+    path.to_string_lossy().ends_with(".committed")
+        && std::fs::read_to_string(path).is_ok_and(|text| text.starts_with("lakefusion aborted"))
+}
