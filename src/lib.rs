@@ -88,7 +88,7 @@
 //! ```text
 //! _lakefusion/writes/<id>            record: kind, partitions replaced, files added
 //! _lakefusion/claims/<partition>     a replacing write's claim (conditional PUT)
-//! _lakefusion/writes/<id>.committed  commit marker: claims, files removed
+//! _lakefusion/writes/<id>.committed  commit marker: claims, files removed (or an abort marker)
 //! _lakefusion/writes/<id>.done       done marker: what it touched (kept 15 min)
 //! ```
 //!
@@ -105,7 +105,9 @@
 //! committed nor those a committed write removes. So each write is seen
 //! whole or not at all, and never with the files it replaced; a writer
 //! that dies leaves a journal that readers honour and
-//! [`PartitionedTable::recover`] finishes (committed) or takes back (not).
+//! [`PartitionedTable::recover`] finishes (committed) or takes back (not),
+//! after creating an abort marker where the commit would go, so that a
+//! writer still alive cannot commit behind its back.
 //! Readers that do not know the journal (Spark, DuckDB, DataFusion's
 //! `ListingTable`) see plain Hive semantics: new files appear one by one,
 //! replaced ones disappear one by one. The steps, each failure and each

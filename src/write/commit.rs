@@ -11,27 +11,34 @@
 //! 2. **Files** — make every closed file visible under its final name (16
 //!    at a time). If one fails, the ones made visible are deleted again,
 //!    a done marker is put and the record removed.
-//! 3. An append then puts its **done marker** (the partitions it wrote,
-//!    for readers whose listing the whole write ran inside) and **commits
-//!    by removing its record**, and is done.
+//! 3. An append then creates its **done marker** (the partitions it wrote,
+//!    for readers whose listing the whole write ran inside; an aborted one
+//!    already there means `recover()` took the write back: it stops) and
+//!    **commits by removing its record**, and is done.
 //! 4. A replacing write **claims** each partition it replaces: one
 //!    conditional PUT of `_lakefusion/claims/<partition dir>` per partition,
-//!    in sorted order (a whole-table replace claims `_table` as well). A
-//!    claim already there is another replacing write's: this one loses with
-//!    [`Error::WriteConflict`], releases its claims and takes back its files
-//!    and record. It then **lists** the claimed partitions (the whole table,
-//!    for a whole-table replace, which claims every partition it shows
-//!    until no new one appears) as one moment of the table (see
-//!    `lake::snapshot`): the files to remove are the ones there that
-//!    belong to no write under way (for a compaction, exactly its inputs).
-//!    If its own record is gone (`recover()` judged it dead), it stops; if
-//!    a write moved in the claimed partitions since, it lists again.
-//! 5. **Commit** — put `_lakefusion/writes/<id>.committed` (a conditional
-//!    PUT) listing the claims and the files removed. Its presence, with
-//!    the record, is the commit: from here on readers read the new files
-//!    and hide the removed ones. The table's own index swaps both in one
-//!    step. A failed PUT is checked with HEAD: absent, the write is taken
-//!    back; unknown, everything stays for `recover()`.
+//!    in sorted order, while step 2 runs (a whole-table replace claims
+//!    `_table` as well). A claim already there is another replacing
+//!    write's: this one loses with [`Error::WriteConflict`], takes back its
+//!    files and record, then releases its claims. It then **lists** the
+//!    claimed partitions (the whole table, for a whole-table replace, which
+//!    claims every partition it shows until no new one appears) as one
+//!    moment of the table (see `lake::snapshot`): the files to remove are
+//!    the ones there that belong to no write under way (for a compaction,
+//!    exactly its inputs). If its own record is gone (`recover()` took it
+//!    back), it stops. A `DELETE`, which then reads every footer to count
+//!    the rows, lists again if a write committed in its partitions
+//!    meanwhile. After 8 rounds it gives up ([`Error::ListingRaced`]).
+//! 5. **Commit** — create `_lakefusion/writes/<id>.committed` (a
+//!    conditional PUT) listing the claims and the files removed. Its
+//!    presence, with the record, is the commit: from here on readers read
+//!    the new files and hide the removed ones. The table's own index swaps
+//!    both in one step. An object already at that name is this write's own
+//!    (a retried PUT that landed) or an abort marker (`recover()` took the
+//!    write back: it stops). A failed PUT is checked with HEAD: absent, the
+//!    write creates an abort marker there itself (so a PUT still in flight
+//!    cannot land later) and is taken back; unknown, everything stays for
+//!    `recover()`.
 //! 6. **Remove** the replaced files, put the done marker, release the
 //!    claims and remove the record, and last the marker. A failure here
 //!    leaves the write committed: the marker stays, readers keep hiding

@@ -8,15 +8,24 @@
 //! next overwrite of its partition, and the files take space.
 //! [`recover`] ends each such write the way its journal says:
 //!
-//! * **committed** (its marker is there): finished — the files it removes
-//!   are deleted, then its claims, its record and its marker. Whatever its
-//!   age: every step is idempotent, so a writer still finishing is not
-//!   disturbed;
-//! * **not committed**, and older than the bound: taken back — the files it
-//!   added are deleted, then its claims and its record. Younger writes may
-//!   still be running and are left alone;
-//! * claims older than the bound whose write has no record left.
+//! * **committed** (its commit marker is there): the files it removes are
+//!   deleted, whatever its age (idempotent: a writer still finishing is not
+//!   disturbed); once its record is older than the bound, its claims,
+//!   record and marker too;
+//! * **not committed**, and older than the bound: recovery first *closes
+//!   the door* — it creates, with a conditional PUT, an abort marker where
+//!   the write's commit marker would go (for an append, an aborted done
+//!   marker where its done marker would go). Whoever creates that name
+//!   first wins: if the writer was alive and got there first, its write
+//!   is committed and recovery finishes it; if recovery did, the writer's
+//!   own PUT fails and it stops. Then the files it added are deleted, its
+//!   claims and its record. The abort marker stays until the done-marker
+//!   retention ends, so a writer still running meets it;
+//! * a write with a journal object this version cannot read is left alone;
+//! * claims older than the bound whose write has no record left, and
+//!   markers without a record and done markers past their retention.
 //!
+//! Each write it ends gets a done marker, for readers listing meanwhile.
 //! Then the hidden temporary files of cancelled or killed writes, older
 //! than the bound, are deleted (never read: that part only frees space).
 
