@@ -13,7 +13,8 @@ use super::index::{PartitionIndex, PublishedFile};
 use super::partitioning::PartitionSpec;
 
 /// The one home of a table's current [`PartitionIndex`]: scans take
-/// snapshots, `INSERT INTO` publishes what it wrote, a refresh installs a
+/// snapshots, writes publish what they committed (an overwrite, a delete or
+/// a compaction also what it removed, in the same swap), a refresh installs a
 /// new listing.
 ///
 /// A refresh lists while INSERTs may publish; a listing that looked before
@@ -27,7 +28,9 @@ use super::partitioning::PartitionSpec;
 /// ([`begin_commit`](Self::begin_commit)); a refresh leaves out of its
 /// listing every file of a write that is committing when it installs, or
 /// that ended (published or taken back) since it began. A published write's
-/// files come back through the append log; a failed write's never do.
+/// files come back through the append log; a failed write's never do; the
+/// files a published write removed are taken out again through the removal
+/// log, whether the listing saw them or not.
 #[derive(Debug)]
 pub(crate) struct SharedIndex {
     state: RwLock<Shared>,
