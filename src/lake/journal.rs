@@ -33,6 +33,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
+use super::partitioning::dir_under;
 use crate::error::{Error, Result};
 
 /// The hidden prefix, under the table root, of every journal object.
@@ -824,15 +825,13 @@ pub(crate) fn touched_by_record(record: &WriteRecord, root: &Path) -> Touched {
 /// The partition directories `files` (paths under `root`) are in; the
 /// table for a file at the root (an unpartitioned table).
 pub(crate) fn touched_by_files(root: &Path, files: &[Path]) -> Touched {
-    let prefix = format!("{root}/");
     let mut dirs = BTreeSet::new();
     for file in files {
-        let relative = file.as_ref().strip_prefix(&prefix).unwrap_or(file.as_ref());
-        match relative.rsplit_once('/') {
-            Some((dir, _)) => {
+        match dir_under(root, file) {
+            "" => return Touched::Table,
+            dir => {
                 dirs.insert(dir.to_string());
             }
-            None => return Touched::Table,
         }
     }
     Touched::Partitions(dirs)

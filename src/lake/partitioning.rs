@@ -209,6 +209,20 @@ pub(crate) fn parse_value(path: &str, column: &PartitionColumn, raw: &str) -> Re
 /// limit of common file systems (ext4, XFS, APFS, NTFS).
 pub const MAX_DIR_NAME_BYTES: usize = 255;
 
+/// The directory `file` is in, relative to the table root `root` (`""`
+/// for a file at the root: an unpartitioned table's).
+pub(crate) fn dir_under<'a>(root: &Path, file: &'a Path) -> &'a str {
+    let (path, root) = (file.as_ref(), root.as_ref());
+    let relative = if root.is_empty() {
+        path
+    } else {
+        path.strip_prefix(root)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or(path)
+    };
+    relative.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
 /// The directory `key=value` for one partition value, or an error naming the
 /// table, column and value when the value cannot be a directory: a value
 /// containing `/`, a value `.` or `..`, the literal `__HIVE_DEFAULT_PARTITION__`
@@ -351,6 +365,17 @@ mod spec_tests {
 mod path_rule_tests {
     use super::*;
     use datafusion::arrow::datatypes::DataType;
+
+    #[test]
+    fn a_files_directory_is_taken_relative_to_the_root() {
+        let dir =
+            |root: &str, file: &str| dir_under(&Path::from(root), &Path::from(file)).to_string();
+        assert_eq!(dir("lake", "lake/d=1/r=eu/x.parquet"), "d=1/r=eu");
+        assert_eq!(dir("lake", "lake/x.parquet"), "");
+        assert_eq!(dir("", "d=1/x.parquet"), "d=1");
+        // Not under the root: the path's own directory.
+        assert_eq!(dir("lake", "lakehouse/d=1/x.parquet"), "lakehouse/d=1");
+    }
 
     #[test]
     fn bookkeeping_is_hidden_but_underscore_partitions_are_not() {

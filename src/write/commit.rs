@@ -67,6 +67,7 @@ use crate::lake::journal::{
 };
 use crate::lake::layout::rows_in;
 use crate::lake::listing::Lister;
+use crate::lake::partitioning::dir_under;
 use crate::lake::shared::CommitTicket;
 use crate::lake::snapshot::{snapshot, Scope};
 use crate::lake::{PublishedFile, TableDefinition};
@@ -879,12 +880,7 @@ pub(super) async fn delete_all(
 /// directory in our writer's spelling, or, for values our writer cannot
 /// spell (another tool's directory), the directory `file` is in, as it is.
 pub(crate) fn claim_key(table: &TableDefinition, values: &[ScalarValue], file: &Path) -> String {
-    table.canonical_dir(values).unwrap_or_else(|_| {
-        let prefix = format!("{}/", table.root.prefix());
-        let relative = file.as_ref().strip_prefix(&prefix).unwrap_or(file.as_ref());
-        relative
-            .rsplit_once('/')
-            .map_or("", |(dir, _)| dir)
-            .to_string()
-    })
+    table
+        .canonical_dir(values)
+        .unwrap_or_else(|_| dir_under(table.root.prefix(), file).to_string())
 }

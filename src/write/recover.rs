@@ -48,6 +48,7 @@ use crate::lake::journal::{
     claims_prefix, touched_by_record, CommitMarker, DoneMarker, Journal, Touched, WriteKind,
     WriteRecord, DONE_RETENTION,
 };
+use crate::lake::partitioning::dir_under;
 use crate::lake::TableDefinition;
 use crate::store::StoreKind;
 
@@ -377,14 +378,8 @@ async fn list_claims(store: &Arc<dyn ObjectStore>, table: &TableDefinition) -> R
 /// it is refused, naming it, and nothing of it is deleted.
 fn check_removes(table: &TableDefinition, marker: &CommitMarker) -> Result<()> {
     let claims: HashSet<&str> = marker.claims.iter().map(String::as_str).collect();
-    let root = table.root.prefix().as_ref();
     for file in &marker.removes {
-        let relative = file
-            .as_ref()
-            .strip_prefix(root)
-            .map(|rest| rest.trim_start_matches('/'))
-            .unwrap_or_default();
-        let dir = relative.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let dir = dir_under(table.root.prefix(), file);
         let key = table
             .spec
             .values_of_dir(dir)
