@@ -19,7 +19,7 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::TestRunner;
 use url::Url;
 
 use crate::common::*;
@@ -29,10 +29,6 @@ const ROOT: &str = "LAKEFUSION_PROTOCOL_ROOT";
 const FAULTS: &str = "LAKEFUSION_PROTOCOL_FAULTS";
 const SQL: &str = "LAKEFUSION_PROTOCOL_SQL";
 const GO: &str = "LAKEFUSION_PROTOCOL_GO";
-
-fn id_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
-}
 
 async fn table_at(ctx: &SessionContext, root: String) -> PartitionedTable {
     PartitionedTable::builder(root)
@@ -595,25 +591,13 @@ async fn check_against_model(store: Arc<dyn ObjectStore>, url: &str, root: &str,
     }
 }
 
-fn cases(default: u32) -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(default);
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
-
 #[test]
 fn writes_equal_a_memtable_model_on_memory() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut runner = TestRunner::new(cases(24));
+    let mut runner = TestRunner::new(proptest_config(24));
     runner
         .run(&proptest::collection::vec(op(), 1..7), |ops| {
             let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
@@ -636,7 +620,7 @@ fn writes_equal_a_memtable_model_on_s3() {
         .build()
         .unwrap();
     let server = runtime.block_on(S3Server::start("protocol"));
-    let mut runner = TestRunner::new(cases(8));
+    let mut runner = TestRunner::new(proptest_config(8));
     let case = std::sync::atomic::AtomicUsize::new(0);
     runner
         .run(&proptest::collection::vec(op(), 1..6), |ops| {
@@ -946,4 +930,47 @@ async fn recover_and_a_live_writer_race_for_one_name() {
     assert!(all_files(root)
         .iter()
         .any(|f| is_abort_marker(&root.join(f))));
+}
+
+/// A `refresh()` of the very table an overwrite goes through, its listing
+/// held while the overwrite commits: the refreshed index holds the new
+/// file and not the replaced one (it was listed, then removed), and the
+/// table answers with the rows after the overwrite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_during_an_overwrite_installs_no_replaced_file() {
+    use lakefusion::store::faults::ListHold;
+    let store = FaultyStore::new(Arc::new(InMemory::new()));
+    let ctx = SessionContext::new();
+    ctx.register_object_store(&Url::parse("memory://").unwrap(), store.clone());
+    let table = Arc::new(table_at(&ctx, "memory:///lake/".into()).await);
+    ctx.register_table("t", Arc::clone(&table) as _).unwrap();
+    exec(&ctx, "INSERT INTO t VALUES (1, 'a'), (3, 'b')").await;
+    let old_a = table
+        .index()
+        .all_files()
+        .map(|f| f.location().unwrap().to_string())
+        .find(|f| f.contains("k=a/"))
+        .unwrap();
+    let hold = ListHold {
+        prefix: Some("lake".into()),
+        ..ListHold::default()
+    };
+    store.hold_listings(Some(hold.clone()));
+    let refreshing = {
+        let (table, state) = (Arc::clone(&table), ctx.state());
+        tokio::spawn(async move { table.refresh(&state).await })
+    };
+    hold.listed.notified().await;
+    store.hold_listings(None);
+    exec(&ctx, "INSERT OVERWRITE t VALUES (10, 'a')").await;
+    hold.release.notify_one();
+    refreshing.await.unwrap().unwrap();
+    let files: Vec<String> = table
+        .index()
+        .all_files()
+        .map(|f| f.location().unwrap().to_string())
+        .collect();
+    assert!(!files.contains(&old_a), "{files:?}");
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(count(&ctx, "SELECT sum(id) FROM t").await, 13);
 }
