@@ -204,6 +204,14 @@ fn is_file_of(name: &str, id: &str) -> bool {
         })
 }
 
+/// Appends the line `<word> <value>` to a journal object's text.
+fn push_line(text: &mut String, word: &str, value: &str) {
+    text.push_str(word);
+    text.push(' ');
+    text.push_str(value);
+    text.push('\n');
+}
+
 fn problem(location: &Path, problem: String) -> Error {
     Error::WriteRecord {
         path: location.to_string(),
@@ -246,16 +254,12 @@ impl WriteRecord {
             Replaced::Table => text.push_str("replaces-table\n"),
             Replaced::Partitions(dirs) => {
                 for dir in dirs {
-                    text.push_str("replaces ");
-                    text.push_str(dir);
-                    text.push('\n');
+                    push_line(&mut text, "replaces", dir);
                 }
             }
         }
         for file in &self.files {
-            text.push_str("add ");
-            text.push_str(file.as_ref());
-            text.push('\n');
+            push_line(&mut text, "add", file.as_ref());
         }
         Bytes::from(text)
     }
@@ -376,14 +380,10 @@ impl CommitMarker {
         }
         let mut text = format!("{MARKER_HEADER}\n");
         for dir in &self.claims {
-            text.push_str("claim ");
-            text.push_str(dir);
-            text.push('\n');
+            push_line(&mut text, "claim", dir);
         }
         for file in &self.removes {
-            text.push_str("remove ");
-            text.push_str(file.as_ref());
-            text.push('\n');
+            push_line(&mut text, "remove", file.as_ref());
         }
         Bytes::from(text)
     }
@@ -505,9 +505,7 @@ impl DoneMarker {
             Touched::Table => text.push_str("table\n"),
             Touched::Partitions(dirs) => {
                 for dir in dirs {
-                    text.push_str("partition ");
-                    text.push_str(dir);
-                    text.push('\n');
+                    push_line(&mut text, "partition", dir);
                 }
             }
         }
@@ -843,6 +841,19 @@ enum Entry {
     Done(DoneMarker),
 }
 
+/// The whole of the journal object at `location` (one GET).
+pub(crate) async fn read_object(
+    store: &Arc<dyn ObjectStore>,
+    location: &Path,
+) -> object_store::Result<Bytes> {
+    store.get(location).await?.bytes().await
+}
+
+/// The write id a claim's content names.
+pub(crate) fn claim_holder(content: &[u8]) -> String {
+    String::from_utf8_lossy(content).trim().to_string()
+}
+
 /// The done markers under `root`'s journal (one listing; none is read).
 pub(crate) async fn list_done_markers(
     store: &Arc<dyn ObjectStore>,
@@ -887,11 +898,7 @@ async fn read_entry(
             format!("{size} bytes is too large for a journal object"),
         ))));
     }
-    let bytes = match store.get(location).await {
-        Ok(got) => got.bytes().await,
-        Err(e) => Err(e),
-    };
-    let bytes = match bytes {
+    let bytes = match read_object(store, location).await {
         Ok(bytes) => bytes,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => {

@@ -62,8 +62,8 @@ use super::staging::{put_new, Staged};
 use crate::error::Error;
 use crate::lake::index::IndexedFile;
 use crate::lake::journal::{
-    claim_path, list_done_markers, touched_by_files, CommitMarker, DoneMarker, Journal, Replaced,
-    Touched, WriteKind, WriteRecord, DONE_RETENTION,
+    claim_holder, claim_path, list_done_markers, read_object, touched_by_files, CommitMarker,
+    DoneMarker, Journal, Replaced, Touched, WriteKind, WriteRecord, DONE_RETENTION,
 };
 use crate::lake::layout::rows_in;
 use crate::lake::listing::Lister;
@@ -309,10 +309,7 @@ impl Commit<'_> {
     /// What the object at `marker`'s name says: committed (ours) or aborted.
     async fn settled(&self, marker: &CommitMarker) -> Outcome {
         let root = self.table.root.prefix();
-        let found = match self.store.get(&marker.location).await {
-            Ok(got) => got.bytes().await,
-            Err(e) => Err(e),
-        };
+        let found = read_object(self.store, &marker.location).await;
         match found.map(|bytes| CommitMarker::decode(root, &marker.location, &bytes)) {
             Ok(Ok(found)) if !found.aborted => Outcome::Committed,
             Ok(Ok(_)) => Outcome::Aborted(Error::WriteFile {
@@ -644,14 +641,11 @@ impl Commit<'_> {
         {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => {
-                let holder = match self.store.get(&path).await {
-                    Ok(got) => got
-                        .bytes()
-                        .await
-                        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-                        .unwrap_or_else(|_| "unknown".into()),
+                let holder = match read_object(self.store, &path).await {
+                    Ok(content) => claim_holder(&content),
                     // Released since: "" asks for another try.
-                    Err(_) => String::new(),
+                    Err(object_store::Error::NotFound { .. }) => String::new(),
+                    Err(_) => "unknown".into(),
                 };
                 // A retried create whose first attempt landed: ours.
                 if holder == self.record.write_id {
@@ -716,10 +710,7 @@ impl Commit<'_> {
         match put_new(self.store, &done.location, PutPayload::from(done.encode())).await {
             Ok(()) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => {
-                let found = match self.store.get(&done.location).await {
-                    Ok(got) => got.bytes().await,
-                    Err(e) => Err(e),
-                };
+                let found = read_object(self.store, &done.location).await;
                 match found.map(|bytes| DoneMarker::decode(&done.location, &bytes)) {
                     Ok(Ok(found)) if !found.aborted => Ok(()),
                     Ok(Ok(_)) => Err(self.write_error(

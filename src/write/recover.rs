@@ -37,7 +37,7 @@ use chrono::{DateTime, Utc};
 use datafusion::datasource::listing::ListingTableUrl;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore};
 
 use super::commit::deleted;
 use crate::error::{Error, Result, TableProblem};
@@ -45,8 +45,8 @@ use object_store::PutPayload;
 
 use super::staging::put_new;
 use crate::lake::journal::{
-    claims_prefix, touched_by_record, CommitMarker, DoneMarker, Journal, Touched, WriteKind,
-    WriteRecord, DONE_RETENTION,
+    claim_holder, claims_prefix, read_object, touched_by_record, CommitMarker, DoneMarker, Journal,
+    Touched, WriteKind, WriteRecord, DONE_RETENTION,
 };
 use crate::lake::partitioning::dir_under;
 use crate::lake::TableDefinition;
@@ -274,11 +274,9 @@ impl Ending<'_> {
         }
         let location =
             DoneMarker::new(self.table.root.prefix(), &record.write_id, Touched::Table).location;
-        let found = match self.store.get(&location).await {
-            Ok(got) => got.bytes().await,
-            Err(e) => Err(e),
-        }
-        .map_err(|e| self.cleanup_error(&location, e))?;
+        let found = read_object(self.store, &location)
+            .await
+            .map_err(|e| self.cleanup_error(&location, e))?;
         match DoneMarker::decode(&location, &found) {
             Ok(done) if !done.aborted => Ok(Closed::ByWriter),
             Ok(_) => Ok(Closed::ByUs),
@@ -302,11 +300,9 @@ impl Ending<'_> {
             Err(object_store::Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(self.cleanup_error(&abort.location, e)),
         }
-        let found = match self.store.get(&abort.location).await {
-            Ok(got) => got.bytes().await,
-            Err(e) => Err(e),
-        }
-        .map_err(|e| self.cleanup_error(&abort.location, e))?;
+        let found = read_object(self.store, &abort.location)
+            .await
+            .map_err(|e| self.cleanup_error(&abort.location, e))?;
         let marker = CommitMarker::decode(root, &abort.location, &found)?;
         Ok((!marker.aborted).then_some(marker))
     }
@@ -345,13 +341,9 @@ async fn list_claims(store: &Arc<dyn ObjectStore>, table: &TableDefinition) -> R
         })?;
     futures::stream::iter(metas)
         .map(|meta| async move {
-            let holder = match store.get(&meta.location).await {
-                Ok(got) => got
-                    .bytes()
-                    .await
-                    .map(|b| String::from_utf8_lossy(&b).trim().to_string()),
-                Err(e) => Err(e),
-            };
+            let holder = read_object(store, &meta.location)
+                .await
+                .map(|content| claim_holder(&content));
             match holder {
                 Ok(holder) => Ok(Some(Claim {
                     location: meta.location,

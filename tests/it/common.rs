@@ -519,3 +519,21 @@ pub fn is_abort_marker(path: &Path) -> bool {
     path.to_string_lossy().ends_with(".committed")
         && std::fs::read_to_string(path).is_ok_and(|text| text.starts_with("lakefusion aborted"))
 }
+
+/// Cases per property: `PROPTEST_CASES` if set, else `default`.
+pub fn proptest_config(default: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+/// One non-null `id: Int64` column: the file schema of the write tests.
+pub fn id_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
+}

@@ -8,16 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::SessionContext;
 use lakefusion::{CompactOptions, Error, OverwriteMode, PartitionedTable, SortKey};
 
 use crate::common::*;
-
-fn id_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
-}
 
 async fn ids_by_k(ctx: &SessionContext, root: &Path, mode: OverwriteMode) -> PartitionedTable {
     PartitionedTable::builder(file_url(root))

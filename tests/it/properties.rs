@@ -23,23 +23,10 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::TestRunner;
 use url::Url;
 
-use crate::common::rows;
-
-/// Cases per property: `PROPTEST_CASES` if set, else `default`.
-fn config(default: u32) -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(default);
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
+use crate::common::{proptest_config as config, rows};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
