@@ -72,6 +72,7 @@ use crate::codec::{
     AllowedRoots, CompositePhysicalCodec, LakefusionLogicalCodec, LakefusionPhysicalCodec,
     ObjectStoreFactory,
 };
+use crate::deployment::Deployment;
 use crate::distributed::DistributedScanRule;
 use crate::session::SessionBuilder;
 use crate::settings::{with_settings, QueryContext};
@@ -82,17 +83,17 @@ pub const BALLISTA_CODEC: &str = "ballista";
 
 /// lakefusion's configuration for one Ballista deployment: build one per process
 /// (client, scheduler, executor) from the same settings.
-#[derive(Clone, Debug)]
+///
+/// What the processes share and inject is a [`Deployment`]; this builds each
+/// Ballista role's configuration from it.
+#[derive(Clone, Debug, Default)]
 pub struct BallistaSetup {
-    cache: TableCache,
-    object_stores: Vec<(Url, Arc<dyn ObjectStore>)>,
-    object_store_factory: Option<Arc<dyn ObjectStoreFactory>>,
-    allowed_roots: AllowedRoots,
+    deployment: Deployment,
 }
 
-impl Default for BallistaSetup {
-    fn default() -> Self {
-        Self::new(CacheConfig::default())
+impl From<Deployment> for BallistaSetup {
+    fn from(deployment: Deployment) -> Self {
+        Self { deployment }
     }
 }
 
@@ -100,35 +101,32 @@ impl BallistaSetup {
     /// A deployment whose small-table cache has these limits (each process
     /// that builds from this value holds its own cache with them).
     pub fn new(cache_config: CacheConfig) -> Self {
-        Self {
-            cache: TableCache::new(cache_config),
-            object_stores: Vec::new(),
-            object_store_factory: None,
-            allowed_roots: AllowedRoots::any(),
-        }
+        Deployment::new(cache_config).into()
     }
 
     /// Registers `store` for `url` in every runtime this builds.
-    pub fn with_object_store(mut self, url: Url, store: Arc<dyn ObjectStore>) -> Self {
-        self.object_stores.push((url, store));
-        self
+    pub fn with_object_store(self, url: Url, store: Arc<dyn ObjectStore>) -> Self {
+        self.deployment.with_object_store(url, store).into()
     }
 
     /// Creates stores that are not registered when an executor first meets them.
-    pub fn with_object_store_factory(mut self, factory: Arc<dyn ObjectStoreFactory>) -> Self {
-        self.object_store_factory = Some(factory);
-        self
+    pub fn with_object_store_factory(self, factory: Arc<dyn ObjectStoreFactory>) -> Self {
+        self.deployment.with_object_store_factory(factory).into()
     }
 
     /// Executors decode only plans whose files lie under these roots.
-    pub fn with_allowed_roots(mut self, roots: AllowedRoots) -> Self {
-        self.allowed_roots = roots;
-        self
+    pub fn with_allowed_roots(self, roots: AllowedRoots) -> Self {
+        self.deployment.with_allowed_roots(roots).into()
     }
 
     /// This process's cache (shared by every task an executor runs).
     pub fn table_cache(&self) -> &TableCache {
-        &self.cache
+        self.deployment.table_cache()
+    }
+
+    /// The deployment this set-up configures Ballista for.
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
     }
 
     /// The logical codec every role uses: `PartitionedTable`, then Ballista's.
@@ -141,19 +139,16 @@ impl BallistaSetup {
     /// The physical codec: lakefusion's scans (with this process's cache,
     /// store factory and allowed roots injected), then Ballista's nodes.
     pub fn physical_codec(&self) -> Arc<dyn PhysicalExtensionCodec> {
-        let mut scans = LakefusionPhysicalCodec::new()
-            .with_cache(self.cache.clone())
-            .with_allowed_roots(self.allowed_roots.clone());
-        if let Some(factory) = &self.object_store_factory {
-            scans = scans.with_object_store_factory(Arc::clone(factory));
-        }
         Arc::new(
             CompositePhysicalCodec::new(
                 BALLISTA_CODEC,
                 Arc::new(BallistaPhysicalExtensionCodec::default()),
             )
-            .with_codec(LakefusionPhysicalCodec::NAME, Arc::new(scans))
-            .with_allowed_roots(self.allowed_roots.clone()),
+            .with_codec(
+                LakefusionPhysicalCodec::NAME,
+                Arc::new(self.deployment.scan_codec()),
+            )
+            .with_allowed_roots(self.deployment.allowed_roots().clone()),
         )
     }
 
@@ -174,14 +169,9 @@ impl BallistaSetup {
     }
 
     fn session_builder(&self, config: SessionConfig) -> SessionBuilder {
-        let mut builder = SessionBuilder::new()
-            .with_config(config)
-            .with_table_cache(self.cache.clone())
-            .with_physical_optimizer_rule(Arc::new(DistributedScanRule));
-        for (url, store) in &self.object_stores {
-            builder = builder.with_object_store(url.clone(), Arc::clone(store));
-        }
-        builder
+        self.deployment
+            .session_builder(config)
+            .with_physical_optimizer_rule(Arc::new(DistributedScanRule))
     }
 
     /// The client's state: codecs in the config before the context exists,
@@ -215,12 +205,10 @@ impl BallistaSetup {
 
     /// The executor's runtime: the given stores registered in a fresh runtime.
     pub fn runtime_producer(&self) -> RuntimeProducer {
-        let stores = self.object_stores.clone();
+        let deployment = self.deployment.clone();
         Arc::new(move |_config: &SessionConfig| {
             let runtime = RuntimeEnv::default();
-            for (url, store) in &stores {
-                runtime.register_object_store(url, Arc::clone(store));
-            }
+            deployment.register_object_stores(&runtime);
             Ok(Arc::new(runtime))
         })
     }

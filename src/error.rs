@@ -171,7 +171,7 @@ pub enum Error {
         known: String,
     },
 
-    #[cfg(feature = "ballista")]
+    #[cfg(feature = "wire")]
     /// Bytes from another process are not what the codec writes: not an
     /// envelope, not a plan node, or DataFusion's own decoder failed on them.
     #[error("codec '{codec}': {bytes} bytes are not a {what}: {source}")]
@@ -187,7 +187,7 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
-    #[cfg(feature = "ballista")]
+    #[cfg(feature = "wire")]
     /// Bytes of another wire format version than this build's.
     #[error(
         "codec '{codec}' wrote wire format version {found}, but this build reads version {expected}: {kind}"
@@ -203,7 +203,7 @@ pub enum Error {
         kind: WireVersion,
     },
 
-    #[cfg(feature = "ballista")]
+    #[cfg(feature = "wire")]
     /// A payload whose checksum does not match: corrupt or cut short.
     #[error("codec '{codec}': the {bytes} byte payload fails its checksum (corrupt or cut short)")]
     WireChecksum {
@@ -213,7 +213,7 @@ pub enum Error {
         bytes: usize,
     },
 
-    #[cfg(feature = "ballista")]
+    #[cfg(feature = "wire")]
     /// An envelope names a codec this process does not have.
     #[error("unknown codec '{codec}' (known: {known})")]
     UnknownCodec {
@@ -223,7 +223,7 @@ pub enum Error {
         known: String,
     },
 
-    #[cfg(feature = "ballista")]
+    #[cfg(feature = "wire")]
     /// A decoded plan node or table is inconsistent (a missing part, counts
     /// that disagree, an index out of range).
     #[error("codec '{codec}': cannot decode {what} of table {table}: {detail}")]
@@ -238,7 +238,7 @@ pub enum Error {
         detail: String,
     },
 
-    #[cfg(feature = "ballista")]
+    #[cfg(feature = "wire")]
     /// A decoded plan names a file outside the roots the executor allows.
     #[error("{node}: file '{url}' is outside the roots this executor allows ({allowed})")]
     OutsideAllowedRoots {
@@ -250,7 +250,7 @@ pub enum Error {
         allowed: String,
     },
 
-    #[cfg(feature = "ballista")]
+    #[cfg(feature = "wire")]
     /// A decoded plan names a local file under an allowed root that a
     /// symbolic link leads out of it.
     #[error("{node}: file '{url}' leads through a symbolic link to '{target}', outside the root '{root}' this executor allows")]
@@ -265,7 +265,7 @@ pub enum Error {
         root: String,
     },
 
-    #[cfg(feature = "ballista")]
+    #[cfg(feature = "wire")]
     /// A decoded plan writes through a sink whose destination cannot be
     /// checked against the allowed roots.
     #[error("a plan writes through a sink whose destination cannot be checked ({sink}); this executor only allows files under {allowed}")]
@@ -276,7 +276,7 @@ pub enum Error {
         allowed: String,
     },
 
-    #[cfg(feature = "ballista")]
+    #[cfg(feature = "wire")]
     /// A decoded plan needs an object store this executor neither has nor can
     /// create.
     #[error("no object store registered for '{url}' on this executor, and no ObjectStoreFactory to create one")]
@@ -584,7 +584,7 @@ pub enum ValueProblem {
 
 /// What went wrong with bytes another process sent (see the `Wire*`,
 /// `Codec*` and `*Roots` variants of [`Error`]).
-#[cfg(feature = "ballista")]
+#[cfg(feature = "wire")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WireVersion {
@@ -596,7 +596,7 @@ pub enum WireVersion {
     Newer,
 }
 
-#[cfg(feature = "ballista")]
+#[cfg(feature = "wire")]
 impl std::fmt::Display for WireVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -202,9 +202,13 @@
 #[cfg(feature = "ballista")]
 pub mod ballista;
 mod cache;
-#[cfg(feature = "ballista")]
+#[cfg(feature = "wire")]
 pub mod codec;
-#[cfg(feature = "ballista")]
+#[cfg(feature = "datafusion-distributed")]
+pub mod datafusion_distributed;
+#[cfg(feature = "wire")]
+mod deployment;
+#[cfg(feature = "wire")]
 mod distributed;
 mod error;
 mod lake;
@@ -219,9 +223,11 @@ pub use cache::{
     CacheConfig, CacheFill, CacheKey, CacheMetrics, CachedPartitions, CachedScanExec,
     SmallTableCacheRule, TableCache,
 };
-#[cfg(feature = "ballista")]
+#[cfg(feature = "wire")]
+pub use deployment::Deployment;
+#[cfg(feature = "wire")]
 pub use distributed::{DistributedScanExec, DistributedScanRule};
-#[cfg(feature = "ballista")]
+#[cfg(feature = "wire")]
 pub use error::WireVersion;
 pub use error::{Error, PathProblem, Result, TableProblem, ValueProblem};
 pub use lake::definition::OverwriteMode;

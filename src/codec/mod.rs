@@ -1,4 +1,4 @@
-//! Codecs (feature `ballista`): plans and tables as metadata on the wire.
+//! Codecs (features `ballista` and `datafusion-distributed`): plans and tables as metadata on the wire.
 //!
 //! * [`LakefusionPhysicalCodec`] — `PartitionedScanExec` / `CachedScanExec`;
 //! * [`LakefusionLogicalCodec`] — `PartitionedTable`;
@@ -24,4 +24,5 @@ pub use composite::{CompositePhysicalCodec, FORMAT_VERSION};
 pub use logical::LakefusionLogicalCodec;
 pub use physical::LakefusionPhysicalCodec;
 pub use roots::AllowedRoots;
+pub(crate) use store_factory::ensure_store;
 pub use store_factory::{ObjectStoreFactory, UrlStoreFactory};

@@ -20,6 +20,7 @@ use datafusion::physical_plan::filter_pushdown::{
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion_datasource::file::FileSource;
+use datafusion_datasource::file_groups::FileGroup;
 use datafusion_datasource::file_scan_config::FileScanConfig;
 use datafusion_datasource::source::DataSource;
 
@@ -247,6 +248,65 @@ impl PartitionedScanExec {
     /// The row limit, if one was pushed into the scan.
     pub fn limit(&self) -> Option<usize> {
         self.config.limit
+    }
+
+    /// This scan as `tasks` copies that together read each file once, for
+    /// an engine that runs one copy per task (datafusion-distributed's
+    /// `DistributedLeafExec`). Every copy has this scan's partition count,
+    /// padded with empty groups, so a stage's plan is the same in every task.
+    ///
+    /// A scan that declares `Hash` partitioning or an order keeps its file
+    /// groups whole — group `g` goes to copy `g % tasks` — because they are
+    /// what the declaration was proven for: a bucket's rows all land in one
+    /// task's one partition, and each group stays in order. Any other scan is
+    /// regrouped into `partitions × tasks` groups first, as
+    /// [`repartitioned`](ExecutionPlan::repartitioned) does for more
+    /// partitions in one process, and the groups are dealt round robin.
+    pub fn split_across(&self, tasks: usize, config: &ConfigOptions) -> Result<Vec<Self>> {
+        let tasks = tasks.max(1);
+        let partitions = self.config.file_groups.len().max(1);
+        let keep_groups = self.config.output_partitioning.is_some()
+            || self.properties.eq_properties.output_ordering().is_some();
+        let groups = if keep_groups {
+            self.config.file_groups.clone()
+        } else {
+            let regrouped = self.config.repartitioned(
+                partitions * tasks,
+                config.optimizer.repartition_file_min_size,
+                None,
+            )?;
+            Self::downcast_config(regrouped)
+                .map(|c| c.file_groups)
+                .unwrap_or_else(|| self.config.file_groups.clone())
+        };
+        let mut dealt = vec![Vec::with_capacity(partitions); tasks];
+        if keep_groups {
+            for (g, group) in groups.into_iter().enumerate() {
+                for (t, copy) in dealt.iter_mut().enumerate() {
+                    copy.push(if g % tasks == t {
+                        group.clone()
+                    } else {
+                        FileGroup::default()
+                    });
+                }
+            }
+        } else {
+            for (g, group) in groups.into_iter().enumerate() {
+                dealt[g % tasks].push(group);
+            }
+            let width = dealt.iter().map(Vec::len).fold(partitions, usize::max);
+            for copy in &mut dealt {
+                copy.resize_with(width, FileGroup::default);
+            }
+        }
+        Ok(dealt
+            .into_iter()
+            .map(|file_groups| {
+                let mut config = self.config.as_ref().clone();
+                config.file_groups = file_groups;
+                self.with_config(config)
+            })
+            .collect())
     }
 
     fn with_config(&self, config: FileScanConfig) -> Self {

@@ -14,6 +14,8 @@ mod scan_options;
 mod setting;
 
 pub use query_context::QueryContext;
+#[cfg(feature = "datafusion-distributed")]
+pub(crate) use setting::registered;
 pub use scan_options::ScanOptions;
 
 use datafusion::prelude::SessionConfig;

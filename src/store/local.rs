@@ -31,7 +31,7 @@ impl LocalRoot {
 
     /// The root a `file://` URL names; `None` for every other scheme and
     /// for a directory that does not exist.
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    #[cfg_attr(not(feature = "wire"), allow(dead_code))]
     pub(crate) fn of_url(url: &url::Url) -> Option<Self> {
         // `to_file_path` refuses every scheme but `file`.
         Self::of_dir(&url.to_file_path().ok()?)
@@ -49,7 +49,7 @@ impl LocalRoot {
     /// Where `path` really leads when that is outside the root; a path that
     /// does not exist yet (a sink's target) is judged by its deepest
     /// existing ancestor. `None` when it stays inside.
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    #[cfg_attr(not(feature = "wire"), allow(dead_code))]
     pub(crate) fn escape_of_nearest(&self, mut path: PathBuf) -> Option<PathBuf> {
         loop {
             match self.resolve(&path) {

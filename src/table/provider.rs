@@ -102,7 +102,7 @@ impl PartitionedTable {
     }
 
     /// What the table is (for codecs that ship it).
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    #[cfg_attr(not(feature = "wire"), allow(dead_code))]
     pub(crate) fn definition(&self) -> &TableDefinition {
         &self.definition
     }

@@ -1,40 +1,12 @@
 //! A real Ballista cluster in-process: one scheduler and two executors on
 //! loopback, random ports, real gRPC; a client connected with `df://`.
 
-use std::sync::Arc;
-
-use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use lakefusion::ballista::BallistaSetup;
-use lakefusion::{CacheConfig, PartitionedTable, QueryContext};
+use lakefusion::{CacheConfig, QueryContext};
 
 use crate::cluster::start_cluster;
 use crate::common::*;
-
-async fn register(ctx: &SessionContext, dir: &std::path::Path) {
-    ctx.register_table(
-        "events",
-        Arc::new(events_table(ctx, &dir.join("events")).await),
-    )
-    .unwrap();
-    let refunds = PartitionedTable::builder(file_url(&dir.join("refunds")))
-        .name("refunds")
-        .partition_column("date", DataType::Date32)
-        .collect_statistics(true)
-        .build(&ctx.state())
-        .await
-        .unwrap();
-    ctx.register_table("refunds", Arc::new(refunds)).unwrap();
-}
-
-const QUERIES: &[&str] = &[
-    "SELECT count(*) FROM events WHERE date = DATE '2026-03-02' AND region = 'eu'",
-    "SELECT region, count(*), sum(qty), min(id), max(id) FROM events WHERE amount > 50 GROUP BY region ORDER BY region",
-    "SELECT e.region, count(*), sum(r.refund) FROM events e JOIN refunds r ON e.id = r.event_id WHERE e.date <= DATE '2026-03-03' GROUP BY e.region ORDER BY e.region",
-    "SELECT id, region FROM events WHERE id BETWEEN 100 AND 104 ORDER BY id",
-    "SELECT count(*) FROM (SELECT id FROM events WHERE region = 'us' LIMIT 17)",
-    "SELECT count(*), sum(refund) FROM refunds WHERE date >= DATE '2026-03-02'",
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() {
@@ -46,12 +18,12 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
     let remote = start_cluster(&setup, 2, 2, QueryContext::default())
         .await
         .expect("cluster starts");
-    register(&remote, dir.path()).await;
+    register_events_and_refunds(&remote, dir.path()).await;
     let local = SessionContext::new();
-    register(&local, dir.path()).await;
+    register_events_and_refunds(&local, dir.path()).await;
 
     // Same answers.
-    for sql in QUERIES {
+    for sql in ENGINE_QUERIES {
         assert_eq!(
             rows(&remote, sql).await.unwrap(),
             rows(&local, sql).await.unwrap(),
@@ -61,7 +33,7 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
 
     // The query context set on the client reaches the executors: the tasks
     // decode their plans in it, and the scans run in spans that carry it.
-    capture_process_tracing();
+    let capture = capture_process_tracing();
     exec(&remote, "SET query_context.query_id = 'ballista-q-4711'").await;
     exec(&remote, "SET query_context.tenant_id = 'umbrella'").await;
     exec(&remote, "SET lakefusion.cache_enabled = false").await;
@@ -74,7 +46,7 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
     .unwrap();
     exec(&remote, "SET lakefusion.cache_enabled = true").await;
     exec(&remote, "SET lakefusion.read_ahead_requests = 64").await;
-    let log = end_process_tracing();
+    let log = capture.end();
     let decoded: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("decoding plan node") && l.contains("query_id=ballista-q-4711"))

@@ -277,20 +277,32 @@ pub fn capture_thread_tracing() -> Arc<Mutex<Vec<u8>>> {
     captured
 }
 
-/// Captures what tracing prints on every thread until [`end_process_tracing`]
-/// (for work on other threads, such as in-process executors). Look for values
-/// unique to the test: other tests' output lands here too.
-#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-pub fn capture_process_tracing() {
+/// Captures what tracing prints on every thread until
+/// [`ProcessCapture::end`] (for work on other threads, such as in-process
+/// executors and workers). One capture at a time: a second test waits for
+/// the first to end. Look for values unique to the test: other tests'
+/// output lands here too.
+#[cfg_attr(not(feature = "wire"), allow(dead_code))]
+pub fn capture_process_tracing() -> ProcessCapture {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     install_subscriber();
     *PROCESS_CAPTURE.lock().unwrap() = Some(Vec::new());
+    ProcessCapture { _turn: turn }
 }
 
-/// Stops a process-wide capture and returns what it caught.
-#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-pub fn end_process_tracing() -> String {
-    let captured = PROCESS_CAPTURE.lock().unwrap().take().unwrap_or_default();
-    String::from_utf8_lossy(&captured).into_owned()
+/// A process-wide tracing capture under way.
+pub struct ProcessCapture {
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl ProcessCapture {
+    /// Stops the capture and returns what it caught.
+    #[cfg_attr(not(feature = "wire"), allow(dead_code))]
+    pub fn end(self) -> String {
+        let captured = PROCESS_CAPTURE.lock().unwrap().take().unwrap_or_default();
+        String::from_utf8_lossy(&captured).into_owned()
+    }
 }
 
 /// Every file under `root`, hidden ones included, relative to it — but the
@@ -537,3 +549,34 @@ pub fn proptest_config(default: u32) -> proptest::test_runner::Config {
 pub fn id_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
 }
+
+/// `events` and `refunds` (written by `write_events` / `write_refunds` under
+/// `dir`), as the engines' tests register them.
+#[cfg_attr(not(feature = "wire"), allow(dead_code))]
+pub async fn register_events_and_refunds(ctx: &SessionContext, dir: &std::path::Path) {
+    ctx.register_table(
+        "events",
+        Arc::new(events_table(ctx, &dir.join("events")).await),
+    )
+    .unwrap();
+    let refunds = PartitionedTable::builder(file_url(&dir.join("refunds")))
+        .name("refunds")
+        .partition_column("date", DataType::Date32)
+        .collect_statistics(true)
+        .build(&ctx.state())
+        .await
+        .unwrap();
+    ctx.register_table("refunds", Arc::new(refunds)).unwrap();
+}
+
+/// Queries every engine must answer exactly as one machine does: pruning,
+/// aggregates, a join, an ordered range, a limit, a small table.
+#[cfg_attr(not(feature = "wire"), allow(dead_code))]
+pub const ENGINE_QUERIES: &[&str] = &[
+    "SELECT count(*) FROM events WHERE date = DATE '2026-03-02' AND region = 'eu'",
+    "SELECT region, count(*), sum(qty), min(id), max(id) FROM events WHERE amount > 50 GROUP BY region ORDER BY region",
+    "SELECT e.region, count(*), sum(r.refund) FROM events e JOIN refunds r ON e.id = r.event_id WHERE e.date <= DATE '2026-03-03' GROUP BY e.region ORDER BY e.region",
+    "SELECT id, region FROM events WHERE id BETWEEN 100 AND 104 ORDER BY id",
+    "SELECT count(*) FROM (SELECT id FROM events WHERE region = 'us' LIMIT 17)",
+    "SELECT count(*), sum(refund) FROM refunds WHERE date >= DATE '2026-03-02'",
+];

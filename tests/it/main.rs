@@ -12,6 +12,8 @@ mod codec;
 mod commit_protocol;
 mod common;
 mod context;
+#[cfg(feature = "datafusion-distributed")]
+mod datafusion_distributed;
 mod dynamic_filters;
 mod explain;
 mod faults;
@@ -31,5 +33,7 @@ mod table;
 mod trust;
 #[cfg(feature = "ballista")]
 mod trust_wire;
+#[cfg(feature = "datafusion-distributed")]
+mod workers;
 mod write;
 mod write_failures;
