@@ -48,7 +48,10 @@
 //! and each scan runs in a `lakefusion.scan` tracing span carrying the
 //! [`QueryContext`]; [`ScanOptions`] (`SET lakefusion.…`) say how scans
 //! read. On Ballista (feature `ballista`), tables and scans travel as
-//! metadata through the codecs in `codec`.
+//! metadata through the codecs in `codec`; on datafusion-distributed
+//! (feature `datafusion-distributed`), scans are split into one copy per
+//! task and travel through the same codec. What every process of a
+//! deployment shares is a [`Deployment`].
 //!
 //! Dynamic filters (TopK, hash-join build sides) reach the scan while the
 //! query runs and skip files and row groups that can no longer match.
@@ -124,7 +127,9 @@
 //!
 //! ```text
 //! ballista.rs                      the per-role Ballista set-up (feature `ballista`)
-//! codec/                           wire formats (feature `ballista`)
+//! datafusion_distributed.rs        the coordinator and worker set-up on datafusion-distributed
+//! deployment.rs                    Deployment: what every process of a deployment shares
+//! codec/                           wire formats (either engine's feature)
 //! session.rs                       SessionBuilder, SessionStateBuilderExt
 //! distributed/                     the carrier of scans to Ballista executors
 //! cache/                           TableCache, CachedScanExec, SmallTableCacheRule
@@ -179,12 +184,18 @@
 //! * `session`: [`SessionBuilder`] and [`SessionStateBuilderExt`], which
 //!   wire everything into a session;
 //! * `cache`: [`TableCache`], [`CachedScanExec`] and [`SmallTableCacheRule`];
-//! * `distributed` (feature `ballista`): the carrier a scan travels in to
+//! * `distributed` (either engine's feature; used on Ballista): the carrier a scan travels in to
 //!   Ballista executors, and the rule that puts it in place;
-//! * `codec` (feature `ballista`): wire formats only — scans, tables and
+//! * `codec` (either engine's feature): wire formats only — scans, tables and
 //!   file lists as metadata, the named composite codec, and what a decoding
 //!   executor checks (`AllowedRoots`) and injects;
+//! * `deployment`: [`Deployment`], the cache limits, stores, store factory
+//!   and allowed roots every process of one deployment agrees on, and the
+//!   scan codec it injects them into;
 //! * `ballista` (feature `ballista`): the per-role Ballista configuration;
+//! * `datafusion_distributed` (feature `datafusion-distributed`): the
+//!   coordinator's and workers' set-up, the handlers that split our scans
+//!   across tasks, and the check of every plan a worker decodes;
 //! * `error`: the crate's [`Error`] and its conversion to and from DataFusion's.
 
 #![deny(rustdoc::broken_intra_doc_links, rustdoc::bare_urls, rust_2018_idioms)]
