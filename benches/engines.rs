@@ -119,7 +119,7 @@ async fn run(lineitem: &Path, planning: &Path, work: &Path, runs: usize) -> Resu
 
     let deployment = Deployment::default();
     let (distributed, _workers) = {
-        let workers = workers::start_workers(&deployment, 2).await;
+        let workers = workers::start_workers(&[deployment.clone(), deployment.clone()]).await;
         let ctx = workers::coordinator(&deployment, &workers.urls, 2, 16 << 20);
         (ctx, workers)
     };
@@ -138,7 +138,10 @@ async fn run(lineitem: &Path, planning: &Path, work: &Path, runs: usize) -> Resu
         let before = dir_bytes(work);
         for (engine, ctx) in &engines[1..] {
             let got = pretty(&ctx.sql(sql).await?.collect().await?)?;
-            assert_eq!(got, expected, "{engine}'s {name} differs from the local one");
+            assert_eq!(
+                got, expected,
+                "{engine}'s {name} differs from the local one"
+            );
         }
         let shuffle_bytes = dir_bytes(work) - before;
         let mut times = vec![Vec::new(); engines.len()];

@@ -17,7 +17,10 @@
 //!   — in the session builder of every worker: the codec with the worker's
 //!   cache, store factory and allowed roots injected, the settings read back
 //!   from the task's headers, and a check of every decoded plan against the
-//!   allowed roots. [`worker_session_builder`] is that call as a
+//!   allowed roots. The deployment's store factory serves lakefusion's scans;
+//!   DataFusion's own Parquet scans look their store up while the engine
+//!   decodes them, so their stores must be registered on the worker
+//!   ([`Deployment::with_object_store`]). [`worker_session_builder`] is that call as a
 //!   `WorkerSessionBuilder`, for `Worker::from_session_builder`.
 //!
 //! The worker resolver (where the workers are), the channel resolver and
@@ -36,8 +39,13 @@
 //! Each task is sent only its copy; the worker decodes it into a
 //! `PartitionedScanExec` of its own (or a `CachedScanExec` over its own
 //! cache, keyed from what it decoded), so file-named errors, the per-file
-//! type check, the `lakefusion.scan` span and the cache work there.
-//! DataFusion's own file scans (a `ListingTable`) are split by the engine.
+//! type check, the `lakefusion.scan` span and the cache work there. The
+//! tasks of a stage that reads a cached scan go to the workers in URL order,
+//! so that a re-run finds each entry where it was filled. A scan that
+//! declares `Hash` partitioning (a bucketed table) runs in one task: the
+//! engine numbers a shuffle's partitions across tasks, so its buckets cannot
+//! be split off (see `desired_task_count`). DataFusion's own file scans (a
+//! `ListingTable`) are split by the engine.
 //!
 //! # What the engine does not do
 //!
@@ -47,30 +55,30 @@
 //!   query under it may be distributed, and the write itself runs where the
 //!   query was submitted, through lakefusion's commit protocol.
 //! * **Settings travel as HTTP headers**: a `query_context.*` or
-//!   `lakefusion.*` value that is not visible ASCII cannot be sent, and the
-//!   query fails naming the setting.
+//!   `lakefusion.*` value that is not visible ASCII cannot be sent: the
+//!   query fails (with the engine's error on the coordinator for control
+//!   characters, naming the setting on the worker for other bytes).
 
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::config::{ConfigExtension, ExtensionOptions};
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
-use datafusion_datasource::file_scan_config::FileScanConfig;
 use datafusion_distributed::{
     DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedConfig, DistributedExt,
-    DistributedLeafExec, ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse,
+    DistributedGetterExt, DistributedLeafExec, NetworkBoundaryExt, RouteTasksEvent,
+    RouteTasksEventResponse, ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse,
     WorkerPlanRewriteEvent, WorkerPlanRewriteEventResponse, WorkerQueryContext,
     WorkerSessionBuilder,
 };
 use http::HeaderMap;
 
 use crate::cache::CachedScanExec;
-use crate::codec::{ensure_store, CompositePhysicalCodec, LakefusionPhysicalCodec};
+use crate::codec::{AllowedRoots, CompositePhysicalCodec, LakefusionPhysicalCodec};
 use crate::deployment::Deployment;
 use crate::scan::PartitionedScanExec;
 use crate::session::SessionStateBuilderExt;
@@ -121,7 +129,8 @@ impl DistributedSessionExt for SessionStateBuilder {
             .with_lakefusion_cache(deployment.table_cache().clone())
             .with_distributed_user_codec_arc(user_codec(deployment))
             .with_distributed_desired_task_count_handler(desired_task_count)
-            .with_distributed_scale_up_leaf_node_handler(scale_up);
+            .with_distributed_scale_up_leaf_node_handler(scale_up)
+            .with_distributed_route_tasks_handler(cached_scan_routing);
         // Re-registered with the values the config has, so that sending
         // them does not reset them to the defaults.
         let config = builder.config().get_or_insert_default();
@@ -138,11 +147,9 @@ impl DistributedSessionExt for SessionStateBuilder {
         deployment: &Deployment,
         headers: &HeaderMap,
     ) -> Result<Self> {
-        let runtime = Arc::clone(runtime_of(&mut self));
-        deployment.register_object_stores(&runtime);
+        deployment.register_object_stores(runtime_of(&mut self));
         let check = PlanCheck {
-            deployment: deployment.clone(),
-            runtime,
+            allowed_roots: deployment.allowed_roots().clone(),
         };
         let mut builder = self.with_lakefusion();
         let config = builder.config().get_or_insert_default();
@@ -169,7 +176,8 @@ const CONFIG_HEADER: &str = "x-datafusion-distributed-config-";
 /// our keys (`query_context.query_context.query_id` becomes `query_id`), and
 /// then skips them as unknown: our `entries()` keys carry the prefix (see
 /// [`QueryContext`] for why). So they are read here, prefix stripped once;
-/// a value our settings refuse is an error naming its key.
+/// a value our settings refuse is an error naming its key, a key this
+/// version does not know is skipped with a warning.
 fn settings_from_headers<T>(config: &mut SessionConfig, headers: &HeaderMap) -> Result<()>
 where
     T: ConfigExtension + ExtensionOptions + Default + Clone,
@@ -185,6 +193,16 @@ where
                 "the task's value of '{key}' is not visible ASCII"
             ))
         })?;
+        // A key this version does not know (a newer coordinator during a
+        // rolling upgrade) is skipped, as the engine skips them; a value
+        // our settings refuse is an error naming its key.
+        if !settings.entries().iter().any(|entry| entry.key == key) {
+            tracing::warn!(
+                key,
+                "a task header names a setting this worker does not know"
+            );
+            continue;
+        }
         settings.set(key, value)?;
     }
     config.set_distributed_option_extension(settings);
@@ -237,10 +255,21 @@ fn scan_of(plan: &Arc<dyn ExecutionPlan>) -> Option<&PartitionedScanExec> {
 /// As many tasks as the engine gives DataFusion's own file scan of the same
 /// bytes: one per `file_scan_config_bytes_per_partition` per output
 /// partition the session plans for.
+///
+/// A scan that declares `Hash` partitioning (a bucketed table) runs in one
+/// task. The engine numbers the partitions of a shuffle across all tasks of
+/// the consuming stage (task `t`'s partition `p` is the shuffle's partition
+/// `t × P + p`), so bucket `p` split off into some task would no longer meet
+/// the shuffled rows of the same hash a join or aggregate above expects
+/// beside it (`a_bucketed_table_joined_on_workers_matches_one_machine` lost
+/// half the rows of a join that way).
 fn desired_task_count(
     ev: DesiredTaskCountEvent<'_>,
 ) -> Option<Result<DesiredTaskCountEventResponse>> {
     let scan = scan_of(ev.plan)?;
+    if scan.file_scan_config().output_partitioning.is_some() {
+        return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
+    }
     let per_partition = match DistributedConfig::from_session_config(ev.session_config) {
         Ok(config) => config.file_scan_config_bytes_per_partition.max(1) as u64,
         Err(e) => return Some(Err(e)),
@@ -284,32 +313,60 @@ fn scale_up(ev: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventR
     )
 }
 
+/// Sends task `i` of a stage that reads a cached scan to the `i`-th worker
+/// (workers in URL order), so that a re-run finds each task's cache entry
+/// on the worker that filled it. The engine's own routing starts at a
+/// random worker for every query. Stages without a cached scan are left to
+/// the engine.
+fn cached_scan_routing(ev: RouteTasksEvent<'_>) -> Option<Result<RouteTasksEventResponse>> {
+    let mut cached = false;
+    ev.plan
+        .apply(|node| {
+            if node.is_network_boundary() {
+                return Ok(TreeNodeRecursion::Jump);
+            }
+            let leaf = node.downcast_ref::<DistributedLeafExec>();
+            cached = node.is::<CachedScanExec>()
+                || leaf.is_some_and(|leaf| leaf.original().is::<CachedScanExec>());
+            Ok(if cached {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        })
+        .ok()?;
+    if !cached {
+        return None;
+    }
+    let urls = ev
+        .task_ctx
+        .session_config()
+        .get_distributed_worker_resolver()
+        .and_then(|resolver| resolver.get_urls());
+    let mut urls = match urls {
+        Ok(urls) if !urls.is_empty() => urls,
+        Ok(_) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    urls.sort();
+    Some(Ok(RouteTasksEventResponse::new(
+        (0..ev.task_count)
+            .map(|i| urls[i % urls.len()].clone())
+            .collect(),
+    )))
+}
+
 /// What a worker checks in every plan it decoded, before running it.
 struct PlanCheck {
-    deployment: Deployment,
-    runtime: Arc<RuntimeEnv>,
+    allowed_roots: AllowedRoots,
 }
 
 impl PlanCheck {
-    /// Every file under an allowed root (lakefusion's scans were checked as
-    /// they were decoded; DataFusion's own file scans and sinks are checked
-    /// here), and the stores of DataFusion's file scans reachable (created
-    /// with the deployment's factory if this runtime lacks them).
+    /// Every file under an allowed root: lakefusion's scans were checked as
+    /// they were decoded; DataFusion's own file scans and sinks, which the
+    /// engine decodes without our codec, are checked here.
     fn plan(&self, plan: Arc<dyn ExecutionPlan>) -> Result<WorkerPlanRewriteEventResponse> {
-        self.deployment.allowed_roots().check_plan(&plan)?;
-        plan.apply(|node| {
-            if let Some(config) = node
-                .downcast_ref::<DataSourceExec>()
-                .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
-            {
-                ensure_store(
-                    &self.runtime,
-                    &config.object_store_url,
-                    self.deployment.object_store_factory(),
-                )?;
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })?;
+        self.allowed_roots.check_plan(&plan)?;
         Ok(WorkerPlanRewriteEventResponse::new(plan))
     }
 }

@@ -24,6 +24,4 @@ pub use composite::{CompositePhysicalCodec, FORMAT_VERSION};
 pub use logical::LakefusionLogicalCodec;
 pub use physical::LakefusionPhysicalCodec;
 pub use roots::AllowedRoots;
-#[cfg(feature = "datafusion-distributed")]
-pub(crate) use store_factory::ensure_store;
 pub use store_factory::{ObjectStoreFactory, UrlStoreFactory};

@@ -257,8 +257,11 @@ impl PartitionedScanExec {
     ///
     /// A scan that declares `Hash` partitioning or an order keeps its file
     /// groups whole — group `g` goes to copy `g % tasks` — because they are
-    /// what the declaration was proven for: a bucket's rows all land in one
-    /// task's one partition, and each group stays in order. Any other scan is
+    /// what the declaration was proven for: each group stays in order, and
+    /// a bucket's rows all land in one task's partition `g`. (That keeps
+    /// `Hash` true within each copy, not across tasks: an engine that
+    /// numbers shuffled partitions across tasks must not split a scan that
+    /// declares it — `datafusion_distributed` keeps it in one task.) Any other scan is
     /// regrouped into `partitions × tasks` groups first, as
     /// [`repartitioned`](ExecutionPlan::repartitioned) does for more
     /// partitions in one process, and the groups are dealt round robin.

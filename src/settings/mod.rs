@@ -14,9 +14,9 @@ mod scan_options;
 mod setting;
 
 pub use query_context::QueryContext;
+pub use scan_options::ScanOptions;
 #[cfg(feature = "datafusion-distributed")]
 pub(crate) use setting::registered;
-pub use scan_options::ScanOptions;
 
 use datafusion::prelude::SessionConfig;
 

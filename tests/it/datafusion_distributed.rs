@@ -133,38 +133,51 @@ async fn queries_on_workers_match_local_results_and_carry_the_query_context() {
 }
 
 /// The coordinator's cache rule decides what is cached; each worker fills
-/// and serves its own cache, keyed from the scan it decoded.
+/// and serves its own cache, keyed from the scan it decoded, and each task
+/// of a cached scan goes to the same worker every time, so re-runs hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_fill_and_serve_their_own_cache() {
     let dir = tempfile::tempdir().unwrap();
     write_events(&dir.path().join("events"));
     write_refunds(&dir.path().join("refunds"));
     let coordinator_side = Deployment::new(CacheConfig::default());
-    let worker_side = Deployment::new(CacheConfig::default());
-    let workers = start_workers(&worker_side, 2).await;
+    let worker_sides = [
+        Deployment::new(CacheConfig::default()),
+        Deployment::new(CacheConfig::default()),
+    ];
+    let workers = start_workers(&worker_sides).await;
     let remote = coordinator(&coordinator_side, &workers.urls, 2, 1024);
     register_events_and_refunds(&remote, dir.path()).await;
     let local = SessionContext::new();
     register_events_and_refunds(&local, dir.path()).await;
 
-    let sql = "SELECT sum(refund), count(*) FROM refunds WHERE date >= DATE '2026-03-04'";
-    let plan = explain_text(&remote, sql).await;
-    assert!(plan.contains("CachedScanExec"), "{plan}");
-    let cache = worker_side.table_cache();
-    let before = cache.metrics();
-    let first = rows(&remote, sql).await.unwrap();
-    let after_first = cache.metrics();
+    let sql = "SELECT sum(refund), count(*) FROM refunds WHERE date >= DATE '2026-03-02'";
+    let plan = physical_plan(&remote, sql).await;
+    assert_eq!(leaf_tasks(&plan), vec![2]);
+    assert!(explain_text(&remote, sql).await.contains("CachedScanExec"));
+    let metrics = || {
+        worker_sides
+            .iter()
+            .map(|d| d.table_cache().metrics())
+            .collect::<Vec<_>>()
+    };
+    let expected = rows(&local, sql).await.unwrap();
+    assert_eq!(rows(&remote, sql).await.unwrap(), expected);
+    let filled = metrics();
+    // Each worker filled its own cache with its task's share.
     assert!(
-        after_first.misses > before.misses && after_first.entries > before.entries,
-        "{before:?} -> {after_first:?}"
+        filled.iter().all(|m| m.misses > 0 && m.entries > 0),
+        "{filled:?}"
     );
-    let second = rows(&remote, sql).await.unwrap();
-    let after_second = cache.metrics();
-    assert_eq!(first, second);
-    assert_eq!(first, rows(&local, sql).await.unwrap());
-    // The same split on a re-run: every entry found again.
-    assert_eq!(after_second.misses, after_first.misses, "{after_second:?}");
-    assert!(after_second.hits > after_first.hits, "{after_second:?}");
+    for _ in 0..4 {
+        assert_eq!(rows(&remote, sql).await.unwrap(), expected);
+    }
+    let after = metrics();
+    for (f, a) in filled.iter().zip(&after) {
+        // Every re-run found each task's entry where it had been filled.
+        assert_eq!(a.misses, f.misses, "{filled:?} -> {after:?}");
+        assert!(a.hits > f.hits, "{filled:?} -> {after:?}");
+    }
     // The coordinator planned but never filled.
     assert_eq!(coordinator_side.table_cache().metrics().entries, 0);
 }
@@ -218,7 +231,7 @@ async fn workers_refuse_files_outside_their_allowed_roots() {
     write_events(&secret);
     let worker_side =
         Deployment::default().with_allowed_roots(AllowedRoots::only([file_url(&lake)]));
-    let workers = start_workers(&worker_side, 2).await;
+    let workers = start_workers(&[worker_side.clone(), worker_side.clone()]).await;
     let remote = coordinator(&Deployment::default(), &workers.urls, 2, 1024);
     exec(&remote, "SET lakefusion.cache_enabled = false").await;
     remote
@@ -286,13 +299,12 @@ async fn insert_into_writes_on_the_coordinator_what_the_workers_read() {
     let insert = "INSERT INTO copy SELECT id, amount, region FROM events WHERE amount > 50";
     let plan = explain_text(&remote, insert).await;
     assert!(plan.contains("DataSinkExec"), "{plan}");
-    let selected = count(
-        &remote,
-        "SELECT count(*) FROM events WHERE amount > 50",
-    )
-    .await;
+    let selected = count(&remote, "SELECT count(*) FROM events WHERE amount > 50").await;
     let inserted = rows(&remote, insert).await.unwrap();
-    assert!(inserted[0].contains(&format!(" {selected} ")), "{inserted:?}");
+    assert!(
+        inserted[0].contains(&format!(" {selected} ")),
+        "{inserted:?}"
+    );
     assert_eq!(
         rows(&remote, "SELECT region, count(*), sum(id) AS s FROM copy GROUP BY region ORDER BY region")
             .await
@@ -556,4 +568,75 @@ async fn split_across_reads_each_file_once_and_keeps_buckets_whole() {
             }
         }
     }
+}
+
+/// A bucketed table declares `Hash` partitioning; joined with a table the
+/// engine shuffles, the answer is the local one. (Splitting its buckets
+/// across tasks lost rows: the engine numbers a shuffle's partitions across
+/// all tasks, so bucket `p` of the scan and partition `p` of the shuffled
+/// side no longer met in one task.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bucketed_table_joined_on_workers_matches_one_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(&dir.path().join("events"));
+    let bucketed = dir.path().join("bucketed");
+    std::fs::create_dir_all(&bucketed).unwrap();
+    let deployment = Deployment::default();
+    let workers = start_workers(&[deployment.clone(), deployment.clone()]).await;
+    let remote = coordinator(&deployment, &workers.urls, 2, 1024);
+    let local = partitioned_join_session(2);
+    exec(&remote, "SET lakefusion.cache_enabled = false").await;
+    for ctx in [&remote, &local] {
+        for setting in [
+            "SET datafusion.optimizer.hash_join_single_partition_threshold = 0",
+            "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0",
+        ] {
+            exec(ctx, setting).await;
+        }
+        ctx.register_table(
+            "events",
+            Arc::new(events_table(ctx, &dir.path().join("events")).await),
+        )
+        .unwrap();
+    }
+    let build = |ctx: SessionContext| {
+        let root = file_url(&bucketed);
+        async move {
+            PartitionedTable::builder(root)
+                .schema(Arc::new(Schema::new(vec![
+                    Field::new("id", DataType::Int64, false),
+                    Field::new("v", DataType::Int64, false),
+                ])))
+                .partition_column("k", DataType::Utf8)
+                .bucket_by("id", 2)
+                .build(&ctx.state())
+                .await
+                .unwrap()
+        }
+    };
+    local
+        .register_table("b", Arc::new(build(local.clone()).await))
+        .unwrap();
+    exec(
+        &local,
+        "INSERT INTO b SELECT id, id % 13 AS v, 'a' AS k FROM events WHERE id % 3 = 0",
+    )
+    .await;
+    for ctx in [&remote, &local] {
+        let _ = ctx.deregister_table("b");
+        ctx.register_table("b", Arc::new(build(ctx.clone()).await))
+            .unwrap();
+    }
+    let sql = "SELECT count(*), sum(b.v), sum(e.qty) FROM b JOIN events e ON b.id = e.id";
+    let plan = explain_text(&local, sql).await;
+    assert!(
+        plan.contains("Hash([id@0], 2)"),
+        "the table declares its buckets:\n{plan}"
+    );
+    assert_eq!(
+        rows(&remote, sql).await.unwrap(),
+        rows(&local, sql).await.unwrap(),
+        "{}",
+        explain_text(&remote, sql).await
+    );
 }

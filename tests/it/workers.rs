@@ -35,11 +35,12 @@ impl Drop for Workers {
     }
 }
 
-/// Starts `count` workers set up by `deployment`, on random loopback ports.
-pub async fn start_workers(deployment: &Deployment, count: usize) -> Workers {
+/// Starts one worker per deployment (clones of one deployment share its
+/// cache), on random loopback ports.
+pub async fn start_workers(deployments: &[Deployment]) -> Workers {
     let mut urls = Vec::new();
     let mut servers = Vec::new();
-    for _ in 0..count {
+    for deployment in deployments {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let worker = Worker::from_session_builder(worker_session_builder(deployment.clone()));
@@ -82,7 +83,7 @@ pub fn coordinator(
 /// A coordinator and `count` in-process workers sharing nothing but `deployment`'s settings.
 #[allow(dead_code)]
 pub async fn cluster(deployment: &Deployment, count: usize) -> (SessionContext, Workers) {
-    let workers = start_workers(deployment, count).await;
+    let workers = start_workers(&vec![deployment.clone(); count]).await;
     let ctx = coordinator(deployment, &workers.urls, 2, 1024);
     (ctx, workers)
 }
