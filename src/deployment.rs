@@ -6,12 +6,14 @@
 use std::sync::Arc;
 
 use datafusion::execution::runtime_env::RuntimeEnv;
+#[cfg(feature = "ballista")]
 use datafusion::prelude::SessionConfig;
 use object_store::ObjectStore;
 use url::Url;
 
 use crate::cache::{CacheConfig, TableCache};
 use crate::codec::{AllowedRoots, LakefusionPhysicalCodec, ObjectStoreFactory};
+#[cfg(feature = "ballista")]
 use crate::session::SessionBuilder;
 
 /// lakefusion's side of one distributed deployment: build one per process
@@ -26,7 +28,7 @@ use crate::session::SessionBuilder;
 /// * the [`AllowedRoots`] a process decoding a plan reads under: a plan
 ///   naming any other file is refused before anything is read.
 ///
-/// The engines' set-ups take it: [`BallistaSetup`](crate::ballista::BallistaSetup)
+/// The engines' set-ups take it: `ballista::BallistaSetup`
 /// holds one, and datafusion-distributed's coordinator and worker sessions
 /// are built from one (`datafusion_distributed`).
 #[derive(Clone, Debug)]
@@ -97,6 +99,7 @@ impl Deployment {
 
     /// A session builder with this deployment's cache and stores, starting
     /// from `config`.
+    #[cfg(feature = "ballista")]
     pub(crate) fn session_builder(&self, config: SessionConfig) -> SessionBuilder {
         self.object_stores.iter().fold(
             SessionBuilder::new()

@@ -51,7 +51,7 @@
 //! metadata through the codecs in `codec`; on datafusion-distributed
 //! (feature `datafusion-distributed`), scans are split into one copy per
 //! task and travel through the same codec. What every process of a
-//! deployment shares is a [`Deployment`].
+//! deployment shares is a `Deployment`.
 //!
 //! Dynamic filters (TopK, hash-join build sides) reach the scan while the
 //! query runs and skip files and row groups that can no longer match.
@@ -189,7 +189,7 @@
 //! * `codec` (either engine's feature): wire formats only — scans, tables and
 //!   file lists as metadata, the named composite codec, and what a decoding
 //!   executor checks (`AllowedRoots`) and injects;
-//! * `deployment`: [`Deployment`], the cache limits, stores, store factory
+//! * `deployment`: `Deployment`, the cache limits, stores, store factory
 //!   and allowed roots every process of one deployment agrees on, and the
 //!   scan codec it injects them into;
 //! * `ballista` (feature `ballista`): the per-role Ballista configuration;

@@ -137,7 +137,7 @@ impl Envelope {
 /// before (DataFusion's `ComposedPhysicalExtensionCodec` stores a position).
 ///
 /// The fallback (Ballista's `BallistaPhysicalExtensionCodec` in
-/// [`crate::ballista`]) encodes whatever no named codec accepts — Ballista's
+/// `ballista`) encodes whatever no named codec accepts — Ballista's
 /// own shuffle nodes — under its own name.
 ///
 /// Unknown names, truncated bytes and garbage are errors naming the codec (or

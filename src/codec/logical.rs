@@ -296,7 +296,7 @@ fn below_root<'a>(root: &str, dir: &'a str) -> Option<&'a str> {
 ///
 /// Everything else — logical extension nodes, other table providers, file
 /// formats (`COPY … TO`, `write_parquet`), functions — goes to the wrapped
-/// codec (Ballista's `BallistaLogicalExtensionCodec` in [`crate::ballista`]).
+/// codec (Ballista's `BallistaLogicalExtensionCodec` in `ballista`).
 /// Table bytes are wrapped in a named envelope, so the two never mix up.
 #[derive(Debug)]
 pub struct LakefusionLogicalCodec {

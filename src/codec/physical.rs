@@ -299,8 +299,11 @@ impl LakefusionPhysicalCodec {
             config.file_groups = files.decode(table)?;
         }
         self.allowed_roots.check(table, &config)?;
-        // A task runs one partition of its own copy of the plan: sharing a
-        // work queue between copies would read every file in every task.
+        // On Ballista a task runs one partition of its own copy of the plan:
+        // sharing a work queue between copies would read every file in every
+        // task. On datafusion-distributed a task's partitions may be pulled
+        // at different times by different consumers, so each reads its own
+        // group there too.
         Ok(PartitionedScanExec::new(description, config).with_work_stealing(false))
     }
 

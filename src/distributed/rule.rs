@@ -14,7 +14,7 @@ use crate::scan::PartitionedScanExec;
 
 /// Wraps each [`PartitionedScanExec`] (or [`CachedScanExec`]) in a
 /// [`DistributedScanExec`], whose `DataSourceExec` child Ballista narrows to
-/// the partitions of each task (see [`crate::ballista`]). Runs on the scheduler,
+/// the partitions of each task (see `ballista`). Runs on the scheduler,
 /// after [`SmallTableCacheRule`](crate::SmallTableCacheRule) has decided what
 /// is cached.
 #[derive(Debug, Default, Clone, Copy)]
