@@ -33,24 +33,8 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
 
     // The query context set on the client reaches the executors: the tasks
     // decode their plans in it, and the scans run in spans that carry it.
-    let capture = capture_process_tracing();
-    exec(&remote, "SET query_context.query_id = 'ballista-q-4711'").await;
-    exec(&remote, "SET query_context.tenant_id = 'umbrella'").await;
-    exec(&remote, "SET lakefusion.cache_enabled = false").await;
-    exec(&remote, "SET lakefusion.read_ahead_requests = 7").await;
-    rows(
-        &remote,
-        "SELECT count(*) FROM events WHERE region = 'apac' AND amount > 1",
-    )
-    .await
-    .unwrap();
-    exec(&remote, "SET lakefusion.cache_enabled = true").await;
-    exec(&remote, "SET lakefusion.read_ahead_requests = 64").await;
-    let log = capture.end();
-    let decoded: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("decoding plan node") && l.contains("query_id=ballista-q-4711"))
-        .collect();
+    let trace = trace_query_context(&remote, "ballista-q-4711").await;
+    let (log, decoded) = (&trace.log, &trace.decoded);
     assert!(
         !decoded.is_empty(),
         "no executor task saw the query id:\n{log}"
@@ -76,15 +60,8 @@ async fn queries_on_a_cluster_match_local_results_and_carry_the_query_context() 
         decoded.iter().all(|l| l.contains("read_ahead_requests=7")),
         "{decoded:?}"
     );
-    let scans: Vec<&str> = log
-        .lines()
-        .filter(|l| {
-            l.contains("lakefusion.scan{query_id=ballista-q-4711 tenant_id=umbrella")
-                && l.contains("scan partition done")
-        })
-        .collect();
     assert!(
-        !scans.is_empty(),
+        trace.scans > 0,
         "no scan on an executor ran in the query's span:\n{log}"
     );
 

@@ -580,3 +580,74 @@ pub const ENGINE_QUERIES: &[&str] = &[
     "SELECT count(*) FROM (SELECT id FROM events WHERE region = 'us' LIMIT 17)",
     "SELECT count(*), sum(refund) FROM refunds WHERE date >= DATE '2026-03-02'",
 ];
+
+/// What the tasks of a query run with `query_id` (tenant `umbrella`, the
+/// cache off, `lakefusion.read_ahead_requests = 7`) logged where they ran:
+/// the lines of plans decoded with the query id, and how many scans ran in
+/// a span carrying it.
+#[cfg_attr(not(feature = "wire"), allow(dead_code))]
+pub struct ContextTrace {
+    pub log: String,
+    pub decoded: Vec<String>,
+    pub scans: usize,
+}
+
+/// Sets the query context and scan options on `ctx`, runs a scan with them
+/// and gathers the [`ContextTrace`]; the cache and read-ahead settings are
+/// put back afterwards.
+#[cfg_attr(not(feature = "wire"), allow(dead_code))]
+pub async fn trace_query_context(ctx: &SessionContext, query_id: &str) -> ContextTrace {
+    let capture = capture_process_tracing();
+    exec(ctx, &format!("SET query_context.query_id = '{query_id}'")).await;
+    exec(ctx, "SET query_context.tenant_id = 'umbrella'").await;
+    exec(ctx, "SET lakefusion.cache_enabled = false").await;
+    exec(ctx, "SET lakefusion.read_ahead_requests = 7").await;
+    rows(
+        ctx,
+        "SELECT count(*) FROM events WHERE region = 'apac' AND amount > 1",
+    )
+    .await
+    .unwrap();
+    exec(ctx, "SET lakefusion.cache_enabled = true").await;
+    exec(ctx, "SET lakefusion.read_ahead_requests = 64").await;
+    let log = capture.end();
+    let decoded = log
+        .lines()
+        .filter(|l| l.contains("decoding plan node") && l.contains(&format!("query_id={query_id}")))
+        .map(str::to_string)
+        .collect();
+    let scans = log
+        .lines()
+        .filter(|l| {
+            l.contains(&format!(
+                "lakefusion.scan{{query_id={query_id} tenant_id=umbrella"
+            )) && l.contains("scan partition done")
+        })
+        .count();
+    ContextTrace {
+        log,
+        decoded,
+        scans,
+    }
+}
+
+/// Four files with an `Int32` column `n` under `k=0` … `k=3`, and one under
+/// `k=9` where `n` is `Int64`; returns the schema the table declares
+/// (`Int32`), which the `k=9` file conflicts with.
+#[cfg_attr(not(feature = "wire"), allow(dead_code))]
+pub fn write_conflicting_types(root: &Path) -> SchemaRef {
+    let narrow = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, false)]));
+    let wide = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+    for k in 0..4 {
+        let batch = RecordBatch::try_new(
+            Arc::clone(&narrow),
+            vec![Arc::new(Int32Array::from(vec![k, k + 1]))],
+        )
+        .unwrap();
+        write_parquet(&root.join(format!("k={k}/part-0.parquet")), &batch);
+    }
+    let batch =
+        RecordBatch::try_new(wide, vec![Arc::new(Int64Array::from(vec![7_i64, 8]))]).unwrap();
+    write_parquet(&root.join("k=9/part-0.parquet"), &batch);
+    narrow
+}

@@ -6,7 +6,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
@@ -92,22 +91,8 @@ async fn queries_on_workers_match_local_results_and_carry_the_query_context() {
 
     // The query context set on the coordinator reaches the workers: they
     // decode their plans in it, and the scans run in spans that carry it.
-    let capture = capture_process_tracing();
-    exec(&remote, "SET query_context.query_id = 'dd-q-4711'").await;
-    exec(&remote, "SET query_context.tenant_id = 'umbrella'").await;
-    exec(&remote, "SET lakefusion.cache_enabled = false").await;
-    exec(&remote, "SET lakefusion.read_ahead_requests = 7").await;
-    rows(
-        &remote,
-        "SELECT count(*) FROM events WHERE region = 'apac' AND amount > 1",
-    )
-    .await
-    .unwrap();
-    let log = capture.end();
-    let decoded: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("decoding plan node") && l.contains("query_id=dd-q-4711"))
-        .collect();
+    let trace = trace_query_context(&remote, "dd-q-4711").await;
+    let (log, decoded) = (&trace.log, &trace.decoded);
     // Plans are decoded only where tasks run: on the workers.
     assert!(
         decoded.len() >= 2,
@@ -119,15 +104,8 @@ async fn queries_on_workers_match_local_results_and_carry_the_query_context() {
             .all(|l| l.contains("tenant_id=umbrella") && l.contains("read_ahead_requests=7")),
         "{decoded:?}"
     );
-    let scans = log
-        .lines()
-        .filter(|l| {
-            l.contains("lakefusion.scan{query_id=dd-q-4711 tenant_id=umbrella")
-                && l.contains("scan partition done")
-        })
-        .count();
     assert!(
-        scans >= 2,
+        trace.scans >= 2,
         "no scan on a worker ran in the query's span:\n{log}"
     );
 }
@@ -187,19 +165,7 @@ async fn workers_fill_and_serve_their_own_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_refuse_conflicting_file_types_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let narrow = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, false)]));
-    let wide = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-    for k in 0..4 {
-        let batch = RecordBatch::try_new(
-            Arc::clone(&narrow),
-            vec![Arc::new(Int32Array::from(vec![k, k + 1]))],
-        )
-        .unwrap();
-        write_parquet(&dir.path().join(format!("k={k}/part-0.parquet")), &batch);
-    }
-    let batch =
-        RecordBatch::try_new(wide, vec![Arc::new(Int64Array::from(vec![7_i64, 8]))]).unwrap();
-    write_parquet(&dir.path().join("k=9/part-0.parquet"), &batch);
+    let narrow = write_conflicting_types(dir.path());
     let deployment = Deployment::default();
     let (remote, _workers) = cluster(&deployment, 2).await;
     exec(&remote, "SET lakefusion.cache_enabled = false").await;

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
@@ -214,19 +213,7 @@ async fn a_named_codecs_encoding_error_is_surfaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn executors_refuse_conflicting_file_types_like_a_local_scan() {
     let dir = tempfile::tempdir().unwrap();
-    let narrow = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, false)]));
-    let wide = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-    for k in 0..4 {
-        let batch = RecordBatch::try_new(
-            Arc::clone(&narrow),
-            vec![Arc::new(Int32Array::from(vec![k, k + 1]))],
-        )
-        .unwrap();
-        write_parquet(&dir.path().join(format!("k={k}/part-0.parquet")), &batch);
-    }
-    let batch =
-        RecordBatch::try_new(wide, vec![Arc::new(Int64Array::from(vec![7_i64, 8]))]).unwrap();
-    write_parquet(&dir.path().join("k=9/part-0.parquet"), &batch);
+    let narrow = write_conflicting_types(dir.path());
 
     let register = |ctx: SessionContext| {
         let root = file_url(dir.path());
