@@ -111,6 +111,9 @@ pub trait DistributedSessionExt: sealed::Sealed + Sized {
     /// the distributed user codec, [`QueryContext`] and [`ScanOptions`] sent
     /// to every task (their values now, then whatever `SET` makes them), and
     /// the handlers that split lakefusion scans across tasks.
+    ///
+    /// Call it after `with_config` and `with_runtime_env`: those replace
+    /// the config and runtime this sets up.
     fn with_lakefusion_coordinator(self, deployment: &Deployment) -> Self;
 
     /// Sets up the session a worker runs one task in, from the headers the
