@@ -3,11 +3,14 @@
 //!
 //! ```text
 //! cargo bench --bench scale -- [--files 1000000,100000] [--listing-files 100000]
-//!     [--statistics-files 100000] [--runs 5]
+//!     [--statistics-files 100000] [--shapes-files 1000000] [--runs 5]
 //! ```
 //!
 //! Each lake is `p=0..N/10` partitions of 10 tiny Parquet files in an
-//! `InMemory` store. Printed per lake and side:
+//! `InMemory` store. First, registration on three kinds of store behind
+//! `s3://`, each against one plain listing of it (issue 22): S3's shape,
+//! object_store's default `list_with_offset` (from the first key), and
+//! `InMemory` itself. Then, per lake and side:
 //!
 //! * registration (`build()` / `ListingTable` inference and creation) on the
 //!   store as it is (`memory://`), and behind a *paged* store that answers
@@ -24,13 +27,10 @@
 //!   and without DataFusion's file metadata cache.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::fmt;
-use std::ops::Range;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -42,15 +42,12 @@ use datafusion::datasource::listing::{
 use datafusion::error::Result;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{col, lit, SessionConfig, SessionContext};
-use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
+use lakefusion::store::paged::{OffsetListing, PagedStore, Pages};
 use lakefusion::PartitionedTable;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
 /// Counts the bytes allocated and not yet freed, process-wide.
@@ -85,151 +82,14 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 const FILES_PER_PARTITION: usize = 10;
-const PAGE_KEYS: usize = 1_000;
-const PAGE_WAIT: Duration = Duration::from_millis(20);
 
-/// Answers listings as S3 does: `PAGE_KEYS` entries a page, `PAGE_WAIT` a
-/// page, one page after another; a listing after an offset (S3's
-/// `StartAfter`) starts there, as S3's does (`InMemory`'s own reads every
-/// key first). Listings come from a sorted copy of the keys taken when it
-/// is made; everything else passes through at once.
-#[derive(Debug)]
-struct PagedStore {
-    inner: Arc<dyn ObjectStore>,
-    keys: Arc<Vec<ObjectMeta>>,
-    /// Pages served (every listing is at least one).
-    pages: Arc<AtomicIsize>,
-}
-
-impl PagedStore {
-    async fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        let mut keys: Vec<ObjectMeta> = inner.list(None).try_collect().await.expect("listing");
-        keys.sort_by(|a, b| a.location.cmp(&b.location));
-        Self {
-            inner,
-            keys: Arc::new(keys),
-            pages: Arc::new(AtomicIsize::new(0)),
-        }
-    }
-
-    /// The keys under `prefix` after `offset`, a page at a time (an empty
-    /// listing is one page too).
-    fn paged(
-        &self,
-        prefix: Option<&Path>,
-        offset: Option<&Path>,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let keys = Arc::clone(&self.keys);
-        let (mut lo, hi) = match prefix.map(|p| p.as_ref()) {
-            None | Some("") => (0, keys.len()),
-            // Keys under `p` are `p/…`, and `0` is the character after `/`.
-            Some(p) => {
-                let (low, high) = (format!("{p}/"), format!("{p}0"));
-                (
-                    keys.partition_point(|m| m.location.as_ref() < low.as_str()),
-                    keys.partition_point(|m| m.location.as_ref() < high.as_str()),
-                )
-            }
-        };
-        if let Some(offset) = offset {
-            lo = lo.max(keys.partition_point(|m| m.location <= *offset));
-        }
-        let starts: Vec<usize> = if lo < hi {
-            (lo..hi).step_by(PAGE_KEYS).collect()
-        } else {
-            vec![hi]
-        };
-        let pages = Arc::clone(&self.pages);
-        futures::stream::iter(starts)
-            .then(move |start| {
-                let keys = Arc::clone(&keys);
-                pages.fetch_add(1, Ordering::Relaxed);
-                async move {
-                    tokio::time::sleep(PAGE_WAIT).await;
-                    keys[start..(start + PAGE_KEYS).min(hi)].to_vec()
-                }
-            })
-            .flat_map(|page| futures::stream::iter(page.into_iter().map(Ok)))
-            .boxed()
-    }
-}
-
-impl fmt::Display for PagedStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PagedStore({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for PagedStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn get_ranges(
-        &self,
-        location: &Path,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.paged(prefix, None)
-    }
-
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.paged(prefix, Some(offset))
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let result = self.inner.list_with_delimiter(prefix).await?;
-        let entries = result.objects.len() + result.common_prefixes.len();
-        let pages = entries.div_ceil(PAGE_KEYS).max(1) as u32;
-        self.pages.fetch_add(pages as isize, Ordering::Relaxed);
-        tokio::time::sleep(PAGE_WAIT * pages).await;
-        Ok(result)
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
+/// Listings as S3 answers them: 1,000 keys a page, 20 ms a page, one page
+/// after another, a listing after an offset starting there (`StartAfter`).
+fn s3_pages(offsets: OffsetListing) -> Pages {
+    Pages {
+        keys: 1_000,
+        wait: Duration::from_millis(20),
+        offsets,
     }
 }
 
@@ -326,13 +186,13 @@ async fn measure(side: Side, files: usize, runs: usize) -> Result<()> {
     let store = lake(files).await;
 
     // Paged registration first: nothing cached yet.
-    let paged_store = Arc::new(PagedStore::new(Arc::clone(&store)).await);
-    let pages = Arc::clone(&paged_store.pages);
-    let paged = context(paged_store, PAGED_ROOT);
+    let paged_store =
+        Arc::new(PagedStore::new(Arc::clone(&store), s3_pages(OffsetListing::AtOffset)).await?);
+    let paged = context(Arc::clone(&paged_store) as _, PAGED_ROOT);
     let started = Instant::now();
     let on_paged = register(side, &paged, PAGED_ROOT).await?;
     let paged_registration = started.elapsed();
-    let paged_pages = pages.load(Ordering::Relaxed);
+    let paged_pages = paged_store.pages();
     if let Some(table) = on_paged.downcast_ref::<PartitionedTable>() {
         // New data in one partition (pinned: no delimiter listing), and in
         // the last ten (found by a delimiter listing of the root).
@@ -385,6 +245,49 @@ async fn measure(side: Side, files: usize, runs: usize) -> Result<()> {
     Ok(())
 }
 
+/// Registration on three kinds of store behind the same `s3://` root,
+/// against one plain listing (`list`) of the same store: S3's shape, where
+/// a listing after an offset starts there; object_store's default
+/// `list_with_offset` (pages as S3's, but each listing after an offset
+/// reads from the first key), as `LocalFileSystem`, S3 Express One Zone,
+/// Azurite or a wrapper that does not forward the method give; and
+/// `InMemory` itself, which holds every key after its first answer.
+async fn measure_listing_shapes(files: usize) -> Result<()> {
+    let store = lake(files).await;
+    let shapes: [(&str, Arc<dyn ObjectStore>); 3] = [
+        (
+            "S3's shape (offsets start there)",
+            Arc::new(PagedStore::new(Arc::clone(&store), s3_pages(OffsetListing::AtOffset)).await?),
+        ),
+        (
+            "default list_with_offset (from the first key)",
+            Arc::new(
+                PagedStore::new(Arc::clone(&store), s3_pages(OffsetListing::FromStart)).await?,
+            ),
+        ),
+        ("InMemory as s3:// (one answer)", Arc::clone(&store)),
+    ];
+    for (shape, shaped) in shapes {
+        let started = Instant::now();
+        let listed = shaped.list(Some(&Path::from("lake"))).count().await;
+        let plain = started.elapsed();
+        assert_eq!(listed, files);
+        let ctx = context(shaped, PAGED_ROOT);
+        let started = Instant::now();
+        let table = register(Side::Ours, &ctx, PAGED_ROOT).await?;
+        let registration = started.elapsed();
+        let table = table
+            .downcast_ref::<PartitionedTable>()
+            .expect("our side registers a PartitionedTable");
+        assert_eq!(table.index().file_count(), files);
+        println!(
+            "PartitionedTable  {files:>9} files: registration on {shape:<46} {registration:>9.2?}, one plain listing {plain:>9.2?}: {:.2}× the listing",
+            registration.as_secs_f64() / plain.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 /// Bytes held per file by a table that collects footer statistics (every
 /// footer read at registration): in a default session, whose runtime also
 /// caches the footers it read (DataFusion's file metadata cache, 50 MiB by
@@ -424,6 +327,7 @@ fn main() -> Result<()> {
     let mut files = vec![1_000_000, 100_000];
     let mut statistics_files = vec![100_000];
     let mut listing_files = vec![100_000];
+    let mut shapes_files = vec![1_000_000];
     let mut runs = 5;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -438,6 +342,7 @@ fn main() -> Result<()> {
             "--files" => files = list(args.next()),
             "--listing-files" => listing_files = list(args.next()),
             "--statistics-files" => statistics_files = list(args.next()),
+            "--shapes-files" => shapes_files = list(args.next()),
             "--runs" => runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
             _ => {} // cargo bench passes --bench
         }
@@ -450,6 +355,9 @@ fn main() -> Result<()> {
             "machine: {} cores; {FILES_PER_PARTITION} files per partition; medians of {runs}",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
+        for &n in &shapes_files {
+            measure_listing_shapes(n).await?;
+        }
         for &n in &files {
             measure(Side::Ours, n, runs).await?;
         }

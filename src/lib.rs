@@ -150,7 +150,8 @@
 //!   writer records them), the [`PartitionIndex`] (files packed column by
 //!   column) and `SharedIndex`, the one home of a table's current index;
 //!   the listing (`listing`: the whole root — split into ranges listed at
-//!   once on object stores — or the partitions a predicate or a set of
+//!   once on object stores where that pays, one listing elsewhere — or the
+//!   partitions a predicate or a set of
 //!   values selects), the journal's objects and what a reader makes of them
 //!   (`journal`), and a listing taken as one moment of the table
 //!   (`snapshot`);

@@ -9,7 +9,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Schema};
@@ -66,8 +67,35 @@ struct Splitting {
     splits: tokio::sync::mpsc::UnboundedSender<KeyRange>,
     /// Ranges posted and not yet listed whole.
     outstanding: AtomicUsize,
-    /// Set by a listing that saw keys out of order: the ranges do not hold.
-    unsorted: AtomicBool,
+    /// The root listing's wait for its first key: what one request takes.
+    request: OnceLock<Duration>,
+    /// Set once the root listing's keys arrive at the pace of requests
+    /// (each page waits): only then does a range of its own pay.
+    paged: AtomicBool,
+    /// Range listings whose first key came later than [`SLOW_FIRST_KEY`]
+    /// requests.
+    slow: AtomicUsize,
+    /// Set when the ranges do not hold or do not pay: the root is then
+    /// listed again with one listing.
+    fallback: OnceLock<Fallback>,
+}
+
+/// Why a splitting listing gave up its ranges for one listing.
+#[derive(Debug, Clone, Copy)]
+enum Fallback {
+    /// A listing saw keys out of order: ranges of keys do not partition
+    /// what the store lists.
+    Unordered,
+    /// Listings after an offset start at the first key (object_store's
+    /// default `list_with_offset`): each range would cost a listing of
+    /// everything before it.
+    FromStart,
+}
+
+impl Splitting {
+    fn give_up(&self, why: Fallback) {
+        let _ = self.fallback.set(why);
+    }
 }
 
 /// Keys a listing reads before it splits: one S3 page.
@@ -75,6 +103,24 @@ const SPLIT_AFTER: usize = 1_000;
 /// At most this many cuts at once: the farthest part stays one range,
 /// which splits in its turn.
 const MAX_SPLIT_POINTS: usize = 64;
+/// A wait between two of the root listing's keys of at least a request's
+/// wait over this is the wait for a page...
+const PAGE_WAIT: u32 = 4;
+/// ... and after this many, the store is known to make each page wait:
+/// only then does a range of its own pay. (A store that holds every key
+/// after its first answer, as `InMemory` does, streams them without such
+/// waits: splitting would only repeat that first answer. One wait may be
+/// the scheduler's.)
+const PAGE_WAITS: usize = 2;
+/// A range listing whose first key takes longer than this many requests
+/// has read from the start of the root to reach its offset.
+const SLOW_FIRST_KEY: u32 = 8;
+/// ... but never judged so before this (a request that answers in a few
+/// milliseconds is within a scheduler's noise).
+const MIN_SLOW_FIRST_KEY: Duration = Duration::from_millis(20);
+/// Slow range listings that make the splitting give up: one may be a
+/// request that was slow by chance.
+const SLOW_LISTINGS: usize = 2;
 
 /// Where to cut the keys after `last` (up to `end`, inclusive) into
 /// neighbouring ranges, given that the stretch just listed ran from
@@ -292,11 +338,30 @@ impl<'a> Lister<'a> {
     /// lake of 10⁶ files in 10⁵ directories is read in about as many pages
     /// as one listing reads, `concurrency` at a time. The ranges partition
     /// the key space, so every object is listed by exactly one of them; each
-    /// is retried whole with the table's policy. That holds only on a store
-    /// that lists in key order, as S3, GCS and Azure do: a listing that sees
-    /// a key out of order stops them all, and the root is listed again with
-    /// one listing. The local disk and `memory://` (no request latency to
-    /// hide) are listed with one listing.
+    /// is retried whole with the table's policy.
+    ///
+    /// Splitting pays only on a store whose pages each wait for a request
+    /// and whose listings after an offset start there, and the root's URL
+    /// does not say which stores do (`InMemory` or a wrapper that does not
+    /// forward `list_with_offset` can stand behind `s3://`). So the listing
+    /// watches the store and falls back to one listing of the root, which
+    /// bounds what it costs to about one listing more:
+    ///
+    /// * it splits only once the first listing has waited for pages
+    ///   ([`PAGE_WAITS`] waits of a good part of its first request's): a
+    ///   store that answers with every key at once is listed by that one
+    ///   listing;
+    /// * a range listing whose first key takes longer than
+    ///   [`SLOW_FIRST_KEY`] requests has read from the root's start to
+    ///   reach its offset (object_store's default `list_with_offset`); after
+    ///   [`SLOW_LISTINGS`] of them, or one key at or before an offset, the
+    ///   ranges are dropped for one listing;
+    /// * a listing that sees a key out of order (the ranges hold only on a
+    ///   store that lists in key order, as S3, GCS and Azure do) drops them
+    ///   too.
+    ///
+    /// The local disk and `memory://` (no request latency to hide) are
+    /// listed with one listing.
     async fn list_root(&self) -> Result<Vec<ObjectMeta>> {
         let prefix = self.root.prefix();
         if self.concurrency == 1 || !self.kind.has_request_latency() {
@@ -308,7 +373,10 @@ impl<'a> Lister<'a> {
         let shared = Splitting {
             splits,
             outstanding: AtomicUsize::new(1),
-            unsorted: AtomicBool::new(false),
+            request: OnceLock::new(),
+            paged: AtomicBool::new(false),
+            slow: AtomicUsize::new(0),
+            fallback: OnceLock::new(),
         };
         let mut pending = VecDeque::from([KeyRange::default()]);
         let mut running = FuturesUnordered::new();
@@ -337,8 +405,9 @@ impl<'a> Lister<'a> {
                 }
                 Some(range) = posted.recv() => pending.push_back(range),
             }
-            if shared.unsorted.load(AtomicOrdering::Relaxed) {
-                // Ranges hold only if the store lists in key order.
+            if let Some(why) = shared.fallback.get() {
+                tracing::debug!(root = %self.root, reason = ?why,
+                    "range listings do not pay on this store: listing the root with one listing");
                 drop(running);
                 return self.list_under(vec![prefix.clone()]).await;
             }
@@ -349,11 +418,13 @@ impl<'a> Lister<'a> {
 
     /// The objects in `range` under `prefix`, from one listing that starts
     /// after `range.after` and stops past `range.until`; every `split_after`
-    /// keys, while fewer than twice `concurrency` ranges are outstanding (so
+    /// keys, once the store is known to page (see [`list_root`](Self::list_root))
+    /// and while fewer than twice `concurrency` ranges are outstanding (so
     /// a listing that ends finds another waiting), the rest of the range is
-    /// cut and posted to `splits`. A failed listing is
-    /// retried whole, up to where its range ends by then (what it posted is
-    /// other listings').
+    /// cut and posted to `splits`. A failed listing is retried whole, up to
+    /// where its range ends by then (what it posted is other listings').
+    /// A listing that shows the ranges do not hold or do not pay sets
+    /// `fallback` and ends with nothing.
     async fn list_splitting(
         &self,
         prefix: &Path,
@@ -364,7 +435,10 @@ impl<'a> Lister<'a> {
         let Splitting {
             splits,
             outstanding,
-            unsorted,
+            request,
+            paged,
+            slow,
+            ..
         } = shared;
         let name = range.after.as_deref().unwrap_or(prefix.as_ref());
         let until = std::sync::Mutex::new(range.until);
@@ -373,6 +447,7 @@ impl<'a> Lister<'a> {
             let mut end = until
                 .lock()
                 .map_or_else(|e| e.into_inner().clone(), |e| e.clone());
+            let began = tokio::time::Instant::now();
             let mut listing = match (&after, &self.retry) {
                 // Each page within the request timeout, not the whole range
                 // (a resilient store streams offset listings unbounded).
@@ -383,15 +458,57 @@ impl<'a> Lister<'a> {
                 // A resilient store bounds each page of a plain listing itself.
                 (None, _) => self.store.list(Some(prefix)),
             };
+            // A range listing on a store that lists from the start waits
+            // for every key before its offset: past this, it is slow.
+            let slow_after = request.get().map_or(MIN_SLOW_FIRST_KEY, |r| {
+                (*r * SLOW_FIRST_KEY).max(MIN_SLOW_FIRST_KEY)
+            });
+            let mut first_key_at = None;
+            // The root listing's time of its last key, and the waits for
+            // pages it saw.
+            let (mut last_key_at, mut waits) = (None, 0);
             let mut objects = Vec::new();
             let mut stretch = 0;
-            while let Some(meta) = listing.try_next().await? {
+            loop {
+                let next = match (&after, first_key_at) {
+                    (Some(_), None) => {
+                        match tokio::time::timeout(slow_after, listing.try_next()).await {
+                            Ok(next) => next?,
+                            Err(_) => {
+                                if slow.fetch_add(1, AtomicOrdering::Relaxed) + 1 >= SLOW_LISTINGS {
+                                    shared.give_up(Fallback::FromStart);
+                                    return Ok(Vec::new());
+                                }
+                                // Perhaps one slow request: wait it out.
+                                listing.try_next().await?
+                            }
+                        }
+                    }
+                    _ => listing.try_next().await?,
+                };
+                let Some(meta) = next else {
+                    break;
+                };
                 let key = meta.location.as_ref();
+                if first_key_at.is_none() {
+                    first_key_at = Some(tokio::time::Instant::now());
+                    match &after {
+                        // A key the range excludes: the store ignored the offset.
+                        Some(after) if meta.location <= *after => {
+                            shared.give_up(Fallback::FromStart);
+                            return Ok(Vec::new());
+                        }
+                        Some(_) => {}
+                        None => {
+                            let _ = request.set(began.elapsed());
+                        }
+                    }
+                }
                 if objects
                     .last()
                     .is_some_and(|previous: &ObjectMeta| key < previous.location.as_ref())
                 {
-                    unsorted.store(true, AtomicOrdering::Relaxed);
+                    shared.give_up(Fallback::Unordered);
                     return Ok(Vec::new());
                 }
                 if end.as_deref().is_some_and(|end| key > end) {
@@ -401,15 +518,29 @@ impl<'a> Lister<'a> {
                     // without comparing any two keys.)
                     if let Some(next) = listing.try_next().await? {
                         if next.location.as_ref() < key {
-                            unsorted.store(true, AtomicOrdering::Relaxed);
+                            shared.give_up(Fallback::Unordered);
                             return Ok(Vec::new());
                         }
                     }
                     break;
                 }
                 stretch += 1;
+                if after.is_none() && !paged.load(AtomicOrdering::Relaxed) {
+                    // A wait between two keys that is a good part of a
+                    // request is a page the store fetched: its pages wait.
+                    let now = tokio::time::Instant::now();
+                    let request = request.get().copied().unwrap_or_default();
+                    if last_key_at.is_some_and(|at| (now - at) * PAGE_WAIT >= request) {
+                        waits += 1;
+                        if waits >= PAGE_WAITS {
+                            paged.store(true, AtomicOrdering::Relaxed);
+                        }
+                    }
+                    last_key_at = Some(now);
+                }
                 let first = objects.len() + 1 - stretch;
                 if stretch >= self.split_after
+                    && paged.load(AtomicOrdering::Relaxed)
                     && outstanding.load(AtomicOrdering::Relaxed) < 2 * self.concurrency
                 {
                     let first_key = objects
@@ -942,10 +1073,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_splitting_listing_lists_every_key_once() {
         use crate::store::faults::{Fault, FaultRule, FaultyStore, RequestKind};
+        use crate::store::paged::{OffsetListing, PagedStore, Pages};
         use object_store::memory::InMemory;
         use object_store::{ObjectStoreExt, PutPayload};
 
-        let inner = Arc::new(InMemory::new());
+        let memory = Arc::new(InMemory::new());
         let mut keys = vec![
             "lake/_SUCCESS".to_string(),
             "lake/.hidden/x.parquet".to_string(),
@@ -958,7 +1090,7 @@ mod tests {
         }
         keys.extend((0..40).map(|i| format!("lake/name=v{i:02}/x.parquet")));
         for key in &keys {
-            inner
+            memory
                 .put(&Path::from(key.as_str()), PutPayload::from_static(b"x"))
                 .await
                 .unwrap();
@@ -969,6 +1101,18 @@ mod tests {
             .cloned()
             .collect();
         expected.sort();
+        // Pages of 7 keys that wait 5 ms each, as S3's do (a page that waits
+        // is what makes a listing split).
+        let pages = Pages {
+            keys: 7,
+            wait: std::time::Duration::from_millis(5),
+            offsets: OffsetListing::AtOffset,
+        };
+        let inner: Arc<dyn ObjectStore> = Arc::new(
+            PagedStore::new(Arc::clone(&memory) as Arc<dyn ObjectStore>, pages)
+                .await
+                .unwrap(),
+        );
         // `lake/` as an S3 root, listed splitting every `split_after` keys.
         async fn list_root(
             store: &Arc<dyn ObjectStore>,
@@ -1044,6 +1188,94 @@ mod tests {
                 expected,
                 "listing {nth} out of order"
             );
+        }
+    }
+
+    /// What a splitting listing costs on each kind of store, counted in
+    /// the keys the store serves: about one listing's worth where a
+    /// listing after an offset starts there (S3's shape); at most two where
+    /// it starts at the first key (object_store's default `list_with_offset`:
+    /// `InMemory`, `LocalFileSystem`, wrappers) or ignores the offset; and
+    /// exactly one listing where every key comes with the first answer.
+    #[cfg(feature = "test-utils")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn splitting_costs_at_most_one_listing_more_on_any_store() {
+        use crate::store::paged::{OffsetListing, PagedStore, Pages};
+        use object_store::memory::InMemory;
+        use object_store::{ObjectStoreExt, PutPayload};
+        use std::time::Duration;
+
+        const FILES: usize = 50_000;
+        let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut expected = Vec::with_capacity(FILES);
+        for i in 0..FILES {
+            let key = format!("lake/p={}/part-{}.parquet", i / 10, i % 10);
+            memory
+                .put(&Path::from(key.as_str()), PutPayload::from_static(b"x"))
+                .await
+                .unwrap();
+            expected.push(key);
+        }
+        expected.sort();
+        let root = ListingTableUrl::parse("s3://bucket/lake/").unwrap();
+        let s3_pages = |offsets| Pages {
+            keys: 1_000,
+            wait: Duration::from_millis(10),
+            offsets,
+        };
+        // Every key with the first answer, as `InMemory` gives them.
+        let one_answer = Pages {
+            keys: usize::MAX,
+            wait: Duration::from_millis(100),
+            offsets: OffsetListing::FromStart,
+        };
+        for (shape, pages) in [
+            ("offsets start there", s3_pages(OffsetListing::AtOffset)),
+            (
+                "offsets start at the first key",
+                s3_pages(OffsetListing::FromStart),
+            ),
+            ("offsets ignored", s3_pages(OffsetListing::Ignored)),
+            ("every key at once", one_answer),
+        ] {
+            let paged = Arc::new(PagedStore::new(Arc::clone(&memory), pages).await.unwrap());
+            let store: Arc<dyn ObjectStore> = Arc::clone(&paged) as _;
+            let lister = Lister::new(&store, &root, StoreKind::Remote, 4, None);
+            let started = std::time::Instant::now();
+            let listed: Vec<String> = lister
+                .list_root()
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.location.to_string())
+                .collect();
+            assert_eq!(listed, expected, "{shape}");
+            let (listings, keys) = (paged.listings(), paged.keys());
+            println!(
+                "{shape}: {keys} keys served in {listings} listings, {:?}",
+                started.elapsed()
+            );
+            match pages.offsets {
+                _ if pages.keys == usize::MAX => {
+                    assert_eq!((listings, keys), (1, FILES), "{shape}: one listing")
+                }
+                OffsetListing::AtOffset => {
+                    assert!(
+                        listings > 4,
+                        "{shape}: the listing split: {listings} listings"
+                    );
+                    // Each key served once, but for the end of each
+                    // range's last page.
+                    assert!(
+                        keys <= FILES + listings * pages.keys,
+                        "{shape}: {keys} keys served in {listings} listings"
+                    );
+                }
+                OffsetListing::FromStart | OffsetListing::Ignored => assert!(
+                    keys <= 2 * FILES,
+                    "{shape}: {keys} keys served in {listings} listings, for {FILES}"
+                ),
+            }
         }
     }
 }

@@ -6,12 +6,16 @@
 //! flight for a scan (`read_ahead`), what kind of storage a root is on
 //! (`kind`), where a local root really is (`local`, the symbolic-link
 //! check), and — behind the `test-utils` feature — a fault-injecting store
-//! (`faults::FaultyStore`) to prove they work.
+//! (`faults::FaultyStore`) and a store that lists in pages as S3 does, or
+//! from the start as object_store's default does (`paged::PagedStore`), to
+//! prove they work.
 
 #[cfg(feature = "test-utils")]
 pub mod faults;
 mod kind;
 pub(crate) mod local;
+#[cfg(feature = "test-utils")]
+pub mod paged;
 pub(crate) mod read_ahead;
 mod retry;
 mod url;

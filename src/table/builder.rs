@@ -171,10 +171,13 @@ impl PartitionedTableBuilder {
     /// keys) hands the rest of its key range, cut where the keys vary, to new
     /// listings that start there (S3's `StartAfter`), up to this many at
     /// once; the local disk and `memory://` are listed with one listing.
-    /// On a store that lists after an offset by listing from the start and
-    /// filtering (object_store does so for S3 Express One Zone and the
-    /// Azurite emulator), each range costs a listing from the start: use 1
-    /// there.
+    /// Splitting is adaptive: it starts only once the store's pages are
+    /// seen to wait, and where a listing after an offset reads from the
+    /// start and filters (object_store's default `list_with_offset`: S3
+    /// Express One Zone, Azurite, `InMemory` behind another scheme, a
+    /// wrapper that does not forward the method) the listing notices slow
+    /// range listings and lists the root with one listing instead, so no
+    /// store needs a setting here.
     pub fn listing_concurrency(mut self, listings: usize) -> Self {
         self.options.listing_concurrency = listings;
         self
