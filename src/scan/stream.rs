@@ -19,7 +19,7 @@ use object_store::ObjectStore;
 
 use super::metrics::ScanMetrics;
 use super::naming::NamingSource;
-use super::read_ahead::{read_ahead_options, read_order};
+use super::read_ahead::{file_reads, read_ahead_options, read_order};
 use super::reader::PageIndexCachingReaderFactory;
 use super::siblings::Siblings;
 use crate::settings::{QueryContext, ScanOptions};
@@ -197,6 +197,7 @@ impl LazyScanStream {
             config.file_groups.len(),
             config.limit,
             shared.is_some(),
+            file_reads(config),
         )?;
         let start = || {
             let files = read_order(config, shared.is_none().then_some(self.partition));

@@ -28,13 +28,14 @@
 //! flight is dropped (its request cancelled) when the last partition stream
 //! of the execution is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::ops::Range;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::physical_plan::metrics::{
@@ -49,13 +50,28 @@ use object_store::{
     ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
     Result,
 };
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use tokio::sync::Notify;
 
 use super::retry::resolve_range;
 
+/// What a read-ahead reads of a file larger than `whole_file_bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LargeFiles {
+    /// Its footer only: the decoders fetch the row groups they keep
+    /// themselves (a scan with a predicate may prune most of them, one with
+    /// a `LIMIT` may stop after a few).
+    Footer,
+    /// Its footer, then — once the footer is in — the column chunks of
+    /// these top-level columns (`None`: all) in every row group, in file
+    /// order (the order the decoder reads them), in pieces of at most
+    /// [`PIECE_BYTES`].
+    Columns(Option<Arc<HashSet<String>>>),
+}
+
 /// How far a read-ahead reads (a scan derives them from its
 /// `ScanOptions`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReadAheadOptions {
     /// Reads in flight at once, over all partitions of the scan.
     pub requests: usize,
@@ -64,8 +80,17 @@ pub(crate) struct ReadAheadOptions {
     /// Files read ahead and not yet consumed, at most.
     pub files: usize,
     /// Files up to this size are read in one request; of a larger one,
-    /// the last [`FOOTER_BYTES`].
+    /// the last `footer_bytes` first.
     pub whole_file_bytes: u64,
+    /// The end of a large file read first: what the decoder reads for the
+    /// footer (DataFusion's `metadata_size_hint`, 512 KiB by default), at
+    /// least [`FOOTER_BYTES`].
+    pub footer_bytes: u64,
+    /// What is read of a larger file.
+    pub large_files: LargeFiles,
+    /// Readers decoding at once (the scan's partitions sharing the
+    /// read-ahead): the large files whose pieces are issued in turn.
+    pub readers: usize,
 }
 
 /// The read-ahead the partitions of one execution share: started by the
@@ -87,9 +112,24 @@ impl SharedReadAhead {
     }
 }
 
-/// Read ahead of a file too large to read whole: its footer, as a reader
-/// without a size hint would fetch it in two requests (length, then footer).
-const FOOTER_BYTES: u64 = 64 * 1024;
+/// Read ahead of a file too large to read whole, at least: its footer, as
+/// a reader without a size hint would fetch it in two requests (length,
+/// then footer).
+pub(crate) const FOOTER_BYTES: u64 = 64 * 1024;
+
+/// Of a large file, column chunks are read ahead in pieces of at most this
+/// (and at most the byte budget's share of one request in flight, so that
+/// every request in flight fits the budget at once): one connection reads
+/// ~100 MB/s from S3, so a file's bandwidth comes from many requests at
+/// once, each worth its round trip.
+const PIECE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// ... and at least this, whatever the budget's share.
+const MIN_PIECE_BYTES: u64 = 64 * 1024;
+
+/// Column chunks this close are read in one piece, the gap with them (not
+/// more: a gap is usually columns the scan does not read).
+const PIECE_GAP: u64 = 16 * 1024;
 
 /// Metrics of a scan's read-ahead (one per execution, not per partition).
 #[derive(Debug, Clone)]
@@ -128,23 +168,61 @@ impl ReadAheadMetrics {
 
 type Fetch = Shared<BoxFuture<'static, std::result::Result<Bytes, Arc<object_store::Error>>>>;
 
+/// One read issued ahead: a whole small file, a large file's footer, or a
+/// piece of a large file's column chunks.
+struct Part {
+    range: Range<u64>,
+    fetch: Fetch,
+    /// A piece goes as soon as the decoder has read all of it (it reads
+    /// each column chunk once); a footer or a whole file stays until the
+    /// file's last reader closes (footers are read more than once).
+    piece: bool,
+    /// Bytes of it served to readers so far.
+    served: u64,
+}
+
+/// The pieces of a large file's column chunks not issued yet.
+enum Pieces {
+    /// Known once its footer is in.
+    Unplanned,
+    /// In file order; the driver issues them front first, a reader that
+    /// gets to one first takes it out and reads it itself.
+    Planned(VecDeque<Range<u64>>),
+}
+
 /// What the read-ahead knows of one file.
 enum Entry {
-    /// Read (or being read) ahead: `reserved` bytes (see [`State::extent`]).
-    Ahead { fetch: Fetch, reserved: usize },
+    /// Read (or being read) ahead: its parts, holding `reserved` bytes.
+    Ahead {
+        parts: Vec<Part>,
+        reserved: usize,
+        pieces: Pieces,
+    },
     /// Not read ahead (no budget left when its reader came), or done.
     Passed,
 }
 
 /// What [`State::claim`] found or started for a file.
 enum Claim {
-    /// A read of the file, started by this claim or before it.
+    /// The file's first read (whole, or its footer), started by this claim
+    /// or before it.
     Read { fetch: Fetch, started_here: bool },
     /// The file is not read ahead.
     Passed,
     /// No budget for it now; `ever` is false if none will ever be (nothing
     /// is held, so waiting for a release would wait forever).
     NoBudget { ever: bool },
+}
+
+/// What [`State::issue_piece`] did with a piece.
+enum Issued {
+    Read(Fetch),
+    /// No budget for it now (see [`Claim::NoBudget`]).
+    NoBudget {
+        ever: bool,
+    },
+    /// The file is done or no longer read ahead.
+    Gone,
 }
 
 /// The bytes a read-ahead holds, and how many files they are of.
@@ -179,60 +257,70 @@ impl State {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Which bytes of a file are read ahead: all of a small one, the footer
-    /// end of a larger one.
+    /// Whether a file of `size` bytes is read whole.
+    fn is_small(&self, size: u64) -> bool {
+        size <= self.options.whole_file_bytes
+    }
+
+    /// Which bytes of a file its first read covers: all of a small one, the
+    /// footer end of a larger one.
     fn extent(&self, size: u64) -> (u64, u64) {
-        if size <= self.options.whole_file_bytes {
+        if self.is_small(size) {
             (0, size)
         } else {
-            let len = FOOTER_BYTES.min(size);
+            let len = self.options.footer_bytes.max(FOOTER_BYTES).min(size);
             (size - len, len)
         }
     }
 
-    /// Reserves `len` bytes of one more file within the budgets and the
-    /// pool. `Err(true)` when nothing is held, so waiting would never
-    /// succeed.
-    fn try_reserve(&self, len: usize) -> std::result::Result<(), bool> {
+    /// Reserves `len` more bytes (of one more file if `new_file`) within
+    /// the budgets and the pool. `Err(true)` when nothing is held, so
+    /// waiting would never succeed.
+    fn try_reserve(&self, len: usize, new_file: bool) -> std::result::Result<(), bool> {
         let mut held = self.held();
         let bytes = held.reservation.size();
-        if held.files >= self.options.files
+        if (new_file && held.files >= self.options.files)
             || bytes + len > self.options.bytes
             || held.reservation.try_grow(len).is_err()
         {
-            return Err(held.files == 0);
+            return Err(held.reservation.size() == 0);
         }
-        held.files += 1;
+        if new_file {
+            held.files += 1;
+        }
         self.metrics.peak_bytes.set_max(held.reservation.size());
         Ok(())
     }
 
-    /// The read of `path`: the one in flight or done, or a new one if the
-    /// budgets allow. The driver claims files in order; a reader that gets
-    /// to its file first claims it itself (`by_reader`), so the file is
-    /// still read once — and without the budget, it is passed to the real
-    /// store instead.
+    /// The first read of `path`: the one in flight or done, or a new one if
+    /// the budgets allow. The driver claims files in order; a reader that
+    /// gets to its file first claims it itself (`by_reader`), so the file
+    /// is still read once — and without the budget, it is passed to the
+    /// real store instead.
     fn claim(&self, path: &Path, by_reader: bool) -> Claim {
         let mut entries = self.entries();
         match entries.get(path) {
-            Some(Entry::Ahead { fetch, .. }) => {
-                return Claim::Read {
-                    fetch: fetch.clone(),
-                    started_here: false,
+            Some(Entry::Ahead { parts, .. }) => {
+                if let Some(first) = parts.first() {
+                    return Claim::Read {
+                        fetch: first.fetch.clone(),
+                        started_here: false,
+                    };
                 }
+                return Claim::Passed;
             }
             Some(Entry::Passed) => return Claim::Passed,
             None => {}
         }
-        let extent = self.files.get(path).map(|m| self.extent(m.size));
-        let (start, len) = match extent {
+        let meta = self.files.get(path);
+        let (start, len) = match meta.map(|m| self.extent(m.size)) {
             Some((start, len)) if len > 0 => (start, len),
             _ => {
                 entries.insert(path.clone(), Entry::Passed);
                 return Claim::Passed;
             }
         };
-        if let Err(never) = self.try_reserve(len as usize) {
+        if let Err(never) = self.try_reserve(len as usize, true) {
             if by_reader || never {
                 entries.insert(path.clone(), Entry::Passed);
                 return Claim::Passed;
@@ -240,17 +328,86 @@ impl State {
             return Claim::NoBudget { ever: !never };
         }
         let fetch = self.fetch(path.clone(), start..start + len);
+        let large = meta.is_some_and(|m| !self.is_small(m.size));
+        let pieces = match &self.options.large_files {
+            LargeFiles::Columns(_) if large => Pieces::Unplanned,
+            _ => Pieces::Planned(VecDeque::new()),
+        };
         entries.insert(
             path.clone(),
             Entry::Ahead {
-                fetch: fetch.clone(),
+                parts: vec![Part {
+                    range: start..start + len,
+                    fetch: fetch.clone(),
+                    piece: false,
+                    served: 0,
+                }],
                 reserved: len as usize,
+                pieces,
             },
         );
         Claim::Read {
             fetch,
             started_here: true,
         }
+    }
+
+    /// Plans the pieces of `path` from its `footer` (the file's last bytes),
+    /// once: nothing if the footer does not decode (the decoder will say
+    /// why, naming the file).
+    fn plan(&self, path: &Path, footer: &Bytes) {
+        let mut entries = self.entries();
+        let Some(Entry::Ahead { pieces, .. }) = entries.get_mut(path) else {
+            return;
+        };
+        if !matches!(pieces, Pieces::Unplanned) {
+            return;
+        }
+        let (LargeFiles::Columns(columns), Some(meta)) =
+            (&self.options.large_files, self.files.get(path))
+        else {
+            *pieces = Pieces::Planned(VecDeque::new());
+            return;
+        };
+        let share = self.options.bytes / self.options.requests.max(1);
+        let piece = (share as u64).clamp(MIN_PIECE_BYTES, PIECE_BYTES);
+        // The end of the file is the first read's: pieces stop where it starts.
+        let (footer_start, _) = self.extent(meta.size);
+        let planned = pieces_of(footer, meta.size, columns.as_deref(), piece)
+            .into_iter()
+            .filter(|p| p.start < footer_start)
+            .map(|p| p.start..p.end.min(footer_start))
+            .collect();
+        *pieces = Pieces::Planned(planned);
+    }
+
+    /// Issues the next planned piece of `path` within the budgets, or says
+    /// why not; `None` when no piece is left.
+    fn issue_piece(&self, path: &Path) -> Option<Issued> {
+        let mut entries = self.entries();
+        let Some(Entry::Ahead {
+            parts,
+            reserved,
+            pieces: Pieces::Planned(planned),
+        }) = entries.get_mut(path)
+        else {
+            return Some(Issued::Gone);
+        };
+        let range = planned.front()?.clone();
+        let len = (range.end - range.start) as usize;
+        if let Err(never) = self.try_reserve(len, false) {
+            return Some(Issued::NoBudget { ever: !never });
+        }
+        planned.pop_front();
+        let fetch = self.fetch(path.clone(), range.clone());
+        parts.push(Part {
+            range,
+            fetch: fetch.clone(),
+            piece: true,
+            served: 0,
+        });
+        *reserved += len;
+        Some(Issued::Read(fetch))
     }
 
     /// One request for `range` of `location`, shared by whoever awaits it.
@@ -309,6 +466,95 @@ impl State {
         self.released.notify_one();
     }
 
+    /// The reads of `path` that cover `range` together, in order, or `None`.
+    /// Planned pieces within `range` that the driver has not issued yet are
+    /// issued here, for the reader that got to them first, as far as the
+    /// budget allows (they hold the next row groups too); the rest are taken
+    /// out, and the reader reads the range itself.
+    fn covering(&self, path: &Path, range: &Range<u64>) -> Option<Vec<(u64, Fetch)>> {
+        let mut entries = self.entries();
+        let Some(Entry::Ahead {
+            parts,
+            reserved,
+            pieces,
+        }) = entries.get_mut(path)
+        else {
+            return None;
+        };
+        let overlaps = |r: &Range<u64>| r.start < range.end && r.end > range.start;
+        if let Pieces::Planned(planned) = pieces {
+            while let Some(at) = planned.iter().position(overlaps) {
+                let Some(piece) = planned.remove(at) else {
+                    break;
+                };
+                let len = (piece.end - piece.start) as usize;
+                if self.try_reserve(len, false).is_err() {
+                    planned.retain(|p| !overlaps(p));
+                    break;
+                }
+                parts.push(Part {
+                    range: piece.clone(),
+                    fetch: self.fetch(path.clone(), piece),
+                    piece: true,
+                    served: 0,
+                });
+                *reserved += len;
+            }
+        }
+        let mut found: Vec<(u64, u64, Fetch)> = parts
+            .iter()
+            .filter(|p| overlaps(&p.range))
+            .map(|p| (p.range.start, p.range.end, p.fetch.clone()))
+            .collect();
+        found.sort_by_key(|(start, _, _)| *start);
+        let mut at = range.start;
+        for (start, end, _) in &found {
+            if *start > at {
+                break;
+            }
+            at = at.max(*end);
+        }
+        if at < range.end || found.is_empty() {
+            return None;
+        }
+        Some(found.into_iter().map(|(start, _, f)| (start, f)).collect())
+    }
+
+    /// Counts `range` as read from the pieces of `path` it covers; a piece
+    /// read whole goes.
+    fn served(&self, path: &Path, range: &Range<u64>) {
+        let mut freed = 0;
+        {
+            let mut entries = self.entries();
+            let Some(Entry::Ahead {
+                parts, reserved, ..
+            }) = entries.get_mut(path)
+            else {
+                return;
+            };
+            parts.retain_mut(|part| {
+                if !part.piece {
+                    return true;
+                }
+                let overlap = range
+                    .end
+                    .min(part.range.end)
+                    .saturating_sub(range.start.max(part.range.start));
+                part.served += overlap;
+                let whole = part.served >= part.range.end - part.range.start;
+                if whole {
+                    freed += (part.range.end - part.range.start) as usize;
+                }
+                !whole
+            });
+            *reserved -= freed;
+        }
+        if freed > 0 {
+            self.held().reservation.shrink(freed);
+            self.released.notify_one();
+        }
+    }
+
     /// `range` (given the file's size) of `path`, from what is read ahead,
     /// if it covers the range.
     async fn read(
@@ -321,17 +567,114 @@ impl State {
             return None;
         };
         let range = range(meta.size);
-        let (start, _) = self.extent(meta.size);
-        let bytes = fetch.await.ok()?;
-        let end = start + bytes.len() as u64;
-        if range.start < start || range.end > end || range.start > range.end {
+        if range.start >= range.end {
             return None;
         }
+        // The first read is the footer (or the whole file) the decoder
+        // reads before anything else: with it in, the pieces are known.
+        let first = fetch.await.ok()?;
+        self.plan(path, &first);
+        let reads = self.covering(path, &range)?;
+        let mut bytes = Vec::with_capacity(reads.len());
+        for (start, fetch) in reads {
+            bytes.push((start, fetch.await.ok()?));
+        }
+        let out = assemble(&bytes, &range)?;
+        self.served(path, &range);
         self.metrics.hits.add(1);
-        let from = (range.start - start) as usize;
-        let to = (range.end - start) as usize;
-        Some((meta.clone(), bytes.slice(from..to)))
+        Some((meta.clone(), out))
     }
+}
+
+/// `range` from `reads` (their starts and bytes, in order, together
+/// covering it): a slice of one, or the pieces copied together.
+fn assemble(reads: &[(u64, Bytes)], range: &Range<u64>) -> Option<Bytes> {
+    let slice = |start: u64, bytes: &Bytes, from: u64, to: u64| {
+        let (from, to) = ((from - start) as usize, (to - start) as usize);
+        (to <= bytes.len()).then(|| bytes.slice(from..to))
+    };
+    if let [(start, bytes)] = reads {
+        return slice(*start, bytes, range.start, range.end);
+    }
+    let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+    let mut at = range.start;
+    for (start, bytes) in reads {
+        let end = start + bytes.len() as u64;
+        if end <= at || at >= range.end {
+            continue;
+        }
+        if *start > at {
+            return None;
+        }
+        out.extend_from_slice(&slice(*start, bytes, at, end.min(range.end))?);
+        at = end.min(range.end);
+    }
+    (at == range.end).then(|| out.freeze())
+}
+
+/// The pieces to read ahead of a file of `size` bytes whose last bytes are
+/// `footer`: the column chunks of `columns` (top-level names; `None`: all)
+/// in every row group, neighbours within [`PIECE_GAP`] read together, in
+/// file order, none longer than `piece` bytes. Empty if the footer does
+/// not decode from those bytes, or names chunks outside the file.
+fn pieces_of(
+    footer: &Bytes,
+    size: u64,
+    columns: Option<&HashSet<String>>,
+    piece: u64,
+) -> Vec<Range<u64>> {
+    // A corrupt footer may panic the decoder (see `footer_without_panics`):
+    // the read-ahead then reads nothing more, and the decoder reports it.
+    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut reader = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
+        reader.try_parse_sized(footer, size)?;
+        reader.finish()
+    }));
+    let Ok(Ok(metadata)) = decoded else {
+        return Vec::new();
+    };
+    let mut chunks = Vec::new();
+    for group in metadata.row_groups() {
+        for column in group.columns() {
+            let wanted = columns.is_none_or(|names| {
+                column
+                    .column_path()
+                    .parts()
+                    .first()
+                    .is_some_and(|root| names.contains(root))
+            });
+            let (start, len) = column.byte_range();
+            match start.checked_add(len) {
+                Some(end) if end <= size => {
+                    if wanted && len > 0 {
+                        chunks.push(start..end);
+                    }
+                }
+                _ => return Vec::new(),
+            }
+        }
+    }
+    chunks.sort_by_key(|c| c.start);
+    let mut pieces: Vec<Range<u64>> = Vec::new();
+    for chunk in chunks {
+        match pieces.last_mut() {
+            Some(last)
+                if chunk.start <= last.end + PIECE_GAP
+                    && chunk.end.max(last.end) - last.start <= piece =>
+            {
+                last.end = last.end.max(chunk.end);
+            }
+            _ => {
+                let mut start = chunk.start;
+                while chunk.end - start > piece {
+                    pieces.push(start..start + piece);
+                    start += piece;
+                }
+                pieces.push(start..chunk.end);
+            }
+        }
+    }
+    pieces
 }
 
 /// One execution's read-ahead (see the [module docs](self)). Dropping it
@@ -419,41 +762,87 @@ impl fmt::Debug for Releaser {
 
 /// Claims the files in order, keeping at most `requests` of its reads in
 /// flight, and waiting for readers to release bytes when the budget is
-/// spent. Its reads are driven here, so they progress while the readers
-/// are busy decoding.
+/// spent. Of a large file, once its footer is in, it issues the pieces (see
+/// [`LargeFiles::Columns`]): a piece of each such file in turn, as the
+/// `readers` decoding them at once will want them, with at most `readers`
+/// large files' pieces still to issue (the next file's footer is claimed
+/// when one is done). Its reads are driven here, so they progress while the
+/// readers are busy decoding.
 async fn drive(state: Arc<State>, order: Vec<Path>) {
+    let requests = state.options.requests.max(1);
+    let window = state.options.readers.max(1);
     let mut in_flight = FuturesUnordered::new();
-    for path in order {
-        while in_flight.len() >= state.options.requests {
-            in_flight.next().await;
+    // Footers awaited before a large file's pieces are known.
+    let mut footers = FuturesUnordered::new();
+    // Large files with pieces to issue, in turn.
+    let mut issuing: VecDeque<Path> = VecDeque::new();
+    let mut next = order.into_iter().peekable();
+    loop {
+        let released = state.released.notified();
+        let mut blocked = false;
+        // A piece of each large file in turn.
+        while in_flight.len() < requests && !blocked {
+            let Some(path) = issuing.pop_front() else {
+                break;
+            };
+            match state.issue_piece(&path) {
+                Some(Issued::Read(fetch)) => {
+                    in_flight.push(fetch);
+                    issuing.push_back(path);
+                }
+                Some(Issued::NoBudget { ever: true }) => {
+                    issuing.push_front(path);
+                    blocked = true;
+                }
+                None | Some(Issued::Gone) | Some(Issued::NoBudget { ever: false }) => {}
+            }
         }
-        loop {
-            let released = state.released.notified();
+        // Then the next files, in order.
+        while in_flight.len() < requests && !blocked && issuing.len() + footers.len() < window {
+            let Some(path) = next.peek().cloned() else {
+                break;
+            };
             match state.claim(&path, false) {
                 Claim::Read {
                     fetch,
-                    started_here: true,
-                } => in_flight.push(fetch),
-                Claim::Read {
-                    started_here: false,
-                    ..
-                }
-                | Claim::Passed
-                | Claim::NoBudget { ever: false } => {}
-                Claim::NoBudget { ever: true } => {
-                    // Wait for a reader to finish a file, driving the reads
-                    // in flight meanwhile.
-                    tokio::select! {
-                        _ = released => {}
-                        Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
+                    started_here,
+                } => {
+                    if started_here {
+                        in_flight.push(fetch.clone());
                     }
+                    let large = state
+                        .files
+                        .get(&path)
+                        .is_some_and(|m| !state.is_small(m.size));
+                    if large && matches!(state.options.large_files, LargeFiles::Columns(_)) {
+                        footers.push(async move { (fetch.await, path) });
+                    }
+                }
+                Claim::Passed | Claim::NoBudget { ever: false } => {}
+                Claim::NoBudget { ever: true } => {
+                    blocked = true;
                     continue;
                 }
             }
+            next.next();
+        }
+        if in_flight.is_empty() && footers.is_empty() && issuing.is_empty() && next.peek().is_none()
+        {
             break;
         }
+        // Wait for a read to end, a footer to come in, or a reader to
+        // release bytes, driving the reads in flight meanwhile.
+        tokio::select! {
+            _ = released, if blocked => {}
+            Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some((footer, path)) = footers.next(), if !footers.is_empty() => {
+                if let Ok(footer) = footer {
+                    state.plan(&path, &footer);
+                    issuing.push_back(path);
+                }
+            }
+        }
     }
-    while in_flight.next().await.is_some() {}
 }
 
 /// The store a scan's readers use while it reads ahead: ranged reads of a
@@ -558,5 +947,119 @@ impl ObjectStore for ReadAheadStore {
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
         self.state.store.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    /// A file of 8 row groups of two columns (`id`, `s`), as bytes.
+    fn file() -> Bytes {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let ids: Vec<i64> = (0..80_000).collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(StringArray::from_iter_values(
+                    ids.iter().map(|i| format!("value-{i}")),
+                )),
+            ],
+        )
+        .unwrap();
+        let properties = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(10_000))
+            .set_dictionary_enabled(false)
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(properties)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        Bytes::from(bytes)
+    }
+
+    fn footer(file: &Bytes) -> Bytes {
+        file.slice(file.len().saturating_sub(FOOTER_BYTES as usize)..)
+    }
+
+    #[test]
+    fn pieces_cover_the_chunks_of_the_columns_read_in_file_order() {
+        let file = file();
+        let size = file.len() as u64;
+        let metadata = ParquetMetaDataReader::new()
+            .parse_and_finish(&file)
+            .unwrap();
+        assert_eq!(metadata.num_row_groups(), 8);
+        let chunks = |root: Option<&str>| -> Vec<Range<u64>> {
+            metadata
+                .row_groups()
+                .iter()
+                .flat_map(|g| g.columns())
+                .filter(|c| root.is_none_or(|r| c.column_path().parts()[0] == r))
+                .map(|c| {
+                    let (start, len) = c.byte_range();
+                    start..start + len
+                })
+                .collect()
+        };
+        let covered = |pieces: &[Range<u64>], chunk: &Range<u64>| {
+            pieces
+                .iter()
+                .filter(|p| p.start < chunk.end && p.end > chunk.start)
+                .map(|p| p.end.min(chunk.end) - p.start.max(chunk.start))
+                .sum::<u64>()
+                == chunk.end - chunk.start
+        };
+        let ids = HashSet::from(["id".to_string()]);
+        let piece = 64 * 1024;
+        let pieces = pieces_of(&footer(&file), size, Some(&ids), piece);
+        assert!(chunks(Some("id")).iter().all(|c| covered(&pieces, c)));
+        // Only `id`'s chunks (and gaps under PIECE_GAP between them): the
+        // `s` chunks between them are larger than the gap.
+        let read: u64 = pieces.iter().map(|p| p.end - p.start).sum();
+        let wanted: u64 = chunks(Some("id")).iter().map(|c| c.end - c.start).sum();
+        assert_eq!(read, wanted, "{pieces:?}");
+        assert!(pieces.iter().all(|p| p.end - p.start <= piece));
+        assert!(pieces.windows(2).all(|w| w[0].end <= w[1].start));
+
+        // Every column: neighbours coalesce up to the piece size.
+        let all = pieces_of(&footer(&file), size, None, PIECE_BYTES);
+        assert!(chunks(None).iter().all(|c| covered(&all, c)));
+        assert!(all.len() < chunks(None).len(), "{} pieces", all.len());
+        // No column of that name: nothing.
+        let none = HashSet::from(["nope".to_string()]);
+        assert!(pieces_of(&footer(&file), size, Some(&none), piece).is_empty());
+        // A footer that does not decode, or a size that does not fit it:
+        // nothing, and no panic.
+        let mut corrupt = footer(&file).to_vec();
+        let at = corrupt.len() - 8;
+        corrupt[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(pieces_of(&Bytes::from(corrupt), size, None, piece).is_empty());
+        assert!(pieces_of(&footer(&file), 100, None, piece).is_empty());
+    }
+
+    #[test]
+    fn a_range_is_assembled_from_the_pieces_that_cover_it() {
+        let reads = [
+            (100, Bytes::from_static(b"abcd")),
+            (104, Bytes::from_static(b"efgh")),
+        ];
+        assert_eq!(assemble(&reads[..1], &(101..103)).unwrap(), "bc");
+        assert_eq!(assemble(&reads, &(102..106)).unwrap(), "cdef");
+        // A short read leaves a hole: not answered.
+        let short = [
+            (100, Bytes::from_static(b"ab")),
+            (104, Bytes::from_static(b"efgh")),
+        ];
+        assert!(assemble(&short, &(101..106)).is_none());
+        assert!(assemble(&reads[..1], &(101..106)).is_none());
     }
 }

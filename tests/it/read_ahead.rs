@@ -270,3 +270,193 @@ async fn a_join_filter_still_skips_files_read_ahead() {
         "the hash join's filter skipped them"
     );
 }
+
+/// Large files: `LARGE_FILES` files of 40,000 rows in row groups of 2,000
+/// under `memory:///lake/p=0..1/`, each well over the `whole_file_bytes`
+/// the tests set (64 KiB), so only a footer is read whole.
+const LARGE_FILES: usize = 4;
+const LARGE_ROWS: usize = 40_000;
+
+async fn large_lake() -> Arc<InMemory> {
+    use parquet::file::properties::WriterProperties;
+
+    let lake = Arc::new(InMemory::new());
+    for f in 0..LARGE_FILES {
+        let batch = events_batch((f * LARGE_ROWS) as i64, LARGE_ROWS);
+        let properties = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(2_000))
+            .set_dictionary_enabled(false)
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer =
+            ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        assert!(bytes.len() > 512 * 1024, "{} bytes", bytes.len());
+        let path = Path::from(format!("lake/p={}/part-{f}.parquet", f % 2));
+        lake.put(&path, PutPayload::from(bytes)).await.unwrap();
+    }
+    lake
+}
+
+/// A session over the large lake that reads files over 64 KiB in pieces
+/// after their last 64 KiB (DataFusion's default footer read, 512 KiB,
+/// would be half of these files), with 16 reads in flight and 2 MiB held
+/// at most (so 128 KiB pieces), each read taking 2 ms (as a remote store's:
+/// the read-ahead's reads run while the decoders wait).
+async fn large_session(lake: &Arc<InMemory>) -> (SessionContext, Arc<FaultyStore>) {
+    let store = FaultyStore::new(Arc::clone(lake) as Arc<dyn ObjectStore>);
+    let mut config = SessionConfig::new().with_target_partitions(4);
+    config.options_mut().execution.parquet.metadata_size_hint = Some(64 * 1024);
+    let ctx = SessionBuilder::new()
+        .with_config(config)
+        .with_object_store(
+            Url::parse("memory://").unwrap(),
+            store.clone() as Arc<dyn ObjectStore>,
+        )
+        .build_context();
+    let table = PartitionedTable::builder("memory:///lake/")
+        .partition_column("p", DataType::Int32)
+        .build(&ctx.state())
+        .await
+        .unwrap();
+    ctx.register_table("t", Arc::new(table)).unwrap();
+    exec(&ctx, "SET lakefusion.whole_file_bytes = 65536").await;
+    exec(&ctx, "SET lakefusion.read_ahead_requests = 16").await;
+    exec(&ctx, "SET lakefusion.read_ahead_bytes = 2097152").await;
+    store.reset_counts();
+    store.inject(FaultRule::new(Fault::Latency(Duration::from_millis(2))).on(RequestKind::Read));
+    (ctx, store)
+}
+
+const LARGE_TOTAL: &str = "SELECT count(*), sum(amount), max(id), max(user) FROM t";
+
+#[tokio::test]
+async fn a_large_file_is_read_ahead_in_pieces_within_the_budget() {
+    let lake = large_lake().await;
+    let (ctx, store) = large_session(&lake).await;
+    let plan = physical_plan(&ctx, LARGE_TOTAL).await;
+    collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+    let requests = metric(&plan, "read_ahead_requests");
+    let peak = metric(&plan, "read_ahead_peak_bytes");
+    let read = metric(&plan, "read_ahead_bytes");
+    let store_reads = reads(&store);
+    println!(
+        "{requests} reads ahead, {read} B, peak {peak} B; {store_reads} reads of the store; {} hits",
+        metric(&plan, "read_ahead_hits")
+    );
+    // A footer and more than one piece per file.
+    assert!(requests > 3 * LARGE_FILES, "{requests} reads ahead");
+    assert!(peak > 0 && peak <= 2 << 20, "peak {peak} B, budget 2 MiB");
+    // The decoders read from the pieces: at most one read of each file of
+    // their own (a piece a decoder reached before the read-ahead did).
+    assert!(
+        store_reads <= requests + LARGE_FILES,
+        "{store_reads} reads of the store, {requests} of them ahead"
+    );
+    let sizes: u64 = {
+        let mut total = 0;
+        for f in 0..LARGE_FILES {
+            let path = Path::from(format!("lake/p={}/part-{f}.parquet", f % 2));
+            total += lake.head(&path).await.unwrap().size;
+        }
+        total
+    };
+    assert!(read as u64 <= sizes, "{read} B read ahead of {sizes} B");
+
+    // Without reading ahead: the same rows, a request per row group.
+    let ahead = rows(&ctx, LARGE_TOTAL).await.unwrap();
+    exec(&ctx, "SET lakefusion.read_ahead_requests = 0").await;
+    ctx.runtime_env()
+        .cache_manager
+        .get_file_metadata_cache()
+        .clear();
+    store.reset_counts();
+    assert_eq!(rows(&ctx, LARGE_TOTAL).await.unwrap(), ahead);
+    let total = LARGE_FILES * LARGE_ROWS;
+    assert!(ahead[0].contains(&format!("| {total} ")), "{ahead:?}");
+    assert!(reads(&store) >= LARGE_FILES * 20, "{} reads", reads(&store));
+}
+
+#[tokio::test]
+async fn a_large_file_scan_reads_ahead_only_the_columns_it_reads() {
+    let lake = large_lake().await;
+    let (ctx, _store) = large_session(&lake).await;
+    let bytes_for = |sql: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let plan = physical_plan(&ctx, sql).await;
+            collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+            metric(&plan, "read_ahead_bytes")
+        }
+    };
+    let amount = bytes_for("SELECT sum(amount) FROM t").await;
+    let amount_and_user = bytes_for("SELECT sum(amount), max(user) FROM t").await;
+    let all = bytes_for(LARGE_TOTAL).await;
+    println!("read ahead: amount {amount} B, with user {amount_and_user} B, with id too {all} B");
+    assert!(amount > 0 && amount < amount_and_user && amount_and_user < all);
+}
+
+#[tokio::test]
+async fn a_large_file_scan_that_may_skip_row_groups_reads_ahead_footers_only() {
+    let lake = large_lake().await;
+    let (ctx, _store) = large_session(&lake).await;
+    for sql in [
+        "SELECT sum(amount) FROM t WHERE id BETWEEN 1000 AND 3000",
+        "SELECT id FROM t LIMIT 5",
+    ] {
+        let plan = physical_plan(&ctx, sql).await;
+        collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+        let requests = metric(&plan, "read_ahead_requests");
+        assert!(requests <= LARGE_FILES, "{sql}: {requests} reads ahead");
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_large_file_scan_cancels_its_pieces() {
+    let lake = large_lake().await;
+    let (ctx, store) = large_session(&lake).await;
+    store.clear();
+    store.inject(FaultRule::new(Fault::Latency(Duration::from_millis(200))).on(RequestKind::Read));
+    let plan = physical_plan(&ctx, "SELECT * FROM t").await;
+    let scan = scan_of(&plan);
+    let mut streams: Vec<_> = (0..4)
+        .map(|p| scan.execute(p, ctx.task_ctx()).unwrap())
+        .collect();
+    // The first batch: a footer, then the first pieces.
+    let first = tokio::time::timeout(Duration::from_secs(10), streams[0].next()).await;
+    assert!(matches!(first, Ok(Some(Ok(_)))), "a first batch");
+    let in_flight = store.reads_in_flight();
+    assert!(
+        in_flight > 4,
+        "pieces read ahead: {in_flight} reads in flight"
+    );
+    drop(streams);
+    let dropped = Instant::now();
+    while store.reads_in_flight() > 0 && dropped.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.reads_in_flight(), 0, "every read was cancelled");
+    let issued = store.requests();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.requests(), issued, "and nothing new was issued");
+}
+
+#[tokio::test]
+async fn a_large_file_that_fails_is_named() {
+    let lake = large_lake().await;
+    let (ctx, store) = large_session(&lake).await;
+    store.clear();
+    store.inject(
+        FaultRule::new(Fault::Permanent)
+            .on(RequestKind::Read)
+            .path_contains("p=1/part-3"),
+    );
+    store.inject(FaultRule::new(Fault::Latency(Duration::from_millis(2))).on(RequestKind::Read));
+    let error = tokio::time::timeout(Duration::from_secs(10), rows(&ctx, LARGE_TOTAL))
+        .await
+        .expect("the scan ends")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("lake/p=1/part-3.parquet"), "{error}");
+}
