@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench remote -- [--partitions 102] [--files-per-partition 10]
-//!     [--rows 1000] [--latency-ms 20] [--runs 3]
+//!     [--rows 1000] [--latency-ms 20] [--runs 3] [--large 12x1250000,3x8000000]
 //! ```
 //!
 //! The lake (by default 1,020 files of 1,000 rows in 102 partitions) lives
@@ -18,6 +18,14 @@
 //! Each line prints both times and `listing / ours` (above 1 means lakefusion
 //! is faster), then requests per file and the read-ahead's peak bytes held
 //! against its budget.
+//!
+//! Then lakes of large files (`--large 12x1250000,3x8000000`: 12 files of
+//! ~20 MB and 3 of ~128 MB, 10 row groups each, in one partition directory
+//! `p=0`), behind a store that also waits 10 ns a byte (one connection's
+//! 100 MB/s): a cold full scan (fresh session: registration + scan), the
+//! same scan again, and a selective filter on `id`, ours against
+//! ListingTable, with the bytes read ahead and the bandwidth limit: bytes ÷
+//! (100 MB/s × requests in flight) + a round trip per wave of requests.
 //!
 //! Then writing on S3: an S3-compatible server on loopback (s3s-fs,
 //! in-process, object_store's `AmazonS3` client on its defaults), the whole
@@ -56,6 +64,8 @@ struct Args {
     rows: usize,
     latency: Duration,
     runs: usize,
+    /// Large-file lakes: files, rows a file (row groups of a tenth of it).
+    large: Vec<(usize, usize)>,
 }
 
 fn parse_args() -> Args {
@@ -65,6 +75,7 @@ fn parse_args() -> Args {
         rows: 1000,
         latency: Duration::from_millis(20),
         runs: 3,
+        large: vec![(12, 1_250_000), (3, 8_000_000)],
     };
     let mut it = std::env::args().skip(1);
     let number = |v: Option<String>, flag: &str| -> usize {
@@ -82,6 +93,19 @@ fn parse_args() -> Args {
                 args.latency = Duration::from_millis(number(it.next(), "--latency-ms") as u64)
             }
             "--runs" => args.runs = number(it.next(), "--runs"),
+            // `12x1250000,3x8000000`; empty: none.
+            "--large" => {
+                args.large = it
+                    .next()
+                    .expect("--large FILESxROWS,…")
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|shape| {
+                        let (files, rows) = shape.split_once('x').expect("FILESxROWS");
+                        (files.parse().expect("files"), rows.parse().expect("rows"))
+                    })
+                    .collect()
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -144,10 +168,20 @@ async fn write_lake(args: &Args) -> Result<Arc<InMemory>> {
 
 /// A fresh context over a fresh throttled, counted view of `lake`.
 fn fresh(lake: &Arc<InMemory>, latency: Duration) -> (SessionContext, Arc<FaultyStore>) {
+    fresh_with(lake, latency, Duration::ZERO)
+}
+
+/// [`fresh`], with reads also waiting `per_byte` for each byte.
+fn fresh_with(
+    lake: &Arc<InMemory>,
+    latency: Duration,
+    per_byte: Duration,
+) -> (SessionContext, Arc<FaultyStore>) {
     let throttled = ThrottledStore::new(
         Arc::clone(lake) as Arc<dyn ObjectStore>,
         ThrottleConfig {
             wait_get_per_call: latency,
+            wait_get_per_byte: per_byte,
             wait_list_per_call: latency,
             wait_list_with_delimiter_per_call: latency,
             wait_put_per_call: latency,
@@ -310,6 +344,9 @@ async fn run(args: Args) -> Result<()> {
         per_file(ours_side.requests_repeated),
         per_file(listing_side.requests_repeated)
     );
+    for &(files, rows) in &args.large {
+        large_files(files, rows, &args).await?;
+    }
     write_on_s3(&lake, &args).await?;
     let budget = ScanOptions::default();
     println!(
@@ -368,4 +405,140 @@ async fn write_on_s3(lake: &Arc<InMemory>, args: &Args) -> Result<()> {
         &mut copy,
     );
     Ok(())
+}
+
+/// `files` files of `rows` rows in 10 row groups each, under `lake/p=0/`.
+async fn write_large_lake(files: usize, rows: usize) -> Result<(Arc<InMemory>, usize)> {
+    use parquet::file::properties::WriterProperties;
+    let store = Arc::new(InMemory::new());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+        Field::new("s", DataType::Utf8, false),
+    ]));
+    let mut bytes = 0;
+    for f in 0..files {
+        let properties = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(rows.div_ceil(10)))
+            .build();
+        let mut buffer = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut buffer, Arc::clone(&schema), Some(properties))?;
+        let base = (f * rows) as i64;
+        for chunk in (0..rows).step_by(100_000) {
+            let ids: Vec<i64> =
+                (base + chunk as i64..base + (chunk + 100_000).min(rows) as i64).collect();
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from(ids.clone())),
+                    Arc::new(Int64Array::from_iter_values(
+                        ids.iter().map(|i| (i * 7919) % 1_000_003),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        ids.iter().map(|i| format!("s{}", i % 13)),
+                    )),
+                ],
+            )?;
+            writer.write(&batch)?;
+        }
+        writer.close()?;
+        bytes += buffer.len();
+        let path = Path::from(format!("lake/p=0/part-{f}.parquet"));
+        store.put(&path, PutPayload::from(buffer)).await?;
+    }
+    Ok((store, bytes))
+}
+
+/// Cold, warm and selective scans of a lake of large files, ours against
+/// ListingTable, behind 20 ms a request and 10 ns a byte.
+async fn large_files(files: usize, rows: usize, args: &Args) -> Result<()> {
+    const PER_BYTE: Duration = Duration::from_nanos(10);
+    let (lake, bytes) = write_large_lake(files, rows).await?;
+    println!(
+        "large files: {files} files of {:.1} MB ({rows} rows, 10 row groups), {} ms a request and 10 ns a byte",
+        bytes as f64 / files as f64 / 1e6,
+        args.latency.as_millis()
+    );
+    let last = (files * rows) as i64 - 1;
+    let selective = format!(
+        "SELECT count(*), sum(v) FROM t WHERE id BETWEEN {} AND {}",
+        last / 2,
+        last / 2 + 1000
+    );
+    let (mut cold, mut warm, mut filtered) = (
+        [Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new()],
+    );
+    let (mut read_ahead, mut requests) = (0, 0);
+    for _ in 0..args.runs {
+        let mut answers = Vec::new();
+        for (side, ours_side) in [(0, true), (1, false)] {
+            let (ctx, store) = fresh_with(&lake, args.latency, PER_BYTE);
+            let started = Instant::now();
+            let table = if ours_side {
+                ours(&ctx).await?
+            } else {
+                listing(&ctx).await?
+            };
+            ctx.register_table("t", table)?;
+            let plan = ctx.sql(FULL_SCAN).await?.create_physical_plan().await?;
+            let batches = collect(Arc::clone(&plan), ctx.task_ctx()).await?;
+            cold[side].push(started.elapsed());
+            if ours_side {
+                read_ahead = metric_sum(&plan, "read_ahead_bytes");
+                requests = metric_sum(&plan, "read_ahead_requests");
+            }
+            let started = Instant::now();
+            let again = collect(
+                ctx.sql(FULL_SCAN).await?.create_physical_plan().await?,
+                ctx.task_ctx(),
+            )
+            .await?;
+            warm[side].push(started.elapsed());
+            let started = Instant::now();
+            let picked = ctx.sql(&selective).await?.collect().await?;
+            filtered[side].push(started.elapsed());
+            let text = |b: &[RecordBatch]| {
+                datafusion::arrow::util::pretty::pretty_format_batches(b).map(|t| t.to_string())
+            };
+            assert_eq!(text(&batches)?, text(&again)?);
+            answers.push((text(&batches)?, text(&picked)?));
+            drop(store);
+        }
+        assert_eq!(answers[0], answers[1], "the two tables disagree");
+    }
+    println!(
+        "{:<44} {:>13} {:>13} {:>9}",
+        "median of runs", "ours", "ListingTable", "listing/ours"
+    );
+    let [ours_cold, listing_cold] = &mut cold;
+    print_row("registration + first full scan", ours_cold, listing_cold);
+    let [ours_warm, listing_warm] = &mut warm;
+    print_row("repeated full scan", ours_warm, listing_warm);
+    let [ours_filtered, listing_filtered] = &mut filtered;
+    print_row("selective filter on id", ours_filtered, listing_filtered);
+    let in_flight = ScanOptions::default().read_ahead_requests;
+    let waves = requests.div_ceil(in_flight);
+    let limit =
+        read_ahead as f64 / (100e6 * in_flight as f64) + waves as f64 * args.latency.as_secs_f64();
+    println!(
+        "bandwidth limit of the full scan: {:.1} MB read ahead in {requests} requests, {in_flight} in flight, {waves} waves: {:.1} ms",
+        read_ahead as f64 / 1e6,
+        limit * 1e3
+    );
+    Ok(())
+}
+
+/// The sum of metric `name` over every node of `plan`.
+fn metric_sum(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.sum_by_name(name))
+        .map_or(0, |v| v.as_usize());
+    own + plan
+        .children()
+        .into_iter()
+        .map(|c| metric_sum(c, name))
+        .sum::<usize>()
 }

@@ -105,7 +105,7 @@ const SPLIT_AFTER: usize = 1_000;
 const MAX_SPLIT_POINTS: usize = 64;
 /// A wait between two of the root listing's keys of at least a request's
 /// wait over this is the wait for a page...
-const PAGE_WAIT: u32 = 4;
+const PAGE_WAIT: u32 = 8;
 /// ... and after this many, the store is known to make each page wait:
 /// only then does a range of its own pay. (A store that holds every key
 /// after its first answer, as `InMemory` does, streams them without such
@@ -443,6 +443,8 @@ impl<'a> Lister<'a> {
         let name = range.after.as_deref().unwrap_or(prefix.as_ref());
         let until = std::sync::Mutex::new(range.until);
         let after = range.after.as_deref().map(Path::parse).transpose()?;
+        // A range counts as slow once, however often it is retried.
+        let struck = AtomicBool::new(false);
         let attempt = || async {
             let mut end = until
                 .lock()
@@ -455,7 +457,13 @@ impl<'a> Lister<'a> {
                     policy.each_within(name, self.store.list_with_offset(Some(prefix), after))
                 }
                 (Some(after), None) => self.store.list_with_offset(Some(prefix), after),
-                // A resilient store bounds each page of a plain listing itself.
+                // A resilient store collects a plain listing whole (to retry
+                // it whole): the root's keys would arrive only at its end.
+                // Every key under `prefix` is after `prefix` itself, so this
+                // streams the same keys, retried here.
+                (None, Some(policy)) if !prefix.as_ref().is_empty() => {
+                    policy.each_within(name, self.store.list_with_offset(Some(prefix), prefix))
+                }
                 (None, _) => self.store.list(Some(prefix)),
             };
             // A range listing on a store that lists from the start waits
@@ -475,7 +483,11 @@ impl<'a> Lister<'a> {
                         match tokio::time::timeout(slow_after, listing.try_next()).await {
                             Ok(next) => next?,
                             Err(_) => {
-                                if slow.fetch_add(1, AtomicOrdering::Relaxed) + 1 >= SLOW_LISTINGS {
+                                let first_strike = !struck.swap(true, AtomicOrdering::Relaxed);
+                                if first_strike
+                                    && slow.fetch_add(1, AtomicOrdering::Relaxed) + 1
+                                        >= SLOW_LISTINGS
+                                {
                                     shared.give_up(Fallback::FromStart);
                                     return Ok(Vec::new());
                                 }

@@ -208,6 +208,12 @@ impl LazyScanStream {
                 options,
                 &self.context.runtime_env().memory_pool,
                 ReadAheadMetrics::new(&self.metrics),
+                Some(
+                    self.context
+                        .runtime_env()
+                        .cache_manager
+                        .get_file_metadata_cache(),
+                ),
             )
         };
         Some(match shared {

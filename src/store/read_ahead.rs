@@ -11,14 +11,17 @@
 //! * a file of at most `whole_file_bytes` in one request, footer and data
 //!   together;
 //! * of a larger file, its last `footer_bytes` (the footer the opener reads
-//!   first; its row groups are then read by the opener itself, coalesced).
+//!   first), then — when the scan reads every row group ([`LargeFiles`]) —
+//!   the column chunks it projects, in pieces of at most [`PIECE_BYTES`],
+//!   a piece of each file being decoded in turn; otherwise the opener reads
+//!   the row groups it keeps itself.
 //!
 //! At most `requests` reads are in flight at once, and the bytes held are
 //! reserved from the session's `MemoryPool` (and at most `bytes`) before a
 //! read is issued (a `LIMIT`ed scan holds at most one file per partition);
-//! a file's bytes are released when its last reader is dropped. A reader
-//! that reaches a file before the read-ahead does claims the file's one read
-//! itself.
+//! a file's bytes are released when its last reader is dropped, a piece's
+//! as soon as the decoder has read all of it. A reader that reaches a file
+//! (or a piece) before the read-ahead does claims its one read itself.
 //! The readers ask their store as usual: [`ReadAheadStore`] answers from
 //! what was read ahead (waiting for a read in flight rather than issuing a
 //! second one) and passes everything else — and any read that failed ahead —
@@ -37,6 +40,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use datafusion::common::runtime::SpawnedTask;
+use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
+use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricCategory, MetricType,
@@ -50,7 +55,7 @@ use object_store::{
     ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
     Result,
 };
-use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use tokio::sync::Notify;
 
 use super::retry::resolve_range;
@@ -177,8 +182,11 @@ struct Part {
     /// each column chunk once); a footer or a whole file stays until the
     /// file's last reader closes (footers are read more than once).
     piece: bool,
-    /// Bytes of it served to readers so far.
+    /// Bytes of it served to readers so far...
     served: u64,
+    /// ... and how many the decoder will read (a piece's gaps are never
+    /// read): once served, a piece goes.
+    wanted: u64,
 }
 
 /// The pieces of a large file's column chunks not issued yet.
@@ -186,8 +194,16 @@ enum Pieces {
     /// Known once its footer is in.
     Unplanned,
     /// In file order; the driver issues them front first, a reader that
-    /// gets to one first takes it out and reads it itself.
-    Planned(VecDeque<Range<u64>>),
+    /// gets to one first issues it itself.
+    Planned(VecDeque<Piece>),
+}
+
+/// A range of a large file to read ahead, and how many of its bytes are
+/// column chunks the scan reads (the rest is gaps between them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Piece {
+    range: Range<u64>,
+    wanted: u64,
 }
 
 /// What the read-ahead knows of one file.
@@ -209,15 +225,19 @@ enum Claim {
     Read { fetch: Fetch, started_here: bool },
     /// The file is not read ahead.
     Passed,
-    /// No budget for it now; `ever` is false if none will ever be (nothing
-    /// is held, so waiting for a release would wait forever).
-    NoBudget { ever: bool },
+    /// No budget for it now, but bytes are held: there will be, once a
+    /// reader releases them.
+    NoBudget,
+    /// A large file whose footer is cached: no first read, its pieces are
+    /// planned.
+    Planned,
 }
 
 /// What [`State::issue_piece`] did with a piece.
 enum Issued {
     Read(Fetch),
-    /// No budget for it now (see [`Claim::NoBudget`]).
+    /// No budget for it now; `ever` is false if none will ever be (nothing
+    /// is held, so waiting for a release would wait forever).
     NoBudget {
         ever: bool,
     },
@@ -246,6 +266,9 @@ struct State {
     released: Notify,
     options: ReadAheadOptions,
     metrics: ReadAheadMetrics,
+    /// The footers the decoders find without reading (DataFusion's file
+    /// metadata cache): of those files no footer is read ahead.
+    footers: Option<Arc<FileMetadataCache>>,
 }
 
 impl State {
@@ -255,6 +278,20 @@ impl State {
 
     fn held(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The footer of `meta`'s file as the decoders will find it in the
+    /// metadata cache, if they will.
+    fn cached_footer(&self, meta: &ObjectMeta) -> Option<Arc<ParquetMetaData>> {
+        let entry = self.footers.as_ref()?.get(&meta.location)?;
+        if !entry.is_valid_for(meta) {
+            return None;
+        }
+        let cached = entry
+            .file_metadata
+            .as_any()
+            .downcast_ref::<CachedParquetMetaData>()?;
+        Some(Arc::clone(cached.parquet_metadata()))
     }
 
     /// Whether a file of `size` bytes is read whole.
@@ -301,18 +338,43 @@ impl State {
         let mut entries = self.entries();
         match entries.get(path) {
             Some(Entry::Ahead { parts, .. }) => {
-                if let Some(first) = parts.first() {
-                    return Claim::Read {
+                return match parts.first().filter(|p| !p.piece) {
+                    Some(first) => Claim::Read {
                         fetch: first.fetch.clone(),
                         started_here: false,
-                    };
-                }
-                return Claim::Passed;
+                    },
+                    None => Claim::Planned,
+                };
             }
             Some(Entry::Passed) => return Claim::Passed,
             None => {}
         }
         let meta = self.files.get(path);
+        // A large file whose footer the decoders will find cached: no
+        // footer read; its pieces (if any) planned from that footer.
+        if let Some(meta) = meta.filter(|m| !self.is_small(m.size)) {
+            if let Some(footer) = self.cached_footer(meta) {
+                let planned = match &self.options.large_files {
+                    LargeFiles::Columns(columns) => self.pieces(meta, |piece, end| {
+                        pieces_in(&footer, meta.size, columns.as_deref(), piece, end)
+                    }),
+                    LargeFiles::Footer => Vec::new(),
+                };
+                if planned.is_empty() || self.try_reserve(0, true).is_err() {
+                    entries.insert(path.clone(), Entry::Passed);
+                    return Claim::Passed;
+                }
+                entries.insert(
+                    path.clone(),
+                    Entry::Ahead {
+                        parts: Vec::new(),
+                        reserved: 0,
+                        pieces: Pieces::Planned(planned.into()),
+                    },
+                );
+                return Claim::Planned;
+            }
+        }
         let (start, len) = match meta.map(|m| self.extent(m.size)) {
             Some((start, len)) if len > 0 => (start, len),
             _ => {
@@ -325,7 +387,7 @@ impl State {
                 entries.insert(path.clone(), Entry::Passed);
                 return Claim::Passed;
             }
-            return Claim::NoBudget { ever: !never };
+            return Claim::NoBudget;
         }
         let fetch = self.fetch(path.clone(), start..start + len);
         let large = meta.is_some_and(|m| !self.is_small(m.size));
@@ -341,6 +403,7 @@ impl State {
                     fetch: fetch.clone(),
                     piece: false,
                     served: 0,
+                    wanted: len,
                 }],
                 reserved: len as usize,
                 pieces,
@@ -354,31 +417,54 @@ impl State {
 
     /// Plans the pieces of `path` from its `footer` (the file's last bytes),
     /// once: nothing if the footer does not decode (the decoder will say
-    /// why, naming the file).
+    /// why, naming the file). The footer is decoded outside the lock.
     fn plan(&self, path: &Path, footer: &Bytes) {
-        let mut entries = self.entries();
-        let Some(Entry::Ahead { pieces, .. }) = entries.get_mut(path) else {
-            return;
+        let unplanned = |entries: &HashMap<Path, Entry>| {
+            matches!(
+                entries.get(path),
+                Some(Entry::Ahead {
+                    pieces: Pieces::Unplanned,
+                    ..
+                })
+            )
         };
-        if !matches!(pieces, Pieces::Unplanned) {
+        if !unplanned(&self.entries()) {
             return;
         }
-        let (LargeFiles::Columns(columns), Some(meta)) =
-            (&self.options.large_files, self.files.get(path))
-        else {
-            *pieces = Pieces::Planned(VecDeque::new());
-            return;
+        let planned = match (&self.options.large_files, self.files.get(path)) {
+            (LargeFiles::Columns(columns), Some(meta)) => {
+                // Pieces stop where the first read (the file's end) starts,
+                // and are at most the budget's share of one request in
+                // flight, once the footers of the files read at once are held.
+                let metadata = decode_footer(footer, meta.size);
+                metadata.map_or_else(Vec::new, |metadata| {
+                    self.pieces(meta, |piece, end| {
+                        pieces_in(&metadata, meta.size, columns.as_deref(), piece, end)
+                    })
+                })
+            }
+            _ => Vec::new(),
         };
-        let share = self.options.bytes / self.options.requests.max(1);
-        let piece = (share as u64).clamp(MIN_PIECE_BYTES, PIECE_BYTES);
-        // The end of the file is the first read's: pieces stop where it starts.
-        let (footer_start, _) = self.extent(meta.size);
-        let planned = pieces_of(footer, meta.size, columns.as_deref(), piece)
-            .into_iter()
-            .filter(|p| p.start < footer_start)
-            .map(|p| p.start..p.end.min(footer_start))
-            .collect();
-        *pieces = Pieces::Planned(planned);
+        let mut entries = self.entries();
+        if unplanned(&entries) {
+            if let Some(Entry::Ahead { pieces, .. }) = entries.get_mut(path) {
+                *pieces = Pieces::Planned(planned.into());
+            }
+        }
+    }
+
+    /// The pieces `plan` makes of `meta`'s file, given their largest size
+    /// and where they end: before the first read (the file's end) starts,
+    /// and at most the budget's share of one request in flight, once the
+    /// footers of the files read at once are held.
+    fn pieces(&self, meta: &ObjectMeta, plan: impl FnOnce(u64, u64) -> Vec<Piece>) -> Vec<Piece> {
+        let (footer_start, footer_len) = self.extent(meta.size);
+        let footers = footer_len as usize * self.options.readers.max(1);
+        let share = self.options.bytes.saturating_sub(footers) / self.options.requests.max(1);
+        plan(
+            (share as u64).clamp(MIN_PIECE_BYTES, PIECE_BYTES),
+            footer_start,
+        )
     }
 
     /// Issues the next planned piece of `path` within the budgets, or says
@@ -393,18 +479,20 @@ impl State {
         else {
             return Some(Issued::Gone);
         };
-        let range = planned.front()?.clone();
-        let len = (range.end - range.start) as usize;
+        let len = planned
+            .front()
+            .map(|p| (p.range.end - p.range.start) as usize)?;
         if let Err(never) = self.try_reserve(len, false) {
             return Some(Issued::NoBudget { ever: !never });
         }
-        planned.pop_front();
-        let fetch = self.fetch(path.clone(), range.clone());
+        let piece = planned.pop_front()?;
+        let fetch = self.fetch(path.clone(), piece.range.clone());
         parts.push(Part {
-            range,
+            range: piece.range,
             fetch: fetch.clone(),
             piece: true,
             served: 0,
+            wanted: piece.wanted,
         });
         *reserved += len;
         Some(Issued::Read(fetch))
@@ -468,9 +556,9 @@ impl State {
 
     /// The reads of `path` that cover `range` together, in order, or `None`.
     /// Planned pieces within `range` that the driver has not issued yet are
-    /// issued here, for the reader that got to them first, as far as the
-    /// budget allows (they hold the next row groups too); the rest are taken
-    /// out, and the reader reads the range itself.
+    /// issued here, for the reader that got to them first, if the budget
+    /// allows them all (they hold the next row groups too); otherwise they
+    /// are taken out, and the reader reads the range itself.
     fn covering(&self, path: &Path, range: &Range<u64>) -> Option<Vec<(u64, Fetch)>> {
         let mut entries = self.entries();
         let Some(Entry::Ahead {
@@ -483,21 +571,24 @@ impl State {
         };
         let overlaps = |r: &Range<u64>| r.start < range.end && r.end > range.start;
         if let Pieces::Planned(planned) = pieces {
-            while let Some(at) = planned.iter().position(overlaps) {
-                let Some(piece) = planned.remove(at) else {
-                    break;
-                };
-                let len = (piece.end - piece.start) as usize;
-                if self.try_reserve(len, false).is_err() {
-                    planned.retain(|p| !overlaps(p));
-                    break;
+            let (wanted, rest): (VecDeque<Piece>, VecDeque<Piece>) =
+                planned.drain(..).partition(|p| overlaps(&p.range));
+            *planned = rest;
+            let len: usize = wanted
+                .iter()
+                .map(|p| (p.range.end - p.range.start) as usize)
+                .sum();
+            // All of them or none: the reader reads the range itself.
+            if !wanted.is_empty() && self.try_reserve(len, false).is_ok() {
+                for piece in wanted {
+                    parts.push(Part {
+                        fetch: self.fetch(path.clone(), piece.range.clone()),
+                        range: piece.range,
+                        piece: true,
+                        served: 0,
+                        wanted: piece.wanted,
+                    });
                 }
-                parts.push(Part {
-                    range: piece.clone(),
-                    fetch: self.fetch(path.clone(), piece),
-                    piece: true,
-                    served: 0,
-                });
                 *reserved += len;
             }
         }
@@ -521,7 +612,7 @@ impl State {
     }
 
     /// Counts `range` as read from the pieces of `path` it covers; a piece
-    /// read whole goes.
+    /// whose column chunks were all read goes.
     fn served(&self, path: &Path, range: &Range<u64>) {
         let mut freed = 0;
         {
@@ -541,7 +632,7 @@ impl State {
                     .min(part.range.end)
                     .saturating_sub(range.start.max(part.range.start));
                 part.served += overlap;
-                let whole = part.served >= part.range.end - part.range.start;
+                let whole = part.served >= part.wanted;
                 if whole {
                     freed += (part.range.end - part.range.start) as usize;
                 }
@@ -563,8 +654,10 @@ impl State {
         range: impl FnOnce(u64) -> Range<u64>,
     ) -> Option<(ObjectMeta, Bytes)> {
         let meta = self.files.get(path)?;
-        let Claim::Read { fetch, .. } = self.claim(path, true) else {
-            return None;
+        let first = match self.claim(path, true) {
+            Claim::Read { fetch, .. } => Some(fetch),
+            Claim::Planned => None,
+            Claim::Passed | Claim::NoBudget => return None,
         };
         let range = range(meta.size);
         if range.start >= range.end {
@@ -572,13 +665,18 @@ impl State {
         }
         // The first read is the footer (or the whole file) the decoder
         // reads before anything else: with it in, the pieces are known.
-        let first = fetch.await.ok()?;
-        self.plan(path, &first);
-        let reads = self.covering(path, &range)?;
-        let mut bytes = Vec::with_capacity(reads.len());
-        for (start, fetch) in reads {
-            bytes.push((start, fetch.await.ok()?));
+        if let Some(first) = first {
+            let first = first.await.ok()?;
+            self.plan(path, &first);
         }
+        let reads = self.covering(path, &range)?;
+        let fetched = futures::future::join_all(
+            reads
+                .into_iter()
+                .map(|(start, fetch)| async move { fetch.await.ok().map(|bytes| (start, bytes)) }),
+        )
+        .await;
+        let bytes: Vec<(u64, Bytes)> = fetched.into_iter().collect::<Option<_>>()?;
         let out = assemble(&bytes, &range)?;
         self.served(path, &range);
         self.metrics.hits.add(1);
@@ -612,30 +710,49 @@ fn assemble(reads: &[(u64, Bytes)], range: &Range<u64>) -> Option<Bytes> {
     (at == range.end).then(|| out.freeze())
 }
 
-/// The pieces to read ahead of a file of `size` bytes whose last bytes are
-/// `footer`: the column chunks of `columns` (top-level names; `None`: all)
-/// in every row group, neighbours within [`PIECE_GAP`] read together, in
-/// file order, none longer than `piece` bytes. Empty if the footer does
-/// not decode from those bytes, or names chunks outside the file.
-fn pieces_of(
-    footer: &Bytes,
+/// The footer of a file of `size` bytes from its last bytes, or `None` if
+/// it does not decode from them: the footer is untrusted (a corrupt one may
+/// even panic the decoder, see `footer_without_panics`), and the decoder
+/// will report it, naming the file.
+fn decode_footer(footer: &Bytes, size: u64) -> Option<ParquetMetaData> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut reader = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
+        reader.try_parse_sized(footer, size).ok()?;
+        reader.finish().ok()
+    }))
+    .ok()
+    .flatten()
+}
+
+/// The pieces to read ahead of a file of `size` bytes with `metadata`: the
+/// column chunks of `columns` (top-level names; `None`: all) in every row
+/// group before `end` (where the footer read starts; a chunk running into
+/// it is cut there), neighbours within [`PIECE_GAP`] read together, in file
+/// order, none longer than `piece` bytes. Empty if the footer names chunks
+/// outside the file.
+fn pieces_in(
+    metadata: &ParquetMetaData,
     size: u64,
     columns: Option<&HashSet<String>>,
     piece: u64,
-) -> Vec<Range<u64>> {
-    // A corrupt footer may panic the decoder (see `footer_without_panics`):
-    // the read-ahead then reads nothing more, and the decoder reports it.
-    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut reader = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
-        reader.try_parse_sized(footer, size)?;
-        reader.finish()
-    }));
-    let Ok(Ok(metadata)) = decoded else {
-        return Vec::new();
-    };
+    end: u64,
+) -> Vec<Piece> {
     let mut chunks = Vec::new();
     for group in metadata.row_groups() {
         for column in group.columns() {
+            // Offsets as written, checked (`byte_range()` asserts).
+            let start = column
+                .dictionary_page_offset()
+                .unwrap_or(column.data_page_offset());
+            let (Ok(start), Ok(len)) = (
+                u64::try_from(start),
+                u64::try_from(column.compressed_size()),
+            ) else {
+                return Vec::new();
+            };
+            let Some(chunk_end) = start.checked_add(len).filter(|e| *e <= size) else {
+                return Vec::new();
+            };
             let wanted = columns.is_none_or(|names| {
                 column
                     .column_path()
@@ -643,34 +760,36 @@ fn pieces_of(
                     .first()
                     .is_some_and(|root| names.contains(root))
             });
-            let (start, len) = column.byte_range();
-            match start.checked_add(len) {
-                Some(end) if end <= size => {
-                    if wanted && len > 0 {
-                        chunks.push(start..end);
-                    }
-                }
-                _ => return Vec::new(),
+            if wanted && start < end.min(chunk_end) {
+                chunks.push(start..end.min(chunk_end));
             }
         }
     }
     chunks.sort_by_key(|c| c.start);
-    let mut pieces: Vec<Range<u64>> = Vec::new();
+    let mut pieces: Vec<Piece> = Vec::new();
     for chunk in chunks {
         match pieces.last_mut() {
             Some(last)
-                if chunk.start <= last.end + PIECE_GAP
-                    && chunk.end.max(last.end) - last.start <= piece =>
+                if chunk.start <= last.range.end + PIECE_GAP
+                    && chunk.end.max(last.range.end) - last.range.start <= piece =>
             {
-                last.end = last.end.max(chunk.end);
+                let new = chunk.end.saturating_sub(chunk.start.max(last.range.end));
+                last.range.end = last.range.end.max(chunk.end);
+                last.wanted += new;
             }
             _ => {
                 let mut start = chunk.start;
                 while chunk.end - start > piece {
-                    pieces.push(start..start + piece);
+                    pieces.push(Piece {
+                        range: start..start + piece,
+                        wanted: piece,
+                    });
                     start += piece;
                 }
-                pieces.push(start..chunk.end);
+                pieces.push(Piece {
+                    range: start..chunk.end,
+                    wanted: chunk.end - start,
+                });
             }
         }
     }
@@ -702,6 +821,7 @@ impl ReadAhead {
         options: ReadAheadOptions,
         pool: &Arc<dyn MemoryPool>,
         metrics: ReadAheadMetrics,
+        footers: Option<Arc<FileMetadataCache>>,
     ) -> Self {
         let reservation = MemoryConsumer::new(format!("ReadAhead[{name}]")).register(pool);
         let order: Vec<Path> = files.iter().map(|m| m.location.clone()).collect();
@@ -717,6 +837,7 @@ impl ReadAhead {
             released: Notify::new(),
             options,
             metrics,
+            footers,
         });
         let driver = SpawnedTask::spawn(drive(Arc::clone(&state), order));
         Self {
@@ -818,8 +939,10 @@ async fn drive(state: Arc<State>, order: Vec<Path>) {
                         footers.push(async move { (fetch.await, path) });
                     }
                 }
-                Claim::Passed | Claim::NoBudget { ever: false } => {}
-                Claim::NoBudget { ever: true } => {
+                // Its footer is cached: its pieces are known.
+                Claim::Planned => issuing.push_back(path),
+                Claim::Passed => {}
+                Claim::NoBudget => {
                     blocked = true;
                     continue;
                 }
@@ -829,6 +952,10 @@ async fn drive(state: Arc<State>, order: Vec<Path>) {
         if in_flight.is_empty() && footers.is_empty() && issuing.is_empty() && next.peek().is_none()
         {
             break;
+        }
+        if !blocked && !issuing.is_empty() && in_flight.len() < requests {
+            // A file whose footer was cached joined the turn: issue its pieces.
+            continue;
         }
         // Wait for a read to end, a footer to come in, or a reader to
         // release bytes, driving the reads in flight meanwhile.
@@ -986,6 +1113,21 @@ mod tests {
         Bytes::from(bytes)
     }
 
+    fn pieces_of(
+        footer: &Bytes,
+        size: u64,
+        columns: Option<&HashSet<String>>,
+        piece: u64,
+        end: u64,
+    ) -> Vec<Piece> {
+        decode_footer(footer, size)
+            .map_or_else(Vec::new, |m| pieces_in(&m, size, columns, piece, end))
+    }
+
+    fn ranges(pieces: Vec<Piece>) -> Vec<Range<u64>> {
+        pieces.into_iter().map(|p| p.range).collect()
+    }
+
     fn footer(file: &Bytes) -> Bytes {
         file.slice(file.len().saturating_sub(FOOTER_BYTES as usize)..)
     }
@@ -1020,10 +1162,10 @@ mod tests {
         };
         let ids = HashSet::from(["id".to_string()]);
         let piece = 64 * 1024;
-        let pieces = pieces_of(&footer(&file), size, Some(&ids), piece);
+        let pieces = ranges(pieces_of(&footer(&file), size, Some(&ids), piece, size));
         assert!(chunks(Some("id")).iter().all(|c| covered(&pieces, c)));
-        // Only `id`'s chunks (and gaps under PIECE_GAP between them): the
-        // `s` chunks between them are larger than the gap.
+        // Only `id`'s chunks: the `s` chunks between them are larger than
+        // the gap.
         let read: u64 = pieces.iter().map(|p| p.end - p.start).sum();
         let wanted: u64 = chunks(Some("id")).iter().map(|c| c.end - c.start).sum();
         assert_eq!(read, wanted, "{pieces:?}");
@@ -1031,19 +1173,26 @@ mod tests {
         assert!(pieces.windows(2).all(|w| w[0].end <= w[1].start));
 
         // Every column: neighbours coalesce up to the piece size.
-        let all = pieces_of(&footer(&file), size, None, PIECE_BYTES);
+        let all = ranges(pieces_of(&footer(&file), size, None, PIECE_BYTES, size));
         assert!(chunks(None).iter().all(|c| covered(&all, c)));
         assert!(all.len() < chunks(None).len(), "{} pieces", all.len());
         // No column of that name: nothing.
         let none = HashSet::from(["nope".to_string()]);
-        assert!(pieces_of(&footer(&file), size, Some(&none), piece).is_empty());
+        assert!(pieces_of(&footer(&file), size, Some(&none), piece, size).is_empty());
         // A footer that does not decode, or a size that does not fit it:
         // nothing, and no panic.
         let mut corrupt = footer(&file).to_vec();
         let at = corrupt.len() - 8;
         corrupt[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(pieces_of(&Bytes::from(corrupt), size, None, piece).is_empty());
-        assert!(pieces_of(&footer(&file), 100, None, piece).is_empty());
+        assert!(pieces_of(&Bytes::from(corrupt), size, None, piece, size).is_empty());
+        assert!(pieces_of(&footer(&file), 100, None, piece, 100).is_empty());
+        // Cut where the footer read starts: nothing at or after it.
+        let cut = chunks(None)[5].start + 10;
+        let before = pieces_of(&footer(&file), size, None, piece, cut);
+        assert!(before
+            .iter()
+            .all(|p| p.range.end <= cut && p.wanted <= p.range.end - p.range.start));
+        assert_eq!(before.last().map(|p| p.range.end), Some(cut));
     }
 
     #[test]

@@ -348,10 +348,10 @@ async fn a_large_file_is_read_ahead_in_pieces_within_the_budget() {
     // A footer and more than one piece per file.
     assert!(requests > 3 * LARGE_FILES, "{requests} reads ahead");
     assert!(peak > 0 && peak <= 2 << 20, "peak {peak} B, budget 2 MiB");
-    // The decoders read from the pieces: at most one read of each file of
-    // their own (a piece a decoder reached before the read-ahead did).
+    // The decoders read from the pieces: at most two reads of each file of
+    // their own (pieces a decoder reached before they could be issued).
     assert!(
-        store_reads <= requests + LARGE_FILES,
+        store_reads <= requests + 2 * LARGE_FILES,
         "{store_reads} reads of the store, {requests} of them ahead"
     );
     let sizes: u64 = {
@@ -398,7 +398,7 @@ async fn a_large_file_scan_reads_ahead_only_the_columns_it_reads() {
 }
 
 #[tokio::test]
-async fn a_large_file_scan_that_may_skip_row_groups_reads_ahead_footers_only() {
+async fn a_large_file_scan_that_may_skip_row_groups_reads_ahead_footers_only_and_not_cached_ones() {
     let lake = large_lake().await;
     let (ctx, _store) = large_session(&lake).await;
     for sql in [
@@ -410,6 +410,16 @@ async fn a_large_file_scan_that_may_skip_row_groups_reads_ahead_footers_only() {
         let requests = metric(&plan, "read_ahead_requests");
         assert!(requests <= LARGE_FILES, "{sql}: {requests} reads ahead");
     }
+    // Again: the footers are in DataFusion's metadata cache now, where the
+    // decoders find them, so nothing is read ahead.
+    let sql = "SELECT sum(amount) FROM t WHERE id BETWEEN 1000 AND 3000";
+    let plan = physical_plan(&ctx, sql).await;
+    collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+    assert_eq!(
+        metric(&plan, "read_ahead_requests"),
+        0,
+        "{sql}, footers cached"
+    );
 }
 
 #[tokio::test]
@@ -428,7 +438,7 @@ async fn dropping_a_large_file_scan_cancels_its_pieces() {
     assert!(matches!(first, Ok(Some(Ok(_)))), "a first batch");
     let in_flight = store.reads_in_flight();
     assert!(
-        in_flight > 4,
+        in_flight >= 2,
         "pieces read ahead: {in_flight} reads in flight"
     );
     drop(streams);
