@@ -1156,7 +1156,13 @@ mod tests {
                         .times(5),
                 );
             }
-            let store: Arc<dyn ObjectStore> = Arc::clone(&faulty) as _;
+            // With a retry policy, as a table lists: through the store's
+            // `ResilientStore` (whose plain listing is collected whole, to
+            // be retried whole).
+            let store = crate::store::ResilientStore::wrap(
+                Arc::clone(&faulty) as Arc<dyn ObjectStore>,
+                faults.then_some(policy),
+            );
             let listed =
                 list_root(&store, concurrency, split_after, faults.then_some(policy)).await;
             assert_eq!(
