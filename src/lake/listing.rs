@@ -90,6 +90,9 @@ enum Fallback {
     /// default `list_with_offset`): each range would cost a listing of
     /// everything before it.
     FromStart,
+    /// A listing after an offset returned a key at or before it: the store
+    /// (or a wrapper) ignores the offset.
+    OffsetIgnored,
 }
 
 impl Splitting {
@@ -507,7 +510,7 @@ impl<'a> Lister<'a> {
                     match &after {
                         // A key the range excludes: the store ignored the offset.
                         Some(after) if meta.location <= *after => {
-                            shared.give_up(Fallback::FromStart);
+                            shared.give_up(Fallback::OffsetIgnored);
                             return Ok(Vec::new());
                         }
                         Some(_) => {}

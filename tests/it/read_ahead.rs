@@ -88,6 +88,19 @@ fn metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
         .map_or(0, |v| v.as_usize())
 }
 
+/// After a scan's streams were dropped: no read of `store` left in flight
+/// within 2 s, and none issued in the `quiet` after.
+async fn assert_cancelled(store: &FaultyStore, quiet: Duration) {
+    let dropped = Instant::now();
+    while store.reads_in_flight() > 0 && dropped.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.reads_in_flight(), 0, "every read was cancelled");
+    let issued = store.requests();
+    tokio::time::sleep(quiet).await;
+    assert_eq!(store.requests(), issued, "and nothing new was issued");
+}
+
 #[tokio::test]
 async fn a_small_file_is_read_in_one_request() {
     let lake = memory_lake().await;
@@ -170,14 +183,7 @@ async fn nothing_is_read_before_the_first_poll_and_dropping_the_streams_cancels_
     assert!(in_flight > 4, "read ahead: {in_flight} reads in flight");
 
     drop(streams);
-    let dropped = Instant::now();
-    while store.reads_in_flight() > 0 && dropped.elapsed() < Duration::from_secs(2) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(store.reads_in_flight(), 0, "every read was cancelled");
-    let issued = store.requests();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(store.requests(), issued, "and nothing new was issued");
+    assert_cancelled(&store, Duration::from_millis(100)).await;
 }
 
 #[tokio::test]
@@ -442,14 +448,7 @@ async fn dropping_a_large_file_scan_cancels_its_pieces() {
         "pieces read ahead: {in_flight} reads in flight"
     );
     drop(streams);
-    let dropped = Instant::now();
-    while store.reads_in_flight() > 0 && dropped.elapsed() < Duration::from_secs(2) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(store.reads_in_flight(), 0, "every read was cancelled");
-    let issued = store.requests();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(store.requests(), issued, "and nothing new was issued");
+    assert_cancelled(&store, Duration::from_millis(300)).await;
 }
 
 #[tokio::test]

@@ -336,19 +336,21 @@ async fn a_splitting_listing_finds_every_file_once() {
         paths.dedup();
         paths
     };
-    // 1 at once: one listing of three pages. More: after its first page
-    // (`p=0`, then most values starting with 1), the listing hands the keys
-    // from `p=2`, `p=3`, … `p=9` onwards to 8 more.
-    // Two more: the journal, before and after.
-    for (concurrency, listings) in [(1, 3), (8, 11), (200, 11)] {
+    // 1 at once: one listing of three pages. More: once the first listing
+    // has waited for two pages, it may hand the keys after those it read
+    // (cut at `p=2`, `p=3`, … `p=9`) to up to 8 more: how many depends on
+    // the server's timing (the splitting is tested exactly on a paged store
+    // in `lake::listing`). Two more: the journal, before and after.
+    for (concurrency, listings) in [(1, 3..=3), (8, 3..=11), (200, 3..=11)] {
         let store = FaultyStore::new(server.store());
         let table = build(store.clone(), concurrency, None).await.unwrap();
         assert_eq!(table.index().file_count(), DIRS, "{concurrency}");
         assert_eq!(paths(&table).len(), DIRS, "no file twice");
-        assert_eq!(
-            store.requests_of(RequestKind::List),
-            listings,
-            "{concurrency}"
+        let listed = store.requests_of(RequestKind::List);
+        println!("{concurrency} at once: {listed} listings");
+        assert!(
+            listings.contains(&listed),
+            "{concurrency}: {listed} listings"
         );
     }
     // Every 3rd listing fails after its first key, 3 times in all: those
