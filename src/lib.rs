@@ -179,7 +179,9 @@
 //!   symbolic-link check), the read-ahead engine and the store its readers
 //!   use (`read_ahead`), [`RetryPolicy`] and [`store::ResilientStore`]
 //!   (retries, timeouts per request and per listing page, short reads), and
-//!   with `test-utils` a fault-injecting store;
+//!   with `test-utils` a fault-injecting store (`faults`) and a store that
+//!   lists in pages as S3 does, or from the first key as object_store's
+//!   default does (`paged`);
 //! * `settings`: [`QueryContext`] (who is asking) and [`ScanOptions`] (how
 //!   scans read), the config extensions that travel with a query;
 //! * `session`: [`SessionBuilder`] and [`SessionStateBuilderExt`], which
