@@ -49,9 +49,21 @@ async fn memory_lake() -> Arc<InMemory> {
 /// A session over `lake` seen through a counting `FaultyStore`, with the
 /// table registered as `t` and the counts reset.
 async fn session(lake: &Arc<InMemory>, partitions: usize) -> (SessionContext, Arc<FaultyStore>) {
+    session_with(
+        lake,
+        SessionConfig::new().with_target_partitions(partitions),
+    )
+    .await
+}
+
+/// [`session`], with `config`.
+async fn session_with(
+    lake: &Arc<InMemory>,
+    config: SessionConfig,
+) -> (SessionContext, Arc<FaultyStore>) {
     let store = FaultyStore::new(Arc::clone(lake) as Arc<dyn ObjectStore>);
     let ctx = SessionBuilder::new()
-        .with_config(SessionConfig::new().with_target_partitions(partitions))
+        .with_config(config)
         .with_object_store(
             Url::parse("memory://").unwrap(),
             store.clone() as Arc<dyn ObjectStore>,
@@ -311,26 +323,12 @@ async fn large_lake() -> Arc<InMemory> {
 /// at most (so 128 KiB pieces), each read taking 2 ms (as a remote store's:
 /// the read-ahead's reads run while the decoders wait).
 async fn large_session(lake: &Arc<InMemory>) -> (SessionContext, Arc<FaultyStore>) {
-    let store = FaultyStore::new(Arc::clone(lake) as Arc<dyn ObjectStore>);
     let mut config = SessionConfig::new().with_target_partitions(4);
     config.options_mut().execution.parquet.metadata_size_hint = Some(64 * 1024);
-    let ctx = SessionBuilder::new()
-        .with_config(config)
-        .with_object_store(
-            Url::parse("memory://").unwrap(),
-            store.clone() as Arc<dyn ObjectStore>,
-        )
-        .build_context();
-    let table = PartitionedTable::builder("memory:///lake/")
-        .partition_column("p", DataType::Int32)
-        .build(&ctx.state())
-        .await
-        .unwrap();
-    ctx.register_table("t", Arc::new(table)).unwrap();
+    let (ctx, store) = session_with(lake, config).await;
     exec(&ctx, "SET lakefusion.whole_file_bytes = 65536").await;
     exec(&ctx, "SET lakefusion.read_ahead_requests = 16").await;
     exec(&ctx, "SET lakefusion.read_ahead_bytes = 2097152").await;
-    store.reset_counts();
     store.inject(FaultRule::new(Fault::Latency(Duration::from_millis(2))).on(RequestKind::Read));
     (ctx, store)
 }
