@@ -48,6 +48,9 @@ pub(crate) struct ScanDescriptionNode {
     pub row_group_filters: Vec<LogicalExprNode>,
     #[prost(message, optional, tag = "6")]
     pub retry: Option<RetryNode>,
+    /// For `EXPLAIN` on the executor: the files skipped by statistics.
+    #[prost(uint64, tag = "7")]
+    pub files_skipped: u64,
 }
 
 impl ScanDescriptionNode {
@@ -60,6 +63,7 @@ impl ScanDescriptionNode {
             partition_filters: serialize_exprs(&description.partition_filters, &logical)?,
             row_group_filters: serialize_exprs(&description.row_group_filters, &logical)?,
             retry: description.retry.map(RetryNode::from),
+            files_skipped: description.files_skipped as u64,
         })
     }
 
@@ -73,6 +77,7 @@ impl ScanDescriptionNode {
             total_partitions: self.total_partitions as usize,
             retry: self.retry.map(RetryPolicy::from),
             bucketing_note: None,
+            files_skipped: self.files_skipped as usize,
         })
     }
 }

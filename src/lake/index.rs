@@ -574,6 +574,11 @@ impl PartitionIndex {
         self.files.len()
     }
 
+    /// Whether some file has footer statistics (the table collects them).
+    pub fn has_statistics(&self) -> bool {
+        self.files.statistics.is_some()
+    }
+
     /// The total size in bytes of the table's files.
     pub fn total_bytes(&self) -> u64 {
         self.files.sizes.iter().sum()

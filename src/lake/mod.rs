@@ -8,7 +8,9 @@
 //!   file;
 //! * `index`: the partition index, its files packed column by column;
 //! * `shared`: [`SharedIndex`], the one home of a table's current index,
-//!   and the only place it changes.
+//!   and the only place it changes;
+//! * `learned`: the statistics scans learn from the footers they read,
+//!   kept in the runtime's file statistics cache for later plans.
 //!
 //! `table/` (reading, discovery, the provider) and `write/` (the sink)
 //! both sit on this module; it imports neither.
@@ -17,6 +19,7 @@ pub(crate) mod definition;
 pub(crate) mod index;
 pub(crate) mod journal;
 pub(crate) mod layout;
+pub(crate) mod learned;
 pub(crate) mod listing;
 pub(crate) mod partitioning;
 pub(crate) mod shared;

@@ -33,7 +33,9 @@ use crate::store::RetryPolicy;
 ///
 /// Built by `PartitionedTable::scan` from the table's partition index, without
 /// I/O. It is a *description* of what will be read — the files of the partitions
-/// that survived pruning, split into one group per output partition, the
+/// that survived pruning (less those whose footer statistics, collected or
+/// learned by earlier scans, rule them out: `files_skipped_by_statistics`),
+/// split into one group per output partition, the
 /// projection, the row-group predicate and the limit — and prints exactly that
 /// in `EXPLAIN`:
 ///
@@ -63,7 +65,9 @@ use crate::store::RetryPolicy;
 ///    most `read_ahead_bytes` held, reserved from the memory pool; small files
 ///    in one request. Without work stealing, each partition reads ahead its
 ///    own group with its share of both.
-/// 3. For each file: the footer is read; row groups are pruned with the
+/// 3. For each file: the footer is read (and the file's statistics kept in
+///    the runtime's file statistics cache, for later plans: `lake::learned`);
+///    row groups are pruned with the
 ///    row-group predicate (DataFusion's `PruningPredicate`) and, if enabled in
 ///    the session's Parquet options, the page index and bloom filters.
 ///    Dynamic filters (from a TopK or a hash join's build side, see
@@ -128,6 +132,11 @@ pub struct ScanDescription {
     /// Why a bucketed table's scan declares no `Hash` partitioning, shown in
     /// `EXPLAIN` (planning side only: not sent to executors).
     pub bucketing_note: Option<Arc<str>>,
+    /// Files of the selected partitions the scan leaves out because their
+    /// footer statistics (collected, or learned by earlier scans) prove
+    /// that no row of theirs passes the filters, or that the limit's rows
+    /// are in earlier files; shown in `EXPLAIN` (planning side only).
+    pub files_skipped: usize,
 }
 
 impl PartitionedScanExec {
@@ -384,6 +393,13 @@ impl DisplayAs for PartitionedScanExec {
                 join_exprs(&description.row_group_filters)
             )?;
         }
+        if description.files_skipped > 0 {
+            write!(
+                f,
+                ", files_skipped_by_statistics={}",
+                description.files_skipped
+            )?;
+        }
         if let Some(note) = &description.bucketing_note {
             write!(f, ", bucketing=not declared ({note})")?;
         }
@@ -598,6 +614,7 @@ impl PartitionedScanExec {
             row_group_filters: Vec::new(),
             retry: None,
             bucketing_note: None,
+            files_skipped: 0,
         };
         Self::new(description, config)
     }

@@ -14,9 +14,11 @@ use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, Gauge};
 use datafusion_datasource::PartitionedFile;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use object_store::ObjectMeta;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 
 use crate::error::panic_message;
+use crate::lake::learned::LearnedStatistics;
 use crate::store::read_ahead::Releaser;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
@@ -35,7 +37,9 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 /// Every reader it creates counts itself in `open_readers` until it is
 /// dropped, which is how tests prove that a cancelled scan lets go of its
 /// files. A dropped reader also lets the scan's read-ahead release the bytes
-/// it held of the reader's file.
+/// it held of the reader's file. Every footer a reader reads teaches the
+/// runtime its file's statistics (`lake::learned`), so that later plans
+/// prune the file without opening it.
 #[derive(Debug)]
 pub(crate) struct PageIndexCachingReaderFactory {
     inner: CachedParquetFileReaderFactory,
@@ -43,6 +47,7 @@ pub(crate) struct PageIndexCachingReaderFactory {
     page_index: bool,
     open_readers: Gauge,
     read_ahead: Option<Releaser>,
+    learned: Option<LearnedStatistics>,
 }
 
 impl PageIndexCachingReaderFactory {
@@ -51,12 +56,14 @@ impl PageIndexCachingReaderFactory {
         page_index: bool,
         open_readers: Gauge,
         read_ahead: Option<Releaser>,
+        learned: Option<LearnedStatistics>,
     ) -> Self {
         Self {
             inner,
             page_index,
             open_readers,
             read_ahead,
+            learned,
         }
     }
 }
@@ -70,6 +77,10 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
         metrics: &ExecutionPlanMetricsSet,
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
         let path = partitioned_file.object_meta.location.clone();
+        let learning = self
+            .learned
+            .clone()
+            .map(|learned| (learned, partitioned_file.object_meta.clone()));
         let inner = self.inner.create_reader(
             partition_index,
             partitioned_file,
@@ -85,6 +96,7 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
             page_index: self.page_index,
             open_readers: self.open_readers.clone(),
             read_ahead: self.read_ahead.clone().map(|r| (r, path)),
+            learning,
         }))
     }
 }
@@ -94,6 +106,8 @@ struct PageIndexCachingReader {
     page_index: bool,
     open_readers: Gauge,
     read_ahead: Option<(Releaser, object_store::path::Path)>,
+    /// Where the file's statistics are learned, and the file as listed.
+    learning: Option<(LearnedStatistics, ObjectMeta)>,
 }
 
 impl Drop for PageIndexCachingReader {
@@ -129,10 +143,15 @@ impl AsyncFileReader for PageIndexCachingReader {
             } else {
                 options
             };
-            footer_without_panics(self.inner.get_metadata(Some(&options)), |message| {
-                parquet::errors::ParquetError::General(message)
-            })
-            .await
+            let metadata =
+                footer_without_panics(self.inner.get_metadata(Some(&options)), |message| {
+                    parquet::errors::ParquetError::General(message)
+                })
+                .await?;
+            if let Some((learned, meta)) = &self.learning {
+                learned.learn(meta, &metadata);
+            }
+            Ok(metadata)
         }
         .boxed()
     }

@@ -22,6 +22,7 @@ use super::naming::NamingSource;
 use super::read_ahead::{file_reads, read_ahead_options, read_order};
 use super::reader::PageIndexCachingReaderFactory;
 use super::siblings::Siblings;
+use crate::lake::learned::LearnedStatistics;
 use crate::settings::{QueryContext, ScanOptions};
 use crate::store::read_ahead::{ReadAhead, ReadAheadMetrics};
 use crate::store::{ResilientStore, RetryPolicy, StoreKind};
@@ -168,6 +169,10 @@ impl LazyScanStream {
                     parquet.table_parquet_options().global.enable_page_index,
                     self.scan_metrics.open_readers.clone(),
                     self.read_ahead.as_ref().map(|r| r.releaser()),
+                    LearnedStatistics::of(
+                        self.context.runtime_env().as_ref(),
+                        config.file_schema(),
+                    ),
                 ));
             source = Arc::new(parquet.clone().with_parquet_file_reader_factory(factory));
         }

@@ -3,8 +3,9 @@
 //! * `builder`: declares a table and runs its one-time discovery;
 //! * `discovery`: what storage says at `build()`/`refresh()` (the listing,
 //!   the refreshes, the schema, footers and layout metadata);
-//! * `planner` and `pushdown`: filters and an index snapshot turned into a
-//!   scan, without I/O;
+//! * `planner`, `pushdown` and `file_pruning`: filters and an index
+//!   snapshot turned into a scan, without I/O (`file_pruning` skips whole
+//!   files by their footer statistics);
 //! * `maintenance`: `DELETE FROM` over partitions and compaction, chosen
 //!   from a fresh listing and replaced through the writer's commit;
 //! * `provider`: the thin `TableProvider`; `factory`: SQL DDL.
@@ -15,6 +16,7 @@
 mod builder;
 mod discovery;
 mod factory;
+mod file_pruning;
 mod maintenance;
 mod planner;
 mod provider;

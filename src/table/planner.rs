@@ -19,8 +19,10 @@ use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::Partitioning;
 use datafusion_datasource::TableSchema;
 
+use super::file_pruning::{skip_by_statistics, Described, FileStatistics};
 use super::pushdown::{classify_for_scan, matches, FilterKind};
-use crate::lake::index::{FileRef, PartitionIndex};
+use crate::lake::index::PartitionIndex;
+use crate::lake::learned::LearnedStatistics;
 use crate::lake::TableDefinition;
 use crate::scan::{PartitionedScanExec, ScanDescription};
 
@@ -46,41 +48,81 @@ pub(super) fn plan_scan(
         }
     }
     let selected = prune(definition, index, &partition_filters, state)?;
+    let predicate = match conjunction(row_group_filters.iter().cloned()) {
+        Some(predicate) => {
+            let df_schema = DFSchema::try_from(definition.table_schema().as_ref().clone())?;
+            Some(state.create_physical_expr(predicate, &df_schema)?)
+        }
+        None => None,
+    };
 
     let target_partitions = state.config_options().execution.target_partitions.max(1);
-    let selected_files = || {
-        selected.iter().flat_map(|&i| {
-            let partition = &index.partitions()[i];
-            index.files(partition).map(move |file| (partition, file))
-        })
+    // Footer statistics prune whole files and bound a LIMIT's files only
+    // when the scan has a data filter or a limit, and some file's are known.
+    let learned = LearnedStatistics::of(state.runtime_env(), &definition.file_schema)
+        .filter(|learned| !learned.is_empty());
+    let known = FileStatistics {
+        learned: learned.filter(|_| predicate.is_some() || args.limit().is_some()),
     };
+    let by_statistics = known.learned.is_some()
+        || ((predicate.is_some() || args.limit().is_some()) && index.has_statistics());
+    let all_selected = selected.len() == index.partitions().len();
     // The table's order holds for the scan only if every file is sorted in it.
-    let ordering = definition
-        .lex_ordering()
-        .filter(|_| selected_files().all(|(_, f)| f.sorted()));
+    let ordering = definition.lex_ordering().filter(|_| {
+        selected
+            .iter()
+            .all(|&i| index.files(&index.partitions()[i]).all(|f| f.sorted()))
+    });
     let schema = definition.table_schema();
-    let (groups, partitioning, ordering) = if let Some((groups, partitioning)) =
-        bucket_groups(definition, index, &selected, target_partitions)?
+    let mut statistics = None;
+    let mut files_skipped = 0;
+    let (groups, partitioning, ordering) = if !by_statistics
+        && definition.options.bucketing.is_none()
+        && ordering.is_none()
     {
-        match ordering.and_then(|o| Some((order_each_group(&groups, schema, &o)?, o))) {
-            Some((ordered, o)) => (ordered, Some(partitioning), Some(o)),
-            None => (groups, Some(partitioning), None),
-        }
-    } else if let Some(ordering) = ordering {
-        let all: FileGroup = selected_files()
-            .map(|(partition, file)| file.partitioned_file(partition.values()))
-            .collect::<DFResult<_>>()?;
-        match group_in_order(&all, schema, &ordering, target_partitions) {
-            _ if all.is_empty() => (vec![FileGroup::default()], None, None),
-            Some(groups) => (groups, None, Some(ordering)),
-            None => (all.split_files(target_partitions), None, None),
-        }
-    } else {
         (
             even_groups(index, &selected, target_partitions)?,
             None,
             None,
         )
+    } else {
+        let mut files = known.describe(index, &selected)?;
+        if by_statistics {
+            let before = files.len();
+            files = skip_by_statistics(files, predicate.as_ref(), args.limit(), schema)?;
+            files_skipped = before - files.len();
+            if files_skipped > 0 {
+                statistics = Some(summarize(
+                    definition,
+                    files
+                        .iter()
+                        .map(|f| (f.values(), f.size, f.statistics.as_deref())),
+                ));
+            }
+        }
+        if let Some((groups, partitioning)) = bucket_groups(definition, &files, target_partitions) {
+            match ordering.and_then(|o| Some((order_each_group(&groups, schema, &o)?, o))) {
+                Some((ordered, o)) => (ordered, Some(partitioning), Some(o)),
+                None => (groups, Some(partitioning), None),
+            }
+        } else {
+            let all: FileGroup = files.into_iter().map(|f| f.file).collect();
+            match ordering {
+                _ if all.is_empty() => (vec![FileGroup::default()], None, None),
+                Some(ordering) => {
+                    match group_in_order(&all, schema, &ordering, target_partitions) {
+                        Some(groups) => (groups, None, Some(ordering)),
+                        None => (all.split_files(target_partitions), None, None),
+                    }
+                }
+                None => (all.split_files(target_partitions), None, None),
+            }
+        }
+    };
+    let statistics = match statistics {
+        Some(statistics) => statistics,
+        None if all_selected => table_statistics(definition, index).as_ref().clone(),
+        None => statistics_of(definition, index, &selected),
     };
 
     let options = state.table_options().parquet.clone();
@@ -92,20 +134,15 @@ pub(super) fn plan_scan(
     if let Some(hint) = metadata_size_hint {
         source = source.with_metadata_size_hint(hint);
     }
-    if let Some(predicate) = conjunction(row_group_filters.iter().cloned()) {
-        let df_schema = DFSchema::try_from(definition.table_schema().as_ref().clone())?;
-        source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+    if let Some(predicate) = predicate {
+        source = source.with_predicate(predicate);
     }
     let object_store_url = definition.root.object_store();
     let config = FileScanConfigBuilder::new(object_store_url, Arc::new(source))
         .with_file_groups(groups)
         .with_projection_indices(args.projection().map(|p| p.to_vec()))?
         .with_limit(args.limit())
-        .with_statistics(if selected.len() == index.partitions().len() {
-            table_statistics(definition, index).as_ref().clone()
-        } else {
-            statistics_of(definition, index, &selected)
-        })
+        .with_statistics(statistics)
         .with_output_partitioning(partitioning.clone())
         .with_output_ordering(ordering.into_iter().collect())
         .build();
@@ -134,6 +171,7 @@ pub(super) fn plan_scan(
             row_group_filters,
             retry: definition.options.retry,
             bucketing_note,
+            files_skipped,
         },
         config,
     );
@@ -156,44 +194,35 @@ fn prune(
 }
 
 /// One file group per bucket, and the `Hash` partitioning they make true,
-/// when the table is bucketed, every selected file says (in its metadata)
-/// which bucket it holds, and there are as many target partitions as
-/// buckets. The bucket column must exist in the table schema; whether
-/// the scan projects it is DataFusion's to check (it falls back to
-/// unknown partitioning when the column is projected away).
+/// when the table is bucketed, every file says (in its metadata) which
+/// bucket it holds, and there are as many target partitions as buckets.
+/// The bucket column must exist in the table schema; whether the scan
+/// projects it is DataFusion's to check (it falls back to unknown
+/// partitioning when the column is projected away).
 fn bucket_groups(
     definition: &TableDefinition,
-    index: &PartitionIndex,
-    selected: &[usize],
+    files: &[Described<'_>],
     target_partitions: usize,
-) -> DFResult<Option<(Vec<FileGroup>, Partitioning)>> {
-    let Some(bucketing) = definition.options.bucketing.as_ref() else {
-        return Ok(None);
-    };
-    let Ok(column) = definition.table_schema().index_of(&bucketing.column) else {
-        return Ok(None);
-    };
+) -> Option<(Vec<FileGroup>, Partitioning)> {
+    let bucketing = definition.options.bucketing.as_ref()?;
+    let column = definition.table_schema().index_of(&bucketing.column).ok()?;
     if bucketing.buckets != target_partitions {
-        return Ok(None);
+        return None;
     }
     let mut groups = vec![Vec::new(); bucketing.buckets];
-    for &i in selected {
-        let partition = &index.partitions()[i];
-        for file in index.files(partition) {
-            let Some(group) = file.bucket().and_then(|b| groups.get_mut(b as usize)) else {
-                return Ok(None);
-            };
-            group.push(file.partitioned_file(partition.values())?);
-        }
+    for file in files {
+        groups
+            .get_mut(file.bucket? as usize)?
+            .push(file.file.clone());
     }
     let partitioning = Partitioning::Hash(
         vec![Arc::new(Column::new(&bucketing.column, column))],
         bucketing.buckets,
     );
-    Ok(Some((
+    Some((
         groups.into_iter().map(FileGroup::new).collect(),
         partitioning,
-    )))
+    ))
 }
 
 /// Statistics of a set of partitions, over the table schema, with honest
@@ -215,60 +244,73 @@ pub(super) fn statistics_of(
     index: &PartitionIndex,
     selected: &[usize],
 ) -> Statistics {
-    let files: Vec<FileRef<'_>> = selected
-        .iter()
-        .flat_map(|&i| index.files(&index.partitions()[i]))
-        .collect();
-    let file_stats: Option<Vec<&Statistics>> = files
-        .iter()
-        .map(|f| f.statistics().map(|s| s.as_ref()))
-        .collect();
+    summarize(
+        definition,
+        selected.iter().flat_map(|&i| {
+            let partition = &index.partitions()[i];
+            index.files(partition).map(move |f| {
+                (
+                    partition.values(),
+                    f.size(),
+                    f.statistics().map(|s| s.as_ref()),
+                )
+            })
+        }),
+    )
+}
+
+/// The statistics of a set of files, each given as its partition's values,
+/// its size and its footer statistics (over the file schema), if known.
+fn summarize<'a>(
+    definition: &TableDefinition,
+    files: impl Iterator<Item = (&'a [ScalarValue], u64, Option<&'a Statistics>)>,
+) -> Statistics {
+    let columns = definition.spec.len();
+    let (mut count, mut bytes) = (0_usize, 0_u64);
+    let mut file_stats: Option<Vec<&Statistics>> = Some(Vec::new());
+    let mut bounds: Vec<(Option<&ScalarValue>, Option<&ScalarValue>)> = vec![(None, None); columns];
+    let mut nulls = vec![0_usize; columns];
+    for (values, size, stats) in files {
+        count += 1;
+        bytes += size;
+        match (stats, file_stats.as_mut()) {
+            (Some(stats), Some(all)) => all.push(stats),
+            _ => file_stats = None,
+        }
+        for (c, v) in values.iter().enumerate().take(columns) {
+            if v.is_null() {
+                nulls[c] += stats
+                    .and_then(|s| s.num_rows.get_value().copied())
+                    .unwrap_or(0);
+                continue;
+            }
+            let (lo, hi) = &mut bounds[c];
+            *lo = Some(lo.map_or(v, |lo| if v < lo { v } else { lo }));
+            *hi = Some(hi.map_or(v, |hi| if v > hi { v } else { hi }));
+        }
+    }
     let mut stats = match file_stats
         .as_ref()
         .and_then(|s| Statistics::try_merge_iter(s.iter().copied(), &definition.file_schema).ok())
     {
-        Some(merged) if !files.is_empty() => merged,
+        Some(merged) if count > 0 => merged,
         _ => {
             let mut s = Statistics::new_unknown(&definition.file_schema);
-            s.total_byte_size = Precision::Inexact(files.iter().map(|f| f.size() as usize).sum());
-            if files.is_empty() {
+            s.total_byte_size = Precision::Inexact(bytes as usize);
+            if count == 0 {
                 s.num_rows = Precision::Exact(0);
                 s.total_byte_size = Precision::Exact(0);
             }
             s
         }
     };
-    for c in 0..definition.spec.len() {
+    for (c, (min, max)) in bounds.into_iter().enumerate() {
         let mut col = ColumnStatistics::new_unknown();
-        let values = selected
-            .iter()
-            .filter_map(|&i| index.partitions()[i].values().get(c))
-            .filter(|v| !v.is_null());
-        let (min, max) = values.fold(
-            (None::<&ScalarValue>, None::<&ScalarValue>),
-            |(lo, hi), v| {
-                (
-                    Some(lo.map_or(v, |lo| if v < lo { v } else { lo })),
-                    Some(hi.map_or(v, |hi| if v > hi { v } else { hi })),
-                )
-            },
-        );
         // Inexact: a partition directory may hold files with no rows.
         col.min_value = min.map_or(Precision::Absent, |v| Precision::Inexact(v.clone()));
         col.max_value = max.map_or(Precision::Absent, |v| Precision::Inexact(v.clone()));
         if file_stats.is_some() {
-            let nulls: usize = selected
-                .iter()
-                .filter(|&&i| {
-                    index.partitions()[i]
-                        .values()
-                        .get(c)
-                        .is_some_and(ScalarValue::is_null)
-                })
-                .flat_map(|&i| index.files(&index.partitions()[i]))
-                .filter_map(|f| f.statistics().and_then(|s| s.num_rows.get_value().copied()))
-                .sum();
-            col.null_count = Precision::Exact(nulls);
+            col.null_count = Precision::Exact(nulls[c]);
         }
         stats.column_statistics.push(col);
     }

@@ -17,6 +17,7 @@ mod datafusion_distributed;
 mod dynamic_filters;
 mod explain;
 mod faults;
+mod learned;
 mod load;
 mod maintenance;
 mod no_io;

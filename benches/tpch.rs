@@ -1,0 +1,373 @@
+//! TPC-H on a daily-partitioned lake: PartitionedTable against DataFusion's
+//! ListingTable on the same files, in one run.
+//!
+//! ```text
+//! cargo bench --bench tpch -- [--sf 1] [--runs 5] [--data DIR] [--queries 1,6,19] [--explain]
+//! ```
+//!
+//! * The lake: the eight TPC-H tables (tpchgen) written once with our own
+//!   `INSERT INTO`, `lineitem` partitioned by `l_shipdate` and `orders` by
+//!   `o_orderdate` (one directory a day), the others unpartitioned; kept
+//!   under `--data` (default `$CARGO_TARGET_DIR/lakefusion-bench`).
+//! * Registration: all eight tables, then the first plan of Q1, each side
+//!   in a fresh session.
+//! * Queries: the 22 TPC-H queries (`benches/tpch_queries.sql`), each side
+//!   in its own session made as a user would (ours with `SessionBuilder`,
+//!   ListingTable with a plain `SessionContext`, both with the default
+//!   options), answers compared, medians of `--runs` warm runs taken
+//!   alternately, and `ours / listing` printed (below 1.0 means
+//!   lakefusion is faster), then the geometric mean.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::MemTable;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::SessionContext;
+use lakefusion::{PartitionedTable, SessionBuilder};
+use tpchgen::generators::{
+    CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator,
+    PartSuppGenerator, RegionGenerator, SupplierGenerator,
+};
+use tpchgen_arrow::{
+    CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow, RegionArrow,
+    SupplierArrow,
+};
+
+const QUERIES: &str = include_str!("tpch_queries.sql");
+
+/// The eight tables and the column each is partitioned by (daily), if any.
+const TABLES: [(&str, Option<&str>); 8] = [
+    ("lineitem", Some("l_shipdate")),
+    ("orders", Some("o_orderdate")),
+    ("customer", None),
+    ("part", None),
+    ("partsupp", None),
+    ("supplier", None),
+    ("nation", None),
+    ("region", None),
+];
+
+struct Args {
+    sf: f64,
+    runs: usize,
+    data: PathBuf,
+    queries: Option<Vec<usize>>,
+    explain: bool,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        sf: 1.0,
+        runs: 5,
+        data: PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
+            .join("lakefusion-bench"),
+        queries: None,
+        explain: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--sf" => args.sf = it.next().and_then(|v| v.parse().ok()).expect("--sf N"),
+            "--runs" => args.runs = it.next().and_then(|v| v.parse().ok()).expect("--runs N"),
+            "--data" => args.data = PathBuf::from(it.next().expect("--data DIR")),
+            "--queries" => {
+                let list = it.next().expect("--queries 1,6,19");
+                args.queries = Some(list.split(',').filter_map(|q| q.parse().ok()).collect());
+            }
+            "--explain" => args.explain = true,
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    args
+}
+
+fn main() -> Result<()> {
+    let args = parse_args();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+fn file_url(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    format!("file://{}/", path.display())
+}
+
+/// The queries of `tpch_queries.sql`, numbered from 1.
+fn queries() -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for block in QUERIES.split("\n-- q").skip(1) {
+        let (number, sql) = block.split_once('\n').expect("a query after its number");
+        out.push((
+            number.trim().parse().expect("query number"),
+            sql.trim().to_string(),
+        ));
+    }
+    out
+}
+
+async fn run(args: Args) -> Result<()> {
+    let lake = generate(&args.data, args.sf).await?;
+    println!(
+        "machine: {} cores; TPC-H sf{}; runs per query: {} (median, warm)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        args.sf,
+        args.runs
+    );
+    let files = |name: &str| walk_parquet(&lake.join(name));
+    println!(
+        "lake: lineitem {} files, orders {} files",
+        files("lineitem"),
+        files("orders")
+    );
+
+    // ---- registration ----
+    let q1 = &queries()[0].1;
+    let ours_ctx = SessionBuilder::new().build_context();
+    let started = Instant::now();
+    register_ours(&ours_ctx, &lake).await?;
+    let registered_ours = started.elapsed();
+    ours_ctx.sql(q1).await?.create_physical_plan().await?;
+    let first_ours = started.elapsed();
+    let listing_ctx = SessionContext::new();
+    let started = Instant::now();
+    register_listing(&listing_ctx, &lake).await?;
+    let registered_listing = started.elapsed();
+    listing_ctx.sql(q1).await?.create_physical_plan().await?;
+    let first_listing = started.elapsed();
+    println!(
+        "\n{:<28} {:>12} {:>12} {:>8}",
+        "registration", "ours", "listing", "ratio"
+    );
+    print_row("8 tables", registered_ours, registered_listing);
+    print_row("8 tables + first Q1 plan", first_ours, first_listing);
+
+    // ---- queries ----
+    println!(
+        "\n{:<28} {:>12} {:>12} {:>8}",
+        "query", "ours", "listing", "ratio"
+    );
+    let mut ratios = Vec::new();
+    for (number, sql) in queries() {
+        if args
+            .queries
+            .as_ref()
+            .is_some_and(|only| !only.contains(&number))
+        {
+            continue;
+        }
+        let ours = answer(&ours_ctx, &sql).await?;
+        let listing = answer(&listing_ctx, &sql).await?;
+        if ours != listing {
+            return Err(DataFusionError::Execution(format!(
+                "Q{number}: the answers differ\nours:\n{ours}\nlisting:\n{listing}"
+            )));
+        }
+        if args.explain {
+            for (side, ctx) in [("ours", &ours_ctx), ("listing", &listing_ctx)] {
+                let plan = answer(ctx, &format!("EXPLAIN ANALYZE {sql}")).await?;
+                println!("--- {side}: Q{number}\n{plan}");
+            }
+        }
+        let (t_ours, t_listing) = time_pair(
+            args.runs,
+            || query(&ours_ctx, &sql),
+            || query(&listing_ctx, &sql),
+        )
+        .await?;
+        print_row(&format!("Q{number}"), t_ours, t_listing);
+        ratios.push(t_ours.as_secs_f64() / t_listing.as_secs_f64());
+    }
+    if !ratios.is_empty() {
+        let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
+        let slower = ratios.iter().filter(|&&r| r > 1.0).count();
+        println!(
+            "{:<28} {:>12} {:>12} {:>8.3}   ({:.2}x faster; {slower} of {} queries slower)",
+            "geometric mean",
+            "",
+            "",
+            geomean,
+            1.0 / geomean,
+            ratios.len()
+        );
+    }
+    Ok(())
+}
+
+async fn register_ours(ctx: &SessionContext, lake: &Path) -> Result<()> {
+    for (name, partition) in TABLES {
+        let mut builder = PartitionedTable::builder(file_url(&lake.join(name))).name(name);
+        if let Some(column) = partition {
+            builder = builder.partition_column(column, DataType::Date32);
+        }
+        let table = builder.build(&ctx.state()).await?;
+        ctx.register_table(name, Arc::new(table))?;
+    }
+    Ok(())
+}
+
+async fn register_listing(ctx: &SessionContext, lake: &Path) -> Result<()> {
+    for (name, partition) in TABLES {
+        let options = ListingOptions::new(Arc::new(
+            ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone()),
+        ))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(
+            partition
+                .map(|c| vec![(c.to_string(), DataType::Date32)])
+                .unwrap_or_default(),
+        );
+        let config = ListingTableConfig::new(ListingTableUrl::parse(file_url(&lake.join(name)))?)
+            .with_listing_options(options)
+            .infer_schema(&ctx.state())
+            .await?;
+        let table: Arc<dyn TableProvider> = Arc::new(ListingTable::try_new(config)?);
+        ctx.register_table(name, table)?;
+    }
+    Ok(())
+}
+
+/// Writes the lake under `<data>/tpch-sf<sf>-daily/`, once, with our own
+/// `INSERT INTO` from the generated tables.
+async fn generate(data: &Path, sf: f64) -> Result<PathBuf> {
+    let root = data.join(format!("tpch-sf{sf}-daily"));
+    let done = root.join("_COMPLETE");
+    if done.exists() {
+        return Ok(root);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let started = Instant::now();
+    let ctx = SessionBuilder::new().build_context();
+    for (name, partition) in TABLES {
+        let batches: Vec<RecordBatch> = match name {
+            "lineitem" => LineItemArrow::new(LineItemGenerator::new(sf, 1, 1)).collect(),
+            "orders" => OrderArrow::new(OrderGenerator::new(sf, 1, 1)).collect(),
+            "customer" => CustomerArrow::new(CustomerGenerator::new(sf, 1, 1)).collect(),
+            "part" => PartArrow::new(PartGenerator::new(sf, 1, 1)).collect(),
+            "partsupp" => PartSuppArrow::new(PartSuppGenerator::new(sf, 1, 1)).collect(),
+            "supplier" => SupplierArrow::new(SupplierGenerator::new(sf, 1, 1)).collect(),
+            "nation" => NationArrow::new(NationGenerator::new(sf, 1, 1)).collect(),
+            _ => RegionArrow::new(RegionGenerator::new(sf, 1, 1)).collect(),
+        };
+        let schema = batches[0].schema();
+        ctx.register_table(
+            format!("gen_{name}"),
+            Arc::new(MemTable::try_new(Arc::clone(&schema), vec![batches])?),
+        )?;
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let file_columns: Vec<_> = schema
+            .fields()
+            .iter()
+            .filter(|f| Some(f.name().as_str()) != partition)
+            .cloned()
+            .collect();
+        let mut builder = PartitionedTable::builder(file_url(&dir))
+            .name(name)
+            .schema(Arc::new(datafusion::arrow::datatypes::Schema::new(
+                file_columns.clone(),
+            )));
+        if let Some(column) = partition {
+            builder = builder.partition_column(column, DataType::Date32);
+        }
+        ctx.register_table(name, Arc::new(builder.build(&ctx.state()).await?))?;
+        let mut columns: Vec<String> = file_columns.iter().map(|f| f.name().clone()).collect();
+        columns.extend(partition.map(str::to_string));
+        ctx.sql(&format!(
+            "INSERT INTO {name} SELECT {} FROM gen_{name}",
+            columns.join(", ")
+        ))
+        .await?
+        .collect()
+        .await?;
+        ctx.deregister_table(format!("gen_{name}"))?;
+    }
+    std::fs::write(&done, b"")?;
+    println!(
+        "wrote the TPC-H sf{sf} lake with INSERT INTO in {:.1?}",
+        started.elapsed()
+    );
+    Ok(root)
+}
+
+fn walk_parquet(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk_parquet(&path)
+            } else {
+                usize::from(path.extension().is_some_and(|x| x == "parquet"))
+            }
+        })
+        .sum()
+}
+
+fn print_row(name: &str, ours: Duration, listing: Duration) {
+    println!(
+        "{:<28} {:>12} {:>12} {:>8.3}",
+        name,
+        format!("{:.2?}", ours),
+        format!("{:.2?}", listing),
+        ours.as_secs_f64() / listing.as_secs_f64()
+    );
+}
+
+async fn query(ctx: &SessionContext, sql: &str) -> Result<()> {
+    ctx.sql(sql).await?.collect().await.map(|_| ())
+}
+
+/// The answer as text, its rows sorted (ties of an ORDER BY may come in
+/// any order).
+async fn answer(ctx: &SessionContext, sql: &str) -> Result<String> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let text = pretty_format_batches(&batches)?.to_string();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    Ok(lines.join("\n"))
+}
+
+/// Alternates the two sides (after one warm-up each) and returns their medians.
+async fn time_pair<A, B, FA, FB>(runs: usize, mut a: A, mut b: B) -> Result<(Duration, Duration)>
+where
+    A: FnMut() -> FA,
+    B: FnMut() -> FB,
+    FA: std::future::Future<Output = Result<()>>,
+    FB: std::future::Future<Output = Result<()>>,
+{
+    a().await?;
+    b().await?;
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for i in 0..runs.max(1) {
+        for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let started = Instant::now();
+            if side == 0 {
+                a().await?;
+                ta.push(started.elapsed());
+            } else {
+                b().await?;
+                tb.push(started.elapsed());
+            }
+        }
+    }
+    ta.sort();
+    tb.sort();
+    Ok((ta[ta.len() / 2], tb[tb.len() / 2]))
+}
