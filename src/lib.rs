@@ -153,11 +153,12 @@
 //!   once on object stores where that pays, one listing elsewhere — or the
 //!   partitions a predicate or a set of
 //!   values selects), the journal's objects and what a reader makes of them
-//!   (`journal`), and a listing taken as one moment of the table
-//!   (`snapshot`);
+//!   (`journal`), a listing taken as one moment of the table
+//!   (`snapshot`), and the file statistics scans learn from the footers
+//!   they read (`learned`);
 //! * `table`: [`PartitionedTable`] by job — `builder`, `discovery`
 //!   (`refresh`, schema, footers: `build()`, `refresh()`,
-//!   `refresh_partitions()` only), `planner`/`pushdown` (filters and a
+//!   `refresh_partitions()` only), `planner`/`pushdown`/`file_pruning` (filters and a
 //!   snapshot into a scan, no I/O), `maintenance` (`DELETE FROM` and
 //!   compaction, chosen from a fresh snapshot), `provider` (the thin
 //!   `TableProvider`), `factory` (SQL DDL);
