@@ -2,7 +2,7 @@
 //! ListingTable on the same files, in one run.
 //!
 //! ```text
-//! cargo bench --bench tpch -- [--sf 1] [--runs 5] [--data DIR] [--queries 1,6,19] [--explain]
+//! cargo bench --bench tpch -- [--sf 1] [--runs 5] [--data DIR] [--queries 1,6,19] [--explain] [--no-cache]
 //! ```
 //!
 //! * The lake: the eight TPC-H tables (tpchgen) written once with our own
@@ -10,11 +10,11 @@
 //!   `o_orderdate` (one directory a day), the others unpartitioned; kept
 //!   under `--data` (default `$CARGO_TARGET_DIR/lakefusion-bench`).
 //! * Registration: all eight tables, then the first plan of Q1, each side
-//!   in a fresh session.
+//!   in a fresh session, `--runs` times alternately (medians).
 //! * Queries: the 22 TPC-H queries (`benches/tpch_queries.sql`), each side
-//!   in its own session made as a user would (ours with `SessionBuilder`,
-//!   ListingTable with a plain `SessionContext`, both with the default
-//!   options), answers compared, medians of `--runs` warm runs taken
+//!   in its own session made as a user would (ours with `SessionBuilder`
+//!   and the small-table cache at `CacheConfig::default()`, ListingTable
+//!   with a plain `SessionContext`, both with DataFusion's default options), answers compared, medians of `--runs` warm runs taken
 //!   alternately, and `ours / listing` printed (below 1.0 means
 //!   lakefusion is faster), then the geometric mean.
 
@@ -33,7 +33,7 @@ use datafusion::datasource::listing::{
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
-use lakefusion::{PartitionedTable, SessionBuilder};
+use lakefusion::{CacheConfig, PartitionedTable, SessionBuilder};
 use tpchgen::generators::{
     CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator,
     PartSuppGenerator, RegionGenerator, SupplierGenerator,
@@ -63,6 +63,8 @@ struct Args {
     data: PathBuf,
     queries: Option<Vec<usize>>,
     explain: bool,
+    /// Ours without the small-table cache, to show what the cache adds.
+    no_cache: bool,
 }
 
 fn parse_args() -> Args {
@@ -73,6 +75,7 @@ fn parse_args() -> Args {
             .join("lakefusion-bench"),
         queries: None,
         explain: false,
+        no_cache: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -85,6 +88,7 @@ fn parse_args() -> Args {
                 args.queries = Some(list.split(',').filter_map(|q| q.parse().ok()).collect());
             }
             "--explain" => args.explain = true,
+            "--no-cache" => args.no_cache = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -120,12 +124,17 @@ fn queries() -> Vec<(usize, String)> {
 async fn run(args: Args) -> Result<()> {
     let lake = generate(&args.data, args.sf).await?;
     println!(
-        "machine: {} cores; TPC-H sf{}; runs per query: {} (median, warm)",
+        "machine: {} cores; TPC-H sf{}; runs per query: {} (median, warm); ours: SessionBuilder {}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
         args.sf,
-        args.runs
+        args.runs,
+        if args.no_cache {
+            "without the small-table cache"
+        } else {
+            "with the small-table cache (CacheConfig::default())"
+        }
     );
     let files = |name: &str| walk_parquet(&lake.join(name));
     println!(
@@ -134,26 +143,41 @@ async fn run(args: Args) -> Result<()> {
         files("orders")
     );
 
-    // ---- registration ----
+    // ---- registration: fresh sessions, alternating, medians ----
     let q1 = &queries()[0].1;
-    let ours_ctx = SessionBuilder::new().build_context();
-    let started = Instant::now();
-    register_ours(&ours_ctx, &lake).await?;
-    let registered_ours = started.elapsed();
-    ours_ctx.sql(q1).await?.create_physical_plan().await?;
-    let first_ours = started.elapsed();
-    let listing_ctx = SessionContext::new();
-    let started = Instant::now();
-    register_listing(&listing_ctx, &lake).await?;
-    let registered_listing = started.elapsed();
-    listing_ctx.sql(q1).await?.create_physical_plan().await?;
-    let first_listing = started.elapsed();
+    let (mut reg, mut first) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    for run in 0..args.runs.max(1) {
+        for side in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let ctx = if side == 0 {
+                ours_session(args.no_cache)
+            } else {
+                SessionContext::new()
+            };
+            let started = Instant::now();
+            if side == 0 {
+                register_ours(&ctx, &lake).await?;
+            } else {
+                register_listing(&ctx, &lake).await?;
+            }
+            reg[side].push(started.elapsed());
+            ctx.sql(q1).await?.create_physical_plan().await?;
+            first[side].push(started.elapsed());
+        }
+    }
     println!(
         "\n{:<28} {:>12} {:>12} {:>8}",
         "registration", "ours", "listing", "ratio"
     );
-    print_row("8 tables", registered_ours, registered_listing);
-    print_row("8 tables + first Q1 plan", first_ours, first_listing);
+    print_row("8 tables", median(&mut reg[0]), median(&mut reg[1]));
+    print_row(
+        "8 tables + first Q1 plan",
+        median(&mut first[0]),
+        median(&mut first[1]),
+    );
+    let ours_ctx = ours_session(args.no_cache);
+    register_ours(&ours_ctx, &lake).await?;
+    let listing_ctx = SessionContext::new();
+    register_listing(&listing_ctx, &lake).await?;
 
     // ---- queries ----
     println!(
@@ -367,7 +391,20 @@ where
             }
         }
     }
-    ta.sort();
-    tb.sort();
-    Ok((ta[ta.len() / 2], tb[tb.len() / 2]))
+    Ok((median(&mut ta), median(&mut tb)))
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Our side's session, as docs/session-and-cache.md sets one up: `SessionBuilder` with the
+/// small-table cache at its default limits (`--no-cache`: without it).
+fn ours_session(no_cache: bool) -> SessionContext {
+    let builder = SessionBuilder::new();
+    if no_cache {
+        return builder.build_context();
+    }
+    builder.with_cache(CacheConfig::default()).build_context()
 }
