@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench tpch -- [--sf 1] [--runs 5] [--data DIR] [--queries 1,6,19] [--explain] [--no-cache]
+//!     [--latency-ms 5]
 //! ```
 //!
 //! * The lake: the eight TPC-H tables (tpchgen) written once with our own
@@ -17,6 +18,11 @@
 //!   with a plain `SessionContext`, both with DataFusion's default options), answers compared, medians of `--runs` warm runs taken
 //!   alternately, and `ours / listing` printed (below 1.0 means
 //!   lakefusion is faster), then the geometric mean.
+//! * `--latency-ms N`: the same lake copied into an `InMemory` store behind
+//!   object_store's `ThrottledStore` (N ms per get and per listing),
+//!   registered as `s3://tpch` in both sessions: a remote lake's shape.
+//!   With thousands of files, `ListingTable` needs minutes there; pick a
+//!   few queries.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +40,10 @@ use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use lakefusion::{CacheConfig, PartitionedTable, SessionBuilder};
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::throttle::{ThrottleConfig, ThrottledStore};
+use object_store::{ObjectStore, ObjectStoreExt};
 use tpchgen::generators::{
     CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator,
     PartSuppGenerator, RegionGenerator, SupplierGenerator,
@@ -65,6 +75,8 @@ struct Args {
     explain: bool,
     /// Ours without the small-table cache, to show what the cache adds.
     no_cache: bool,
+    /// Serve the lake from memory behind this much latency per request.
+    latency_ms: Option<u64>,
 }
 
 fn parse_args() -> Args {
@@ -76,6 +88,7 @@ fn parse_args() -> Args {
         queries: None,
         explain: false,
         no_cache: false,
+        latency_ms: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -89,6 +102,13 @@ fn parse_args() -> Args {
             }
             "--explain" => args.explain = true,
             "--no-cache" => args.no_cache = true,
+            "--latency-ms" => {
+                args.latency_ms = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--latency-ms N"),
+                )
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -108,6 +128,86 @@ fn file_url(path: &Path) -> String {
     format!("file://{}/", path.display())
 }
 
+/// Where both sides read the lake: the local directory, or (with
+/// `--latency-ms`) a throttled in-memory copy registered as `s3://tpch`.
+struct Lake {
+    dir: PathBuf,
+    remote: Option<Arc<dyn ObjectStore>>,
+}
+
+impl Lake {
+    const REMOTE: &'static str = "s3://tpch";
+
+    async fn open(dir: PathBuf, latency_ms: Option<u64>) -> Result<Self> {
+        let Some(ms) = latency_ms else {
+            return Ok(Self { dir, remote: None });
+        };
+        let memory = InMemory::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(next) = stack.pop() {
+            for entry in std::fs::read_dir(&next)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(relative) = path.strip_prefix(&dir) {
+                    let key = ObjectPath::parse(relative.to_string_lossy())
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    memory.put(&key, std::fs::read(&path)?.into()).await?;
+                }
+            }
+        }
+        let wait = Duration::from_millis(ms);
+        let throttled = ThrottledStore::new(
+            memory,
+            ThrottleConfig {
+                wait_get_per_call: wait,
+                wait_list_per_call: wait,
+                wait_list_with_delimiter_per_call: wait,
+                ..Default::default()
+            },
+        );
+        Ok(Self {
+            dir,
+            remote: Some(Arc::new(throttled)),
+        })
+    }
+
+    fn url(&self, table: &str) -> String {
+        match self.remote {
+            Some(_) => format!("{}/{table}/", Self::REMOTE),
+            None => file_url(&self.dir.join(table)),
+        }
+    }
+
+    fn remote_url(&self) -> Option<(url::Url, Arc<dyn ObjectStore>)> {
+        let store = Arc::clone(self.remote.as_ref()?);
+        Some((url::Url::parse(Self::REMOTE).ok()?, store))
+    }
+
+    /// Our side's session, as docs/session-and-cache.md sets one up:
+    /// `SessionBuilder` with the small-table cache at its default limits
+    /// (`--no-cache`: without it).
+    fn ours_session(&self, no_cache: bool) -> SessionContext {
+        let mut builder = SessionBuilder::new();
+        if let Some((url, store)) = self.remote_url() {
+            builder = builder.with_object_store(url, store);
+        }
+        if !no_cache {
+            builder = builder.with_cache(CacheConfig::default());
+        }
+        builder.build_context()
+    }
+
+    /// ListingTable's side: a plain `SessionContext`.
+    fn listing_session(&self) -> SessionContext {
+        let ctx = SessionContext::new();
+        if let Some((url, store)) = self.remote_url() {
+            ctx.register_object_store(&url, store);
+        }
+        ctx
+    }
+}
+
 /// The queries of `tpch_queries.sql`, numbered from 1.
 fn queries() -> Vec<(usize, String)> {
     let mut out = Vec::new();
@@ -122,7 +222,7 @@ fn queries() -> Vec<(usize, String)> {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let lake = generate(&args.data, args.sf).await?;
+    let dir = generate(&args.data, args.sf).await?;
     println!(
         "machine: {} cores; TPC-H sf{}; runs per query: {} (median, warm); ours: SessionBuilder {}",
         std::thread::available_parallelism()
@@ -136,12 +236,19 @@ async fn run(args: Args) -> Result<()> {
             "with the small-table cache (CacheConfig::default())"
         }
     );
-    let files = |name: &str| walk_parquet(&lake.join(name));
+    let files = |name: &str| walk_parquet(&dir.join(name));
     println!(
         "lake: lineitem {} files, orders {} files",
         files("lineitem"),
         files("orders")
     );
+    let lake = Lake::open(dir, args.latency_ms).await?;
+    if let Some(ms) = args.latency_ms {
+        println!(
+            "store: the lake in memory behind {ms} ms per request, as {}",
+            Lake::REMOTE
+        );
+    }
 
     // ---- registration: fresh sessions, alternating, medians ----
     let q1 = &queries()[0].1;
@@ -149,9 +256,9 @@ async fn run(args: Args) -> Result<()> {
     for run in 0..args.runs.max(1) {
         for side in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
             let ctx = if side == 0 {
-                ours_session(args.no_cache)
+                lake.ours_session(args.no_cache)
             } else {
-                SessionContext::new()
+                lake.listing_session()
             };
             let started = Instant::now();
             if side == 0 {
@@ -174,9 +281,9 @@ async fn run(args: Args) -> Result<()> {
         median(&mut first[0]),
         median(&mut first[1]),
     );
-    let ours_ctx = ours_session(args.no_cache);
+    let ours_ctx = lake.ours_session(args.no_cache);
     register_ours(&ours_ctx, &lake).await?;
-    let listing_ctx = SessionContext::new();
+    let listing_ctx = lake.listing_session();
     register_listing(&listing_ctx, &lake).await?;
 
     // ---- queries ----
@@ -231,9 +338,9 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-async fn register_ours(ctx: &SessionContext, lake: &Path) -> Result<()> {
+async fn register_ours(ctx: &SessionContext, lake: &Lake) -> Result<()> {
     for (name, partition) in TABLES {
-        let mut builder = PartitionedTable::builder(file_url(&lake.join(name))).name(name);
+        let mut builder = PartitionedTable::builder(lake.url(name)).name(name);
         if let Some(column) = partition {
             builder = builder.partition_column(column, DataType::Date32);
         }
@@ -243,7 +350,7 @@ async fn register_ours(ctx: &SessionContext, lake: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn register_listing(ctx: &SessionContext, lake: &Path) -> Result<()> {
+async fn register_listing(ctx: &SessionContext, lake: &Lake) -> Result<()> {
     for (name, partition) in TABLES {
         let options = ListingOptions::new(Arc::new(
             ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone()),
@@ -254,7 +361,7 @@ async fn register_listing(ctx: &SessionContext, lake: &Path) -> Result<()> {
                 .map(|c| vec![(c.to_string(), DataType::Date32)])
                 .unwrap_or_default(),
         );
-        let config = ListingTableConfig::new(ListingTableUrl::parse(file_url(&lake.join(name)))?)
+        let config = ListingTableConfig::new(ListingTableUrl::parse(lake.url(name))?)
             .with_listing_options(options)
             .infer_schema(&ctx.state())
             .await?;
@@ -397,14 +504,4 @@ where
 fn median(times: &mut [Duration]) -> Duration {
     times.sort();
     times[times.len() / 2]
-}
-
-/// Our side's session, as docs/session-and-cache.md sets one up: `SessionBuilder` with the
-/// small-table cache at its default limits (`--no-cache`: without it).
-fn ours_session(no_cache: bool) -> SessionContext {
-    let builder = SessionBuilder::new();
-    if no_cache {
-        return builder.build_context();
-    }
-    builder.with_cache(CacheConfig::default()).build_context()
 }
