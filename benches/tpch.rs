@@ -20,7 +20,9 @@
 //!   lakefusion is faster), then the geometric mean.
 //! * `--latency-ms N`: the same lake copied into an `InMemory` store behind
 //!   object_store's `ThrottledStore` (N ms per get and per listing),
-//!   registered as `s3://tpch` in both sessions: a remote lake's shape.
+//!   registered as `s3://tpch` in both sessions: a remote lake's request
+//!   latency (a listing waits once, not once a page: the `scale` bench
+//!   models pages).
 //!   With thousands of files, `ListingTable` needs minutes there; pick a
 //!   few queries.
 
