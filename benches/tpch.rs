@@ -2,8 +2,8 @@
 //! ListingTable on the same files, in one run.
 //!
 //! ```text
-//! cargo bench --bench tpch -- [--sf 1] [--runs 5] [--data DIR] [--queries 1,6,19] [--explain] [--no-cache]
-//!     [--latency-ms 5]
+//! cargo bench --bench tpch -- [--sf 1] [--runs 5] [--data DIR] [--queries 1,6,19]
+//!     [--explain] [--no-cache] [--latency-ms 5]
 //! ```
 //!
 //! * The lake: the eight TPC-H tables (tpchgen) written once with our own
@@ -14,17 +14,17 @@
 //!   in a fresh session, `--runs` times alternately (medians).
 //! * Queries: the 22 TPC-H queries (`benches/tpch_queries.sql`), each side
 //!   in its own session made as a user would (ours with `SessionBuilder`
-//!   and the small-table cache at `CacheConfig::default()`, ListingTable
-//!   with a plain `SessionContext`, both with DataFusion's default options), answers compared, medians of `--runs` warm runs taken
-//!   alternately, and `ours / listing` printed (below 1.0 means
-//!   lakefusion is faster), then the geometric mean.
+//!   and the small-table cache at `CacheConfig::default()`; `--no-cache`
+//!   without it; ListingTable with a plain `SessionContext`; both with
+//!   DataFusion's default options), answers compared, medians of `--runs`
+//!   warm runs taken alternately, and `ours / listing` printed (below 1.0
+//!   means lakefusion is faster), then the geometric mean.
 //! * `--latency-ms N`: the same lake copied into an `InMemory` store behind
 //!   object_store's `ThrottledStore` (N ms per get and per listing),
 //!   registered as `s3://tpch` in both sessions: a remote lake's request
 //!   latency (a listing waits once, not once a page: the `scale` bench
-//!   models pages).
-//!   With thousands of files, `ListingTable` needs minutes there; pick a
-//!   few queries.
+//!   models pages). With thousands of files, `ListingTable` needs minutes
+//!   there; pick a few queries.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
