@@ -15,6 +15,9 @@
 //! * the most bytes the cache held, against its `capacity_bytes`;
 //! * planning time with the cache rule vs a session without it.
 
+mod common;
+
+use common::median;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -198,11 +201,6 @@ async fn run(runs: usize, data: &Path) -> Result<()> {
 struct Samples {
     total: Vec<Duration>,
     dims: Vec<Duration>,
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// Runs the query; returns its rows as text, its wall time, and the summed

@@ -18,6 +18,9 @@
 //!
 //! Every pair of results is asserted equal. Medians of `--runs`, interleaved.
 
+mod common;
+
+use common::median;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,11 +150,6 @@ async fn timed(ctx: &SessionContext, sql: &str) -> Result<(Duration, String)> {
         started.elapsed(),
         pretty_format_batches(&batches)?.to_string(),
     ))
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// Runs `a` and `b` `runs` times, interleaved; asserts equal results; prints

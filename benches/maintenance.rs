@@ -22,6 +22,9 @@
 //!    partition and of a `build()` on the latency store, by kind, with
 //!    their times (the journal's objects and listings are part of them).
 
+mod common;
+
+use common::median;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -201,11 +204,6 @@ impl Lake {
         ctx.sql(FULL_SCAN).await?.collect().await?;
         Ok(started.elapsed())
     }
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
 }
 
 async fn medians(runs: usize, mut f: impl AsyncFnMut() -> Result<Duration>) -> Result<Duration> {

@@ -33,6 +33,9 @@
 //! per file, completed when all are whole) and with DataFusion's
 //! `COPY … TO … PARTITIONED BY`.
 
+mod common;
+
+use common::median;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -287,11 +290,6 @@ async fn measure(
     run_query(&ctx, ONE_PARTITION).await?;
     side.first_partition.push(started.elapsed());
     Ok(rows)
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
 }
 
 fn print_row(name: &str, ours: &mut [Duration], listing: &mut [Duration]) -> f64 {

@@ -26,6 +26,9 @@
 //! * bytes held per file by a table that collects footer statistics, with
 //!   and without DataFusion's file metadata cache.
 
+mod common;
+
+use common::median;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
@@ -173,11 +176,6 @@ async fn plan_time(ctx: &SessionContext, sql: &str) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 async fn measure(side: Side, files: usize, runs: usize) -> Result<()> {
     let name = match side {
         Side::Ours => "PartitionedTable",
@@ -239,8 +237,8 @@ async fn measure(side: Side, files: usize, runs: usize) -> Result<()> {
         "{name:<17} {files:>9} files: registration {registration:>9.2?} (paged 20 ms/1,000 keys: {paged_registration:>9.2?}, {paged_pages} pages), \
          held {:>5} B/file, plan one partition first {first_one:>9.2?} / again {:>9.2?}, plan all files {:>9.2?} ({allocations_per_file:.1} allocations per file)",
         held / files as isize,
-        median(again),
-        median(every)
+        median(&mut again),
+        median(&mut every)
     );
     Ok(())
 }

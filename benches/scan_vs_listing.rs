@@ -13,6 +13,9 @@
 //!
 //! Every line prints `ours / listing` (below 1.0 means lakefusion is faster).
 
+mod common;
+
+use common::{file_url, print_header, print_row, query, time_pair};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,11 +95,6 @@ fn config() -> SessionConfig {
     SessionConfig::new()
 }
 
-fn file_url(path: &Path) -> String {
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    format!("file://{}/", path.display())
-}
-
 async fn ours(
     ctx: &SessionContext,
     root: &Path,
@@ -158,10 +156,7 @@ async fn run(args: Args) -> Result<()> {
         Arc::new(listing(&ctx_listing, &lineitem, &lineitem_partitions()).await?),
     )?;
 
-    println!(
-        "\n{:<34} {:>12} {:>12} {:>8}",
-        "scan (TPC-H lineitem)", "ours", "listing", "ratio"
-    );
+    print_header("scan (TPC-H lineitem)");
     for (name, sql) in [
         (
             "Q1 full-scan aggregate",
@@ -339,52 +334,9 @@ async fn planning_bench(
     Ok(())
 }
 
-fn print_row(name: &str, ours: Duration, listing: Duration) {
-    println!(
-        "{:<34} {:>12} {:>12} {:>8.3}",
-        name,
-        format!("{:.2?}", ours),
-        format!("{:.2?}", listing),
-        ours.as_secs_f64() / listing.as_secs_f64()
-    );
-}
-
-async fn query(ctx: &SessionContext, sql: &str) -> Result<()> {
-    ctx.sql(sql).await?.collect().await.map(|_| ())
-}
-
 async fn rows_of(ctx: &SessionContext, sql: &str) -> Result<String> {
     let batches = ctx.sql(sql).await?.collect().await?;
     Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
-}
-
-/// Alternates the two sides (after one warm-up each) and returns their medians.
-async fn time_pair<A, B, FA, FB>(runs: usize, mut a: A, mut b: B) -> Result<(Duration, Duration)>
-where
-    A: FnMut() -> FA,
-    B: FnMut() -> FB,
-    FA: std::future::Future<Output = Result<()>>,
-    FB: std::future::Future<Output = Result<()>>,
-{
-    a().await?;
-    b().await?;
-    let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    for i in 0..runs {
-        // Alternate who goes first, so neither side always runs on a warmer cache.
-        for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
-            let started = Instant::now();
-            if side == 0 {
-                a().await?;
-                ta.push(started.elapsed());
-            } else {
-                b().await?;
-                tb.push(started.elapsed());
-            }
-        }
-    }
-    ta.sort();
-    tb.sort();
-    Ok((ta[ta.len() / 2], tb[tb.len() / 2]))
 }
 
 /// Runs the Q1 full scan once and prints the process's peak RSS.

@@ -26,6 +26,9 @@
 //!   models pages). With thousands of files, `ListingTable` needs minutes
 //!   there; pick a few queries.
 
+mod common;
+
+use common::{file_url, median, print_header, print_row, query, time_pair};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,11 +126,6 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?
         .block_on(run(args))
-}
-
-fn file_url(path: &Path) -> String {
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    format!("file://{}/", path.display())
 }
 
 /// Where both sides read the lake: the local directory, or (with
@@ -273,10 +271,7 @@ async fn run(args: Args) -> Result<()> {
             first[side].push(started.elapsed());
         }
     }
-    println!(
-        "\n{:<28} {:>12} {:>12} {:>8}",
-        "registration", "ours", "listing", "ratio"
-    );
+    print_header("registration");
     print_row("8 tables", median(&mut reg[0]), median(&mut reg[1]));
     print_row(
         "8 tables + first Q1 plan",
@@ -289,10 +284,7 @@ async fn run(args: Args) -> Result<()> {
     register_listing(&listing_ctx, &lake).await?;
 
     // ---- queries ----
-    println!(
-        "\n{:<28} {:>12} {:>12} {:>8}",
-        "query", "ours", "listing", "ratio"
-    );
+    print_header("query");
     let mut ratios = Vec::new();
     for (number, sql) in queries() {
         if args
@@ -328,7 +320,7 @@ async fn run(args: Args) -> Result<()> {
         let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
         let slower = ratios.iter().filter(|&&r| r > 1.0).count();
         println!(
-            "{:<28} {:>12} {:>12} {:>8.3}   ({:.2}x faster; {slower} of {} queries slower)",
+            "{:<34} {:>12} {:>12} {:>8.3}   ({:.2}x faster; {slower} of {} queries slower)",
             "geometric mean",
             "",
             "",
@@ -453,20 +445,6 @@ fn walk_parquet(dir: &Path) -> usize {
         .sum()
 }
 
-fn print_row(name: &str, ours: Duration, listing: Duration) {
-    println!(
-        "{:<28} {:>12} {:>12} {:>8.3}",
-        name,
-        format!("{:.2?}", ours),
-        format!("{:.2?}", listing),
-        ours.as_secs_f64() / listing.as_secs_f64()
-    );
-}
-
-async fn query(ctx: &SessionContext, sql: &str) -> Result<()> {
-    ctx.sql(sql).await?.collect().await.map(|_| ())
-}
-
 /// The answer as text, its rows sorted (ties of an ORDER BY may come in
 /// any order).
 async fn answer(ctx: &SessionContext, sql: &str) -> Result<String> {
@@ -475,35 +453,4 @@ async fn answer(ctx: &SessionContext, sql: &str) -> Result<String> {
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort_unstable();
     Ok(lines.join("\n"))
-}
-
-/// Alternates the two sides (after one warm-up each) and returns their medians.
-async fn time_pair<A, B, FA, FB>(runs: usize, mut a: A, mut b: B) -> Result<(Duration, Duration)>
-where
-    A: FnMut() -> FA,
-    B: FnMut() -> FB,
-    FA: std::future::Future<Output = Result<()>>,
-    FB: std::future::Future<Output = Result<()>>,
-{
-    a().await?;
-    b().await?;
-    let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    for i in 0..runs.max(1) {
-        for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
-            let started = Instant::now();
-            if side == 0 {
-                a().await?;
-                ta.push(started.elapsed());
-            } else {
-                b().await?;
-                tb.push(started.elapsed());
-            }
-        }
-    }
-    Ok((median(&mut ta), median(&mut tb)))
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
 }
