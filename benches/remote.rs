@@ -35,10 +35,10 @@
 
 mod common;
 
-use common::median;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::median;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;

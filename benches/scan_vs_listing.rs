@@ -15,12 +15,12 @@
 
 mod common;
 
-use common::{file_url, print_header, print_row, query, time_pair};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{file_url, print_header, print_row, query, time_pair};
 use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema};

@@ -28,11 +28,11 @@
 
 mod common;
 
-use common::{file_url, median, print_header, print_row, query, time_pair};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{alternating, file_url, median, print_header, print_row, query, time_pair};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -130,9 +130,9 @@ fn main() -> Result<()> {
 
 /// Where both sides read the lake: the local directory, or (with
 /// `--latency-ms`) a throttled in-memory copy registered as `s3://tpch`.
-struct Lake {
-    dir: PathBuf,
-    remote: Option<Arc<dyn ObjectStore>>,
+enum Lake {
+    Local(PathBuf),
+    Remote(Arc<dyn ObjectStore>),
 }
 
 impl Lake {
@@ -140,7 +140,7 @@ impl Lake {
 
     async fn open(dir: PathBuf, latency_ms: Option<u64>) -> Result<Self> {
         let Some(ms) = latency_ms else {
-            return Ok(Self { dir, remote: None });
+            return Ok(Self::Local(dir));
         };
         let memory = InMemory::new();
         let mut stack = vec![dir.clone()];
@@ -157,7 +157,7 @@ impl Lake {
             }
         }
         let wait = Duration::from_millis(ms);
-        let throttled = ThrottledStore::new(
+        Ok(Self::Remote(Arc::new(ThrottledStore::new(
             memory,
             ThrottleConfig {
                 wait_get_per_call: wait,
@@ -165,23 +165,21 @@ impl Lake {
                 wait_list_with_delimiter_per_call: wait,
                 ..Default::default()
             },
-        );
-        Ok(Self {
-            dir,
-            remote: Some(Arc::new(throttled)),
-        })
+        ))))
     }
 
     fn url(&self, table: &str) -> String {
-        match self.remote {
-            Some(_) => format!("{}/{table}/", Self::REMOTE),
-            None => file_url(&self.dir.join(table)),
+        match self {
+            Self::Remote(_) => format!("{}/{table}/", Self::REMOTE),
+            Self::Local(dir) => file_url(&dir.join(table)),
         }
     }
 
     fn remote_url(&self) -> Option<(url::Url, Arc<dyn ObjectStore>)> {
-        let store = Arc::clone(self.remote.as_ref()?);
-        Some((url::Url::parse(Self::REMOTE).ok()?, store))
+        let Self::Remote(store) = self else {
+            return None;
+        };
+        Some((url::Url::parse(Self::REMOTE).ok()?, Arc::clone(store)))
     }
 
     /// Our side's session, as docs/session-and-cache.md sets one up:
@@ -254,7 +252,7 @@ async fn run(args: Args) -> Result<()> {
     let q1 = &queries()[0].1;
     let (mut reg, mut first) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
     for run in 0..args.runs.max(1) {
-        for side in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
+        for side in alternating(run) {
             let ctx = if side == 0 {
                 lake.ours_session(args.no_cache)
             } else {

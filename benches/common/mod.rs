@@ -17,9 +17,18 @@ pub fn median(times: &mut [Duration]) -> Duration {
     times[times.len() / 2]
 }
 
-/// Runs `a` and `b` once each to warm up, then `runs` times each,
-/// alternating which goes first (so neither side always runs on a warmer
-/// cache), and returns their medians.
+/// The order of the two sides (0 and 1) in run `run`: each goes first every
+/// other run, so neither always runs on a warmer cache.
+pub fn alternating(run: usize) -> [usize; 2] {
+    if run.is_multiple_of(2) {
+        [0, 1]
+    } else {
+        [1, 0]
+    }
+}
+
+/// Runs `a` and `b` once each to warm up, then `runs` times each in
+/// [`alternating`] order, and returns their medians.
 pub async fn time_pair<A, B, FA, FB>(
     runs: usize,
     mut a: A,
@@ -35,7 +44,7 @@ where
     b().await?;
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
     for i in 0..runs.max(1) {
-        for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+        for side in alternating(i) {
             let started = Instant::now();
             if side == 0 {
                 a().await?;
