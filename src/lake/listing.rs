@@ -6,7 +6,7 @@
 //! This is the only place that lists the object store. It never runs while
 //! planning or executing a query.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
@@ -383,7 +383,9 @@ impl<'a> Lister<'a> {
         };
         let mut pending = VecDeque::from([KeyRange::default()]);
         let mut running = FuturesUnordered::new();
-        let mut objects = Vec::new();
+        // What each range listing returned: each in key order, the ranges
+        // disjoint.
+        let mut runs: Vec<Vec<ObjectMeta>> = Vec::new();
         loop {
             while running.len() < self.concurrency {
                 let Some(range) = pending.pop_front() else {
@@ -403,7 +405,7 @@ impl<'a> Lister<'a> {
             }
             tokio::select! {
                 Some(listed) = running.next() => {
-                    objects.extend(listed.map_err(|e| self.listing_error(e))?);
+                    runs.push(listed.map_err(|e| self.listing_error(e))?);
                     shared.outstanding.fetch_sub(1, AtomicOrdering::Relaxed);
                 }
                 Some(range) = posted.recv() => pending.push_back(range),
@@ -414,6 +416,19 @@ impl<'a> Lister<'a> {
                 drop(running);
                 return self.list_under(vec![prefix.clone()]).await;
             }
+        }
+        // Runs in the order of their first keys join into one sorted list;
+        // the sort then only confirms it (one pass over a single run),
+        // where sorting 10⁶ keys from scratch would take a good part of a
+        // registration.
+        runs.sort_by(|a, b| {
+            a.first()
+                .map(|m| &m.location)
+                .cmp(&b.first().map(|m| &m.location))
+        });
+        let mut objects = Vec::with_capacity(runs.iter().map(Vec::len).sum());
+        for run in runs {
+            objects.extend(run);
         }
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(objects)
@@ -905,7 +920,12 @@ async fn partitions_from(
     };
 
     let mut spec = declared.cloned();
-    let mut by_dir: BTreeMap<String, ListedPartition> = BTreeMap::new();
+    // One entry per run of files in the same directory. A listing in key
+    // order gives a directory's files one after another (unless files sit
+    // in a directory above another's, which the depth check refuses), so
+    // most files join the last run without a lookup; the runs are sorted
+    // and joined by directory at the end.
+    let mut runs: Vec<(String, ListedPartition)> = Vec::new();
     for meta in files {
         let file = IndexedFile {
             meta,
@@ -916,10 +936,11 @@ async fn partitions_from(
         let path = file.meta.location.as_ref();
         let relative = path.get(below..).unwrap_or("");
         let key = relative.rsplit_once('/').map_or("", |(dirs, _)| dirs);
-        // Files share their directory's values: parse them once per directory.
-        if let Some(partition) = by_dir.get_mut(key) {
-            partition.files.push(file);
-            continue;
+        if let Some((dir, partition)) = runs.last_mut() {
+            if dir == key {
+                partition.files.push(file);
+                continue;
+            }
         }
         let dirs: Vec<&str> = if key.is_empty() {
             Vec::new()
@@ -930,19 +951,29 @@ async fn partitions_from(
             Some(spec) => spec,
             None => spec.insert(infer_spec(path, &dirs)?),
         };
+        // Files share their directory's values: parsed once per run.
         let values = spec.parse_dirs(path, &dirs)?;
-        let key = key.to_string();
-        by_dir.insert(
-            key,
+        runs.push((
+            key.to_string(),
             ListedPartition {
                 values,
                 files: vec![file],
             },
-        );
+        ));
     }
+    // Nearly in order after a listing in key order: only a directory whose
+    // name begins another's moves (`p=1-2/…` lists before `p=1/…`).
+    runs.sort_by(|a, b| a.0.cmp(&b.0));
+    runs.dedup_by(|later, earlier| {
+        let same = later.0 == earlier.0;
+        if same {
+            earlier.1.files.append(&mut later.1.files);
+        }
+        same
+    });
     Ok(Listing {
         spec: spec.unwrap_or_default(),
-        partitions: by_dir.into_values().collect(),
+        partitions: runs.into_iter().map(|(_, partition)| partition).collect(),
     })
 }
 
@@ -1082,6 +1113,58 @@ mod tests {
         assert!(split_points("a/x", "b/y", None, 2)
             .iter()
             .all(|p| p.starts_with("b/")));
+    }
+
+    #[tokio::test]
+    async fn a_directorys_files_make_one_partition_in_any_listing_order() {
+        let root = ListingTableUrl::parse("memory:///t/").unwrap();
+        let meta = |key: &str| ObjectMeta {
+            location: Path::from(key),
+            last_modified: chrono::DateTime::<chrono::Utc>::MIN_UTC,
+            size: 1,
+            e_tag: None,
+            version: None,
+        };
+        // Key order puts `p=1-2/` between `p=1/`'s neighbours' names, and a
+        // store that does not list in key order splits `p=1/` in two.
+        let listed = [
+            "t/p=1-2/a.parquet",
+            "t/p=1/a.parquet",
+            "t/p=10/a.parquet",
+            "t/p=1/b.parquet",
+            "t/_SUCCESS",
+            "t/p=10/b.parquet",
+            "t/p=1/c.parquet",
+        ];
+        let listing = partitions_from(
+            listed.iter().map(|k| meta(k)).collect(),
+            &root,
+            StoreKind::Memory,
+            None,
+            ".parquet",
+        )
+        .await
+        .unwrap();
+        let got: Vec<(ScalarValue, Vec<&str>)> = listing
+            .partitions
+            .iter()
+            .map(|p| {
+                let files = p.files.iter().map(|f| f.meta.location.as_ref()).collect();
+                (p.values[0].clone(), files)
+            })
+            .collect();
+        let utf8 = |v: &str| ScalarValue::Utf8(Some(v.into()));
+        assert_eq!(
+            got,
+            vec![
+                (
+                    utf8("1"),
+                    vec!["t/p=1/a.parquet", "t/p=1/b.parquet", "t/p=1/c.parquet"]
+                ),
+                (utf8("1-2"), vec!["t/p=1-2/a.parquet"]),
+                (utf8("10"), vec!["t/p=10/a.parquet", "t/p=10/b.parquet"]),
+            ]
+        );
     }
 
     #[cfg(feature = "test-utils")]

@@ -68,11 +68,6 @@ pub(in crate::table) async fn infer_schema(
     partitions: &[ListedPartition],
     merge: bool,
 ) -> Result<SchemaRef> {
-    let mut metas = partitions
-        .iter()
-        .flat_map(|p| p.files.iter().map(|f| f.meta.clone()))
-        .collect::<Vec<ObjectMeta>>()
-        .into_iter();
     let format = &parquet_format(state);
     let read = |meta: ObjectMeta| async move {
         let read = format.infer_schema(state, store, std::slice::from_ref(&meta));
@@ -85,11 +80,16 @@ pub(in crate::table) async fn infer_schema(
             })
     };
     if !merge {
-        return match metas.next() {
-            Some(first) => Ok(read(first).await?.1),
+        let first = partitions.iter().find_map(|p| p.files.first());
+        return match first {
+            Some(first) => Ok(read(first.meta.clone()).await?.1),
             None => Ok(Arc::new(Schema::empty())),
         };
     }
+    let metas: Vec<ObjectMeta> = partitions
+        .iter()
+        .flat_map(|p| p.files.iter().map(|f| f.meta.clone()))
+        .collect();
     let schemas: Vec<(String, SchemaRef)> = futures::stream::iter(metas)
         .map(read)
         .buffered(FOOTER_READ_CONCURRENCY)
@@ -148,10 +148,19 @@ pub(in crate::table) async fn index_from(
     definition: &TableDefinition,
     mut partitions: Vec<ListedPartition>,
 ) -> Result<Discovered> {
-    let metas: Vec<ObjectMeta> = partitions
-        .iter()
-        .flat_map(|p| p.files.iter().map(|f| f.meta.clone()))
-        .collect();
+    let reads_layout = definition.options.bucketing.is_some()
+        || definition.options.sort.is_some()
+        || definition.options.collect_statistics;
+    // Only footers to read need a copy of every file's location: at 10⁶
+    // files, cloning them for nothing costs a good part of a registration.
+    let metas: Vec<ObjectMeta> = if reads_layout {
+        partitions
+            .iter()
+            .flat_map(|p| p.files.iter().map(|f| f.meta.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
     if definition.options.collect_statistics {
         let format = &parquet_format(state);
         let file_schema = &definition.file_schema;
@@ -175,9 +184,6 @@ pub(in crate::table) async fn index_from(
         }
     }
     let mut bucket_note = None;
-    let reads_layout = definition.options.bucketing.is_some()
-        || definition.options.sort.is_some()
-        || definition.options.collect_statistics;
     let mut common_sort_order = None;
     if reads_layout && !metas.is_empty() {
         let layouts = read_layouts(state, store, metas, definition).await?;
