@@ -11,7 +11,9 @@
 //!   `o_orderdate` (one directory a day), the others unpartitioned; kept
 //!   under `--data` (default `$CARGO_TARGET_DIR/lakefusion-bench`).
 //! * Registration: all eight tables, then the first plan of Q1, each side
-//!   in a fresh session, `--runs` times alternately (medians).
+//!   in a fresh session, `--runs` times alternately (medians); and one
+//!   plain listing of the eight roots through the same store, the floor
+//!   of any registration that lists.
 //! * Queries: the 22 TPC-H queries (`benches/tpch_queries.sql`), each side
 //!   in its own session made as a user would (ours with `SessionBuilder`
 //!   and the small-table cache at `CacheConfig::default()`; `--no-cache`
@@ -44,6 +46,7 @@ use datafusion::datasource::listing::{
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
 use lakefusion::{CacheConfig, PartitionedTable, SessionBuilder};
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
@@ -251,7 +254,9 @@ async fn run(args: Args) -> Result<()> {
     // ---- registration: fresh sessions, alternating, medians ----
     let q1 = &queries()[0].1;
     let (mut reg, mut first) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    let mut listings = Vec::new();
     for run in 0..args.runs.max(1) {
+        listings.push(list_roots(&lake).await?);
         for side in alternating(run) {
             let ctx = if side == 0 {
                 lake.ours_session(args.no_cache)
@@ -270,7 +275,20 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     print_header("registration");
-    print_row("8 tables", median(&mut reg[0]), median(&mut reg[1]));
+    let (ours_reg, listing_reg) = (median(&mut reg[0]), median(&mut reg[1]));
+    print_row("8 tables", ours_reg, listing_reg);
+    // Both sides list every root through the store: no registration can
+    // take less than that, which bounds how much faster than ListingTable's
+    // any can be.
+    let floor = median(&mut listings);
+    println!(
+        "{:<34} {:>12} {:>12} {:>8.3}   (ListingTable / one listing = {:.2}×: the most any registration that lists can gain)",
+        "one listing of the 8 roots",
+        format!("{floor:.2?}"),
+        format!("{listing_reg:.2?}"),
+        floor.as_secs_f64() / listing_reg.as_secs_f64(),
+        listing_reg.as_secs_f64() / floor.as_secs_f64(),
+    );
     print_row(
         "8 tables + first Q1 plan",
         median(&mut first[0]),
@@ -328,6 +346,20 @@ async fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One plain listing of each table's root through the store both sides
+/// read (a fresh session's, as registration gets it).
+async fn list_roots(lake: &Lake) -> Result<Duration> {
+    let ctx = lake.listing_session();
+    let started = Instant::now();
+    for (name, _) in TABLES {
+        let url = ListingTableUrl::parse(lake.url(name))?;
+        let store = ctx.runtime_env().object_store(&url)?;
+        let listed: Vec<_> = store.list(Some(url.prefix())).try_collect().await?;
+        assert!(!listed.is_empty(), "{name} lists no file");
+    }
+    Ok(started.elapsed())
 }
 
 async fn register_ours(ctx: &SessionContext, lake: &Lake) -> Result<()> {

@@ -22,6 +22,7 @@
 //! a distributed engine, what workers learn stays on the workers.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -46,6 +47,14 @@ pub(crate) struct LearnedStatistics {
     /// reading the same files with other schemas keep their own entries
     /// rather than evicting each other's.
     scope: TableReference,
+    /// Set once a file learned here pushed another file's statistics out:
+    /// the cache is full. Learning more would only trade one file's
+    /// statistics for another's, at the cost of computing them, and a scan
+    /// of more files than the cache holds would do it for every file, every
+    /// time (least recently used first out evicts each entry before its
+    /// next use). Shared by the readers of one scan partition, so a later
+    /// scan tries again once.
+    full: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for LearnedStatistics {
@@ -71,6 +80,7 @@ impl LearnedStatistics {
             file_schema: Arc::clone(file_schema),
             fingerprint: Arc::new(SchemaFingerprint::from_schema(file_schema)),
             scope: TableReference::bare(format!("lakefusion:{:016x}", hasher.finish())),
+            full: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -93,10 +103,13 @@ impl LearnedStatistics {
     }
 
     /// Keeps the statistics of the file `meta` describes, from its footer
-    /// `metadata`, unless they are already kept or its column types are not
-    /// exactly the table's.
+    /// `metadata`, unless they are already kept, its column types are not
+    /// exactly the table's, or the cache is full.
     pub(crate) fn learn(&self, meta: &ObjectMeta, metadata: &ParquetMetaData) {
-        if self.get(meta).is_some() || !self.types_match(metadata) {
+        if self.full.load(Ordering::Relaxed)
+            || self.get(meta).is_some()
+            || !self.types_match(metadata)
+        {
             return;
         }
         // A footer DataFusion cannot summarise teaches nothing; the scan
@@ -106,8 +119,13 @@ impl LearnedStatistics {
         else {
             return;
         };
+        let key = self.key(meta);
+        // A new key that leaves no more entries than before evicted some
+        // (another scan's put in between only delays noticing).
+        let replaces = self.cache.contains_key(&key);
+        let before = self.cache.len();
         self.cache.put(
-            &self.key(meta),
+            &key,
             CachedFileMetadata::new(
                 meta.clone(),
                 Arc::clone(&self.fingerprint),
@@ -115,6 +133,9 @@ impl LearnedStatistics {
                 None,
             ),
         );
+        if !replaces && self.cache.len() <= before {
+            self.full.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The cache key of the file `meta` describes. A hash collision of two

@@ -862,7 +862,9 @@ fn offset_below(prefix: &Path) -> usize {
 
 /// Groups listed objects into partitions: data files only (see
 /// [`list_partitions`]), symbolic links checked on `file://` roots, values
-/// parsed once per directory.
+/// parsed once per run of a directory's files (once per directory when
+/// `objects` are in key order, as every listing here returns them; any
+/// order gives the same partitions).
 async fn partitions_from(
     objects: Vec<ObjectMeta>,
     root: &ListingTableUrl,
@@ -1125,8 +1127,9 @@ mod tests {
             e_tag: None,
             version: None,
         };
-        // Key order puts `p=1-2/` between `p=1/`'s neighbours' names, and a
-        // store that does not list in key order splits `p=1/` in two.
+        // Key order lists `p=1-2/` before `p=1/` (`-` sorts before `/`),
+        // directory order after it; and a store that does not list in key
+        // order splits `p=1/`'s files into three runs.
         let listed = [
             "t/p=1-2/a.parquet",
             "t/p=1/a.parquet",

@@ -2,11 +2,16 @@
 //! plans skip whole files and bound a `LIMIT`'s files without opening
 //! them, and never trust what is not true of the file they would read.
 
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch, TimestampNanosecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::common::TableReference;
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, CachedFileMetadata};
+use datafusion::execution::cache::default_cache::DefaultCache;
+use datafusion::execution::cache::{Cache, CacheEntryInfo, TableScopedPath};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use lakefusion::store::faults::{Fault, FaultRule};
@@ -251,4 +256,121 @@ async fn two_tables_over_the_same_files_with_other_schemas_do_not_share_statisti
     assert_eq!(planned_files(&ctx, &sql("wide")).await, 1);
     assert_eq!(planned_files(&ctx, &sql("narrow")).await, 1);
     assert_eq!(rows(&ctx, &sql("narrow")).await.unwrap(), narrow_rows);
+}
+
+/// The runtime's statistics cache, counting what is put in it.
+struct CountingCache {
+    inner: DefaultCache<TableScopedPath, CachedFileMetadata>,
+    puts: AtomicUsize,
+}
+
+#[deny(clippy::missing_trait_methods)]
+impl Cache<TableScopedPath, CachedFileMetadata> for CountingCache {
+    fn get(&self, key: &TableScopedPath) -> Option<CachedFileMetadata> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &TableScopedPath, value: CachedFileMetadata) -> Option<CachedFileMetadata> {
+        self.puts.fetch_add(1, AtomicOrdering::Relaxed);
+        self.inner.put(key, value)
+    }
+    fn remove(&self, k: &TableScopedPath) -> Option<CachedFileMetadata> {
+        self.inner.remove(k)
+    }
+    fn contains_key(&self, k: &TableScopedPath) -> bool {
+        self.inner.contains_key(k)
+    }
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+    fn clear(&self) {
+        self.inner.clear()
+    }
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn cache_limit(&self) -> usize {
+        self.inner.cache_limit()
+    }
+    fn update_cache_limit(&self, limit: usize) {
+        self.inner.update_cache_limit(limit)
+    }
+    fn cache_ttl(&self) -> Option<Duration> {
+        self.inner.cache_ttl()
+    }
+    fn update_cache_ttl(&self, ttl: Option<Duration>) {
+        self.inner.update_cache_ttl(ttl)
+    }
+    fn drop_table_entries(&self, table_ref: &TableReference) -> datafusion::error::Result<()> {
+        self.inner.drop_table_entries(table_ref)
+    }
+    fn list_entries(
+        &self,
+    ) -> datafusion::common::HashMap<TableScopedPath, CacheEntryInfo<CachedFileMetadata>> {
+        self.inner.list_entries()
+    }
+}
+
+/// A session whose statistics cache is `cache`, limited to `limit` bytes.
+async fn session_with_statistics_cache(
+    root: &std::path::Path,
+    cache: Arc<CountingCache>,
+    limit: usize,
+) -> SessionContext {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(
+            CacheManagerConfig::default()
+                .with_file_statistics_cache(Some(cache))
+                .with_file_statistics_cache_limit(limit),
+        )
+        .build_arc()
+        .unwrap();
+    let ctx =
+        SessionContext::new_with_config_rt(SessionConfig::new().with_target_partitions(2), runtime);
+    let table = events_table(&ctx, root).await;
+    ctx.register_table("events", Arc::new(table)).unwrap();
+    ctx
+}
+
+/// A cache too small for the table keeps what the first scan learned: a
+/// later scan computes no statistics to evict others with (each would be
+/// evicted before its next use, and a scan would pay for every file's).
+#[tokio::test]
+async fn a_statistics_cache_too_small_for_the_table_is_not_churned() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let full_scan = "SELECT count(*), sum(amount) FROM events WHERE amount >= 0";
+    let counting = |limit| {
+        Arc::new(CountingCache {
+            inner: DefaultCache::new(limit),
+            puts: AtomicUsize::new(0),
+        })
+    };
+    // What the 45 files' statistics take.
+    let roomy = counting(64 << 20);
+    let ctx = session_with_statistics_cache(dir.path(), Arc::clone(&roomy), 64 << 20).await;
+    let answer = rows(&ctx, full_scan).await.unwrap();
+    assert_eq!(roomy.len(), 45);
+    let per_file = roomy.inner.memory_used() / 45;
+
+    // Room for about ten files.
+    let limit = per_file * 10 + per_file / 2;
+    let small = counting(limit);
+    let ctx = session_with_statistics_cache(dir.path(), Arc::clone(&small), limit).await;
+    assert_eq!(rows(&ctx, full_scan).await.unwrap(), answer);
+    let kept = small.len();
+    assert!((8..=11).contains(&kept), "{kept} files' statistics kept");
+    let first_puts = small.puts.load(AtomicOrdering::Relaxed);
+    // The first scan stops learning once the cache is full (one put that
+    // evicts per scan partition at most), not at the 45th file.
+    assert!(first_puts <= kept + 2, "{first_puts} puts for {kept} kept");
+    for _ in 0..2 {
+        small.puts.store(0, AtomicOrdering::Relaxed);
+        assert_eq!(rows(&ctx, full_scan).await.unwrap(), answer);
+        let puts = small.puts.load(AtomicOrdering::Relaxed);
+        assert!(puts <= 2, "a repeated scan put {puts} files' statistics");
+        assert!(small.len() >= kept - 2, "{} kept of {kept}", small.len());
+    }
 }
