@@ -4,12 +4,14 @@
 use std::future::Future;
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::error::Result;
+use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, Gauge};
 use datafusion_datasource::PartitionedFile;
 use futures::future::BoxFuture;
@@ -32,7 +34,11 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 /// (`ListingTable` avoids this only because collecting statistics cached the
 /// footers with their index.) Asking for the index as `Optional` on the first
 /// fetch — DataFusion's own heuristic when a cache is present — puts it in the
-/// cache once; later queries read neither footer nor index.
+/// cache once; later queries read neither footer nor index. Once a footer
+/// read pushes another file's out of the cache (a table with more footers
+/// than the cache holds), the scan partition asks as the opener does: the
+/// index would be evicted before its next use, and every open would pay for
+/// reading and decoding it (see [`IndexWithFooter`]).
 ///
 /// Every reader it creates counts itself in `open_readers` until it is
 /// dropped, which is how tests prove that a cancelled scan lets go of its
@@ -43,17 +49,38 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 #[derive(Debug)]
 pub(crate) struct PageIndexCachingReaderFactory {
     inner: CachedParquetFileReaderFactory,
-    /// Whether to ask for the page index with the footer (the scan reads it).
-    page_index: bool,
+    /// Where footers are cached, when the scan reads the page index.
+    page_index: Option<IndexWithFooter>,
     open_readers: Gauge,
     read_ahead: Option<Releaser>,
     learned: Option<LearnedStatistics>,
 }
 
+/// Asking for the page index with each footer, while the runtime's footer
+/// cache keeps what it is given.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexWithFooter {
+    /// The runtime's footer cache, the one `inner` reads through.
+    cache: Arc<FileMetadataCache>,
+    /// Set once a footer read here pushed another file's out: the cache is
+    /// full. Shared by the readers of one scan partition, so a later scan
+    /// tries again once.
+    full: Arc<AtomicBool>,
+}
+
+impl IndexWithFooter {
+    pub(crate) fn new(cache: Arc<FileMetadataCache>) -> Self {
+        Self {
+            cache,
+            full: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
 impl PageIndexCachingReaderFactory {
     pub(crate) fn new(
         inner: CachedParquetFileReaderFactory,
-        page_index: bool,
+        page_index: Option<IndexWithFooter>,
         open_readers: Gauge,
         read_ahead: Option<Releaser>,
         learned: Option<LearnedStatistics>,
@@ -77,6 +104,7 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
         metrics: &ExecutionPlanMetricsSet,
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
         let path = partitioned_file.object_meta.location.clone();
+        let location = path.clone();
         let learning = self
             .learned
             .clone()
@@ -93,7 +121,8 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
         }
         Ok(Box::new(PageIndexCachingReader {
             inner,
-            page_index: self.page_index,
+            location,
+            page_index: self.page_index.clone(),
             open_readers: self.open_readers.clone(),
             read_ahead: self.read_ahead.clone().map(|r| (r, path)),
             learning,
@@ -103,7 +132,8 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
 
 struct PageIndexCachingReader {
     inner: Box<dyn AsyncFileReader + Send>,
-    page_index: bool,
+    location: object_store::path::Path,
+    page_index: Option<IndexWithFooter>,
     open_readers: Gauge,
     read_ahead: Option<(Releaser, object_store::path::Path)>,
     /// Where the file's statistics are learned, and the file as listed.
@@ -135,19 +165,33 @@ impl AsyncFileReader for PageIndexCachingReader {
         &'a mut self,
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        let page_index = self.page_index;
+        let asking = self
+            .page_index
+            .clone()
+            .filter(|index| !index.full.load(Ordering::Relaxed));
         async move {
             let options = options.cloned().unwrap_or_default();
-            let options = if page_index {
+            let options = if asking.is_some() {
                 options.with_page_index_policy(PageIndexPolicy::Optional)
             } else {
                 options
             };
+            // A footer read for a file the cache did not hold that leaves
+            // no more entries than before evicted some (another reader's
+            // put in between only delays noticing).
+            let watched = asking
+                .as_ref()
+                .map(|index| (index.cache.contains_key(&self.location), index.cache.len()));
             let metadata =
                 footer_without_panics(self.inner.get_metadata(Some(&options)), |message| {
                     parquet::errors::ParquetError::General(message)
                 })
                 .await?;
+            if let (Some(index), Some((cached, before))) = (&asking, watched) {
+                if !cached && index.cache.len() <= before {
+                    index.full.store(true, Ordering::Relaxed);
+                }
+            }
             if let Some((learned, meta)) = &self.learning {
                 learned.learn(meta, &metadata);
             }

@@ -20,7 +20,7 @@ use object_store::ObjectStore;
 use super::metrics::ScanMetrics;
 use super::naming::NamingSource;
 use super::read_ahead::{file_reads, read_ahead_options, read_order};
-use super::reader::PageIndexCachingReaderFactory;
+use super::reader::{IndexWithFooter, PageIndexCachingReaderFactory};
 use super::siblings::Siblings;
 use crate::lake::learned::LearnedStatistics;
 use crate::settings::{QueryContext, ScanOptions};
@@ -162,11 +162,16 @@ impl LazyScanStream {
                 .runtime_env()
                 .cache_manager
                 .get_file_metadata_cache();
+            let page_index = parquet
+                .table_parquet_options()
+                .global
+                .enable_page_index
+                .then(|| IndexWithFooter::new(Arc::clone(&cache)));
             let cached = CachedParquetFileReaderFactory::new(store, cache);
             let factory: Arc<dyn ParquetFileReaderFactory> =
                 Arc::new(PageIndexCachingReaderFactory::new(
                     cached,
-                    parquet.table_parquet_options().global.enable_page_index,
+                    page_index,
                     self.scan_metrics.open_readers.clone(),
                     self.read_ahead.as_ref().map(|r| r.releaser()),
                     LearnedStatistics::of(

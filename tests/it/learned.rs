@@ -1,6 +1,7 @@
 //! Statistics learned from the footers scans read (`lake::learned`): later
 //! plans skip whole files and bound a `LIMIT`'s files without opening
-//! them, and never trust what is not true of the file they would read.
+//! them, and never trust what is not true of the file they would read; and
+//! what scans keep when the runtime's caches are too small for the table.
 
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use std::time::Duration;
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch, TimestampNanosecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::common::TableReference;
-use datafusion::execution::cache::cache_manager::{CacheManagerConfig, CachedFileMetadata};
+use datafusion::execution::cache::cache_manager::{
+    CacheManagerConfig, CachedFileMetadata, CachedFileMetadataEntry,
+};
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::cache::{Cache, CacheEntryInfo, TableScopedPath};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -372,5 +375,83 @@ async fn a_statistics_cache_too_small_for_the_table_is_not_churned() {
         let puts = small.puts.load(AtomicOrdering::Relaxed);
         assert!(puts <= 2, "a repeated scan put {puts} files' statistics");
         assert!(small.len() >= kept - 2, "{} kept of {kept}", small.len());
+    }
+}
+
+/// A session reading `root` through `store`, whose footer cache is `cache`
+/// limited to `limit` bytes; footers are read without a size hint, so that
+/// a page index is a request of its own.
+async fn session_with_footer_cache(
+    root: &std::path::Path,
+    store: &Arc<lakefusion::store::faults::FaultyStore>,
+    cache: Arc<DefaultCache<object_store::path::Path, CachedFileMetadataEntry>>,
+    limit: usize,
+    page_index: bool,
+) -> SessionContext {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(
+            CacheManagerConfig::default()
+                .with_file_metadata_cache(Some(cache))
+                .with_metadata_cache_limit(limit),
+        )
+        .build_arc()
+        .unwrap();
+    let mut config = SessionConfig::new().with_target_partitions(2);
+    config.options_mut().execution.parquet.metadata_size_hint = None;
+    config.options_mut().execution.parquet.enable_page_index = page_index;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    ctx.register_object_store(&Url::parse("file://").unwrap(), store.clone());
+    let table = events_table(&ctx, root).await;
+    ctx.register_table("events", Arc::new(table)).unwrap();
+    ctx
+}
+
+/// A footer cache too small for the table: once a footer evicts another,
+/// a scan stops asking for the page index with each footer (it would be
+/// evicted before its next use, and every open would read and decode it);
+/// without a data filter, a repeated scan then reads no page index.
+#[tokio::test]
+async fn a_footer_cache_too_small_for_the_table_does_not_make_scans_read_page_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let store = lakefusion::store::faults::FaultyStore::new(Arc::new(LocalFileSystem::new()));
+    let full_scan = "SELECT count(*), sum(amount) FROM events";
+    // What the 45 footers take, with their page indexes.
+    let roomy = Arc::new(DefaultCache::new(64 << 20));
+    let ctx =
+        session_with_footer_cache(dir.path(), &store, Arc::clone(&roomy), 64 << 20, true).await;
+    let answer = rows(&ctx, full_scan).await.unwrap();
+    assert_eq!(roomy.len(), 45);
+    // Room for about ten of them.
+    let limit = roomy.memory_used() / 45 * 10;
+
+    // The requests of a repeated scan when the page index is never asked for.
+    let ctx = session_with_footer_cache(
+        dir.path(),
+        &store,
+        Arc::new(DefaultCache::new(limit)),
+        limit,
+        false,
+    )
+    .await;
+    rows(&ctx, full_scan).await.unwrap();
+    store.reset_counts();
+    assert_eq!(rows(&ctx, full_scan).await.unwrap(), answer);
+    let without_index = store.requests();
+
+    let small = Arc::new(DefaultCache::new(limit));
+    let ctx = session_with_footer_cache(dir.path(), &store, Arc::clone(&small), limit, true).await;
+    assert_eq!(rows(&ctx, full_scan).await.unwrap(), answer);
+    assert!(small.len() < 45, "the cache holds {} footers", small.len());
+    for _ in 0..2 {
+        store.reset_counts();
+        assert_eq!(rows(&ctx, full_scan).await.unwrap(), answer);
+        let requests = store.requests();
+        // At most one page index per scan partition: the read that finds
+        // the cache full.
+        assert!(
+            requests <= without_index + 2 * 2,
+            "{requests} requests against {without_index} without page indexes"
+        );
     }
 }
