@@ -47,13 +47,15 @@ pub(crate) struct LearnedStatistics {
     /// reading the same files with other schemas keep their own entries
     /// rather than evicting each other's.
     scope: TableReference,
-    /// Set once a file learned here pushed another file's statistics out:
-    /// the cache is full. Learning more would only trade one file's
+    /// Set once a file learned here left the cache with no more entries
+    /// than before (it evicted others, or the cache refused it): the cache
+    /// is full. Learning more would only trade one file's
     /// statistics for another's, at the cost of computing them, and a scan
     /// of more files than the cache holds would do it for every file, every
     /// time (least recently used first out evicts each entry before its
-    /// next use). Shared by the readers of one scan partition, so a later
-    /// scan tries again once.
+    /// next use). Shared by the readers of one scan partition: each
+    /// partition of a scan finds it full on its own (one put each), and a
+    /// later scan tries again.
     full: Arc<AtomicBool>,
 }
 
@@ -120,8 +122,8 @@ impl LearnedStatistics {
             return;
         };
         let key = self.key(meta);
-        // A new key that leaves no more entries than before evicted some
-        // (another scan's put in between only delays noticing).
+        // A new key that leaves no more entries than before evicted some or
+        // was refused (another scan's put in between only delays noticing).
         let replaces = self.cache.contains_key(&key);
         let before = self.cache.len();
         self.cache.put(

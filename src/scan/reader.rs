@@ -35,8 +35,8 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 /// footers with their index.) Asking for the index as `Optional` on the first
 /// fetch — DataFusion's own heuristic when a cache is present — puts it in the
 /// cache once; later queries read neither footer nor index. Once a footer
-/// read pushes another file's out of the cache (a table with more footers
-/// than the cache holds), the scan partition asks as the opener does: the
+/// read leaves the cache with no more entries than before (a table with more
+/// footers than the cache holds), the scan partition asks as the opener does: the
 /// index would be evicted before its next use, and every open would pay for
 /// reading and decoding it (see [`IndexWithFooter`]).
 ///
@@ -62,9 +62,11 @@ pub(crate) struct PageIndexCachingReaderFactory {
 pub(crate) struct IndexWithFooter {
     /// The runtime's footer cache, the one `inner` reads through.
     cache: Arc<FileMetadataCache>,
-    /// Set once a footer read here pushed another file's out: the cache is
-    /// full. Shared by the readers of one scan partition, so a later scan
-    /// tries again once.
+    /// Set once a footer read here, of a file the cache did not hold, left
+    /// it with no more entries than before (it evicted others, or the cache
+    /// refused it): the cache is full. Shared by the readers of one scan
+    /// partition: each partition of a scan finds it full on its own, and a
+    /// later scan tries again.
     full: Arc<AtomicBool>,
 }
 
@@ -177,8 +179,9 @@ impl AsyncFileReader for PageIndexCachingReader {
                 options
             };
             // A footer read for a file the cache did not hold that leaves
-            // no more entries than before evicted some (another reader's
-            // put in between only delays noticing).
+            // no more entries than before evicted some or was refused
+            // (another reader's put in between, or DataFusion adding a page
+            // index to an entry it held, only delays noticing).
             let watched = asking
                 .as_ref()
                 .map(|index| (index.cache.contains_key(&self.location), index.cache.len()));

@@ -316,25 +316,38 @@ impl Cache<TableScopedPath, CachedFileMetadata> for CountingCache {
     }
 }
 
+/// A session over the events lake at `root` with `caches` (two target
+/// partitions, or `config`), reading `file://` through `store` if given.
+async fn events_session_with(
+    root: &std::path::Path,
+    caches: CacheManagerConfig,
+    config: Option<SessionConfig>,
+    store: Option<&Arc<lakefusion::store::faults::FaultyStore>>,
+) -> SessionContext {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(caches)
+        .build_arc()
+        .unwrap();
+    let config = config.unwrap_or_else(|| SessionConfig::new().with_target_partitions(2));
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    if let Some(store) = store {
+        ctx.register_object_store(&Url::parse("file://").unwrap(), store.clone());
+    }
+    let table = events_table(&ctx, root).await;
+    ctx.register_table("events", Arc::new(table)).unwrap();
+    ctx
+}
+
 /// A session whose statistics cache is `cache`, limited to `limit` bytes.
 async fn session_with_statistics_cache(
     root: &std::path::Path,
     cache: Arc<CountingCache>,
     limit: usize,
 ) -> SessionContext {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_cache_manager(
-            CacheManagerConfig::default()
-                .with_file_statistics_cache(Some(cache))
-                .with_file_statistics_cache_limit(limit),
-        )
-        .build_arc()
-        .unwrap();
-    let ctx =
-        SessionContext::new_with_config_rt(SessionConfig::new().with_target_partitions(2), runtime);
-    let table = events_table(&ctx, root).await;
-    ctx.register_table("events", Arc::new(table)).unwrap();
-    ctx
+    let caches = CacheManagerConfig::default()
+        .with_file_statistics_cache(Some(cache))
+        .with_file_statistics_cache_limit(limit);
+    events_session_with(root, caches, None, None).await
 }
 
 /// A cache too small for the table keeps what the first scan learned: a
@@ -388,22 +401,13 @@ async fn session_with_footer_cache(
     limit: usize,
     page_index: bool,
 ) -> SessionContext {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_cache_manager(
-            CacheManagerConfig::default()
-                .with_file_metadata_cache(Some(cache))
-                .with_metadata_cache_limit(limit),
-        )
-        .build_arc()
-        .unwrap();
+    let caches = CacheManagerConfig::default()
+        .with_file_metadata_cache(Some(cache))
+        .with_metadata_cache_limit(limit);
     let mut config = SessionConfig::new().with_target_partitions(2);
     config.options_mut().execution.parquet.metadata_size_hint = None;
     config.options_mut().execution.parquet.enable_page_index = page_index;
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
-    ctx.register_object_store(&Url::parse("file://").unwrap(), store.clone());
-    let table = events_table(&ctx, root).await;
-    ctx.register_table("events", Arc::new(table)).unwrap();
-    ctx
+    events_session_with(root, caches, Some(config), Some(store)).await
 }
 
 /// A footer cache too small for the table: once a footer evicts another,
