@@ -30,7 +30,9 @@ use datafusion::common::{Statistics, TableReference};
 use datafusion::datasource::physical_plan::parquet::apply_file_schema_type_coercions;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::execution::cache::cache_manager::{CachedFileMetadata, FileStatisticsCache};
-use datafusion::execution::cache::{SchemaFingerprint, TableScopedPath};
+use datafusion::execution::cache::{
+    Cache, CacheKey, CacheValue, SchemaFingerprint, TableScopedPath,
+};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use object_store::ObjectMeta;
 use parquet::arrow::parquet_to_arrow_schema;
@@ -47,16 +49,49 @@ pub(crate) struct LearnedStatistics {
     /// reading the same files with other schemas keep their own entries
     /// rather than evicting each other's.
     scope: TableReference,
-    /// Set once a file learned here left the cache with no more entries
-    /// than before (it evicted others, or the cache refused it): the cache
-    /// is full. Learning more would only trade one file's
-    /// statistics for another's, at the cost of computing them, and a scan
-    /// of more files than the cache holds would do it for every file, every
-    /// time (least recently used first out evicts each entry before its
-    /// next use). Shared by the readers of one scan partition: each
-    /// partition of a scan finds it full on its own (one put each), and a
-    /// later scan tries again.
-    full: Arc<AtomicBool>,
+    /// Whether the cache is full: learning more would then only trade one
+    /// file's statistics for another's, at the cost of computing them, and
+    /// a scan of more files than the cache holds would do it for every
+    /// file, every time.
+    full: CacheFull,
+}
+
+/// Notices that one of the runtime's caches is full, for the readers of one
+/// scan partition: a put of a key the cache did not hold that leaves it with
+/// no more entries than before evicted others or was refused. With more
+/// files than a cache holds, least recently used first out evicts each
+/// entry before its next use, so putting more only costs. Each partition of
+/// a scan finds it full on its own (one put each), and a later scan tries
+/// again. (A put by another reader in between only delays noticing.)
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CacheFull(Arc<AtomicBool>);
+
+impl CacheFull {
+    /// Whether a put was seen to leave the cache full.
+    pub(crate) fn is_full(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Before a put of `key` into `cache`: what [`after_put`](Self::after_put)
+    /// compares with (`None` when the cache holds the key: replacing it
+    /// says nothing).
+    pub(crate) fn before_put<K: CacheKey, V: CacheValue>(
+        cache: &dyn Cache<K, V>,
+        key: &K,
+    ) -> Option<usize> {
+        (!cache.contains_key(key)).then(|| cache.len())
+    }
+
+    /// After the put: notes the cache full if it holds no more entries.
+    pub(crate) fn after_put<K: CacheKey, V: CacheValue>(
+        &self,
+        cache: &dyn Cache<K, V>,
+        before: Option<usize>,
+    ) {
+        if before.is_some_and(|before| cache.len() <= before) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 impl std::fmt::Debug for LearnedStatistics {
@@ -82,7 +117,7 @@ impl LearnedStatistics {
             file_schema: Arc::clone(file_schema),
             fingerprint: Arc::new(SchemaFingerprint::from_schema(file_schema)),
             scope: TableReference::bare(format!("lakefusion:{:016x}", hasher.finish())),
-            full: Arc::new(AtomicBool::new(false)),
+            full: CacheFull::default(),
         })
     }
 
@@ -108,10 +143,7 @@ impl LearnedStatistics {
     /// `metadata`, unless they are already kept, its column types are not
     /// exactly the table's, or the cache is full.
     pub(crate) fn learn(&self, meta: &ObjectMeta, metadata: &ParquetMetaData) {
-        if self.full.load(Ordering::Relaxed)
-            || self.get(meta).is_some()
-            || !self.types_match(metadata)
-        {
+        if self.full.is_full() || self.get(meta).is_some() || !self.types_match(metadata) {
             return;
         }
         // A footer DataFusion cannot summarise teaches nothing; the scan
@@ -122,10 +154,7 @@ impl LearnedStatistics {
             return;
         };
         let key = self.key(meta);
-        // A new key that leaves no more entries than before evicted some or
-        // was refused (another scan's put in between only delays noticing).
-        let replaces = self.cache.contains_key(&key);
-        let before = self.cache.len();
+        let before = CacheFull::before_put(self.cache.as_ref(), &key);
         self.cache.put(
             &key,
             CachedFileMetadata::new(
@@ -135,9 +164,7 @@ impl LearnedStatistics {
                 None,
             ),
         );
-        if !replaces && self.cache.len() <= before {
-            self.full.store(true, Ordering::Relaxed);
-        }
+        self.full.after_put(self.cache.as_ref(), before);
     }
 
     /// The cache key of the file `meta` describes. A hash collision of two

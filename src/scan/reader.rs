@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,7 +19,7 @@ use object_store::ObjectMeta;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 
 use crate::error::panic_message;
-use crate::lake::learned::LearnedStatistics;
+use crate::lake::learned::{CacheFull, LearnedStatistics};
 use crate::store::read_ahead::Releaser;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
@@ -62,19 +61,15 @@ pub(crate) struct PageIndexCachingReaderFactory {
 pub(crate) struct IndexWithFooter {
     /// The runtime's footer cache, the one `inner` reads through.
     cache: Arc<FileMetadataCache>,
-    /// Set once a footer read here, of a file the cache did not hold, left
-    /// it with no more entries than before (it evicted others, or the cache
-    /// refused it): the cache is full. Shared by the readers of one scan
-    /// partition: each partition of a scan finds it full on its own, and a
-    /// later scan tries again.
-    full: Arc<AtomicBool>,
+    /// Whether a footer read here found the cache full.
+    full: CacheFull,
 }
 
 impl IndexWithFooter {
     pub(crate) fn new(cache: Arc<FileMetadataCache>) -> Self {
         Self {
             cache,
-            full: Arc::new(AtomicBool::new(false)),
+            full: CacheFull::default(),
         }
     }
 }
@@ -170,7 +165,7 @@ impl AsyncFileReader for PageIndexCachingReader {
         let asking = self
             .page_index
             .clone()
-            .filter(|index| !index.full.load(Ordering::Relaxed));
+            .filter(|index| !index.full.is_full());
         async move {
             let options = options.cloned().unwrap_or_default();
             let options = if asking.is_some() {
@@ -178,22 +173,18 @@ impl AsyncFileReader for PageIndexCachingReader {
             } else {
                 options
             };
-            // A footer read for a file the cache did not hold that leaves
-            // no more entries than before evicted some or was refused
-            // (another reader's put in between, or DataFusion adding a page
-            // index to an entry it held, only delays noticing).
-            let watched = asking
+            // (DataFusion adding a page index to an entry the cache held
+            // is not watched: a later miss notices.)
+            let before = asking
                 .as_ref()
-                .map(|index| (index.cache.contains_key(&self.location), index.cache.len()));
+                .and_then(|index| CacheFull::before_put(index.cache.as_ref(), &self.location));
             let metadata =
                 footer_without_panics(self.inner.get_metadata(Some(&options)), |message| {
                     parquet::errors::ParquetError::General(message)
                 })
                 .await?;
-            if let (Some(index), Some((cached, before))) = (&asking, watched) {
-                if !cached && index.cache.len() <= before {
-                    index.full.store(true, Ordering::Relaxed);
-                }
+            if let Some(index) = &asking {
+                index.full.after_put(index.cache.as_ref(), before);
             }
             if let Some((learned, meta)) = &self.learning {
                 learned.learn(meta, &metadata);
