@@ -383,9 +383,7 @@ impl<'a> Lister<'a> {
         };
         let mut pending = VecDeque::from([KeyRange::default()]);
         let mut running = FuturesUnordered::new();
-        // What each range listing returned: each in key order, the ranges
-        // disjoint.
-        let mut runs: Vec<Vec<ObjectMeta>> = Vec::new();
+        let mut objects = Vec::new();
         loop {
             while running.len() < self.concurrency {
                 let Some(range) = pending.pop_front() else {
@@ -405,7 +403,7 @@ impl<'a> Lister<'a> {
             }
             tokio::select! {
                 Some(listed) = running.next() => {
-                    runs.push(listed.map_err(|e| self.listing_error(e))?);
+                    objects.extend(listed.map_err(|e| self.listing_error(e))?);
                     shared.outstanding.fetch_sub(1, AtomicOrdering::Relaxed);
                 }
                 Some(range) = posted.recv() => pending.push_back(range),
@@ -416,19 +414,6 @@ impl<'a> Lister<'a> {
                 drop(running);
                 return self.list_under(vec![prefix.clone()]).await;
             }
-        }
-        // Runs in the order of their first keys join into one sorted list;
-        // the sort then only confirms it (one pass over a single run),
-        // where sorting 10⁶ keys from scratch would take a good part of a
-        // registration.
-        runs.sort_by(|a, b| {
-            a.first()
-                .map(|m| &m.location)
-                .cmp(&b.first().map(|m| &m.location))
-        });
-        let mut objects = Vec::with_capacity(runs.iter().map(Vec::len).sum());
-        for run in runs {
-            objects.extend(run);
         }
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(objects)

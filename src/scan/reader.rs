@@ -100,8 +100,7 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
         metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
-        let path = partitioned_file.object_meta.location.clone();
-        let location = path.clone();
+        let location = partitioned_file.object_meta.location.clone();
         let learning = self
             .learned
             .clone()
@@ -114,14 +113,14 @@ impl ParquetFileReaderFactory for PageIndexCachingReaderFactory {
         )?;
         self.open_readers.add(1);
         if let Some(read_ahead) = &self.read_ahead {
-            read_ahead.opened(&path);
+            read_ahead.opened(&location);
         }
         Ok(Box::new(PageIndexCachingReader {
             inner,
             location,
             page_index: self.page_index.clone(),
             open_readers: self.open_readers.clone(),
-            read_ahead: self.read_ahead.clone().map(|r| (r, path)),
+            read_ahead: self.read_ahead.clone(),
             learning,
         }))
     }
@@ -132,7 +131,7 @@ struct PageIndexCachingReader {
     location: object_store::path::Path,
     page_index: Option<IndexWithFooter>,
     open_readers: Gauge,
-    read_ahead: Option<(Releaser, object_store::path::Path)>,
+    read_ahead: Option<Releaser>,
     /// Where the file's statistics are learned, and the file as listed.
     learning: Option<(LearnedStatistics, ObjectMeta)>,
 }
@@ -140,8 +139,8 @@ struct PageIndexCachingReader {
 impl Drop for PageIndexCachingReader {
     fn drop(&mut self) {
         self.open_readers.sub(1);
-        if let Some((read_ahead, path)) = &self.read_ahead {
-            read_ahead.closed(path);
+        if let Some(read_ahead) = &self.read_ahead {
+            read_ahead.closed(&self.location);
         }
     }
 }
