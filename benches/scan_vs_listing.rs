@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{file_url, print_header, print_row, query, time_pair};
+use common::{file_url, print_header, print_pair, print_row, query, time_pair};
 use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema};
@@ -137,11 +137,12 @@ async fn run(args: Args) -> Result<()> {
     let lineitem = generate_lineitem(&args.data, args.sf)?;
     let explain = args.explain;
     println!(
-        "machine: {} cores; runs per measurement: {} (median)",
+        "machine: {} cores; runs per measurement: at least {}, and more until each side has run {:?} (median)",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
-        args.runs
+        args.runs,
+        common::MIN_TIME_PER_SIDE
     );
 
     // ---- scans ----
@@ -188,8 +189,8 @@ async fn run(args: Args) -> Result<()> {
                 println!("--- {side}: {name}\n{}", rows_of(ctx, &format!("EXPLAIN ANALYZE {sql}")).await?);
             }
         }
-        let (t_ours, t_listing) = time_pair(args.runs, || query(&ctx_ours, sql), || query(&ctx_listing, sql)).await?;
-        print_row(name, t_ours, t_listing);
+        let times = time_pair(args.runs, || query(&ctx_ours, sql), || query(&ctx_listing, sql)).await?;
+        print_pair(name, &times);
     }
 
     // ---- peak memory of the full scan, one child process per side ----
@@ -305,7 +306,7 @@ async fn planning_bench(
     );
 
     store_o.reset_counts();
-    let (t_o, t_l) = time_pair(
+    let times = time_pair(
         runs * 3,
         || async {
             ctx_o
@@ -325,7 +326,7 @@ async fn planning_bench(
         },
     )
     .await?;
-    print_row(&format!("{store_name}: repeated plan"), t_o, t_l);
+    print_pair(&format!("{store_name}: repeated plan"), &times);
     println!(
         "{:<34} {:>12}",
         format!("{store_name}: requests, repeated"),

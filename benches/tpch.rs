@@ -34,7 +34,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{alternating, file_url, median, print_header, print_row, query, time_pair};
+use common::{
+    alternating, file_url, median, print_header, print_pair, print_row, query, time_pair,
+};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -225,12 +227,13 @@ fn queries() -> Vec<(usize, String)> {
 async fn run(args: Args) -> Result<()> {
     let dir = generate(&args.data, args.sf).await?;
     println!(
-        "machine: {} cores; TPC-H sf{}; runs per query: {} (median, warm); ours: SessionBuilder {}",
+        "machine: {} cores; TPC-H sf{}; runs per query: at least {}, and more until each side has run {:?} (median, warm); ours: SessionBuilder {}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
         args.sf,
         args.runs,
+        common::MIN_TIME_PER_SIDE,
         if args.no_cache {
             "without the small-table cache"
         } else {
@@ -323,14 +326,14 @@ async fn run(args: Args) -> Result<()> {
                 println!("--- {side}: Q{number}\n{plan}");
             }
         }
-        let (t_ours, t_listing) = time_pair(
+        let times = time_pair(
             args.runs,
             || query(&ours_ctx, &sql),
             || query(&listing_ctx, &sql),
         )
         .await?;
-        print_row(&format!("Q{number}"), t_ours, t_listing);
-        ratios.push(t_ours.as_secs_f64() / t_listing.as_secs_f64());
+        print_pair(&format!("Q{number}"), &times);
+        ratios.push(times.ours.as_secs_f64() / times.listing.as_secs_f64());
     }
     if !ratios.is_empty() {
         let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();

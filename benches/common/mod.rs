@@ -27,35 +27,58 @@ pub fn alternating(run: usize) -> [usize; 2] {
     }
 }
 
-/// Runs `a` and `b` once each to warm up, then `runs` times each in
-/// [`alternating`] order, and returns their medians.
-pub async fn time_pair<A, B, FA, FB>(
-    runs: usize,
-    mut a: A,
-    mut b: B,
-) -> Result<(Duration, Duration)>
+/// Short measurements run until each side has spent this long, so that a
+/// query of a few milliseconds is a median of hundreds of runs rather than
+/// of `--runs` (on this 2-core machine single runs of the same query move
+/// by tens of percent, more than the differences measured).
+pub const MIN_TIME_PER_SIDE: Duration = Duration::from_secs(1);
+/// ... but at most this many runs per side.
+pub const MAX_RUNS: usize = 1_000;
+
+/// The medians of two sides timed alternately, and how many runs each.
+pub struct PairTimes {
+    pub ours: Duration,
+    pub listing: Duration,
+    pub runs: usize,
+}
+
+/// Runs `ours` and `listing` once each to warm up, then at least `runs`
+/// times each in [`alternating`] order, and more (up to [`MAX_RUNS`]) until
+/// each side has run for [`MIN_TIME_PER_SIDE`]; returns their medians.
+pub async fn time_pair<A, B, FA, FB>(runs: usize, mut ours: A, mut listing: B) -> Result<PairTimes>
 where
     A: FnMut() -> FA,
     B: FnMut() -> FB,
     FA: Future<Output = Result<()>>,
     FB: Future<Output = Result<()>>,
 {
-    a().await?;
-    b().await?;
+    ours().await?;
+    listing().await?;
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    for i in 0..runs.max(1) {
-        for side in alternating(i) {
+    let (mut spent_a, mut spent_b) = (Duration::ZERO, Duration::ZERO);
+    let mut run = 0;
+    while run < runs.max(1) || (run < MAX_RUNS && spent_a.min(spent_b) < MIN_TIME_PER_SIDE) {
+        for side in alternating(run) {
             let started = Instant::now();
             if side == 0 {
-                a().await?;
-                ta.push(started.elapsed());
+                ours().await?;
+                let took = started.elapsed();
+                spent_a += took;
+                ta.push(took);
             } else {
-                b().await?;
-                tb.push(started.elapsed());
+                listing().await?;
+                let took = started.elapsed();
+                spent_b += took;
+                tb.push(took);
             }
         }
+        run += 1;
     }
-    Ok((median(&mut ta), median(&mut tb)))
+    Ok(PairTimes {
+        ours: median(&mut ta),
+        listing: median(&mut tb),
+        runs: run,
+    })
 }
 
 /// Prints `name`, both times and `ours / listing` (below 1.0: lakefusion
@@ -67,6 +90,18 @@ pub fn print_row(name: &str, ours: Duration, listing: Duration) {
         format!("{ours:.2?}"),
         format!("{listing:.2?}"),
         ours.as_secs_f64() / listing.as_secs_f64()
+    );
+}
+
+/// [`print_row`] for a [`time_pair`] measurement, with its number of runs.
+pub fn print_pair(name: &str, times: &PairTimes) {
+    println!(
+        "{:<34} {:>12} {:>12} {:>8.3}   ({} runs)",
+        name,
+        format!("{:.2?}", times.ours),
+        format!("{:.2?}", times.listing),
+        times.ours.as_secs_f64() / times.listing.as_secs_f64(),
+        times.runs
     );
 }
 

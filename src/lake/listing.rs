@@ -879,29 +879,8 @@ async fn partitions_from(
         })
         .collect();
 
-    // The file system checks block: off the async runtime.
     let files = if kind.is_local_disk() {
-        let owned = root.clone();
-        tokio::task::spawn_blocking(move || {
-            if files.is_empty() {
-                check_local_root_exists(&owned)?;
-            }
-            if let Some(mut links) = LocalLinks::new(&owned) {
-                for meta in &files {
-                    let path = meta.location.as_ref();
-                    links.check(path, path.get(below..).unwrap_or("").split('/'))?;
-                }
-            }
-            Ok::<_, Error>(files)
-        })
-        .await
-        .map_err(|source| Error::InvalidTable {
-            root: root.to_string(),
-            problem: TableProblem::BlockingTask {
-                what: "the symbolic-link check of the listing",
-                source,
-            },
-        })??
+        check_local_links(root, files, below, LINK_CHECK_CHUNK).await?
     } else {
         files
     };
@@ -964,6 +943,65 @@ async fn partitions_from(
     })
 }
 
+/// Files a thread of the link check takes at least: below twice this, one
+/// thread checks them all.
+const LINK_CHECK_CHUNK: usize = 1_024;
+
+/// The `file://` checks of a listing, off the async runtime (they block):
+/// that a root with no files exists, and every data file's links
+/// ([`LocalLinks`]). Each file costs a `lstat` or two, about a quarter of a
+/// local registration, while the store's listing that came before used one
+/// core: the files are checked in runs of neighbours (a directory's files
+/// mostly in one run) on up to one thread per core. The error is the first
+/// bad file's in listing order, as with one thread.
+async fn check_local_links(
+    root: &ListingTableUrl,
+    files: Vec<ObjectMeta>,
+    below: usize,
+    chunk: usize,
+) -> Result<Vec<ObjectMeta>> {
+    let blocking_failed = |source| Error::InvalidTable {
+        root: root.to_string(),
+        problem: TableProblem::BlockingTask {
+            what: "the symbolic-link check of the listing",
+            source,
+        },
+    };
+    if files.is_empty() {
+        let owned = root.clone();
+        tokio::task::spawn_blocking(move || check_local_root_exists(&owned))
+            .await
+            .map_err(blocking_failed)??;
+        return Ok(files);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (files.len() / chunk.max(1)).clamp(1, cores);
+    let per_thread = files.len().div_ceil(threads);
+    let files = Arc::new(files);
+    let checks: Vec<_> = (0..threads)
+        .map(|t| {
+            let (files, owned) = (Arc::clone(&files), root.clone());
+            tokio::task::spawn_blocking(move || {
+                let Some(mut links) = LocalLinks::new(&owned) else {
+                    return Ok(());
+                };
+                let end = files.len().min((t + 1) * per_thread);
+                for meta in files.get(t * per_thread..end).unwrap_or_default() {
+                    let path = meta.location.as_ref();
+                    links.check(path, path.get(below..).unwrap_or("").split('/'))?;
+                }
+                Ok::<_, Error>(())
+            })
+        })
+        .collect();
+    // Joined in order, so that the first run's error is the one reported.
+    for check in futures::future::join_all(checks).await {
+        check.map_err(blocking_failed)??;
+    }
+    // The checks are done and hold no copy: this takes the list back.
+    Ok(Arc::try_unwrap(files).unwrap_or_else(|files| files.as_ref().clone()))
+}
+
 fn infer_spec(path: &str, dirs: &[&str]) -> Result<PartitionSpec> {
     let mut columns: Vec<(String, DataType)> = Vec::with_capacity(dirs.len());
     for dir in dirs {
@@ -980,13 +1018,22 @@ fn infer_spec(path: &str, dirs: &[&str]) -> Result<PartitionSpec> {
 }
 
 /// The symbolic-link check of a `file://` root: every directory and data file
-/// under the root is looked at (`lstat`, each directory once); a link must
-/// resolve to somewhere inside the root's real path ([`LocalRoot`]).
+/// under the root is looked at; a link must resolve to somewhere inside the
+/// root's real path ([`LocalRoot`]).
+///
+/// A data file is looked at with a `lstat` of its own. A directory is looked
+/// up in its parent's entries, read once per parent (their types come with
+/// the entries on most file systems; `std` asks with a `lstat` where they do
+/// not): a daily-partitioned root's thousands of directories cost one
+/// `read_dir` of the root rather than a `lstat` each.
 struct LocalLinks {
     root: String,
     dir: PathBuf,
     real_root: LocalRoot,
+    /// Directories found not to be links, or links that stay inside.
     checked: HashSet<PathBuf>,
+    /// The names of the links among each parent directory's entries.
+    links_in: HashMap<PathBuf, HashSet<std::ffi::OsString>>,
 }
 
 impl LocalLinks {
@@ -1000,6 +1047,7 @@ impl LocalLinks {
             dir,
             real_root,
             checked: HashSet::new(),
+            links_in: HashMap::new(),
         })
     }
 
@@ -1007,14 +1055,21 @@ impl LocalLinks {
     /// root, as object-store path parts); `path` names the file in errors.
     fn check<'p>(&mut self, path: &str, parts: impl Iterator<Item = &'p str>) -> Result<()> {
         let mut local = self.dir.clone();
-        for part in parts {
-            local.push(percent_decode_str(part).decode_utf8_lossy().as_ref());
-            if !self.checked.insert(local.clone()) {
-                continue;
-            }
-            let is_link = std::fs::symlink_metadata(&local)
-                .map(|m| m.file_type().is_symlink())
-                .unwrap_or(false);
+        let mut parts = parts.peekable();
+        while let Some(part) = parts.next() {
+            let name = percent_decode_str(part).decode_utf8_lossy();
+            let is_link = if parts.peek().is_none() {
+                local.push(name.as_ref());
+                std::fs::symlink_metadata(&local).is_ok_and(|m| m.file_type().is_symlink())
+            } else {
+                let is_link = self.is_link_in(&local, name.as_ref());
+                local.push(name.as_ref());
+                if self.checked.contains(&local) {
+                    continue;
+                }
+                self.checked.insert(local.clone());
+                is_link
+            };
             if !is_link {
                 continue;
             }
@@ -1035,6 +1090,26 @@ impl LocalLinks {
             });
         }
         Ok(())
+    }
+
+    /// Whether `parent`'s entry `name` is a symbolic link (a parent that
+    /// cannot be read has none: the listing read nothing there either).
+    fn is_link_in(&mut self, parent: &std::path::Path, name: &str) -> bool {
+        if !self.links_in.contains_key(parent) {
+            let links = std::fs::read_dir(parent)
+                .map(|entries| {
+                    entries
+                        .filter_map(|entry| entry.ok())
+                        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_symlink()))
+                        .map(|entry| entry.file_name())
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.links_in.insert(parent.to_path_buf(), links);
+        }
+        self.links_in
+            .get(parent)
+            .is_some_and(|links| links.contains(std::ffi::OsStr::new(name)))
     }
 }
 
@@ -1153,6 +1228,107 @@ mod tests {
                 (utf8("10"), vec!["t/p=10/a.parquet", "t/p=10/b.parquet"]),
             ]
         );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_link_check_in_runs_checks_every_file_and_names_the_first_bad_one() {
+        use object_store::local::LocalFileSystem;
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.parquet");
+        std::fs::write(&secret, b"x").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..12 {
+            let partition = dir.path().join(format!("k={i:02}"));
+            std::fs::create_dir(&partition).unwrap();
+            std::fs::write(partition.join("a.parquet"), b"x").unwrap();
+        }
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        let root = ListingTableUrl::parse(format!("file://{}/", real.display())).unwrap();
+        let below = offset_below(root.prefix());
+        let list = || async {
+            let mut files: Vec<ObjectMeta> = LocalFileSystem::new()
+                .list(Some(root.prefix()))
+                .try_collect()
+                .await
+                .unwrap();
+            files.sort_by(|a, b| a.location.cmp(&b.location));
+            files
+        };
+        let keys = |files: &[ObjectMeta]| -> Vec<String> {
+            files.iter().map(|f| f.location.to_string()).collect()
+        };
+        let bad_file = |err: Error| match err {
+            Error::PartitionPath {
+                path,
+                problem: PathProblem::LinkOutsideRoot { .. },
+            } => path,
+            other => panic!("not a link error: {other:?}"),
+        };
+        // Runs of 3 files: several runs, as many threads as there are cores.
+        let files = list().await;
+        let checked = check_local_links(&root, files.clone(), below, 3)
+            .await
+            .unwrap();
+        assert_eq!(keys(&checked), keys(&files));
+
+        // A link out of the root in the last run is found...
+        std::os::unix::fs::symlink(&secret, real.join("k=11/b.parquet")).unwrap();
+        let err = check_local_links(&root, list().await, below, 3)
+            .await
+            .unwrap_err();
+        assert!(bad_file(err).ends_with("k=11/b.parquet"));
+        // ... and with another in an earlier run, that one is named.
+        std::os::unix::fs::symlink(&secret, real.join("k=04/b.parquet")).unwrap();
+        let err = check_local_links(&root, list().await, below, 3)
+            .await
+            .unwrap_err();
+        assert!(bad_file(err).ends_with("k=04/b.parquet"));
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_directory_link_below_the_first_level_is_checked() {
+        use object_store::local::LocalFileSystem;
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("d=9")).unwrap();
+        std::fs::write(outside.path().join("d=9/secret.parquet"), b"x").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(real.join("m=1/d=1")).unwrap();
+        std::fs::write(real.join("m=1/d=1/a.parquet"), b"x").unwrap();
+        // A link that stays inside the root, two levels down.
+        std::os::unix::fs::symlink(real.join("m=1/d=1"), real.join("m=1/d=2")).unwrap();
+        let root = ListingTableUrl::parse(format!("file://{}/", real.display())).unwrap();
+        let below = offset_below(root.prefix());
+        let list = || async {
+            let mut files: Vec<ObjectMeta> = LocalFileSystem::new()
+                .list(Some(root.prefix()))
+                .try_collect()
+                .await
+                .unwrap();
+            files.sort_by(|a, b| a.location.cmp(&b.location));
+            files
+        };
+        let files = list().await;
+        assert_eq!(files.len(), 2);
+        check_local_links(&root, files, below, 1).await.unwrap();
+
+        // One that leads out of it, under a directory already looked at.
+        std::os::unix::fs::symlink(outside.path().join("d=9"), real.join("m=1/d=3")).unwrap();
+        let err = check_local_links(&root, list().await, below, 1)
+            .await
+            .unwrap_err();
+        match err {
+            Error::PartitionPath {
+                path,
+                problem: PathProblem::LinkOutsideRoot { link, .. },
+            } => {
+                assert!(path.ends_with("m=1/d=3/secret.parquet"), "{path}");
+                assert!(link.ends_with("m=1/d=3"), "{link}");
+            }
+            other => panic!("not a link error: {other:?}"),
+        }
     }
 
     #[cfg(feature = "test-utils")]
