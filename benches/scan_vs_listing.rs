@@ -11,7 +11,9 @@
 //!   request) standing in for remote storage; requests counted.
 //! * Peak memory of the full scan, each side in a child process of its own.
 //!
-//! Every line prints `ours / listing` (below 1.0 means lakefusion is faster).
+//! Every line prints `ours / listing` (below 1.0 means lakefusion is faster);
+//! repeated measurements are medians of at least `--runs` runs per side,
+//! more for short ones (until each side has run 1 s).
 
 mod common;
 

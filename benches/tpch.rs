@@ -18,8 +18,9 @@
 //!   in its own session made as a user would (ours with `SessionBuilder`
 //!   and the small-table cache at `CacheConfig::default()`; `--no-cache`
 //!   without it; ListingTable with a plain `SessionContext`; both with
-//!   DataFusion's default options), answers compared, medians of `--runs`
-//!   warm runs taken alternately, and `ours / listing` printed (below 1.0
+//!   DataFusion's default options), answers compared, medians of at least
+//!   `--runs` warm runs taken alternately (more for short queries, until
+//!   each side has run 1 s), and `ours / listing` printed (below 1.0
 //!   means lakefusion is faster), then the geometric mean.
 //! * `--latency-ms N`: the same lake copied into an `InMemory` store behind
 //!   object_store's `ThrottledStore` (N ms per get and per listing),

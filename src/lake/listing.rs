@@ -949,11 +949,10 @@ const LINK_CHECK_CHUNK: usize = 1_024;
 
 /// The `file://` checks of a listing, off the async runtime (they block):
 /// that a root with no files exists, and every data file's links
-/// ([`LocalLinks`]). Each file costs a `lstat` or two, about a quarter of a
-/// local registration, while the store's listing that came before used one
-/// core: the files are checked in runs of neighbours (a directory's files
-/// mostly in one run) on up to one thread per core. The error is the first
-/// bad file's in listing order, as with one thread.
+/// ([`LocalLinks`]). Each data file costs a `lstat`, and the store's listing
+/// before this ran on one core: the files are checked in runs of neighbours
+/// (a directory's files mostly in one run) on up to one thread per core.
+/// The error is the first bad file's in listing order, as with one thread.
 async fn check_local_links(
     root: &ListingTableUrl,
     files: Vec<ObjectMeta>,
