@@ -1,5 +1,6 @@
 //! [`AllowedRoots`]: which table roots a decoding executor may read.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::datasource::file_format::csv::CsvSink;
@@ -11,6 +12,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_datasource::file_scan_config::FileScanConfig;
 use datafusion_datasource::file_sink_config::FileSink;
 use datafusion_datasource::sink::DataSinkExec;
+use object_store::local::LocalFileSystem;
 
 use crate::cache::CachedScanExec;
 use crate::error::Error;
@@ -120,9 +122,21 @@ impl Checker<'_> {
         // object path lacks.
         let store = config.object_store_url.as_str();
         for file in config.file_groups.iter().flat_map(|g| g.iter()) {
-            self.url(what, &format!("{store}{}", file.object_meta.location))?;
+            self.file(what, store, &file.object_meta.location)?;
         }
         Ok(())
+    }
+
+    /// [`url`](Self::url) for the object `location` in the store at `store`.
+    /// On the local file system the path checked for links is the one
+    /// object_store's `LocalFileSystem` opens: its keys hold names on disk
+    /// literally (`ts=10%3A00` is that on disk), so the URL string, whose
+    /// `%3A` a URL parser decodes, would name another path.
+    fn file(&self, what: &str, store: &str, location: &object_store::path::Path) -> Result<()> {
+        let local = (store == "file:///")
+            .then(|| LocalFileSystem::new().path_to_filesystem(location).ok())
+            .flatten();
+        self.url_at(what, &format!("{store}{location}"), local)
     }
 
     fn plan(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
@@ -158,7 +172,7 @@ impl Checker<'_> {
             }
             let store = config.object_store_url.as_str();
             for file in config.file_group.iter() {
-                self.url(what, &format!("{store}{}", file.object_meta.location))?;
+                self.file(what, store, &file.object_meta.location)?;
             }
         }
         for child in plan.children() {
@@ -171,6 +185,12 @@ impl Checker<'_> {
     /// component (also percent-encoded), and, on the local file system, does
     /// not lead out of its root through a symbolic link.
     fn url(&self, what: &str, url: &str) -> Result<()> {
+        self.url_at(what, url, None)
+    }
+
+    /// [`url`](Self::url), with the local path it names when that is not
+    /// the URL's own (see [`file`](Self::file)).
+    fn url_at(&self, what: &str, url: &str, local: Option<PathBuf>) -> Result<()> {
         let path = url.split_once("://").map_or(url, |(_, rest)| rest);
         // `..`, also percent-encoded: a store that builds URLs from the
         // path (HTTP, a URL-joining local store) would resolve `%2E%2E`.
@@ -185,7 +205,10 @@ impl Checker<'_> {
         match root {
             Some(i) if clean => {
                 let escape = self.real_roots[i].as_ref().and_then(|real_root| {
-                    let path = url::Url::parse(url).ok()?.to_file_path().ok()?;
+                    let path = match local {
+                        Some(path) => path,
+                        None => url::Url::parse(url).ok()?.to_file_path().ok()?,
+                    };
                     real_root.escape_of_nearest(path)
                 });
                 match escape {

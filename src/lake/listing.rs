@@ -20,7 +20,6 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
-use percent_encoding::percent_decode_str;
 
 use crate::error::{Error, PathProblem, Result, TableProblem};
 use crate::lake::index::{IndexedFile, ListedPartition, PartitionIndex};
@@ -880,7 +879,8 @@ async fn partitions_from(
         .collect();
 
     let files = if kind.is_local_disk() {
-        check_local_links(root, files, below, LINK_CHECK_CHUNK).await?
+        let threads = link_check_threads(files.len());
+        check_local_links(root, files, below, threads).await?
     } else {
         files
     };
@@ -947,17 +947,25 @@ async fn partitions_from(
 /// thread checks them all.
 const LINK_CHECK_CHUNK: usize = 1_024;
 
+/// How many threads check the links of `files` data files: one per
+/// [`LINK_CHECK_CHUNK`], at most one per core.
+fn link_check_threads(files: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (files / LINK_CHECK_CHUNK).clamp(1, cores)
+}
+
 /// The `file://` checks of a listing, off the async runtime (they block):
 /// that a root with no files exists, and every data file's links
-/// ([`LocalLinks`]). Each data file costs a `lstat`, and the store's listing
-/// before this ran on one core: the files are checked in runs of neighbours
-/// (a directory's files mostly in one run) on up to one thread per core.
-/// The error is the first bad file's in listing order, as with one thread.
+/// ([`LocalLinks`]). Each data file costs a `lstat` or a lookup in its
+/// directory's entries, and the store's listing before this ran on one
+/// core: the files are checked in `threads` runs of neighbours (a
+/// directory's files mostly in one run). The error is the first bad file's
+/// in listing order, as with one thread.
 async fn check_local_links(
     root: &ListingTableUrl,
     files: Vec<ObjectMeta>,
     below: usize,
-    chunk: usize,
+    threads: usize,
 ) -> Result<Vec<ObjectMeta>> {
     let blocking_failed = |source| Error::InvalidTable {
         root: root.to_string(),
@@ -973,8 +981,7 @@ async fn check_local_links(
             .map_err(blocking_failed)??;
         return Ok(files);
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = (files.len() / chunk.max(1)).clamp(1, cores);
+    let threads = threads.clamp(1, files.len());
     let per_thread = files.len().div_ceil(threads);
     let files = Arc::new(files);
     let checks: Vec<_> = (0..threads)
@@ -1016,23 +1023,45 @@ fn infer_spec(path: &str, dirs: &[&str]) -> Result<PartitionSpec> {
     Ok(PartitionSpec::new(columns))
 }
 
+/// Children of one directory looked at with a `lstat` each before
+/// [`LocalLinks`] reads that directory's entries instead.
+const READ_PARENT_AFTER: usize = 16;
+
 /// The symbolic-link check of a `file://` root: every directory and data file
 /// under the root is looked at; a link must resolve to somewhere inside the
 /// root's real path ([`LocalRoot`]).
 ///
-/// A data file is looked at with a `lstat` of its own. A directory is looked
-/// up in its parent's entries, read once per parent (their types come with
-/// the entries on most file systems; `std` asks with a `lstat` where they do
-/// not): a daily-partitioned root's thousands of directories cost one
-/// `read_dir` of the root rather than a `lstat` each.
+/// Names are taken from the listing's keys as they are: `LocalFileSystem`'s
+/// keys hold the names on disk literally (it decodes a file URL's escapes
+/// once), so a Hive-escaped `ts=10%3A00` is that on disk too, and decoding
+/// it again would look at another path.
+///
+/// A name is looked at with a `lstat`, until [`READ_PARENT_AFTER`] children
+/// of its directory have been; then that directory's entries are read,
+/// once per thread (their types come with the entries on most file
+/// systems; `std` asks with a `lstat` where they do not). So a
+/// daily-partitioned root's thousands of directories cost one `read_dir`
+/// of the root, and a refresh of a few partitions a `lstat` each. A
+/// directory whose entries cannot all be read (permissions, descriptors)
+/// goes on with a `lstat` per name.
 struct LocalLinks {
     root: String,
     dir: PathBuf,
     real_root: LocalRoot,
     /// Directories found not to be links, or links that stay inside.
     checked: HashSet<PathBuf>,
-    /// The names of the links among each parent directory's entries.
-    links_in: HashMap<PathBuf, HashSet<std::ffi::OsString>>,
+    /// What is known of each directory whose children were looked at.
+    parents: HashMap<PathBuf, ParentEntries>,
+}
+
+/// What [`LocalLinks`] knows of one directory's entries.
+enum ParentEntries {
+    /// This many children were looked at with a `lstat` each.
+    Looked(usize),
+    /// The entries were read: the names of the links among them.
+    Links(HashSet<std::ffi::OsString>),
+    /// The entries could not all be read: a `lstat` per name.
+    Unreadable,
 }
 
 impl LocalLinks {
@@ -1046,7 +1075,7 @@ impl LocalLinks {
             dir,
             real_root,
             checked: HashSet::new(),
-            links_in: HashMap::new(),
+            parents: HashMap::new(),
         })
     }
 
@@ -1055,61 +1084,73 @@ impl LocalLinks {
     fn check<'p>(&mut self, path: &str, parts: impl Iterator<Item = &'p str>) -> Result<()> {
         let mut local = self.dir.clone();
         let mut parts = parts.peekable();
-        while let Some(part) = parts.next() {
-            let name = percent_decode_str(part).decode_utf8_lossy();
-            let is_link = if parts.peek().is_none() {
-                local.push(name.as_ref());
-                std::fs::symlink_metadata(&local).is_ok_and(|m| m.file_type().is_symlink())
-            } else {
-                let is_link = self.is_link_in(&local, name.as_ref());
-                local.push(name.as_ref());
-                if self.checked.contains(&local) {
-                    continue;
+        while let Some(name) = parts.next() {
+            let is_dir = parts.peek().is_some();
+            let child = local.join(name);
+            let known = is_dir && self.checked.contains(&child);
+            if !known && self.is_link(&local, name, &child) {
+                let problem = match self.real_root.resolve(&child) {
+                    LinkTarget::Inside => None,
+                    LinkTarget::Outside(target) => Some(PathProblem::LinkOutsideRoot {
+                        link: child.display().to_string(),
+                        target: target.display().to_string(),
+                        root: self.root.clone(),
+                    }),
+                    LinkTarget::Broken => Some(PathProblem::BrokenLink {
+                        link: child.display().to_string(),
+                    }),
+                };
+                if let Some(problem) = problem {
+                    return Err(Error::PartitionPath {
+                        path: path.to_string(),
+                        problem,
+                    });
                 }
-                self.checked.insert(local.clone());
-                is_link
-            };
-            if !is_link {
-                continue;
             }
-            let problem = match self.real_root.resolve(&local) {
-                LinkTarget::Inside => continue,
-                LinkTarget::Outside(target) => PathProblem::LinkOutsideRoot {
-                    link: local.display().to_string(),
-                    target: target.display().to_string(),
-                    root: self.root.clone(),
-                },
-                LinkTarget::Broken => PathProblem::BrokenLink {
-                    link: local.display().to_string(),
-                },
-            };
-            return Err(Error::PartitionPath {
-                path: path.to_string(),
-                problem,
-            });
+            if is_dir && !known {
+                self.checked.insert(child.clone());
+            }
+            local = child;
         }
         Ok(())
     }
 
-    /// Whether `parent`'s entry `name` is a symbolic link (a parent that
-    /// cannot be read has none: the listing read nothing there either).
-    fn is_link_in(&mut self, parent: &std::path::Path, name: &str) -> bool {
-        if !self.links_in.contains_key(parent) {
-            let links = std::fs::read_dir(parent)
-                .map(|entries| {
-                    entries
-                        .filter_map(|entry| entry.ok())
-                        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_symlink()))
-                        .map(|entry| entry.file_name())
-                        .collect()
-                })
-                .unwrap_or_default();
-            self.links_in.insert(parent.to_path_buf(), links);
+    /// Whether `parent`'s entry `name` (at `child`) is a symbolic link.
+    fn is_link(&mut self, parent: &std::path::Path, name: &str, child: &std::path::Path) -> bool {
+        let lstat = || std::fs::symlink_metadata(child).is_ok_and(|m| m.file_type().is_symlink());
+        if !self.parents.contains_key(parent) {
+            self.parents
+                .insert(parent.to_path_buf(), ParentEntries::Looked(0));
         }
-        self.links_in
-            .get(parent)
-            .is_some_and(|links| links.contains(std::ffi::OsStr::new(name)))
+        let Some(entries) = self.parents.get_mut(parent) else {
+            return lstat();
+        };
+        if let ParentEntries::Looked(looked) = entries {
+            if *looked < READ_PARENT_AFTER {
+                *looked += 1;
+                return lstat();
+            }
+            *entries =
+                links_among_entries(parent).map_or(ParentEntries::Unreadable, ParentEntries::Links);
+        }
+        match entries {
+            ParentEntries::Links(links) => links.contains(std::ffi::OsStr::new(name)),
+            ParentEntries::Looked(_) | ParentEntries::Unreadable => lstat(),
+        }
     }
+}
+
+/// The names of the symbolic links among `dir`'s entries; `None` unless
+/// every entry and its type could be read.
+fn links_among_entries(dir: &std::path::Path) -> Option<HashSet<std::ffi::OsString>> {
+    let mut links = HashSet::new();
+    for entry in std::fs::read_dir(dir).ok()? {
+        let entry = entry.ok()?;
+        if entry.file_type().ok()?.is_symlink() {
+            links.insert(entry.file_name());
+        }
+    }
+    Some(links)
 }
 
 /// Object stores have no directories, so an empty listing is an empty table;
@@ -1232,102 +1273,131 @@ mod tests {
     #[cfg(unix)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_link_check_in_runs_checks_every_file_and_names_the_first_bad_one() {
-        use object_store::local::LocalFileSystem;
         let outside = tempfile::tempdir().unwrap();
         let secret = outside.path().join("secret.parquet");
         std::fs::write(&secret, b"x").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        for i in 0..12 {
-            let partition = dir.path().join(format!("k={i:02}"));
-            std::fs::create_dir(&partition).unwrap();
-            std::fs::write(partition.join("a.parquet"), b"x").unwrap();
-        }
-        let real = std::fs::canonicalize(dir.path()).unwrap();
-        let root = ListingTableUrl::parse(format!("file://{}/", real.display())).unwrap();
-        let below = offset_below(root.prefix());
-        let list = || async {
-            let mut files: Vec<ObjectMeta> = LocalFileSystem::new()
-                .list(Some(root.prefix()))
-                .try_collect()
-                .await
-                .unwrap();
-            files.sort_by(|a, b| a.location.cmp(&b.location));
-            files
-        };
+        let tree = Tree::of(&(0..12).map(|i| format!("k={i:02}")).collect::<Vec<_>>());
         let keys = |files: &[ObjectMeta]| -> Vec<String> {
             files.iter().map(|f| f.location.to_string()).collect()
         };
-        let bad_file = |err: Error| match err {
-            Error::PartitionPath {
-                path,
-                problem: PathProblem::LinkOutsideRoot { .. },
-            } => path,
-            other => panic!("not a link error: {other:?}"),
-        };
-        // Runs of 3 files: several runs, as many threads as there are cores.
-        let files = list().await;
-        let checked = check_local_links(&root, files.clone(), below, 3)
-            .await
-            .unwrap();
+        // Four runs of three files, on four threads.
+        let files = tree.listed().await;
+        let checked = tree.check(files.clone(), 4).await.unwrap();
         assert_eq!(keys(&checked), keys(&files));
 
         // A link out of the root in the last run is found...
-        std::os::unix::fs::symlink(&secret, real.join("k=11/b.parquet")).unwrap();
-        let err = check_local_links(&root, list().await, below, 3)
-            .await
-            .unwrap_err();
-        assert!(bad_file(err).ends_with("k=11/b.parquet"));
+        std::os::unix::fs::symlink(&secret, tree.real.join("k=11/b.parquet")).unwrap();
+        let (path, _) = link_error(tree.check(tree.listed().await, 4).await);
+        assert!(path.ends_with("k=11/b.parquet"), "{path}");
         // ... and with another in an earlier run, that one is named.
-        std::os::unix::fs::symlink(&secret, real.join("k=04/b.parquet")).unwrap();
-        let err = check_local_links(&root, list().await, below, 3)
-            .await
-            .unwrap_err();
-        assert!(bad_file(err).ends_with("k=04/b.parquet"));
+        std::os::unix::fs::symlink(&secret, tree.real.join("k=04/b.parquet")).unwrap();
+        let (path, _) = link_error(tree.check(tree.listed().await, 4).await);
+        assert!(path.ends_with("k=04/b.parquet"), "{path}");
+    }
+
+    /// A temporary table root on the local disk.
+    #[cfg(unix)]
+    struct Tree {
+        _dir: tempfile::TempDir,
+        /// Its real path.
+        real: PathBuf,
+        url: ListingTableUrl,
     }
 
     #[cfg(unix)]
-    #[tokio::test]
-    async fn a_directory_link_below_the_first_level_is_checked() {
-        use object_store::local::LocalFileSystem;
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::create_dir(outside.path().join("d=9")).unwrap();
-        std::fs::write(outside.path().join("d=9/secret.parquet"), b"x").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let real = std::fs::canonicalize(dir.path()).unwrap();
-        std::fs::create_dir_all(real.join("m=1/d=1")).unwrap();
-        std::fs::write(real.join("m=1/d=1/a.parquet"), b"x").unwrap();
-        // A link that stays inside the root, two levels down.
-        std::os::unix::fs::symlink(real.join("m=1/d=1"), real.join("m=1/d=2")).unwrap();
-        let root = ListingTableUrl::parse(format!("file://{}/", real.display())).unwrap();
-        let below = offset_below(root.prefix());
-        let list = || async {
-            let mut files: Vec<ObjectMeta> = LocalFileSystem::new()
-                .list(Some(root.prefix()))
+    impl Tree {
+        /// A root with `dirs`, each holding one data file.
+        fn of(dirs: &[String]) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let real = std::fs::canonicalize(dir.path()).unwrap();
+            for d in dirs {
+                std::fs::create_dir_all(real.join(d)).unwrap();
+                std::fs::write(real.join(d).join("a.parquet"), b"x").unwrap();
+            }
+            let url = ListingTableUrl::parse(format!("file://{}/", real.display())).unwrap();
+            Self {
+                _dir: dir,
+                real,
+                url,
+            }
+        }
+
+        /// Its files, as object_store's `LocalFileSystem` lists them.
+        async fn listed(&self) -> Vec<ObjectMeta> {
+            let mut files: Vec<ObjectMeta> = object_store::local::LocalFileSystem::new()
+                .list(Some(self.url.prefix()))
                 .try_collect()
                 .await
                 .unwrap();
             files.sort_by(|a, b| a.location.cmp(&b.location));
             files
-        };
-        let files = list().await;
-        assert_eq!(files.len(), 2);
-        check_local_links(&root, files, below, 1).await.unwrap();
+        }
 
-        // One that leads out of it, under a directory already looked at.
-        std::os::unix::fs::symlink(outside.path().join("d=9"), real.join("m=1/d=3")).unwrap();
-        let err = check_local_links(&root, list().await, below, 1)
-            .await
-            .unwrap_err();
-        match err {
-            Error::PartitionPath {
+        async fn check(&self, files: Vec<ObjectMeta>, threads: usize) -> Result<Vec<ObjectMeta>> {
+            check_local_links(&self.url, files, offset_below(self.url.prefix()), threads).await
+        }
+    }
+
+    /// The file and the link of a link-out-of-the-root error.
+    #[cfg(unix)]
+    fn link_error(result: Result<Vec<ObjectMeta>>) -> (String, String) {
+        match result {
+            Err(Error::PartitionPath {
                 path,
                 problem: PathProblem::LinkOutsideRoot { link, .. },
-            } => {
-                assert!(path.ends_with("m=1/d=3/secret.parquet"), "{path}");
-                assert!(link.ends_with("m=1/d=3"), "{link}");
-            }
-            other => panic!("not a link error: {other:?}"),
+            }) => (path, link),
+            other => panic!("not a link error: {:?}", other.map(|files| files.len())),
         }
+    }
+
+    /// Below the first level, among few siblings (each looked at with a
+    /// `lstat`) and among many (the parent's entries read once).
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_directory_link_below_the_first_level_is_checked() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("d=9")).unwrap();
+        std::fs::write(outside.path().join("d=9/secret.parquet"), b"x").unwrap();
+        for siblings in [2, READ_PARENT_AFTER + 4] {
+            let tree = Tree::of(
+                &(0..siblings)
+                    .map(|i| format!("m=1/d={i:02}"))
+                    .collect::<Vec<_>>(),
+            );
+            // A link that stays inside the root, two levels down.
+            std::os::unix::fs::symlink(tree.real.join("m=1/d=00"), tree.real.join("m=1/d=90"))
+                .unwrap();
+            let files = tree.listed().await;
+            assert_eq!(files.len(), siblings + 1);
+            tree.check(files, 1).await.unwrap();
+
+            // One that leads out of it, looked up after all the others.
+            std::os::unix::fs::symlink(outside.path().join("d=9"), tree.real.join("m=1/d=99"))
+                .unwrap();
+            let (path, link) = link_error(tree.check(tree.listed().await, 1).await);
+            assert!(
+                path.ends_with("m=1/d=99/secret.parquet"),
+                "{siblings}: {path}"
+            );
+            assert!(link.ends_with("m=1/d=99"), "{siblings}: {link}");
+        }
+    }
+
+    /// A data file linked out of the root among many files of one directory
+    /// (found in the directory's entries, read once).
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_file_link_among_many_files_of_a_directory_is_checked() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.parquet");
+        std::fs::write(&secret, b"x").unwrap();
+        let tree = Tree::of(&["k=1".to_string()]);
+        for i in 0..READ_PARENT_AFTER + 4 {
+            std::fs::write(tree.real.join(format!("k=1/f{i:02}.parquet")), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink(&secret, tree.real.join("k=1/z.parquet")).unwrap();
+        let (path, _) = link_error(tree.check(tree.listed().await, 1).await);
+        assert!(path.ends_with("k=1/z.parquet"), "{path}");
     }
 
     #[cfg(feature = "test-utils")]

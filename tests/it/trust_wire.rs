@@ -382,6 +382,24 @@ async fn allowed_roots_check_datafusions_own_file_scans_and_sinks() {
         .expect_err("a link out of the lake")
         .to_string();
     assert!(err.contains("symbolic link"), "{err}");
+
+    // The same under a Hive-escaped name: the name on disk holds `%3A`, and
+    // so does the file's object path.
+    std::os::unix::fs::symlink(secret.join("csv"), lake.join("linked%3A1")).unwrap();
+    exec(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE linked_escaped STORED AS CSV LOCATION '{}/'",
+            lake.join("linked%3A1").display()
+        ),
+    )
+    .await;
+    let err = task_round_trip(&setup, &ctx, "SELECT * FROM linked_escaped")
+        .await
+        .map(|_| ())
+        .expect_err("a link out of the lake, under an escaped name")
+        .to_string();
+    assert!(err.contains("symbolic link"), "{err}");
 }
 
 fn setup_roots(lake: &std::path::Path) -> lakefusion::codec::AllowedRoots {

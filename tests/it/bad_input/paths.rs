@@ -260,6 +260,33 @@ async fn a_directory_linked_from_outside_the_root_is_refused() {
     );
 }
 
+/// Hive writes `:` in a value as `%3A`: the directory's name on disk holds
+/// the `%`, and so does the listing's key (object_store decodes a file
+/// URL's escapes once). A link under such a name is still checked.
+#[tokio::test]
+async fn links_whose_names_hold_hive_escapes_are_checked() {
+    let outside = tempfile::tempdir().unwrap();
+    file_at(outside.path(), "secret.parquet");
+    let columns = [("k", DataType::Utf8)];
+    // A linked directory, and a linked file in a plain directory.
+    let root = root_with_link(outside.path(), "k=10%3A00");
+    assert_bad_path(
+        root.path(),
+        &columns,
+        "k=10%3A00/secret.parquet",
+        "outside the table root",
+    )
+    .await;
+    let root = root_with_link(&outside.path().join("secret.parquet"), "k=11/b%3Ac.parquet");
+    assert_bad_path(
+        root.path(),
+        &columns,
+        "k=11/b%3Ac.parquet",
+        "outside the table root",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_link_that_stays_inside_the_root_is_read() {
     let root = tempfile::tempdir().unwrap();
