@@ -100,9 +100,18 @@ impl AllowedRoots {
     /// (`None` when every root is allowed).
     fn checker(&self) -> Option<Checker<'_>> {
         let roots = self.roots.as_deref()?;
+        // A `file:///` root is matched against the files' keys as written
+        // (`LocalFileSystem` keys hold names on disk literally), so it is
+        // resolved as written: parsed as a URL, a `%3A` in it would name
+        // another directory, and links under it would go unseen.
         let real_roots = roots
             .iter()
-            .map(|root| LocalRoot::of_url(&url::Url::parse(root).ok()?))
+            .map(|root| match root.strip_prefix("file://") {
+                Some(path) if path.starts_with('/') => {
+                    LocalRoot::of_dir(std::path::Path::new(path))
+                }
+                _ => LocalRoot::of_url(&url::Url::parse(root).ok()?),
+            })
             .collect();
         Some(Checker { roots, real_roots })
     }
@@ -309,6 +318,42 @@ mod tests {
     fn absolute_paths_elsewhere_and_other_stores_are_refused() {
         refused("file:///", "etc/passwd");
         refused("s3://data/", "events/k=1/a.parquet");
+    }
+
+    /// An allowed root whose name holds a Hive escape (`%3A`) is matched
+    /// against the files' keys as written, so it is resolved as written
+    /// too: a link under it is still seen.
+    #[cfg(unix)]
+    #[test]
+    fn links_under_a_root_with_an_escaped_name_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        let root = real.join("lake/ts=10%3A00");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("a.parquet"), b"x").unwrap();
+        std::fs::write(real.join("secret.parquet"), b"x").unwrap();
+        std::os::unix::fs::symlink(real.join("secret.parquet"), root.join("b.parquet")).unwrap();
+        let roots = AllowedRoots::only([format!("file://{}/", root.display())]);
+        let scan = |name: &str| {
+            let key = format!("{}/{name}", root.display());
+            let location = Path::parse(key.trim_start_matches('/')).unwrap();
+            let config = FileScanConfigBuilder::new(
+                ObjectStoreUrl::parse("file:///").unwrap(),
+                Arc::new(ParquetSource::new(Arc::new(Schema::empty()))),
+            )
+            .with_file(PartitionedFile::new_from_meta(ObjectMeta {
+                location,
+                last_modified: Default::default(),
+                size: 1,
+                e_tag: None,
+                version: None,
+            }))
+            .build();
+            roots.check("events", &config)
+        };
+        scan("a.parquet").unwrap();
+        let err = scan("b.parquet").unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
     }
 
     #[test]
