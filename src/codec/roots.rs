@@ -264,7 +264,12 @@ mod tests {
     }
 
     fn check_path(store: &str, location: Path) -> Result<()> {
-        let config = FileScanConfigBuilder::new(
+        AllowedRoots::only(["file:///data/events"]).check("events", &scan_of(store, location))
+    }
+
+    /// A Parquet scan of the one file at `location` in the store `store`.
+    fn scan_of(store: &str, location: Path) -> FileScanConfig {
+        FileScanConfigBuilder::new(
             ObjectStoreUrl::parse(store).unwrap(),
             Arc::new(ParquetSource::new(Arc::new(Schema::empty()))),
         )
@@ -275,8 +280,7 @@ mod tests {
             e_tag: None,
             version: None,
         }))
-        .build();
-        AllowedRoots::only(["file:///data/events"]).check("events", &config)
+        .build()
     }
 
     fn refused(store: &str, location: &str) {
@@ -337,19 +341,7 @@ mod tests {
         let scan = |name: &str| {
             let key = format!("{}/{name}", root.display());
             let location = Path::parse(key.trim_start_matches('/')).unwrap();
-            let config = FileScanConfigBuilder::new(
-                ObjectStoreUrl::parse("file:///").unwrap(),
-                Arc::new(ParquetSource::new(Arc::new(Schema::empty()))),
-            )
-            .with_file(PartitionedFile::new_from_meta(ObjectMeta {
-                location,
-                last_modified: Default::default(),
-                size: 1,
-                e_tag: None,
-                version: None,
-            }))
-            .build();
-            roots.check("events", &config)
+            roots.check("events", &scan_of("file:///", location))
         };
         scan("a.parquet").unwrap();
         let err = scan("b.parquet").unwrap_err().to_string();
