@@ -100,20 +100,12 @@ impl AllowedRoots {
     /// (`None` when every root is allowed).
     fn checker(&self) -> Option<Checker<'_>> {
         let roots = self.roots.as_deref()?;
-        // A `file:///` root is matched against the files' keys as written
-        // (`LocalFileSystem` keys hold names on disk literally), so it is
-        // resolved as written: parsed as a URL, a `%3A` in it would name
-        // another directory, and links under it would go unseen.
-        let real_roots = roots
-            .iter()
-            .map(|root| match root.strip_prefix("file://") {
-                Some(path) if path.starts_with('/') => {
-                    LocalRoot::of_dir(std::path::Path::new(path))
-                }
-                _ => LocalRoot::of_url(&url::Url::parse(root).ok()?),
-            })
-            .collect();
-        Some(Checker { roots, real_roots })
+        let real_roots = roots.iter().map(|root| LocalRoot::of_url(root)).collect();
+        Some(Checker {
+            roots,
+            real_roots,
+            local: LocalFileSystem::new(),
+        })
     }
 }
 
@@ -123,6 +115,9 @@ struct Checker<'a> {
     /// For each root: its real path on the local file system, if it is a
     /// `file://` root that exists.
     real_roots: Vec<Option<LocalRoot>>,
+    /// How `file:///` keys map to local paths, as the executor's store
+    /// maps them.
+    local: LocalFileSystem,
 }
 
 impl Checker<'_> {
@@ -143,7 +138,7 @@ impl Checker<'_> {
     /// `%3A` a URL parser decodes, would name another path.
     fn file(&self, what: &str, store: &str, location: &object_store::path::Path) -> Result<()> {
         let local = (store == "file:///")
-            .then(|| LocalFileSystem::new().path_to_filesystem(location).ok())
+            .then(|| self.local.path_to_filesystem(location).ok())
             .flatten();
         self.url_at(what, &format!("{store}{location}"), local)
     }

@@ -31,10 +31,18 @@ impl LocalRoot {
 
     /// The root a `file://` URL names; `None` for every other scheme and
     /// for a directory that does not exist.
+    ///
+    /// A `file:///` URL is read as written, because the object keys matched
+    /// against it hold names on disk literally (`LocalFileSystem` decodes a
+    /// file URL's escapes once): parsed as a URL, a `%3A` in it would name
+    /// another directory, and links under it would go unseen.
     #[cfg_attr(not(feature = "wire"), allow(dead_code))]
-    pub(crate) fn of_url(url: &url::Url) -> Option<Self> {
-        // `to_file_path` refuses every scheme but `file`.
-        Self::of_dir(&url.to_file_path().ok()?)
+    pub(crate) fn of_url(url: &str) -> Option<Self> {
+        match url.strip_prefix("file://") {
+            Some(path) if path.starts_with('/') => Self::of_dir(Path::new(path)),
+            // `to_file_path` refuses every scheme but `file`.
+            _ => Self::of_dir(&url::Url::parse(url).ok()?.to_file_path().ok()?),
+        }
     }
 
     /// Where `local` (a path under the root, possibly through links) leads.
