@@ -28,6 +28,7 @@ use crate::lake::partitioning::{
 };
 use crate::lake::TableDefinition;
 use crate::store::local::{LinkTarget, LocalRoot};
+use crate::store::local_walk::{self, Walked};
 use crate::store::{RetryPolicy, StoreKind};
 
 /// What one listing found: the (declared or inferred) spec and the partitions.
@@ -50,6 +51,28 @@ pub(crate) struct Lister<'a> {
     /// Keys a listing reads before it splits the rest of its range (S3's
     /// page: the next page is the next request).
     split_after: usize,
+    /// The store is object_store's plain `LocalFileSystem`: the disk is
+    /// walked instead ([`local_walk`]).
+    walks_the_disk: bool,
+}
+
+/// What one listing of the store returned.
+struct Listed {
+    /// The objects, sorted by key.
+    objects: Vec<ObjectMeta>,
+    /// Read by the disk walk, which saw no symbolic link: nothing for the
+    /// link check to look at.
+    without_links: bool,
+}
+
+impl Listed {
+    /// Objects a listing through the store returned.
+    fn through_store(objects: Vec<ObjectMeta>) -> Self {
+        Self {
+            objects,
+            without_links: false,
+        }
+    }
 }
 
 /// Keys after `after` (exclusive; `None`: from the first) up to `until`
@@ -195,6 +218,7 @@ impl<'a> Lister<'a> {
             concurrency: concurrency.max(1),
             retry,
             split_after: SPLIT_AFTER,
+            walks_the_disk: kind.is_local_disk() && local_walk::lists_like_the_disk(store.as_ref()),
         }
     }
 
@@ -238,8 +262,8 @@ impl<'a> Lister<'a> {
         declared: Option<&PartitionSpec>,
         extension: &str,
     ) -> Result<Listing> {
-        let objects = self.list_root().await?;
-        partitions_from(objects, self.root, self.kind, declared, extension).await
+        let listed = self.list_root().await?;
+        partitions_from(listed, self.root, self.kind, declared, extension).await
     }
 
     /// The store the lister lists.
@@ -297,10 +321,10 @@ impl<'a> Lister<'a> {
         if dirs.is_empty() {
             return Ok(Vec::new());
         }
-        let objects = self
+        let listed = self
             .list_under(dirs.into_iter().map(|(dir, _)| dir).collect())
             .await?;
-        let listing = partitions_from(objects, root, self.kind, Some(spec), extension).await?;
+        let listing = partitions_from(listed, root, self.kind, Some(spec), extension).await?;
         Ok(listing.partitions)
     }
 
@@ -363,8 +387,9 @@ impl<'a> Lister<'a> {
     ///   too.
     ///
     /// The local disk and `memory://` (no request latency to hide) are
-    /// listed with one listing.
-    async fn list_root(&self) -> Result<Vec<ObjectMeta>> {
+    /// listed with one listing (the local disk with a walk, see
+    /// [`list_under`](Self::list_under)).
+    async fn list_root(&self) -> Result<Listed> {
         let prefix = self.root.prefix();
         if self.concurrency == 1 || !self.kind.has_request_latency() {
             return self.list_under(vec![prefix.clone()]).await;
@@ -415,7 +440,7 @@ impl<'a> Lister<'a> {
             }
         }
         objects.sort_by(|a, b| a.location.cmp(&b.location));
-        Ok(objects)
+        Ok(Listed::through_store(objects))
     }
 
     /// The objects in `range` under `prefix`, from one listing that starts
@@ -589,7 +614,41 @@ impl<'a> Lister<'a> {
 
     /// Every object under each of `prefixes` (recursive listings, several at
     /// once), sorted by path.
-    async fn list_under(&self, prefixes: Vec<Path>) -> Result<Vec<ObjectMeta>> {
+    ///
+    /// Where the store is object_store's plain `LocalFileSystem`, the
+    /// directories are read directly on up to one thread per core (at most
+    /// `concurrency`), which lists the same objects several times faster
+    /// and sees every symbolic link on the way ([`local_walk`]); a tree that
+    /// holds a link is listed through the store, and its links checked.
+    async fn list_under(&self, prefixes: Vec<Path>) -> Result<Listed> {
+        let prefixes = if self.walks_the_disk {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = self.concurrency.min(cores);
+            let walk = tokio::task::spawn_blocking(move || {
+                let walked = local_walk::walk(&prefixes, threads);
+                (walked, prefixes)
+            });
+            match walk.await {
+                Ok((Walked::Files(objects), _)) => {
+                    return Ok(Listed {
+                        objects,
+                        without_links: true,
+                    })
+                }
+                Ok((Walked::ThroughStore, prefixes)) => prefixes,
+                Err(source) => {
+                    return Err(Error::InvalidTable {
+                        root: self.root.to_string(),
+                        problem: TableProblem::BlockingTask {
+                            what: "the walk of the local root",
+                            source,
+                        },
+                    })
+                }
+            }
+        } else {
+            prefixes
+        };
         let listings = futures::stream::iter(prefixes.into_iter().map(|prefix| {
             async move {
                 self.store
@@ -605,7 +664,7 @@ impl<'a> Lister<'a> {
         .map_err(|e| self.listing_error(e))?;
         let mut objects: Vec<ObjectMeta> = listings.into_iter().flatten().collect();
         objects.sort_by(|a, b| a.location.cmp(&b.location));
-        Ok(objects)
+        Ok(Listed::through_store(objects))
     }
 
     /// The partitions under the directories of the first `levels` partition
@@ -746,8 +805,8 @@ impl<'a> Lister<'a> {
         selected.dedup();
         coverage.listed = selected.iter().map(|dir| dir.to_string()).collect();
         coverage.root = root.prefix().to_string();
-        let objects = self.list_under(selected).await?;
-        let listing = partitions_from(objects, root, self.kind, Some(spec), extension).await?;
+        let listed = self.list_under(selected).await?;
+        let listing = partitions_from(listed, root, self.kind, Some(spec), extension).await?;
         Ok((listing, coverage))
     }
 }
@@ -850,7 +909,7 @@ fn offset_below(prefix: &Path) -> usize {
 /// `objects` are in key order, as every listing here returns them; any
 /// order gives the same partitions).
 async fn partitions_from(
-    objects: Vec<ObjectMeta>,
+    listed: Listed,
     root: &ListingTableUrl,
     kind: StoreKind,
     declared: Option<&PartitionSpec>,
@@ -861,7 +920,8 @@ async fn partitions_from(
     let below = offset_below(prefix);
     // The data files (at 10⁶ files, no allocation per file here: their
     // parts are read from the path itself).
-    let files: Vec<ObjectMeta> = objects
+    let files: Vec<ObjectMeta> = listed
+        .objects
         .into_iter()
         .filter(|meta| {
             // Not under the root: never read.
@@ -878,7 +938,10 @@ async fn partitions_from(
         })
         .collect();
 
-    let files = if kind.is_local_disk() {
+    // A walk that saw no link leaves nothing to check but that an empty
+    // root exists.
+    let links_seen = !listed.without_links || files.is_empty();
+    let files = if kind.is_local_disk() && links_seen {
         let threads = link_check_threads(files.len());
         check_local_links(root, files, below, threads).await?
     } else {
@@ -1240,7 +1303,7 @@ mod tests {
             "t/p=1/c.parquet",
         ];
         let listing = partitions_from(
-            listed.iter().map(|k| meta(k)).collect(),
+            Listed::through_store(listed.iter().map(|k| meta(k)).collect()),
             &root,
             StoreKind::Memory,
             None,
@@ -1455,7 +1518,11 @@ mod tests {
             let mut lister = Lister::new(store, &root, StoreKind::Remote, concurrency, retry);
             lister.split_after = split_after;
             let listed = lister.list_root().await.unwrap();
-            listed.iter().map(|m| m.location.to_string()).collect()
+            listed
+                .objects
+                .iter()
+                .map(|m| m.location.to_string())
+                .collect()
         }
         let policy = RetryPolicy {
             max_retries: 5,
@@ -1583,6 +1650,7 @@ mod tests {
                 .list_root()
                 .await
                 .unwrap()
+                .objects
                 .iter()
                 .map(|m| m.location.to_string())
                 .collect();

@@ -5,7 +5,8 @@
 //! table with [`RetryPolicy`]), the read-ahead that keeps many requests in
 //! flight for a scan (`read_ahead`), what kind of storage a root is on
 //! (`kind`), where a local root really is (`local`, the symbolic-link
-//! check), and — behind the `test-utils` feature — a fault-injecting store
+//! check), a `file://` root listed by reading its directories
+//! (`local_walk`), and — behind the `test-utils` feature — a fault-injecting store
 //! (`faults::FaultyStore`) and a store that lists in pages as S3 does, or
 //! from the start as object_store's default does (`paged::PagedStore`), to
 //! prove they work.
@@ -14,6 +15,7 @@
 pub mod faults;
 mod kind;
 pub(crate) mod local;
+pub(crate) mod local_walk;
 #[cfg(feature = "test-utils")]
 pub mod paged;
 pub(crate) mod read_ahead;

@@ -1,0 +1,358 @@
+//! [`walk`]: a `file://` root listed by reading its directories directly,
+//! on up to one thread per core, instead of through object_store's
+//! `LocalFileSystem`.
+//!
+//! `LocalFileSystem` lists a tree on one thread, asks the file system about
+//! every file three times (`lstat`, then `stat` twice, to follow links) and
+//! turns every path into a URL and back to make its key; and the lake's
+//! symbolic-link check then looks at every listed name once more. A walk
+//! that reads the directories itself needs one `statx` per file (relative to
+//! its open directory), sees links in the entries' types, and spells keys
+//! by appending names. It runs only where it lists exactly what the store
+//! would ([`lists_like_the_disk`]), and hands back to the store's own
+//! listing whenever the tree holds something it does not decide itself:
+//! a symbolic link (the store follows it, the link check judges it), a
+//! name that is not UTF-8, or an error other than an entry that vanished
+//! (the store's listing reports it as it always has). Conformance with the
+//! store's listing is tested below on the same trees.
+
+use std::fs::Metadata;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore};
+
+/// How `LocalFileSystem::new()` displays itself: object_store's local
+/// store over the whole file system, whose keys are absolute paths.
+const PLAIN_LOCAL_FILE_SYSTEM: &str = "LocalFileSystem(file:///)";
+
+/// Directories the walk reads on its own thread before it shares the rest
+/// among threads, per thread: enough that one large partition does not
+/// leave the others idle.
+const DIRECTORIES_PER_THREAD: usize = 4;
+
+/// Whether a listing of `store` is what [`walk`] finds on the disk: `store`
+/// is object_store's `LocalFileSystem` over the whole file system (what
+/// DataFusion registers for `file://` unless told otherwise). Its display
+/// is the only thing an `ObjectStore` tells of its type; every wrapper
+/// (retries, throttling, metrics, faults) displays its own name, so a
+/// wrapped store is always listed through the wrapper.
+pub(crate) fn lists_like_the_disk(store: &dyn ObjectStore) -> bool {
+    store.to_string() == PLAIN_LOCAL_FILE_SYSTEM
+}
+
+/// What a [`walk`] found.
+#[derive(Debug)]
+pub(crate) enum Walked {
+    /// Every file under the prefixes, as `LocalFileSystem::list` gives them,
+    /// sorted by key; none is reached through a symbolic link.
+    Files(Vec<ObjectMeta>),
+    /// The tree holds something only the store's listing decides (a
+    /// symbolic link, a name that is not UTF-8, an error): list it
+    /// through the store.
+    ThroughStore,
+}
+
+/// One directory to read: where it is on disk and its key.
+struct Dir {
+    path: PathBuf,
+    key: String,
+}
+
+/// The walk gave up: the store's listing decides.
+struct HandBack;
+
+/// Every file under `prefixes` (keys of `LocalFileSystem::new()`), read on
+/// up to `threads` threads. Blocking: run it off the async runtime.
+pub(crate) fn walk(prefixes: &[Path], threads: usize) -> Walked {
+    let local = LocalFileSystem::new();
+    let mut frontier = Vec::with_capacity(prefixes.len());
+    for prefix in prefixes {
+        // The store refuses to list such a prefix: let it say so.
+        let Ok(path) = local.path_to_filesystem(prefix) else {
+            return Walked::ThroughStore;
+        };
+        if prefix.as_ref().is_empty() {
+            return Walked::ThroughStore;
+        }
+        frontier.push(Dir {
+            path,
+            key: prefix.as_ref().to_string(),
+        });
+    }
+    match walk_from(frontier, threads.max(1)) {
+        Ok(mut files) => {
+            files.sort_unstable_by(|a, b| a.location.cmp(&b.location));
+            // Two prefixes may nest: the store lists a file once per prefix
+            // it is under, and so does the walk, but callers want each once.
+            files.dedup_by(|a, b| a.location == b.location);
+            Walked::Files(files)
+        }
+        Err(HandBack) => Walked::ThroughStore,
+    }
+}
+
+/// Reads the frontier breadth first on this thread until there are enough
+/// directories to share, then walks each directory's tree on one of
+/// `threads` threads.
+fn walk_from(mut frontier: Vec<Dir>, threads: usize) -> Result<Vec<ObjectMeta>, HandBack> {
+    let mut files = Vec::new();
+    while !frontier.is_empty()
+        && (threads == 1 || frontier.len() < threads * DIRECTORIES_PER_THREAD)
+    {
+        let mut next = Vec::new();
+        for dir in &frontier {
+            read_dir(dir, &mut files, &mut next)?;
+        }
+        frontier = next;
+    }
+    if frontier.is_empty() {
+        return Ok(files);
+    }
+    let taken = AtomicUsize::new(0);
+    let handed_back = AtomicBool::new(false);
+    let found = Mutex::new(files);
+    let work = || {
+        let mut mine = Vec::new();
+        let mut stack = Vec::new();
+        while let Some(dir) = frontier.get(taken.fetch_add(1, Ordering::Relaxed)) {
+            stack.push(Dir {
+                path: dir.path.clone(),
+                key: dir.key.clone(),
+            });
+            while let Some(dir) = stack.pop() {
+                if handed_back.load(Ordering::Relaxed) {
+                    return;
+                }
+                if read_dir(&dir, &mut mine, &mut stack).is_err() {
+                    handed_back.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        if let Ok(mut found) = found.lock() {
+            found.append(&mut mine);
+        } else {
+            handed_back.store(true, Ordering::Relaxed);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads.min(frontier.len()) {
+            scope.spawn(work);
+        }
+        work();
+    });
+    if handed_back.load(Ordering::Relaxed) {
+        return Err(HandBack);
+    }
+    found.into_inner().map_err(|_| HandBack)
+}
+
+/// Reads one directory: its files into `files`, its subdirectories into
+/// `dirs`. An entry that vanished while read is skipped, as the store
+/// skips it.
+fn read_dir(dir: &Dir, files: &mut Vec<ObjectMeta>, dirs: &mut Vec<Dir>) -> Result<(), HandBack> {
+    let vanished = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let entries = match std::fs::read_dir(&dir.path) {
+        Ok(entries) => entries,
+        Err(e) if vanished(&e) => return Ok(()),
+        Err(_) => return Err(HandBack),
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if vanished(&e) => continue,
+            Err(_) => return Err(HandBack),
+        };
+        let file_type = match entry.file_type() {
+            Ok(file_type) => file_type,
+            Err(e) if vanished(&e) => continue,
+            Err(_) => return Err(HandBack),
+        };
+        if file_type.is_symlink() {
+            return Err(HandBack);
+        }
+        if !file_type.is_dir() && !file_type.is_file() {
+            // Sockets, pipes, devices: the store lists files only.
+            continue;
+        }
+        let name = entry.file_name();
+        let name = name.to_str().ok_or(HandBack)?;
+        let path = entry.path();
+        let key = child_key(&dir.key, name, &path)?;
+        if file_type.is_dir() {
+            dirs.push(Dir { path, key });
+            continue;
+        }
+        if !is_valid_file_name(name) {
+            continue;
+        }
+        let metadata = match entry.metadata() {
+            Ok(metadata) => metadata,
+            Err(e) if vanished(&e) => continue,
+            Err(_) => return Err(HandBack),
+        };
+        if !metadata.is_file() {
+            // Replaced (by a link, say) since the entry was read.
+            return Err(HandBack);
+        }
+        let location = Path::parse(&key).map_err(|_| HandBack)?;
+        files.push(object_meta(location, &metadata)?);
+    }
+    Ok(())
+}
+
+/// The key `LocalFileSystem::new()` gives the entry `name` of the
+/// directory keyed `parent` (at `path` on disk). Its keys hold names as
+/// they are on disk, through a file URL and back: a name of letters,
+/// digits and `-_.=` passes that unchanged, so it is appended; any other
+/// is converted as the store converts it.
+fn child_key(parent: &str, name: &str, path: &std::path::Path) -> Result<String, HandBack> {
+    let plain = !matches!(name, "." | "..")
+        && !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='));
+    if plain {
+        return Ok(format!("{parent}/{name}"));
+    }
+    Path::from_absolute_path(path)
+        .map(|key| key.as_ref().to_string())
+        .map_err(|_| HandBack)
+}
+
+/// Names `LocalFileSystem` skips: its own staging files (`name#12`).
+fn is_valid_file_name(name: &str) -> bool {
+    match name.split_once('#') {
+        Some((_, suffix)) if !suffix.is_empty() => !suffix.bytes().all(|b| b.is_ascii_digit()),
+        _ => true,
+    }
+}
+
+/// What `LocalFileSystem` says of a file: its size, modification time and
+/// an e-tag of its inode, modification time (µs) and size.
+fn object_meta(location: Path, metadata: &Metadata) -> Result<ObjectMeta, HandBack> {
+    let modified = metadata.modified().map_err(|_| HandBack)?;
+    let micros = modified
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(metadata);
+    #[cfg(not(unix))]
+    let inode = 0u64;
+    let size = metadata.len();
+    Ok(ObjectMeta {
+        location,
+        last_modified: modified.into(),
+        size,
+        e_tag: Some(format!("{inode:x}-{micros:x}-{size:x}")),
+        version: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    /// What the store itself lists under `prefix`, sorted.
+    async fn store_listing(prefix: &Path) -> Vec<ObjectMeta> {
+        let mut listed: Vec<ObjectMeta> = LocalFileSystem::new()
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .unwrap();
+        listed.sort_by(|a, b| a.location.cmp(&b.location));
+        listed
+    }
+
+    fn write(path: &std::path::Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, path.to_string_lossy().as_bytes()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_walk_lists_what_the_store_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("lake");
+        // Other writers' spellings, bookkeeping, the store's staging files,
+        // nesting, and enough directories for every thread.
+        let names = [
+            "k=10%3A00/part-0.parquet",
+            "k=a b+c/x.parquet",
+            "k=é/x.parquet",
+            "_SUCCESS",
+            ".hidden/x.parquet",
+            "k=1/part-0.parquet#12",
+            "k=1/part-0.parquet#x1",
+            "k=1/sub/deeper/y.parquet",
+            "top.parquet",
+        ];
+        for name in names {
+            write(&root.join(name));
+        }
+        for i in 0..40 {
+            write(&root.join(format!("day={i:02}/hour={}/f.parquet", i % 3)));
+        }
+        std::fs::create_dir_all(root.join("empty/dir")).unwrap();
+        let prefix = Path::from_absolute_path(&root).unwrap();
+        let expected = store_listing(&prefix).await;
+        assert_eq!(expected.len(), names.len() - 1 + 40, "{expected:#?}");
+        for threads in [1, 2, 5] {
+            match walk(std::slice::from_ref(&prefix), threads) {
+                Walked::Files(files) => assert_eq!(files, expected, "{threads} threads"),
+                Walked::ThroughStore => panic!("the tree holds no link"),
+            }
+        }
+        // Several prefixes, one of them under another and one missing:
+        // each file once, in key order.
+        let nested = Path::from_absolute_path(root.join("k=1")).unwrap();
+        let missing = Path::from_absolute_path(root.join("k=none")).unwrap();
+        let Walked::Files(files) = walk(&[nested.clone(), prefix.clone(), missing], 2) else {
+            panic!("the tree holds no link");
+        };
+        assert_eq!(files, expected);
+        let Walked::Files(files) = walk(std::slice::from_ref(&nested), 2) else {
+            panic!("the tree holds no link");
+        };
+        assert_eq!(files, store_listing(&nested).await);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symbolic_link_anywhere_hands_the_listing_to_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("lake");
+        for i in 0..40 {
+            write(&root.join(format!("day={i:02}/f.parquet")));
+        }
+        let prefix = Path::from_absolute_path(&root).unwrap();
+        std::os::unix::fs::symlink(root.join("day=01"), root.join("day=39/inner")).unwrap();
+        for threads in [1, 2] {
+            assert!(
+                matches!(
+                    walk(std::slice::from_ref(&prefix), threads),
+                    Walked::ThroughStore
+                ),
+                "{threads} threads"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_plain_local_store_is_walked() {
+        use std::sync::Arc;
+        let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        assert!(lists_like_the_disk(local.as_ref()));
+        let dir = tempfile::tempdir().unwrap();
+        let prefixed = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        assert!(!lists_like_the_disk(&prefixed));
+        let throttled =
+            object_store::throttle::ThrottledStore::new(LocalFileSystem::new(), Default::default());
+        assert!(!lists_like_the_disk(&throttled));
+    }
+}
