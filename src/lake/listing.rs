@@ -51,7 +51,7 @@ pub(crate) struct Lister<'a> {
     /// Keys a listing reads before it splits the rest of its range (S3's
     /// page: the next page is the next request).
     split_after: usize,
-    /// The store is object_store's plain `LocalFileSystem`: the disk is
+    /// The store is the session's own `LocalFileSystem`: the disk is
     /// walked instead ([`local_walk`]).
     walks_the_disk: bool,
 }
@@ -60,8 +60,8 @@ pub(crate) struct Lister<'a> {
 struct Listed {
     /// The objects, sorted by key.
     objects: Vec<ObjectMeta>,
-    /// Read by the disk walk, which saw no symbolic link: nothing for the
-    /// link check to look at.
+    /// Read by the disk walk, which saw no symbolic link below the root
+    /// (as it read the tree): nothing for the link check to look at.
     without_links: bool,
 }
 
@@ -218,7 +218,7 @@ impl<'a> Lister<'a> {
             concurrency: concurrency.max(1),
             retry,
             split_after: SPLIT_AFTER,
-            walks_the_disk: kind.is_local_disk() && local_walk::lists_like_the_disk(store.as_ref()),
+            walks_the_disk: kind.is_local_disk() && local_walk::lists_like_the_disk(store),
         }
     }
 
@@ -615,17 +615,19 @@ impl<'a> Lister<'a> {
     /// Every object under each of `prefixes` (recursive listings, several at
     /// once), sorted by path.
     ///
-    /// Where the store is object_store's plain `LocalFileSystem`, the
-    /// directories are read directly on up to one thread per core (at most
-    /// `concurrency`), which lists the same objects several times faster
-    /// and sees every symbolic link on the way ([`local_walk`]); a tree that
-    /// holds a link is listed through the store, and its links checked.
+    /// Where the store is the `LocalFileSystem` that `SessionBuilder`
+    /// registers, the directories are read directly on up to one thread per
+    /// core (at most `concurrency`), which lists the same objects several
+    /// times faster and sees the symbolic links below the root as it reads
+    /// ([`local_walk`]); a tree that holds a link is listed through the
+    /// store, and its links checked.
     async fn list_under(&self, prefixes: Vec<Path>) -> Result<Listed> {
         let prefixes = if self.walks_the_disk {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let threads = self.concurrency.min(cores);
+            let root = self.root.prefix().clone();
             let walk = tokio::task::spawn_blocking(move || {
-                let walked = local_walk::walk(&prefixes, threads);
+                let walked = local_walk::walk(&root, &prefixes, threads);
                 (walked, prefixes)
             });
             match walk.await {

@@ -10,38 +10,60 @@
 //! its open directory), sees links in the entries' types, and spells keys
 //! by appending names. It runs only where it lists exactly what the store
 //! would ([`lists_like_the_disk`]), and hands back to the store's own
-//! listing whenever the tree holds something it does not decide itself:
-//! a symbolic link (the store follows it, the link check judges it), a
-//! name that is not UTF-8, or an error other than an entry that vanished
-//! (the store's listing reports it as it always has). Conformance with the
-//! store's listing is tested below on the same trees.
+//! listing whenever the way holds something it does not decide itself:
+//! a symbolic link anywhere below the table root (the store follows it,
+//! the link check judges it), a name that is not UTF-8, or an error other
+//! than an entry that vanished (the store's listing reports it as it
+//! always has). Conformance with the store's listing is tested below on
+//! the same trees.
+//!
+//! Like the link check it replaces, the walk judges the tree as it reads
+//! it: a directory another process swaps for a link after its entry was
+//! read is followed, as a scan follows one swapped in after `build()`.
 
 use std::fs::Metadata;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use datafusion::execution::object_store::ObjectStoreUrl;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
 
-/// How `LocalFileSystem::new()` displays itself: object_store's local
-/// store over the whole file system, whose keys are absolute paths.
-const PLAIN_LOCAL_FILE_SYSTEM: &str = "LocalFileSystem(file:///)";
-
 /// Directories the walk reads on its own thread before it shares the rest
-/// among threads, per thread: enough that one large partition does not
-/// leave the others idle.
+/// among threads, per thread. Each thread then walks whole subtrees of
+/// those, so a lake with fewer large partitions than that can still leave
+/// a thread idle.
 const DIRECTORIES_PER_THREAD: usize = 4;
 
+/// The `file://` store [`SessionBuilder`](crate::SessionBuilder) registers
+/// on its default runtime: object_store's `LocalFileSystem` over the whole
+/// file system, one for the process.
+pub(crate) fn disk_store() -> Arc<dyn ObjectStore> {
+    static STORE: OnceLock<Arc<dyn ObjectStore>> = OnceLock::new();
+    Arc::clone(STORE.get_or_init(|| Arc::new(LocalFileSystem::new())))
+}
+
 /// Whether a listing of `store` is what [`walk`] finds on the disk: `store`
-/// is object_store's `LocalFileSystem` over the whole file system (what
-/// DataFusion registers for `file://` unless told otherwise). Its display
-/// is the only thing an `ObjectStore` tells of its type; every wrapper
-/// (retries, throttling, metrics, faults) displays its own name, so a
-/// wrapped store is always listed through the wrapper.
-pub(crate) fn lists_like_the_disk(store: &dyn ObjectStore) -> bool {
-    store.to_string() == PLAIN_LOCAL_FILE_SYSTEM
+/// is [`disk_store`] itself. An `ObjectStore` does not tell its type, and a
+/// wrapper (retries, throttling, metrics, access control) must see every
+/// listing, so any other store, even another plain `LocalFileSystem`, is
+/// listed through itself.
+pub(crate) fn lists_like_the_disk(store: &Arc<dyn ObjectStore>) -> bool {
+    Arc::ptr_eq(store, &disk_store())
+}
+
+/// Where `LocalFileSystem::new()` lists a prefix: its parts under `/`, as
+/// its `list` maps them (through a file URL).
+fn directory_of(prefix: &Path) -> Option<PathBuf> {
+    let local = ObjectStoreUrl::local_filesystem();
+    let mut url: url::Url = AsRef::<url::Url>::as_ref(&local).clone();
+    url.path_segments_mut()
+        .ok()?
+        .pop_if_empty()
+        .extend(prefix.parts());
+    url.to_file_path().ok()
 }
 
 /// What a [`walk`] found.
@@ -65,18 +87,36 @@ struct Dir {
 /// The walk gave up: the store's listing decides.
 struct HandBack;
 
-/// Every file under `prefixes` (keys of `LocalFileSystem::new()`), read on
-/// up to `threads` threads. Blocking: run it off the async runtime.
-pub(crate) fn walk(prefixes: &[Path], threads: usize) -> Walked {
-    let local = LocalFileSystem::new();
+/// Every file under `prefixes` (keys of `LocalFileSystem::new()`, each
+/// `root` or under it), read on up to `threads` threads. Blocking: run it
+/// off the async runtime.
+///
+/// A prefix below the root is reached through directories the walk does not
+/// read entries of: each is looked at with a `lstat`, so that a linked
+/// partition directory is seen when a refresh lists only it.
+pub(crate) fn walk(root: &Path, prefixes: &[Path], threads: usize) -> Walked {
+    // The whole file system is no table root.
+    if root.as_ref().is_empty() {
+        return Walked::ThroughStore;
+    }
+    let Some(root_dir) = directory_of(root) else {
+        return Walked::ThroughStore;
+    };
     let mut frontier = Vec::with_capacity(prefixes.len());
     for prefix in prefixes {
-        // The store refuses to list such a prefix: let it say so.
-        let Ok(path) = local.path_to_filesystem(prefix) else {
+        let (Some(below), Some(path)) = (prefix.prefix_match(root), directory_of(prefix)) else {
             return Walked::ThroughStore;
         };
-        if prefix.as_ref().is_empty() {
-            return Walked::ThroughStore;
+        let mut on_the_way = root_dir.clone();
+        for part in below {
+            on_the_way.push(part.as_ref());
+            match std::fs::symlink_metadata(&on_the_way) {
+                Ok(metadata) if metadata.file_type().is_symlink() => return Walked::ThroughStore,
+                Ok(_) => {}
+                // Nothing there: nothing to list under it either.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(_) => return Walked::ThroughStore,
+            }
         }
         frontier.push(Dir {
             path,
@@ -86,9 +126,6 @@ pub(crate) fn walk(prefixes: &[Path], threads: usize) -> Walked {
     match walk_from(frontier, threads.max(1)) {
         Ok(mut files) => {
             files.sort_unstable_by(|a, b| a.location.cmp(&b.location));
-            // Two prefixes may nest: the store lists a file once per prefix
-            // it is under, and so does the walk, but callers want each once.
-            files.dedup_by(|a, b| a.location == b.location);
             Walked::Files(files)
         }
         Err(HandBack) => Walked::ThroughStore,
@@ -141,7 +178,8 @@ fn walk_from(mut frontier: Vec<Dir>, threads: usize) -> Result<Vec<ObjectMeta>, 
     };
     std::thread::scope(|scope| {
         for _ in 1..threads.min(frontier.len()) {
-            scope.spawn(work);
+            // A thread the system refuses leaves its share to the others.
+            let _ = std::thread::Builder::new().spawn_scoped(scope, work);
         }
         work();
     });
@@ -303,56 +341,84 @@ mod tests {
         let expected = store_listing(&prefix).await;
         assert_eq!(expected.len(), names.len() - 1 + 40, "{expected:#?}");
         for threads in [1, 2, 5] {
-            match walk(std::slice::from_ref(&prefix), threads) {
+            match walk(&prefix, std::slice::from_ref(&prefix), threads) {
                 Walked::Files(files) => assert_eq!(files, expected, "{threads} threads"),
                 Walked::ThroughStore => panic!("the tree holds no link"),
             }
         }
-        // Several prefixes, one of them under another and one missing:
-        // each file once, in key order.
-        let nested = Path::from_absolute_path(root.join("k=1")).unwrap();
-        let missing = Path::from_absolute_path(root.join("k=none")).unwrap();
-        let Walked::Files(files) = walk(&[nested.clone(), prefix.clone(), missing], 2) else {
+        // Prefixes below the root (one with an escape, one missing), as a
+        // refresh of a few partitions lists them.
+        let below: Vec<Path> = ["k=1", "k=10%3A00", "k=none"]
+            .iter()
+            .map(|name| Path::from_absolute_path(root.join(name)).unwrap())
+            .collect();
+        let mut expected = Vec::new();
+        for prefix in &below {
+            expected.extend(store_listing(prefix).await);
+        }
+        expected.sort_by(|a, b| a.location.cmp(&b.location));
+        assert_eq!(expected.len(), 3, "{expected:#?}");
+        let Walked::Files(files) = walk(&prefix, &below, 2) else {
             panic!("the tree holds no link");
         };
         assert_eq!(files, expected);
-        let Walked::Files(files) = walk(std::slice::from_ref(&nested), 2) else {
-            panic!("the tree holds no link");
-        };
-        assert_eq!(files, store_listing(&nested).await);
     }
 
     #[cfg(unix)]
     #[test]
-    fn a_symbolic_link_anywhere_hands_the_listing_to_the_store() {
+    fn a_symbolic_link_anywhere_below_the_root_hands_the_listing_to_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("lake");
         for i in 0..40 {
-            write(&root.join(format!("day={i:02}/f.parquet")));
+            write(&root.join(format!("day={i:02}/hour=1/f.parquet")));
         }
         let prefix = Path::from_absolute_path(&root).unwrap();
+        // The root itself may be a link: `LocalRoot` resolves it.
+        let linked_root = dir.path().join("linked");
+        std::os::unix::fs::symlink(&root, &linked_root).unwrap();
+        let linked_prefix = Path::from_absolute_path(&linked_root).unwrap();
+        assert!(matches!(
+            walk(&linked_prefix, std::slice::from_ref(&linked_prefix), 2),
+            Walked::Files(files) if files.len() == 40
+        ));
+        // A link deep in the tree, seen by every thread count; and a linked
+        // directory on the way to a prefix, seen though its entries are
+        // never read.
         std::os::unix::fs::symlink(root.join("day=01"), root.join("day=39/inner")).unwrap();
-        for threads in [1, 2] {
+        std::fs::remove_dir_all(root.join("day=05")).unwrap();
+        std::os::unix::fs::symlink(root.join("day=06"), root.join("day=05")).unwrap();
+        let under_link = Path::from_absolute_path(root.join("day=05/hour=1")).unwrap();
+        let cases = [
+            (vec![prefix.clone()], 1),
+            (vec![prefix.clone()], 2),
+            (vec![under_link.clone()], 1),
+            (vec![under_link], 2),
+        ];
+        for (prefixes, threads) in cases {
             assert!(
-                matches!(
-                    walk(std::slice::from_ref(&prefix), threads),
-                    Walked::ThroughStore
-                ),
-                "{threads} threads"
+                matches!(walk(&prefix, &prefixes, threads), Walked::ThroughStore),
+                "{prefixes:?}, {threads} threads"
             );
         }
+        // A prefix beside the links is still walked.
+        let beside = Path::from_absolute_path(root.join("day=07")).unwrap();
+        assert!(matches!(
+            walk(&prefix, &[beside], 2),
+            Walked::Files(files) if files.len() == 1
+        ));
     }
 
     #[test]
-    fn only_the_plain_local_store_is_walked() {
-        use std::sync::Arc;
-        let local: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
-        assert!(lists_like_the_disk(local.as_ref()));
-        let dir = tempfile::tempdir().unwrap();
-        let prefixed = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
-        assert!(!lists_like_the_disk(&prefixed));
-        let throttled =
-            object_store::throttle::ThrottledStore::new(LocalFileSystem::new(), Default::default());
+    fn only_the_sessions_own_local_store_is_walked() {
+        assert!(lists_like_the_disk(&disk_store()));
+        // Another plain `LocalFileSystem` (a user's, which a wrapper may
+        // stand in front of) and a wrapper around ours are listed through
+        // themselves.
+        let other: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+        assert!(!lists_like_the_disk(&other));
+        let throttled: Arc<dyn ObjectStore> = Arc::new(
+            object_store::throttle::ThrottledStore::new(disk_store(), Default::default()),
+        );
         assert!(!lists_like_the_disk(&throttled));
     }
 }

@@ -11,15 +11,29 @@ use lakefusion::{Error, PartitionedTable};
 use super::query_error;
 use crate::common::*;
 
+/// Sessions whose `file://` listings differ: a plain `SessionContext`'s go
+/// through its `LocalFileSystem`; `SessionBuilder`'s read the directories.
+fn sessions() -> [SessionContext; 2] {
+    [
+        SessionContext::new(),
+        lakefusion::SessionBuilder::new().build_context(),
+    ]
+}
+
 /// The build error of a table over `root` with `partitions` declared (none:
-/// inferred).
+/// inferred): the same in both [`sessions`].
 async fn build_error(root: &Path, partitions: &[(&str, DataType)]) -> Error {
-    let ctx = SessionContext::new();
-    let mut builder = PartitionedTable::builder(file_url(root));
-    for (name, data_type) in partitions {
-        builder = builder.partition_column(*name, data_type.clone());
+    let mut errors = Vec::new();
+    for ctx in sessions() {
+        let mut builder = PartitionedTable::builder(file_url(root));
+        for (name, data_type) in partitions {
+            builder = builder.partition_column(*name, data_type.clone());
+        }
+        errors.push(builder.build(&ctx.state()).await.unwrap_err());
     }
-    builder.build(&ctx.state()).await.unwrap_err()
+    let walked = errors.pop().unwrap();
+    assert_eq!(errors.pop().unwrap().to_string(), walked.to_string());
+    walked
 }
 
 /// One events file at `root/<relative>`.
@@ -292,12 +306,52 @@ async fn a_link_that_stays_inside_the_root_is_read() {
     let root = tempfile::tempdir().unwrap();
     file_at(root.path(), "k=1/a.parquet");
     std::os::unix::fs::symlink(root.path().join("k=1"), root.path().join("k=2")).unwrap();
-    let ctx = SessionContext::new();
-    let table = PartitionedTable::builder(file_url(root.path()))
-        .partition_column("k", DataType::Utf8)
-        .build(&ctx.state())
-        .await
-        .unwrap();
-    ctx.register_table("t", Arc::new(table)).unwrap();
-    assert_eq!(count(&ctx, "SELECT count(*) FROM t WHERE k = '2'").await, 3);
+    for ctx in sessions() {
+        let table = PartitionedTable::builder(file_url(root.path()))
+            .partition_column("k", DataType::Utf8)
+            .build(&ctx.state())
+            .await
+            .unwrap();
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        assert_eq!(count(&ctx, "SELECT count(*) FROM t WHERE k = '2'").await, 3);
+    }
+}
+
+/// A partition directory linked out of the root after `build()`: a refresh
+/// that lists only that partition starts below the root, and must still
+/// see the link on its way there — on every session a user makes.
+#[tokio::test]
+async fn a_refresh_of_a_partition_linked_from_outside_the_root_is_refused() {
+    use datafusion::prelude::{col, lit};
+    let outside = tempfile::tempdir().unwrap();
+    file_at(outside.path(), "secret.parquet");
+    for ctx in sessions() {
+        let root = tempfile::tempdir().unwrap();
+        file_at(root.path(), "k=1/a.parquet");
+        let table = PartitionedTable::builder(file_url(root.path()))
+            .partition_column("k", DataType::Utf8)
+            .build(&ctx.state())
+            .await
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("k=2")).unwrap();
+        for predicate in [col("k").eq(lit("2")), col("k").gt_eq(lit("2"))] {
+            let err = table
+                .refresh_partitions(&ctx.state(), predicate.clone())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    Error::PartitionPath {
+                        problem: lakefusion::PathProblem::LinkOutsideRoot { .. },
+                        ..
+                    }
+                ),
+                "{predicate}: {err:?}"
+            );
+            assert!(err.to_string().contains("k=2/secret.parquet"), "{err}");
+        }
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        assert_eq!(count(&ctx, "SELECT count(*) FROM t").await, 3);
+    }
 }
