@@ -615,42 +615,25 @@ impl<'a> Lister<'a> {
     /// Every object under each of `prefixes` (recursive listings, several at
     /// once), sorted by path.
     ///
-    /// Where the store is the `LocalFileSystem` that `SessionBuilder`
-    /// registers, the directories are read directly on up to one thread per
-    /// core (at most `concurrency`), which lists the same objects several
-    /// times faster and sees the symbolic links below the root as it reads
-    /// ([`local_walk`]); a tree that holds a link is listed through the
-    /// store, and its links checked.
+    /// Where the store is [`local_file_system`](crate::store::local_file_system)
+    /// (`SessionBuilder`'s default), the directories are read directly on up
+    /// to one thread per core (at most `concurrency`), which lists the same
+    /// objects in less time and sees the symbolic links below the root as it
+    /// reads ([`local_walk`]); a tree that holds a link is listed through
+    /// the store, and its links checked.
     async fn list_under(&self, prefixes: Vec<Path>) -> Result<Listed> {
-        let prefixes = if self.walks_the_disk {
+        if self.walks_the_disk {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let threads = self.concurrency.min(cores);
             let root = self.root.prefix().clone();
-            let walk = tokio::task::spawn_blocking(move || {
-                let walked = local_walk::walk(&root, &prefixes, threads);
-                (walked, prefixes)
-            });
-            match walk.await {
-                Ok((Walked::Files(objects), _)) => {
-                    return Ok(Listed {
-                        objects,
-                        without_links: true,
-                    })
-                }
-                Ok((Walked::ThroughStore, prefixes)) => prefixes,
-                Err(source) => {
-                    return Err(Error::InvalidTable {
-                        root: self.root.to_string(),
-                        problem: TableProblem::BlockingTask {
-                            what: "the walk of the local root",
-                            source,
-                        },
-                    })
-                }
+            let walked = local_walk::walk_off_runtime(root, prefixes.clone(), threads).await;
+            if let Walked::Files(objects) = walked {
+                return Ok(Listed {
+                    objects,
+                    without_links: true,
+                });
             }
-        } else {
-            prefixes
-        };
+        }
         let listings = futures::stream::iter(prefixes.into_iter().map(|prefix| {
             async move {
                 self.store
@@ -942,8 +925,8 @@ async fn partitions_from(
 
     // A walk that saw no link leaves nothing to check but that an empty
     // root exists.
-    let links_seen = !listed.without_links || files.is_empty();
-    let files = if kind.is_local_disk() && links_seen {
+    let needs_check = !listed.without_links || files.is_empty();
+    let files = if kind.is_local_disk() && needs_check {
         let threads = link_check_threads(files.len());
         check_local_links(root, files, below, threads).await?
     } else {
