@@ -42,7 +42,7 @@ use crate::table::PartitionedTableFactory;
 ///    `file://` store is [`store::local_file_system`](crate::store::local_file_system),
 ///    which discovery reads past: a `file://` table in such a session is
 ///    listed by reading its directories on up to one thread per core (TPC-H's
-///    eight tables register 6–6.8× faster than `ListingTable`'s, see
+///    eight tables register 5.9–6.8× faster than `ListingTable`'s, see
 ///    docs/benchmarks.md). A runtime given here, a `file://` store given to
 ///    `with_object_store`, or a table with a retry policy is listed through
 ///    its store, unless that store is `local_file_system()` itself.
