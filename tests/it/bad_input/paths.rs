@@ -36,6 +36,15 @@ async fn build_error(root: &Path, partitions: &[(&str, DataType)]) -> Error {
     walked
 }
 
+/// The table over `root`, partitioned by `k` (Utf8), built in `ctx`.
+async fn k_table(ctx: &SessionContext, root: &Path) -> PartitionedTable {
+    PartitionedTable::builder(file_url(root))
+        .partition_column("k", DataType::Utf8)
+        .build(&ctx.state())
+        .await
+        .unwrap()
+}
+
 /// One events file at `root/<relative>`.
 fn file_at(root: &Path, relative: &str) {
     write_parquet(&root.join(relative), &events_batch(0, 3));
@@ -175,11 +184,7 @@ async fn traversal_and_slashes_in_read_values_are_data() {
         );
     }
     let ctx = SessionContext::new();
-    let table = PartitionedTable::builder(file_url(root.path()))
-        .partition_column("k", DataType::Utf8)
-        .build(&ctx.state())
-        .await
-        .unwrap();
+    let table = k_table(&ctx, root.path()).await;
     ctx.register_table("t", Arc::new(table)).unwrap();
     assert_eq!(
         rows(&ctx, "SELECT k, min(id) FROM t GROUP BY k ORDER BY k")
@@ -307,11 +312,7 @@ async fn a_link_that_stays_inside_the_root_is_read() {
     file_at(root.path(), "k=1/a.parquet");
     std::os::unix::fs::symlink(root.path().join("k=1"), root.path().join("k=2")).unwrap();
     for ctx in sessions() {
-        let table = PartitionedTable::builder(file_url(root.path()))
-            .partition_column("k", DataType::Utf8)
-            .build(&ctx.state())
-            .await
-            .unwrap();
+        let table = k_table(&ctx, root.path()).await;
         ctx.register_table("t", Arc::new(table)).unwrap();
         assert_eq!(count(&ctx, "SELECT count(*) FROM t WHERE k = '2'").await, 3);
     }
@@ -328,11 +329,7 @@ async fn a_refresh_of_a_partition_linked_from_outside_the_root_is_refused() {
     for ctx in sessions() {
         let root = tempfile::tempdir().unwrap();
         file_at(root.path(), "k=1/a.parquet");
-        let table = PartitionedTable::builder(file_url(root.path()))
-            .partition_column("k", DataType::Utf8)
-            .build(&ctx.state())
-            .await
-            .unwrap();
+        let table = k_table(&ctx, root.path()).await;
         std::os::unix::fs::symlink(outside.path(), root.path().join("k=2")).unwrap();
         for predicate in [col("k").eq(lit("2")), col("k").gt_eq(lit("2"))] {
             let err = table
