@@ -138,7 +138,8 @@
 //! scan/                            PartitionedScanExec and its streams
 //! lake/                            what reading and writing share: definition, partitioning,
 //!                                  index, listing, the journal and snapshots of it
-//! store/                           stores, retries, read-ahead, what kind of storage a root is
+//! store/                           stores, retries, read-ahead, what kind of storage a root is,
+//!                                  the local disk's walk
 //! settings/                        QueryContext, ScanOptions
 //! error.rs                         Error
 //! ```
@@ -150,7 +151,8 @@
 //!   writer records them), the [`PartitionIndex`] (files packed column by
 //!   column) and `SharedIndex`, the one home of a table's current index;
 //!   the listing (`listing`: the whole root — split into ranges listed at
-//!   once on object stores where that pays, one listing elsewhere — or the
+//!   once on object stores where that pays, the directories read on every
+//!   core on the local disk, one listing elsewhere — or the
 //!   partitions a predicate or a set of
 //!   values selects), the journal's objects and what a reader makes of them
 //!   (`journal`), a listing taken as one moment of the table
@@ -177,7 +179,9 @@
 //!   ([`store::object_store_for_url`], features `aws`, `gcp`, `azure`),
 //!   what kind of storage a root is on (`kind`: local disk, memory, remote,
 //!   and what each does well), where a local root really is (`local`: the
-//!   symbolic-link check), the read-ahead engine and the store its readers
+//!   symbolic-link check), a `file://` root listed by reading its
+//!   directories for the store [`store::local_file_system`] (`local_walk`),
+//!   the read-ahead engine and the store its readers
 //!   use (`read_ahead`), [`RetryPolicy`] and [`store::ResilientStore`]
 //!   (retries, timeouts per request and per listing page, short reads), and
 //!   with `test-utils` a fault-injecting store (`faults`) and a store that
