@@ -14,7 +14,7 @@ use std::time::Instant;
 mod common;
 
 use datafusion::error::Result;
-use datafusion::prelude::SessionContext;
+use lakefusion::SessionBuilder;
 
 use common::{generate, DAYS, EXPLAINED, REGIONS};
 
@@ -34,7 +34,9 @@ async fn main() -> Result<()> {
         started.elapsed()
     );
 
-    let ctx = SessionContext::new();
+    // lakefusion's session: its `file://` store lets discovery read the
+    // directories itself (see `SessionBuilder`).
+    let ctx = SessionBuilder::new().build_context();
     let started = Instant::now();
     let events = common::events_table(&root, &ctx.state()).await?;
     println!(
