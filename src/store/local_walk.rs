@@ -89,7 +89,8 @@ fn directory_of(prefix: &Path) -> Option<PathBuf> {
 #[derive(Debug)]
 pub(crate) enum Walked {
     /// Every file under the prefixes, as `LocalFileSystem::list` gives them,
-    /// sorted by key; none is reached through a symbolic link.
+    /// sorted by key; none is reached through a symbolic link below the
+    /// root (as the walk saw the tree).
     Files(Vec<ObjectMeta>),
     /// The tree holds something only the store's listing decides (a
     /// symbolic link, a name that is not UTF-8, an error): list it
