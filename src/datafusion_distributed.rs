@@ -81,7 +81,7 @@ use crate::cache::CachedScanExec;
 use crate::codec::{AllowedRoots, CompositePhysicalCodec, LakefusionPhysicalCodec};
 use crate::deployment::Deployment;
 use crate::scan::PartitionedScanExec;
-use crate::session::SessionStateBuilderExt;
+use crate::session::{default_runtime, SessionStateBuilderExt};
 use crate::settings::{registered, QueryContext, ScanOptions};
 
 /// lakefusion's set-up of a datafusion-distributed coordinator and its
@@ -228,9 +228,9 @@ pub fn worker_session_builder(deployment: Deployment) -> impl WorkerSessionBuild
     }
 }
 
-/// The builder's runtime, the default one if it has none yet.
+/// The builder's runtime, lakefusion's default one if it has none yet.
 fn runtime_of(builder: &mut SessionStateBuilder) -> &Arc<RuntimeEnv> {
-    builder.runtime_env().get_or_insert_default()
+    builder.runtime_env().get_or_insert_with(default_runtime)
 }
 
 /// lakefusion's scan codec, with the deployment's cache, store factory and
@@ -381,4 +381,30 @@ mod sealed {
     pub trait Sealed {}
 
     impl Sealed for datafusion::execution::session_state::SessionStateBuilder {}
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::execution::object_store::ObjectStoreUrl;
+
+    use super::*;
+
+    #[test]
+    fn a_coordinator_without_a_runtime_lists_local_roots_by_reading_directories() {
+        let walked = |state: SessionState| {
+            let store = state
+                .runtime_env()
+                .object_store(ObjectStoreUrl::local_filesystem())
+                .ok();
+            store.is_some_and(|store| crate::store::local_walk::lists_like_the_disk(&store))
+        };
+        let deployment = Deployment::default();
+        let coordinator = SessionStateBuilder::new().with_lakefusion_coordinator(&deployment);
+        assert!(walked(coordinator.build()));
+        // A runtime the user gave stays theirs.
+        let coordinator = SessionStateBuilder::new()
+            .with_runtime_env(Arc::new(RuntimeEnv::default()))
+            .with_lakefusion_coordinator(&deployment);
+        assert!(!walked(coordinator.build()));
+    }
 }

@@ -18,6 +18,19 @@ use crate::settings::{with_settings, QueryContext};
 use crate::store::local_walk;
 use crate::table::PartitionedTableFactory;
 
+/// The runtime lakefusion makes where none is given: DataFusion's default,
+/// with [`local_file_system`](crate::store::local_file_system) for
+/// `file://`, so that discovery knows nothing stands between it and the
+/// disk and reads the directories itself.
+pub(crate) fn default_runtime() -> Arc<RuntimeEnv> {
+    let runtime = Arc::new(RuntimeEnv::default());
+    runtime.register_object_store(
+        ObjectStoreUrl::local_filesystem().as_ref(),
+        local_walk::local_file_system(),
+    );
+    runtime
+}
+
 /// Builds `SessionState`s and `SessionContext`s with lakefusion wired in.
 ///
 /// ```
@@ -146,20 +159,7 @@ impl SessionBuilder {
     /// Builds a `SessionState`: DataFusion's defaults, then the
     /// lakefusion set-up through [`SessionStateBuilderExt`].
     pub fn build_state(&self) -> SessionState {
-        let runtime = match &self.runtime {
-            Some(runtime) => Arc::clone(runtime),
-            None => {
-                // Its `file://` store is the crate's own `LocalFileSystem`:
-                // discovery then knows that nothing stands between it and the
-                // disk, and reads the directories itself.
-                let runtime = Arc::new(RuntimeEnv::default());
-                runtime.register_object_store(
-                    ObjectStoreUrl::local_filesystem().as_ref(),
-                    local_walk::local_file_system(),
-                );
-                runtime
-            }
-        };
+        let runtime = self.runtime.clone().unwrap_or_else(default_runtime);
         for (url, store) in &self.object_stores {
             runtime.register_object_store(url, Arc::clone(store));
         }
