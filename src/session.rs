@@ -56,9 +56,10 @@ pub(crate) fn default_runtime() -> Arc<RuntimeEnv> {
 ///    which discovery reads past: a `file://` table in such a session is
 ///    listed by reading its directories on up to one thread per core (TPC-H's
 ///    eight tables register 5.9–6.8× faster than `ListingTable`'s, see
-///    docs/benchmarks.md). A runtime given here, a `file://` store given to
+///    docs/benchmarks.md). A runtime given here (unless its `file://` store
+///    is `local_file_system()`), a `file://` store given to
 ///    `with_object_store`, or a table with a retry policy is listed through
-///    its store, unless that store is `local_file_system()` itself.
+///    its store.
 /// 3. **Everything DataFusion has by default**: functions, file formats,
 ///    table factories, optimizer rules.
 /// 4. **The table factory** for `STORED AS PARTITIONED_PARQUET`.
