@@ -623,10 +623,9 @@ impl<'a> Lister<'a> {
     /// the store, and its links checked.
     async fn list_under(&self, prefixes: Vec<Path>) -> Result<Listed> {
         if self.walks_the_disk {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let threads = self.concurrency.min(cores);
             let root = self.root.prefix().clone();
-            let walked = local_walk::walk_off_runtime(root, prefixes.clone(), threads).await;
+            let walked =
+                local_walk::walk_off_runtime(root, prefixes.clone(), self.concurrency).await;
             if let Walked::Files(objects) = walked {
                 return Ok(Listed {
                     objects,

@@ -167,8 +167,8 @@ pub(crate) async fn walk_off_runtime(root: Path, prefixes: Vec<Path>, threads: u
 }
 
 /// Every file under `prefixes` (keys of `LocalFileSystem::new()`, each
-/// `root` or under it), read on up to `threads` threads (one each beside
-/// this one while the process has a core for it). Blocking. Once `stop`
+/// `root` or under it), read on up to `threads` threads, at most one per
+/// core (one each beside this one while the process has a core for it). Blocking. Once `stop`
 /// is set, the walk ends at its next directory, handing back.
 ///
 /// A prefix below the root is reached through directories the walk does not
@@ -214,12 +214,14 @@ pub(crate) fn walk(root: &Path, prefixes: &[Path], threads: usize, stop: &Atomic
 
 /// Reads the frontier breadth first on this thread until there are enough
 /// directories to share, then walks each directory's tree on one of
-/// `threads` threads.
+/// `threads` threads (at most one per core).
 fn walk_from(
     mut frontier: Vec<Dir>,
     threads: usize,
     stop: &AtomicBool,
 ) -> Result<Vec<ObjectMeta>, HandBack> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.min(cores);
     let mut files = Vec::new();
     while !frontier.is_empty()
         && (threads == 1 || frontier.len() < threads * DIRECTORIES_PER_THREAD)
@@ -264,7 +266,6 @@ fn walk_from(
             handed_back.store(true, Ordering::Relaxed);
         }
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::scope(|scope| {
         for _ in 1..threads.min(frontier.len()) {
             if !HELPERS.take(cores) {
