@@ -13,6 +13,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 
 use super::layout::{Bucketing, SortKey, TableSort};
+use super::learned::LearnedKey;
 use super::partitioning::PartitionSpec;
 use crate::error::{Error, Result, TableProblem};
 use crate::store::{RetryPolicy, StoreKind};
@@ -116,6 +117,8 @@ pub(crate) struct Derived {
     table_schema: SchemaRef,
     /// What kind of storage the root is on, decided once here.
     store_kind: StoreKind,
+    /// What the statistics scans learn of its files are kept under.
+    learned_key: Arc<LearnedKey>,
 }
 
 /// Refuses a partition spec that names one column twice (checked before a
@@ -204,6 +207,7 @@ impl TableDefinition {
             file_schema.metadata().clone(),
         ));
         let store_kind = StoreKind::of_root(&root);
+        let learned_key = LearnedKey::new(&file_schema);
         Ok(Self {
             name,
             root,
@@ -213,6 +217,7 @@ impl TableDefinition {
             derived: Derived {
                 table_schema,
                 store_kind,
+                learned_key,
             },
         })
     }
@@ -236,6 +241,11 @@ impl TableDefinition {
     /// What kind of storage the table's root is on.
     pub(crate) fn store_kind(&self) -> StoreKind {
         self.derived.store_kind
+    }
+
+    /// What the statistics scans learn of the table's files are kept under.
+    pub(crate) fn learned_key(&self) -> &Arc<LearnedKey> {
+        &self.derived.learned_key
     }
 
     /// The table's sort order as DataFusion's ordering over the table schema.

@@ -43,17 +43,42 @@ use parquet::file::metadata::ParquetMetaData;
 #[derive(Clone)]
 pub(crate) struct LearnedStatistics {
     cache: Arc<FileStatisticsCache>,
+    key: Arc<LearnedKey>,
+    /// Whether the cache is full: learning more would then only trade one
+    /// file's statistics for another's, at the cost of computing them, and
+    /// a scan of more files than the cache holds would do it for every
+    /// file, every time.
+    full: CacheFull,
+}
+
+/// What a table's learned statistics are kept under and checked against:
+/// its file schema. Built once per table (and once per decoded scan), not
+/// per scan partition: every lookup of an entry learned under the same
+/// `Arc` of the fingerprint compares pointers, not the schema's columns.
+#[derive(Debug)]
+pub(crate) struct LearnedKey {
     file_schema: SchemaRef,
     fingerprint: Arc<SchemaFingerprint>,
     /// What the cache's keys are scoped to: the file schema, so that tables
     /// reading the same files with other schemas keep their own entries
     /// rather than evicting each other's.
     scope: TableReference,
-    /// Whether the cache is full: learning more would then only trade one
-    /// file's statistics for another's, at the cost of computing them, and
-    /// a scan of more files than the cache holds would do it for every
-    /// file, every time.
-    full: CacheFull,
+}
+
+impl LearnedKey {
+    /// The key of the files read with `file_schema` (the table's columns
+    /// without its partition columns).
+    pub(crate) fn new(file_schema: &SchemaRef) -> Arc<Self> {
+        let mut hasher = DefaultHasher::new();
+        for field in file_schema.fields() {
+            (field.name(), field.data_type(), field.is_nullable()).hash(&mut hasher);
+        }
+        Arc::new(Self {
+            file_schema: Arc::clone(file_schema),
+            fingerprint: Arc::new(SchemaFingerprint::from_schema(file_schema)),
+            scope: TableReference::bare(format!("lakefusion:{:016x}", hasher.finish())),
+        })
+    }
 }
 
 /// Notices that one of the runtime's caches is full, for the readers of one
@@ -103,20 +128,12 @@ impl std::fmt::Debug for LearnedStatistics {
 }
 
 impl LearnedStatistics {
-    /// The statistics `runtime` keeps of files read with `file_schema` (the
-    /// table's columns without its partition columns); `None` when the
-    /// runtime keeps no file statistics (its cache limit is 0).
-    pub(crate) fn of(runtime: &RuntimeEnv, file_schema: &SchemaRef) -> Option<Self> {
-        let cache = runtime.cache_manager.get_file_statistic_cache()?;
-        let mut hasher = DefaultHasher::new();
-        for field in file_schema.fields() {
-            (field.name(), field.data_type(), field.is_nullable()).hash(&mut hasher);
-        }
+    /// The statistics `runtime` keeps of the files `key` describes; `None`
+    /// when the runtime keeps no file statistics (its cache limit is 0).
+    pub(crate) fn of(runtime: &RuntimeEnv, key: &Arc<LearnedKey>) -> Option<Self> {
         Some(Self {
-            cache,
-            file_schema: Arc::clone(file_schema),
-            fingerprint: Arc::new(SchemaFingerprint::from_schema(file_schema)),
-            scope: TableReference::bare(format!("lakefusion:{:016x}", hasher.finish())),
+            cache: runtime.cache_manager.get_file_statistic_cache()?,
+            key: Arc::clone(key),
             full: CacheFull::default(),
         })
     }
@@ -131,7 +148,7 @@ impl LearnedStatistics {
     /// learned from this very version of it.
     pub(crate) fn get(&self, meta: &ObjectMeta) -> Option<Arc<Statistics>> {
         let cached = self.cache.get(&self.key(meta))?;
-        let same_version = cached.is_valid_for(meta, &self.fingerprint)
+        let same_version = cached.is_valid_for(meta, &self.key.fingerprint)
             && match (&cached.meta.e_tag, &meta.e_tag) {
                 (Some(learned), Some(listed)) => learned == listed,
                 _ => true,
@@ -149,7 +166,7 @@ impl LearnedStatistics {
         // A footer DataFusion cannot summarise teaches nothing; the scan
         // itself reports what is wrong with the file.
         let Ok(statistics) =
-            DFParquetMetadata::statistics_from_parquet_metadata(metadata, &self.file_schema)
+            DFParquetMetadata::statistics_from_parquet_metadata(metadata, &self.key.file_schema)
         else {
             return;
         };
@@ -159,7 +176,7 @@ impl LearnedStatistics {
             &key,
             CachedFileMetadata::new(
                 meta.clone(),
-                Arc::clone(&self.fingerprint),
+                Arc::clone(&self.key.fingerprint),
                 Arc::new(statistics),
                 None,
             ),
@@ -172,7 +189,7 @@ impl LearnedStatistics {
     /// the exact schema before it is used.
     fn key(&self, meta: &ObjectMeta) -> TableScopedPath {
         TableScopedPath {
-            table: Some(self.scope.clone()),
+            table: Some(self.key.scope.clone()),
             path: meta.location.clone(),
         }
     }
@@ -190,10 +207,10 @@ impl LearnedStatistics {
         else {
             return false;
         };
-        if let Some(coerced) = apply_file_schema_type_coercions(&self.file_schema, &schema) {
+        if let Some(coerced) = apply_file_schema_type_coercions(&self.key.file_schema, &schema) {
             schema = coerced;
         }
-        self.file_schema.fields().iter().all(|expected| {
+        self.key.file_schema.fields().iter().all(|expected| {
             match schema.field_with_name(expected.name()) {
                 Ok(found) => found.data_type().equals_datatype(expected.data_type()),
                 Err(_) => expected.is_nullable(),

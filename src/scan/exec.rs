@@ -1,7 +1,7 @@
 //! [`PartitionedScanExec`]: the physical plan node of a [`PartitionedTable`](crate::PartitionedTable) scan.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use datafusion::common::internal_err;
 use datafusion::common::stats::Precision;
@@ -27,6 +27,7 @@ use datafusion_datasource::source::DataSource;
 use super::schema::StrictExprAdapterFactory;
 use super::siblings::SiblingState;
 use super::stream::LazyScanStream;
+use crate::lake::learned::LearnedKey;
 use crate::store::RetryPolicy;
 
 /// Scans the selected partitions of a [`PartitionedTable`](crate::PartitionedTable).
@@ -92,6 +93,10 @@ pub struct PartitionedScanExec {
     sibling_state: Arc<SiblingState>,
     work_stealing: bool,
     runtime: RuntimeFilters,
+    /// What the statistics its streams learn are kept under: the table's
+    /// (set by the planner), or built from the file schema once, at the
+    /// first partition's execution (a decoded scan).
+    learned_key: OnceLock<Arc<LearnedKey>>,
 }
 
 /// From this many files on, a scan already split into the target number of
@@ -170,6 +175,16 @@ impl PartitionedScanExec {
             sibling_state: Arc::default(),
             work_stealing: true,
             runtime: RuntimeFilters::default(),
+            learned_key: OnceLock::new(),
+        }
+    }
+
+    /// The same scan, keeping what its files teach under `key` (the
+    /// table's, built once per table rather than once per execution).
+    pub(crate) fn with_learned_key(self, key: Arc<LearnedKey>) -> Self {
+        Self {
+            learned_key: OnceLock::from(key),
+            ..self
         }
     }
 
@@ -325,6 +340,8 @@ impl PartitionedScanExec {
         let scan = Self::new(self.description.clone(), config);
         let mut scan = scan.with_work_stealing(self.work_stealing);
         scan.runtime = self.runtime.clone();
+        // The file schema is the same: so is the key.
+        scan.learned_key = self.learned_key.clone();
         scan
     }
 
@@ -502,6 +519,10 @@ impl ExecutionPlan for PartitionedScanExec {
                 context,
                 &self.metrics,
                 siblings,
+                Arc::clone(
+                    self.learned_key
+                        .get_or_init(|| LearnedKey::new(self.config.file_schema())),
+                ),
             )
             .with_retry(self.description.retry),
         ))

@@ -12,6 +12,7 @@ use datafusion::datasource::physical_plan::{ParquetFileReaderFactory, ParquetSou
 use datafusion::error::Result;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion_datasource::file::FileSource;
 use datafusion_datasource::file_scan_config::{FileScanConfig, FileScanConfigBuilder};
 use datafusion_datasource::source::{DataSource, OpenArgs};
 use futures::{ready, Stream, StreamExt};
@@ -22,7 +23,7 @@ use super::naming::NamingSource;
 use super::read_ahead::{file_reads, read_ahead_options, read_order};
 use super::reader::{IndexWithFooter, PageIndexCachingReaderFactory};
 use super::siblings::Siblings;
-use crate::lake::learned::LearnedStatistics;
+use crate::lake::learned::{LearnedKey, LearnedStatistics};
 use crate::settings::{QueryContext, ScanOptions};
 use crate::store::read_ahead::{ReadAhead, ReadAheadMetrics};
 use crate::store::{ResilientStore, RetryPolicy, StoreKind};
@@ -70,6 +71,8 @@ pub(crate) struct LazyScanStream {
     /// Retries and timeouts around the store the files are read from.
     retry: Option<RetryPolicy>,
     scan_metrics: ScanMetrics,
+    /// What the footers this stream reads teach is kept under.
+    learned_key: Arc<LearnedKey>,
 }
 
 enum State {
@@ -83,6 +86,9 @@ enum State {
 }
 
 impl LazyScanStream {
+    // What every partition of the scan shares, and its own partition,
+    // context and siblings: grouping them would only rename the exec.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         table: &str,
         config: Arc<FileScanConfig>,
@@ -91,6 +97,7 @@ impl LazyScanStream {
         context: Arc<TaskContext>,
         metrics: &ExecutionPlanMetricsSet,
         siblings: Option<Siblings>,
+        learned_key: Arc<LearnedKey>,
     ) -> Self {
         let query = QueryContext::from_task_context(&context);
         let span = tracing::info_span!(
@@ -115,6 +122,7 @@ impl LazyScanStream {
             metrics: metrics.clone(),
             retry: None,
             scan_metrics: ScanMetrics::new(metrics, partition),
+            learned_key,
         }
     }
 
@@ -174,10 +182,7 @@ impl LazyScanStream {
                     page_index,
                     self.scan_metrics.open_readers.clone(),
                     self.read_ahead.as_ref().map(|r| r.releaser()),
-                    LearnedStatistics::of(
-                        self.context.runtime_env().as_ref(),
-                        config.file_schema(),
-                    ),
+                    LearnedStatistics::of(self.context.runtime_env().as_ref(), &self.learned_key),
                 ));
             source = Arc::new(parquet.clone().with_parquet_file_reader_factory(factory));
         }
@@ -186,9 +191,7 @@ impl LazyScanStream {
             .get(self.partition)
             .map_or(0, |g| g.len());
         tracing::debug!(files, "opening scan partition");
-        let opening = FileScanConfigBuilder::from(config.as_ref().clone())
-            .with_source(Arc::new(NamingSource::new(source)))
-            .build();
+        let opening = opening_config(&config, Arc::new(NamingSource::new(source)));
         let args = OpenArgs::new(self.partition, Arc::clone(&self.context))
             .with_shared_state(self.siblings.as_ref().map(|s| Arc::clone(&s.queue)));
         opening.open_with_args(args)
@@ -200,10 +203,17 @@ impl LazyScanStream {
     /// [`ScanOptions`] say not to read ahead.
     fn start_read_ahead(&self, store: &Arc<dyn ObjectStore>) -> Option<Arc<ReadAhead>> {
         let config = &self.config;
+        let store_kind = StoreKind::of_store(&config.object_store_url);
+        // The local disk is never read ahead (`read_ahead_options`): known
+        // before the options and the file reads are worked out, which a
+        // short query would otherwise pay for on every partition.
+        if store_kind.is_local_disk() {
+            return None;
+        }
         let shared = self.siblings.as_ref().map(|s| &s.read_ahead);
         let options = read_ahead_options(
             &ScanOptions::from_task_context(&self.context),
-            StoreKind::of_store(&config.object_store_url),
+            store_kind,
             config.file_groups.len(),
             config.limit,
             shared.is_some(),
@@ -231,6 +241,24 @@ impl LazyScanStream {
             None => Arc::new(start()),
         })
     }
+}
+
+/// `config` as the partition's file stream opens it: reading through
+/// `source`, and with unknown statistics. Opening does not read them, and
+/// a copy of the scan's (every column's min and max, deep) per partition
+/// cost a short query more than the rest of its opening.
+fn opening_config(config: &FileScanConfig, source: Arc<dyn FileSource>) -> FileScanConfig {
+    FileScanConfigBuilder::new(config.object_store_url.clone(), source)
+        .with_limit(config.limit)
+        .with_preserve_order(config.preserve_order)
+        .with_constraints(config.constraints.clone())
+        .with_file_groups(config.file_groups.clone())
+        .with_output_ordering(config.output_ordering.clone())
+        .with_output_partitioning(config.output_partitioning.clone())
+        .with_file_compression_type(config.file_compression_type)
+        .with_batch_size(config.batch_size)
+        .with_expr_adapter(config.expr_adapter_factory.clone())
+        .build()
 }
 
 impl Stream for LazyScanStream {

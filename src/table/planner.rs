@@ -59,7 +59,7 @@ pub(super) fn plan_scan(
     let target_partitions = state.config_options().execution.target_partitions.max(1);
     // Footer statistics prune whole files and bound a LIMIT's files only
     // when the scan has a data filter or a limit, and some file's are known.
-    let learned = LearnedStatistics::of(state.runtime_env(), &definition.file_schema)
+    let learned = LearnedStatistics::of(state.runtime_env(), definition.learned_key())
         .filter(|learned| !learned.is_empty());
     let known = FileStatistics {
         learned: learned.filter(|_| predicate.is_some() || args.limit().is_some()),
@@ -174,7 +174,8 @@ pub(super) fn plan_scan(
             files_skipped,
         },
         config,
-    );
+    )
+    .with_learned_key(Arc::clone(definition.learned_key()));
     Ok(exec)
 }
 
