@@ -350,6 +350,40 @@ async fn session_with_statistics_cache(
     events_session_with(root, caches, None, None).await
 }
 
+/// Every scan partition of every plan of a table learns under the table's
+/// one schema fingerprint, so that checking an entry against the schema
+/// compares pointers, not the schema's columns, on every footer a scan
+/// reads. (Each partition built its own fingerprint before: a short
+/// query's every open paid for the copy and the comparison.)
+#[tokio::test]
+async fn a_tables_scans_learn_under_one_schema_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    write_events(dir.path());
+    let cache = Arc::new(CountingCache {
+        inner: DefaultCache::new(64 << 20),
+        puts: AtomicUsize::new(0),
+    });
+    let ctx = session_with_statistics_cache(dir.path(), Arc::clone(&cache), 64 << 20).await;
+    // Two plans of the table; the first learns 23 and 22 files in its two
+    // partitions, the second (a partition filter: no lookups at
+    // planning) finds them learned.
+    rows(&ctx, "SELECT count(*) FROM events WHERE amount >= 0")
+        .await
+        .unwrap();
+    rows(&ctx, "SELECT sum(amount) FROM events WHERE region = 'apac'")
+        .await
+        .unwrap();
+    let entries = cache.inner.list_entries();
+    assert_eq!(entries.len(), 45);
+    let mut fingerprints = entries.values().map(|e| &e.value.schema_fingerprint);
+    let first = fingerprints.next().unwrap();
+    assert!(
+        fingerprints.all(|f| Arc::ptr_eq(f, first)),
+        "the files were learned under more than one fingerprint"
+    );
+    assert_eq!(cache.puts.load(AtomicOrdering::Relaxed), 45);
+}
+
 /// A cache too small for the table keeps what the first scan learned: a
 /// later scan computes no statistics to evict others with (each would be
 /// evicted before its next use, and a scan would pay for every file's).
