@@ -52,9 +52,11 @@ pub(crate) struct LearnedStatistics {
 }
 
 /// What a table's learned statistics are kept under and checked against:
-/// its file schema. Built once per table (and once per decoded scan), not
-/// per scan partition: every lookup of an entry learned under the same
-/// `Arc` of the fingerprint compares pointers, not the schema's columns.
+/// its file schema. Built once per table, and by a scan not planned by a
+/// table (one decoded, or run from a distributed carrier) from its own file
+/// schema, not per footer read: an entry learned under the same `Arc` of
+/// the fingerprint is checked by comparing pointers, not the schema's
+/// columns.
 #[derive(Debug)]
 pub(crate) struct LearnedKey {
     file_schema: SchemaRef,
@@ -69,13 +71,14 @@ impl LearnedKey {
     /// The key of the files read with `file_schema` (the table's columns
     /// without its partition columns).
     pub(crate) fn new(file_schema: &SchemaRef) -> Arc<Self> {
+        let fingerprint = SchemaFingerprint::from_schema(file_schema);
+        // The fingerprint hashes as the hash of its columns (names, types,
+        // nullability), computed once.
         let mut hasher = DefaultHasher::new();
-        for field in file_schema.fields() {
-            (field.name(), field.data_type(), field.is_nullable()).hash(&mut hasher);
-        }
+        fingerprint.hash(&mut hasher);
         Arc::new(Self {
             file_schema: Arc::clone(file_schema),
-            fingerprint: Arc::new(SchemaFingerprint::from_schema(file_schema)),
+            fingerprint: Arc::new(fingerprint),
             scope: TableReference::bare(format!("lakefusion:{:016x}", hasher.finish())),
         })
     }

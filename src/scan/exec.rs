@@ -94,8 +94,8 @@ pub struct PartitionedScanExec {
     work_stealing: bool,
     runtime: RuntimeFilters,
     /// What the statistics its streams learn are kept under: the table's
-    /// (set by the planner), or built from the file schema once, at the
-    /// first partition's execution (a decoded scan).
+    /// (set by the planner), or built from the file schema at the first
+    /// partition's execution (a scan not planned by a table).
     learned_key: OnceLock<Arc<LearnedKey>>,
 }
 
@@ -179,8 +179,9 @@ impl PartitionedScanExec {
         }
     }
 
-    /// The same scan, keeping what its files teach under `key` (the
-    /// table's, built once per table rather than once per execution).
+    /// The same scan, keeping what its files teach under `key`: the
+    /// table's, built once per table, rather than one of its own built from
+    /// its file schema at its first execution (as a decoded scan does).
     pub(crate) fn with_learned_key(self, key: Arc<LearnedKey>) -> Self {
         Self {
             learned_key: OnceLock::from(key),
@@ -512,7 +513,7 @@ impl ExecutionPlan for PartitionedScanExec {
         };
         Ok(Box::pin(
             LazyScanStream::new(
-                &self.description.table,
+                Arc::clone(&self.description.table),
                 Arc::clone(&self.config),
                 self.schema(),
                 partition,

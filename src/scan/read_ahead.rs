@@ -18,19 +18,27 @@ use crate::store::StoreKind;
 /// file groups with `limit`, shared by all partitions of an execution
 /// (`shared`) or of one partition's own group (then each gets its share of
 /// the requests and bytes), reading large files as `reads` says; `None` when the scan
-/// must not read ahead: turned off, or on the local disk (`file://`), which
-/// has no request latency to hide.
+/// must not read ahead: on the local disk (`file://`), which has no request
+/// latency to hide, or turned off.
+///
+/// The options and the file reads are worked out only off the local disk:
+/// a short local query would otherwise pay for them on every partition.
 pub(crate) fn read_ahead_options(
-    options: &ScanOptions,
     store: StoreKind,
+    options: impl FnOnce() -> ScanOptions,
     groups: usize,
     limit: Option<usize>,
     shared: bool,
-    reads: FileReads,
+    reads: impl FnOnce() -> FileReads,
 ) -> Option<ReadAheadOptions> {
-    if options.read_ahead_requests == 0 || store.is_local_disk() {
+    if store.is_local_disk() {
         return None;
     }
+    let options = options();
+    if options.read_ahead_requests == 0 {
+        return None;
+    }
+    let reads = reads();
     let share = if shared { 1 } else { groups.max(1) };
     let requests = (options.read_ahead_requests / share).max(1);
     // A limited scan may stop after its first file: hold at most the
@@ -144,21 +152,21 @@ mod tests {
     fn no_read_ahead_on_the_local_disk_or_when_turned_off() {
         let context = ScanOptions::default();
         assert!(read_ahead_options(
-            &context,
             StoreKind::LocalDisk,
+            || context.clone(),
             4,
             None,
             true,
-            FileReads::footers()
+            FileReads::footers
         )
         .is_none());
         let on = read_ahead_options(
-            &context,
             StoreKind::Remote,
+            || context.clone(),
             4,
             None,
             true,
-            FileReads::footers(),
+            FileReads::footers,
         );
         assert_eq!(
             on.as_ref().map(|o| o.requests),
@@ -166,12 +174,12 @@ mod tests {
         );
         // A partition reading ahead on its own gets its share.
         let own = read_ahead_options(
-            &context,
             StoreKind::Remote,
+            || context.clone(),
             4,
             None,
             false,
-            FileReads::footers(),
+            FileReads::footers,
         );
         assert_eq!(
             own.as_ref().map(|o| o.requests),
@@ -179,43 +187,48 @@ mod tests {
         );
         assert_eq!(own.map(|o| o.bytes), Some(context.read_ahead_bytes / 4));
         let off = ScanOptions::default().with_read_ahead_requests(0);
-        assert!(
-            read_ahead_options(&off, StoreKind::Remote, 4, None, true, FileReads::footers())
-                .is_none()
-        );
+        assert!(read_ahead_options(
+            StoreKind::Remote,
+            || off.clone(),
+            4,
+            None,
+            true,
+            FileReads::footers
+        )
+        .is_none());
     }
 
     #[test]
     fn a_limited_scan_reads_ahead_one_file_per_partition() {
         let context = ScanOptions::default();
         let limited = read_ahead_options(
-            &context,
             StoreKind::Remote,
+            || context.clone(),
             4,
             Some(10),
             true,
-            FileReads::footers(),
+            FileReads::footers,
         );
         assert_eq!(
             limited.as_ref().map(|o| (o.requests, o.files)),
             Some((4, 4))
         );
         let own = read_ahead_options(
-            &context,
             StoreKind::Remote,
+            || context.clone(),
             4,
             Some(10),
             false,
-            FileReads::footers(),
+            FileReads::footers,
         );
         assert_eq!(own.as_ref().map(|o| (o.requests, o.files)), Some((1, 1)));
         let unlimited = read_ahead_options(
-            &context,
             StoreKind::Remote,
+            || context.clone(),
             4,
             None,
             true,
-            FileReads::footers(),
+            FileReads::footers,
         );
         assert_eq!(unlimited.as_ref().map(|o| o.files), Some(usize::MAX));
     }

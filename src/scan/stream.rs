@@ -13,6 +13,7 @@ use datafusion::error::Result;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion_datasource::file::FileSource;
+use datafusion_datasource::file_groups::FileGroup;
 use datafusion_datasource::file_scan_config::{FileScanConfig, FileScanConfigBuilder};
 use datafusion_datasource::source::{DataSource, OpenArgs};
 use futures::{ready, Stream, StreamExt};
@@ -90,7 +91,7 @@ impl LazyScanStream {
     // context and siblings: grouping them would only rename the exec.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        table: &str,
+        table: Arc<str>,
         config: Arc<FileScanConfig>,
         schema: SchemaRef,
         partition: usize,
@@ -110,7 +111,7 @@ impl LazyScanStream {
         Self {
             state: State::Uninitialized,
             span,
-            table: Arc::from(table),
+            table,
             rows: 0,
             first_poll: None,
             schema,
@@ -191,7 +192,7 @@ impl LazyScanStream {
             .get(self.partition)
             .map_or(0, |g| g.len());
         tracing::debug!(files, "opening scan partition");
-        let opening = opening_config(&config, Arc::new(NamingSource::new(source)));
+        let opening = opening_config(&config, self.partition, Arc::new(NamingSource::new(source)));
         let args = OpenArgs::new(self.partition, Arc::clone(&self.context))
             .with_shared_state(self.siblings.as_ref().map(|s| Arc::clone(&s.queue)));
         opening.open_with_args(args)
@@ -203,21 +204,14 @@ impl LazyScanStream {
     /// [`ScanOptions`] say not to read ahead.
     fn start_read_ahead(&self, store: &Arc<dyn ObjectStore>) -> Option<Arc<ReadAhead>> {
         let config = &self.config;
-        let store_kind = StoreKind::of_store(&config.object_store_url);
-        // The local disk is never read ahead (`read_ahead_options`): known
-        // before the options and the file reads are worked out, which a
-        // short query would otherwise pay for on every partition.
-        if store_kind.is_local_disk() {
-            return None;
-        }
         let shared = self.siblings.as_ref().map(|s| &s.read_ahead);
         let options = read_ahead_options(
-            &ScanOptions::from_task_context(&self.context),
-            store_kind,
+            StoreKind::of_store(&config.object_store_url),
+            || ScanOptions::from_task_context(&self.context),
             config.file_groups.len(),
             config.limit,
             shared.is_some(),
-            file_reads(config),
+            || file_reads(config),
         )?;
         let start = || {
             let files = read_order(config, shared.is_none().then_some(self.partition));
@@ -243,16 +237,29 @@ impl LazyScanStream {
     }
 }
 
-/// `config` as the partition's file stream opens it: reading through
-/// `source`, and with unknown statistics. Opening does not read them, and
-/// a copy of the scan's (every column's min and max, deep) per partition
-/// cost a short query more than the rest of its opening.
-fn opening_config(config: &FileScanConfig, source: Arc<dyn FileSource>) -> FileScanConfig {
+/// `config` as the file stream of its `partition` opens it: reading
+/// through `source`, with that partition's file group only (the others
+/// empty) and unknown statistics. Opening reads neither the other groups
+/// (sibling partitions share theirs through the work-stealing queue, built
+/// from the scan's own config) nor the statistics, and copying them for
+/// every partition cost a short query more than the rest of its opening,
+/// and a scan of many files one copy of every file per partition.
+fn opening_config(
+    config: &FileScanConfig,
+    partition: usize,
+    source: Arc<dyn FileSource>,
+) -> FileScanConfig {
+    let file_groups = (0..config.file_groups.len())
+        .map(|i| match config.file_groups.get(i) {
+            Some(group) if i == partition => group.clone(),
+            _ => FileGroup::default(),
+        })
+        .collect();
     FileScanConfigBuilder::new(config.object_store_url.clone(), source)
         .with_limit(config.limit)
         .with_preserve_order(config.preserve_order)
         .with_constraints(config.constraints.clone())
-        .with_file_groups(config.file_groups.clone())
+        .with_file_groups(file_groups)
         .with_output_ordering(config.output_ordering.clone())
         .with_output_partitioning(config.output_partitioning.clone())
         .with_file_compression_type(config.file_compression_type)
@@ -326,5 +333,91 @@ impl Stream for LazyScanStream {
 impl RecordBatchStream for LazyScanStream {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::{Constraint, Constraints};
+    use datafusion::execution::object_store::ObjectStoreUrl;
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_expr::{LexOrdering, Partitioning, PhysicalSortExpr};
+    use datafusion_datasource::file_compression_type::FileCompressionType;
+    use datafusion_datasource::{PartitionedFile, TableSchema};
+
+    use super::*;
+    use crate::scan::schema::StrictExprAdapterFactory;
+
+    /// Every field of the planned scan that opening reads reaches the
+    /// partition's file stream unchanged; of the files, only its own group.
+    #[test]
+    fn a_partition_opens_the_scan_as_planned_with_only_its_own_files() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let source: Arc<dyn FileSource> = Arc::new(ParquetSource::new(
+            TableSchema::builder(Arc::clone(&schema)).build(),
+        ));
+        let group = |names: &[&str]| {
+            FileGroup::new(
+                names
+                    .iter()
+                    .map(|n| PartitionedFile::new(n.to_string(), 10))
+                    .collect(),
+            )
+        };
+        let ordering = LexOrdering::new(vec![PhysicalSortExpr::new_default(Arc::new(
+            Column::new("v", 0),
+        ))])
+        .unwrap();
+        let planned = FileScanConfigBuilder::new(
+            ObjectStoreUrl::parse("s3://bucket").unwrap(),
+            Arc::clone(&source),
+        )
+        .with_limit(Some(7))
+        .with_constraints(Constraints::new_unverified(vec![Constraint::Unique(vec![
+            0,
+        ])]))
+        .with_file_groups(vec![group(&["a", "b"]), group(&["c"]), group(&["d"])])
+        .with_output_ordering(vec![ordering])
+        .with_output_partitioning(Some(Partitioning::UnknownPartitioning(3)))
+        .with_file_compression_type(FileCompressionType::ZSTD)
+        .with_batch_size(Some(5))
+        .with_expr_adapter(Some(Arc::new(StrictExprAdapterFactory)))
+        .build();
+        let naming: Arc<dyn FileSource> = Arc::new(NamingSource::new(Arc::clone(&source)));
+        let opening = opening_config(&planned, 1, Arc::clone(&naming));
+
+        assert_eq!(opening.object_store_url, planned.object_store_url);
+        assert!(Arc::ptr_eq(&opening.file_source, &naming));
+        assert_eq!(opening.limit, Some(7));
+        assert!(opening.preserve_order && planned.preserve_order);
+        assert_eq!(opening.constraints, planned.constraints);
+        assert_eq!(opening.output_ordering, planned.output_ordering);
+        assert_eq!(
+            format!("{:?}", opening.output_partitioning),
+            format!("{:?}", planned.output_partitioning)
+        );
+        assert_eq!(opening.file_compression_type, FileCompressionType::ZSTD);
+        assert_eq!(opening.batch_size, Some(5));
+        assert!(matches!(
+            (&opening.expr_adapter_factory, &planned.expr_adapter_factory),
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b)
+        ));
+        let names = |config: &FileScanConfig| -> Vec<Vec<String>> {
+            config
+                .file_groups
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|f| f.object_meta.location.to_string())
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(names(&opening), vec![vec![], vec!["c".to_string()], vec![]]);
+        assert_eq!(
+            opening.projected_schema().unwrap(),
+            planned.projected_schema().unwrap()
+        );
     }
 }
