@@ -249,10 +249,16 @@ fn opening_config(
     partition: usize,
     source: Arc<dyn FileSource>,
 ) -> FileScanConfig {
-    let file_groups = (0..config.file_groups.len())
-        .map(|i| match config.file_groups.get(i) {
-            Some(group) if i == partition => group.clone(),
-            _ => FileGroup::default(),
+    let file_groups = config
+        .file_groups
+        .iter()
+        .enumerate()
+        .map(|(i, group)| {
+            if i == partition {
+                group.clone()
+            } else {
+                FileGroup::default()
+            }
         })
         .collect();
     FileScanConfigBuilder::new(config.object_store_url.clone(), source)
