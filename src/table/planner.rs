@@ -370,8 +370,15 @@ fn even_groups(
         }
         Ok(FileGroup::new(files))
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if count < PARALLEL_FILES || threads < 2 || groups.len() < 2 {
+    // Asked only when there are files enough to share: the standard library
+    // reads the process's CPU quota from the cgroup files on every call,
+    // which a short query's plan would pay for.
+    let threads = if count < PARALLEL_FILES || groups.len() < 2 {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    if threads < 2 {
         return groups.iter().map(|slices| build(slices)).collect();
     }
     let per_thread = groups.len().div_ceil(threads);
