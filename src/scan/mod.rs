@@ -32,3 +32,19 @@ pub(crate) fn leaf_without_children(
     }
     Ok(node)
 }
+
+/// The paths of each file group's files, in order: what tests compare
+/// groupings by.
+#[cfg(test)]
+pub(crate) fn group_paths(
+    groups: &[datafusion_datasource::file_groups::FileGroup],
+) -> Vec<Vec<String>> {
+    groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|f| f.object_meta.location.to_string())
+                .collect()
+        })
+        .collect()
+}

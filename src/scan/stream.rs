@@ -409,18 +409,10 @@ mod tests {
             (&opening.expr_adapter_factory, &planned.expr_adapter_factory),
             (Some(a), Some(b)) if Arc::ptr_eq(a, b)
         ));
-        let names = |config: &FileScanConfig| -> Vec<Vec<String>> {
-            config
-                .file_groups
-                .iter()
-                .map(|g| {
-                    g.iter()
-                        .map(|f| f.object_meta.location.to_string())
-                        .collect()
-                })
-                .collect()
-        };
-        assert_eq!(names(&opening), vec![vec![], vec!["c".to_string()], vec![]]);
+        assert_eq!(
+            crate::scan::group_paths(&opening.file_groups),
+            vec![vec![], vec!["c".to_string()], vec![]]
+        );
         assert_eq!(
             opening.projected_schema().unwrap(),
             planned.projected_schema().unwrap()

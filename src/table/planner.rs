@@ -552,16 +552,7 @@ mod tests {
     /// the same files, on one thread and on several.
     #[test]
     fn groups_are_the_ones_split_files_makes() {
-        let paths = |groups: &[FileGroup]| -> Vec<Vec<String>> {
-            groups
-                .iter()
-                .map(|g| {
-                    g.iter()
-                        .map(|f| f.object_meta.location.to_string())
-                        .collect()
-                })
-                .collect()
-        };
+        let paths = crate::scan::group_paths;
         // 60,000 files: built on several threads (when the machine has them).
         for (index, target) in [
             (index_of("p", 0..=6, 3, 1), 4),
