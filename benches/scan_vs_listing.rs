@@ -14,6 +14,21 @@
 //! Every line prints `ours / listing` (below 1.0 means lakefusion is faster);
 //! repeated measurements are medians of at least `--runs` runs per side,
 //! more for short ones (until each side has run 1 s).
+//!
+//! ```text
+//! cargo bench --bench scan_vs_listing -- --instructions
+//! ```
+//!
+//! instead counts the instructions each side executes for one warm run of
+//! each scan query, under valgrind's callgrind (Debian's `valgrind`, which
+//! must be installed). On this 2-core machine a timed ratio moves by ±7 %
+//! from one run of the bench to the next; instruction counts repeat within
+//! a fraction of a percent, so they tell which side does more work when the
+//! timed ratio is within noise. They do not see time spent waiting (for the
+//! disk, or for another thread), so they complement the timings, not
+//! replace them. Each side runs in two child processes: one warm-up run of
+//! the query, and the warm-up plus `repeats` runs; the difference divided
+//! by `repeats` is one warm run.
 
 mod common;
 
@@ -49,14 +64,55 @@ const PLANNING_FILES_PER_PARTITION: usize = 10;
 
 struct Args {
     explain: bool,
+    instructions: bool,
     sf: f64,
     runs: usize,
     data: PathBuf,
 }
 
-fn parse_args() -> (Args, Option<(String, String)>) {
+/// What a child process of this bench does.
+enum Child {
+    /// Runs the Q1 full scan once on `side` and prints its peak RSS.
+    PeakMemory { side: String, root: PathBuf },
+    /// Runs scan query `query` (an index into [`SCAN_QUERIES`]) `runs` times
+    /// on `side`, for callgrind to count.
+    Count {
+        side: String,
+        root: PathBuf,
+        query: usize,
+        runs: usize,
+    },
+}
+
+/// The scan queries: a name, the SQL, and how many warm runs the
+/// instruction count averages over (callgrind runs them ~50× slower).
+const SCAN_QUERIES: [(&str, &str, usize); 4] = [
+    (
+        "Q1 full-scan aggregate",
+        "SELECT l_returnflag, l_linestatus, sum(l_quantity), sum(l_extendedprice), \
+         sum(l_extendedprice * (1 - l_discount)), avg(l_quantity), avg(l_discount), count(*) \
+         FROM lineitem WHERE l_shipdate <= DATE '1998-09-02' \
+         GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus",
+        2,
+    ),
+    (
+        "single partition",
+        "SELECT l_returnflag, count(*), sum(l_extendedprice) FROM lineitem \
+         WHERE year = 1995 AND month = 6 GROUP BY l_returnflag ORDER BY l_returnflag",
+        20,
+    ),
+    (
+        "selective data filter",
+        "SELECT count(*), sum(l_extendedprice) FROM lineitem WHERE l_orderkey BETWEEN 3000000 AND 3010000",
+        20,
+    ),
+    ("SELECT * LIMIT 10", "SELECT * FROM lineitem LIMIT 10", 20),
+];
+
+fn parse_args() -> (Args, Option<Child>) {
     let mut args = Args {
         explain: false,
+        instructions: false,
         sf: 1.0,
         runs: 7,
         data: PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
@@ -70,11 +126,21 @@ fn parse_args() -> (Args, Option<(String, String)>) {
             "--sf" => args.sf = it.next().and_then(|v| v.parse().ok()).expect("--sf N"),
             "--runs" => args.runs = it.next().and_then(|v| v.parse().ok()).expect("--runs N"),
             "--data" => args.data = PathBuf::from(it.next().expect("--data DIR")),
+            "--instructions" => args.instructions = true,
             "--child" => {
-                child = Some((
-                    it.next().expect("--child ours|listing"),
-                    it.next().expect("--child side DIR"),
-                ))
+                child = Some(Child::PeakMemory {
+                    side: it.next().expect("--child ours|listing"),
+                    root: PathBuf::from(it.next().expect("--child side DIR")),
+                })
+            }
+            "--count" => {
+                let mut next = |what: &str| it.next().unwrap_or_else(|| panic!("--count {what}"));
+                child = Some(Child::Count {
+                    side: next("ours|listing"),
+                    root: PathBuf::from(next("DIR")),
+                    query: next("QUERY").parse().expect("--count QUERY index"),
+                    runs: next("RUNS").parse().expect("--count RUNS"),
+                })
             }
             _ => {} // cargo bench passes --bench
         }
@@ -87,10 +153,17 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if let Some((side, dir)) = child {
-        return runtime.block_on(child_full_scan(&side, Path::new(&dir)));
+    match child {
+        Some(Child::PeakMemory { side, root }) => runtime.block_on(child_full_scan(&side, &root)),
+        Some(Child::Count {
+            side,
+            root,
+            query,
+            runs,
+        }) => runtime.block_on(child_count(&side, &root, query, runs)),
+        None if args.instructions => instructions(&args),
+        None => runtime.block_on(run(args)),
     }
-    runtime.block_on(run(args))
 }
 
 fn config() -> SessionConfig {
@@ -160,38 +233,35 @@ async fn run(args: Args) -> Result<()> {
     )?;
 
     print_header("scan (TPC-H lineitem)");
-    for (name, sql) in [
-        (
-            "Q1 full-scan aggregate",
-            "SELECT l_returnflag, l_linestatus, sum(l_quantity), sum(l_extendedprice), \
-             sum(l_extendedprice * (1 - l_discount)), avg(l_quantity), avg(l_discount), count(*) \
-             FROM lineitem WHERE l_shipdate <= DATE '1998-09-02' \
-             GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus",
-        ),
-        (
-            "single partition",
-            "SELECT l_returnflag, count(*), sum(l_extendedprice) FROM lineitem \
-             WHERE year = 1995 AND month = 6 GROUP BY l_returnflag ORDER BY l_returnflag",
-        ),
-        (
-            "selective data filter",
-            "SELECT count(*), sum(l_extendedprice) FROM lineitem WHERE l_orderkey BETWEEN 3000000 AND 3010000",
-        ),
-        ("SELECT * LIMIT 10", "SELECT * FROM lineitem LIMIT 10"),
-    ] {
-        let (a, b) = (rows_of(&ctx_ours, sql).await?, rows_of(&ctx_listing, sql).await?);
+    for (name, sql, _) in SCAN_QUERIES {
+        let (a, b) = (
+            rows_of(&ctx_ours, sql).await?,
+            rows_of(&ctx_listing, sql).await?,
+        );
         if sql.contains("LIMIT 10") {
             // Any 10 rows are a right answer without ORDER BY.
-            assert_eq!(a.lines().count(), b.lines().count(), "row counts differ for {name}");
+            assert_eq!(
+                a.lines().count(),
+                b.lines().count(),
+                "row counts differ for {name}"
+            );
         } else {
             assert_eq!(a, b, "results differ for {name}");
         }
         if explain {
             for (side, ctx) in [("ours", &ctx_ours), ("listing", &ctx_listing)] {
-                println!("--- {side}: {name}\n{}", rows_of(ctx, &format!("EXPLAIN ANALYZE {sql}")).await?);
+                println!(
+                    "--- {side}: {name}\n{}",
+                    rows_of(ctx, &format!("EXPLAIN ANALYZE {sql}")).await?
+                );
             }
         }
-        let times = time_pair(args.runs, || query(&ctx_ours, sql), || query(&ctx_listing, sql)).await?;
+        let times = time_pair(
+            args.runs,
+            || query(&ctx_ours, sql),
+            || query(&ctx_listing, sql),
+        )
+        .await?;
         print_pair(name, &times);
     }
 
@@ -342,14 +412,84 @@ async fn rows_of(ctx: &SessionContext, sql: &str) -> Result<String> {
     Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
 }
 
-/// Runs the Q1 full scan once and prints the process's peak RSS.
-async fn child_full_scan(side: &str, root: &Path) -> Result<()> {
+/// A session with `lineitem` registered on one side only (`ours` or
+/// `listing`), for the child processes.
+async fn one_side(side: &str, root: &Path) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_config(config());
     let table: Arc<dyn TableProvider> = match side {
         "ours" => Arc::new(ours(&ctx, root, &lineitem_partitions()).await?),
         _ => Arc::new(listing(&ctx, root, &lineitem_partitions()).await?),
     };
     ctx.register_table("lineitem", table)?;
+    Ok(ctx)
+}
+
+/// Runs scan query `index` `runs` times on one side (the `--count` child).
+async fn child_count(side: &str, root: &Path, index: usize, runs: usize) -> Result<()> {
+    let ctx = one_side(side, root).await?;
+    let (_, sql, _) = SCAN_QUERIES[index];
+    for _ in 0..runs {
+        query(&ctx, sql).await?;
+    }
+    Ok(())
+}
+
+/// `--instructions`: one warm run of each scan query, counted by callgrind
+/// on each side (see the module docs).
+fn instructions(args: &Args) -> Result<()> {
+    let lineitem = generate_lineitem(&args.data, args.sf)?;
+    let exe = std::env::current_exe()?;
+    let count = |side: &str, index: usize, runs: usize| -> Result<u64> {
+        let out = std::process::Command::new("valgrind")
+            .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(&exe)
+            .args(["--count", side])
+            .arg(&lineitem)
+            .args([index.to_string(), runs.to_string()])
+            .output()
+            .map_err(|e| {
+                datafusion::error::DataFusionError::Execution(format!(
+                    "--instructions runs valgrind (Debian package `valgrind`): {e}"
+                ))
+            })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // callgrind ends with "==PID== Collected : N".
+        stderr
+            .lines()
+            .find_map(|l| l.split("Collected :").nth(1))
+            .and_then(|n| n.trim().parse().ok())
+            .filter(|_| out.status.success())
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Execution(format!(
+                    "callgrind child ({side}, query {index}, {runs} runs) failed: {stderr}"
+                ))
+            })
+    };
+    println!(
+        "instructions per warm run (callgrind, millions)   {:>12} {:>12} {:>8}",
+        "ours", "listing", "ratio"
+    );
+    for (index, (name, _, repeats)) in SCAN_QUERIES.iter().enumerate() {
+        let mut per_run = [0.0f64; 2];
+        for (slot, side) in ["ours", "listing"].into_iter().enumerate() {
+            let warm = count(side, index, 1)?;
+            let more = count(side, index, 1 + repeats)?;
+            per_run[slot] = more.saturating_sub(warm) as f64 / *repeats as f64 / 1e6;
+        }
+        println!(
+            "{:<48} {:>12.1} {:>12.1} {:>8.3}",
+            format!("{name} (mean of {repeats})"),
+            per_run[0],
+            per_run[1],
+            per_run[0] / per_run[1]
+        );
+    }
+    Ok(())
+}
+
+/// Runs the Q1 full scan once and prints the process's peak RSS.
+async fn child_full_scan(side: &str, root: &Path) -> Result<()> {
+    let ctx = one_side(side, root).await?;
     query(
         &ctx,
         "SELECT l_returnflag, l_linestatus, sum(l_quantity), sum(l_extendedprice), avg(l_discount), count(*) \
