@@ -188,7 +188,9 @@
 //!   lists in pages as S3 does, or from the first key as object_store's
 //!   default does (`paged`);
 //! * `settings`: [`QueryContext`] (who is asking) and [`ScanOptions`] (how
-//!   scans read), the config extensions that travel with a query;
+//!   scans read), the config extensions that travel with a query, and the
+//!   one DataFusion option every lakefusion config lowers (the join `IN`
+//!   lists pushed into scans, docs/session-and-cache.md);
 //! * `session`: [`SessionBuilder`] and [`SessionStateBuilderExt`], which
 //!   wire everything into a session;
 //! * `cache`: [`TableCache`], [`CachedScanExec`] and [`SmallTableCacheRule`];

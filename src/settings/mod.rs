@@ -8,6 +8,9 @@
 //! Both implement `ExtensionOptions` by hand over one table of settings
 //! each (`setting`; see [`QueryContext`] for why not with DataFusion's
 //! macro).
+//!
+//! The one DataFusion option lakefusion changes is set here too:
+//! [`join_in_lists_capped`].
 
 mod query_context;
 mod scan_options;
@@ -18,16 +21,89 @@ pub use scan_options::ScanOptions;
 #[cfg(feature = "datafusion-distributed")]
 pub(crate) use setting::registered;
 
+use datafusion::config::ConfigOptions;
 use datafusion::prelude::SessionConfig;
 
 /// `config` with both extensions registered: the ones it has kept, the
-/// defaults otherwise, and `query` in place of its query context if given.
-/// Every session lakefusion builds goes through here (on Ballista, every
-/// scheduler and executor config too), or `SET` values would be dropped.
+/// defaults otherwise, and `query` in place of its query context if given,
+/// and with [`join_in_lists_capped`]. Every session lakefusion builds goes
+/// through here (on Ballista, every scheduler and executor config too), or
+/// `SET` values would be dropped.
 pub(crate) fn with_settings(config: SessionConfig, query: Option<QueryContext>) -> SessionConfig {
     let query = query.unwrap_or_else(|| QueryContext::from_session_config(&config));
     let scan = ScanOptions::from_session_config(&config);
-    config
+    join_in_lists_capped(config)
         .with_option_extension(query)
         .with_option_extension(scan)
+}
+
+/// `config` with `datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values`
+/// lowered to `datafusion.execution.parquet.max_in_list_size` (20), if it
+/// still has DataFusion's default (150).
+///
+/// A hash join pushes its build side into the probe side's scan as a dynamic
+/// filter: an `IN` list when the build side has at most that many distinct
+/// keys per partition, a lookup in its hash table otherwise. DataFusion 55
+/// puts one list entry per build-side row, not per distinct key
+/// (apache/datafusion#24236), and every file the scan opens simplifies the
+/// whole list several times (file, row-group and page-index pruning). On a
+/// lake of thousands of files that costs more than the join: TPC-H Q17 over
+/// 2,527 `lineitem` files took 7.7 s with the list and takes 1.9 s without
+/// it (docs/benchmarks.md). Statistics pruning uses a list only up to
+/// `max_in_list_size` entries, so longer lists prune nothing there that the
+/// filter's min/max bounds (kept either way) do not. What a longer list can
+/// still do is let bloom filters on the join key skip row groups, when the
+/// join collects its build side in one partition; a user whose files have
+/// such bloom filters can `SET` the option back. A value the config
+/// already differs from the default in is kept.
+pub(crate) fn join_in_lists_capped(mut config: SessionConfig) -> SessionConfig {
+    let default = ConfigOptions::default()
+        .optimizer
+        .hash_join_inlist_pushdown_max_distinct_values;
+    let options = config.options_mut();
+    let cap = options.execution.parquet.max_in_list_size;
+    let distinct = &mut options
+        .optimizer
+        .hash_join_inlist_pushdown_max_distinct_values;
+    if *distinct == default && cap < default {
+        *distinct = cap;
+    }
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn distinct(config: &SessionConfig) -> usize {
+        config
+            .options()
+            .optimizer
+            .hash_join_inlist_pushdown_max_distinct_values
+    }
+
+    #[test]
+    fn join_in_lists_are_capped_at_what_pruning_uses_unless_set() {
+        let capped = with_settings(SessionConfig::new(), None);
+        assert_eq!(distinct(&capped), 20);
+        assert_eq!(
+            distinct(&capped),
+            capped.options().execution.parquet.max_in_list_size
+        );
+
+        let mut chosen = SessionConfig::new();
+        chosen
+            .options_mut()
+            .optimizer
+            .hash_join_inlist_pushdown_max_distinct_values = 64;
+        assert_eq!(distinct(&with_settings(chosen, None)), 64);
+
+        let mut wider_pruning = SessionConfig::new();
+        wider_pruning
+            .options_mut()
+            .execution
+            .parquet
+            .max_in_list_size = 500;
+        assert_eq!(distinct(&with_settings(wider_pruning, None)), 150);
+    }
 }
