@@ -20,7 +20,8 @@
 //!   in its own session made as a user would (ours with `SessionBuilder`
 //!   and the small-table cache at `CacheConfig::default()`; `--no-cache`
 //!   without it; ListingTable with a plain `SessionContext`; both with
-//!   DataFusion's default options), answers compared, medians of at least
+//!   DataFusion's default options, but for the one lakefusion's set-up
+//!   lowers, docs/session-and-cache.md), answers compared, medians of at least
 //!   `--runs` warm runs taken alternately (more for short queries, until
 //!   each side has run 1 s), and `ours / listing` printed (below 1.0
 //!   means lakefusion is faster), then the geometric mean.

@@ -32,7 +32,12 @@ use datafusion::prelude::SessionConfig;
 pub(crate) fn with_settings(config: SessionConfig, query: Option<QueryContext>) -> SessionConfig {
     let query = query.unwrap_or_else(|| QueryContext::from_session_config(&config));
     let scan = ScanOptions::from_session_config(&config);
-    join_in_lists_capped(config)
+    let config = if scan.cap_join_in_lists {
+        join_in_lists_capped(config)
+    } else {
+        config
+    };
+    config
         .with_option_extension(query)
         .with_option_extension(scan)
 }
@@ -47,16 +52,16 @@ pub(crate) fn with_settings(config: SessionConfig, query: Option<QueryContext>) 
 /// puts one list entry per build-side row, not per distinct key
 /// (apache/datafusion#24236), and every file the scan opens simplifies the
 /// whole list several times (file, row-group and page-index pruning). On a
-/// lake of thousands of files that costs more than the join: TPC-H Q17 over
-/// 2,527 `lineitem` files took 7.7 s with the list and takes 1.9 s without
-/// it (docs/benchmarks.md). Statistics pruning uses a list only up to
+/// lake of thousands of files that costs more than the join (TPC-H Q17,
+/// docs/benchmarks.md). Statistics pruning uses a list only up to
 /// `max_in_list_size` entries, so longer lists prune nothing there that the
 /// filter's min/max bounds (kept either way) do not. What a longer list can
 /// still do is let bloom filters on the join key skip row groups, when the
-/// join collects its build side in one partition; a user whose files have
-/// such bloom filters can `SET` the option back. A value the config
-/// already differs from the default in is kept.
-pub(crate) fn join_in_lists_capped(mut config: SessionConfig) -> SessionConfig {
+/// join's build side is in one partition; a user whose files have
+/// such bloom filters sets `lakefusion.cap_join_in_lists = false` and the
+/// option back. A value other than the default is kept; the default itself
+/// cannot be told from a value set to it, which is why the switch exists.
+fn join_in_lists_capped(mut config: SessionConfig) -> SessionConfig {
     let default = ConfigOptions::default()
         .optimizer
         .hash_join_inlist_pushdown_max_distinct_values;
@@ -105,5 +110,24 @@ mod tests {
             .parquet
             .max_in_list_size = 500;
         assert_eq!(distinct(&with_settings(wider_pruning, None)), 150);
+    }
+
+    /// Ballista's scheduler sets up a client's config again, after the
+    /// client's values: with the switch off, the default survives that.
+    #[test]
+    fn with_the_switch_off_a_config_set_up_again_keeps_the_default() {
+        let mut config = with_settings(SessionConfig::new(), None);
+        config
+            .options_mut()
+            .set("lakefusion.cap_join_in_lists", "false")
+            .unwrap();
+        config
+            .options_mut()
+            .set(
+                "datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values",
+                "150",
+            )
+            .unwrap();
+        assert_eq!(distinct(&with_settings(config, None)), 150);
     }
 }

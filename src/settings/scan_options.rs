@@ -1,5 +1,6 @@
-//! [`ScanOptions`]: how scans read — the small-table cache switch and how
-//! far scans of object stores read ahead — under `lakefusion.*`.
+//! [`ScanOptions`]: how scans read — the small-table cache switch, how
+//! far scans of object stores read ahead, and whether join `IN` lists are
+//! capped — under `lakefusion.*`.
 
 #[cfg(doc)]
 use datafusion::common::config::ConfigExtension;
@@ -37,6 +38,12 @@ pub struct ScanOptions {
     pub read_ahead_bytes: usize,
     /// Files up to this size are read ahead in one request, footer and data.
     pub whole_file_bytes: u64,
+    /// Whether lakefusion's set-up lowers DataFusion's
+    /// `hash_join_inlist_pushdown_max_distinct_values` (see
+    /// docs/session-and-cache.md). Turning it off, then setting that option,
+    /// keeps the value on every path, Ballista and datafusion-distributed
+    /// included, where the set-up runs again.
+    pub cap_join_in_lists: bool,
 }
 
 impl Default for ScanOptions {
@@ -48,6 +55,7 @@ impl Default for ScanOptions {
             read_ahead_requests: 64,
             read_ahead_bytes: 256 * 1024 * 1024,
             whole_file_bytes: 8 * 1024 * 1024,
+            cap_join_in_lists: true,
         }
     }
 }
@@ -96,6 +104,19 @@ const SETTINGS: &[Setting<ScanOptions>] = &[
             Ok(())
         },
     },
+    Setting {
+        key: "cap_join_in_lists",
+        description: "Whether lakefusion's set-up lowers datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values",
+        get: |o| o.cap_join_in_lists.to_string(),
+        set: |o, v| {
+            o.cap_join_in_lists = v
+                .trim()
+                .to_ascii_lowercase()
+                .parse()
+                .map_err(|_| "true or false")?;
+            Ok(())
+        },
+    },
 ];
 
 impl ScanOptions {
@@ -121,6 +142,13 @@ impl ScanOptions {
     /// Sets the size up to which files are read ahead in one request.
     pub fn with_whole_file_bytes(mut self, bytes: u64) -> Self {
         self.whole_file_bytes = bytes;
+        self
+    }
+
+    /// Sets whether lakefusion's set-up lowers DataFusion's join `IN`-list
+    /// limit.
+    pub fn with_cap_join_in_lists(mut self, cap: bool) -> Self {
+        self.cap_join_in_lists = cap;
         self
     }
 }

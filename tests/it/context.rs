@@ -35,7 +35,8 @@ fn scan_options_round_trip_into_a_fresh_config() {
         .with_cache_enabled(false)
         .with_read_ahead_requests(7)
         .with_read_ahead_bytes(1 << 20)
-        .with_whole_file_bytes(4096);
+        .with_whole_file_bytes(4096)
+        .with_cap_join_in_lists(false);
     let pairs = original.to_key_value_pairs();
     assert_eq!(
         pairs,
@@ -52,6 +53,10 @@ fn scan_options_round_trip_into_a_fresh_config() {
             (
                 "lakefusion.whole_file_bytes".to_string(),
                 "4096".to_string()
+            ),
+            (
+                "lakefusion.cap_join_in_lists".to_string(),
+                "false".to_string()
             ),
         ]
     );
