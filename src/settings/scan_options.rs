@@ -5,7 +5,7 @@
 #[cfg(doc)]
 use datafusion::common::config::ConfigExtension;
 
-use super::setting::{config_extension, parse_count, Setting};
+use super::setting::{config_extension, parse_bool, parse_count, Setting};
 
 /// How scans read: a DataFusion [`ConfigExtension`] under the prefix
 /// `lakefusion`, set like any other option and shipped with the query:
@@ -66,11 +66,7 @@ const SETTINGS: &[Setting<ScanOptions>] = &[
         description: "Whether the small-table cache may be used",
         get: |o| o.cache_enabled.to_string(),
         set: |o, v| {
-            o.cache_enabled = v
-                .trim()
-                .to_ascii_lowercase()
-                .parse()
-                .map_err(|_| "true or false")?;
+            o.cache_enabled = parse_bool(v)?;
             Ok(())
         },
     },
@@ -109,11 +105,7 @@ const SETTINGS: &[Setting<ScanOptions>] = &[
         description: "Whether lakefusion's set-up lowers datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values",
         get: |o| o.cap_join_in_lists.to_string(),
         set: |o, v| {
-            o.cap_join_in_lists = v
-                .trim()
-                .to_ascii_lowercase()
-                .parse()
-                .map_err(|_| "true or false")?;
+            o.cap_join_in_lists = parse_bool(v)?;
             Ok(())
         },
     },

@@ -100,6 +100,15 @@ pub(crate) fn parse_count(value: &str, expected: &'static str) -> Result<u64, &'
     value.trim().parse::<u64>().map_err(|_| expected)
 }
 
+/// `value` as `true` or `false`, in any case and with spaces around.
+pub(crate) fn parse_bool(value: &str) -> Result<bool, &'static str> {
+    value
+        .trim()
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_| "true or false")
+}
+
 /// Implements a config extension over its table of settings, once for
 /// both: `ConfigExtension` with `$prefix`, `ExtensionOptions` over
 /// `$settings` (refusing the keys of `$moved`, an `Option<&Moved>`), and
