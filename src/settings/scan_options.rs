@@ -41,8 +41,9 @@ pub struct ScanOptions {
     /// Whether lakefusion's set-up lowers DataFusion's
     /// `hash_join_inlist_pushdown_max_distinct_values` (see
     /// docs/session-and-cache.md). Turning it off, then setting that option,
-    /// keeps the value on every path, Ballista and datafusion-distributed
-    /// included, where the set-up runs again.
+    /// keeps the value where the set-up runs again (Ballista's scheduler);
+    /// datafusion-distributed workers, which receive no `datafusion.*`
+    /// option, then use DataFusion's default.
     pub cap_join_in_lists: bool,
 }
 
